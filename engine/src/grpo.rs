@@ -1,0 +1,193 @@
+//! GRPO: group-normalised advantages, teacher-forced log-probs, and the clipped-ratio loss with
+//! a k3 KL penalty to the reference policy (the base model without adapter).
+use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::model::ops::log_softmax;
+use crate::model::{AdapterRef, Model};
+
+/// How per-token losses are reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossAgg {
+    /// Sum over all tokens of the batch / number of tokens (DAPO, TRL's "dapo"/"bnpo").
+    TokenMean,
+    /// Mean over each sequence's tokens, then mean over sequences (original GRPO).
+    SequenceMean,
+}
+
+/// GRPO hyper-parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoConfig {
+    /// KL coefficient (k3 estimator against the no-adapter reference). 0 skips the reference pass.
+    pub beta: f64,
+    pub epsilon_low: f64,
+    pub epsilon_high: f64,
+    /// Divide advantages by the group's standard deviation (false = Dr.GRPO).
+    pub scale_rewards: bool,
+    pub loss_agg: LossAgg,
+    /// Sequences per forward/backward micro-batch (gradient accumulation bounds memory).
+    pub micro_batch: usize,
+}
+
+impl Default for GrpoConfig {
+    fn default() -> Self {
+        GrpoConfig {
+            beta: 0.04,
+            epsilon_low: 0.2,
+            epsilon_high: 0.28,
+            scale_rewards: true,
+            loss_agg: LossAgg::TokenMean,
+            micro_batch: 4,
+        }
+    }
+}
+
+/// Group-normalised advantages: `(r - mean)`, divided by `(std + 1e-4)` when `scale_std`.
+/// The std is the sample (Bessel-corrected) std, as `torch.std` in TRL; a group of one gets 0.
+pub fn group_advantages(rewards: &[f64], scale_std: bool) -> Vec<f64> {
+    let n = rewards.len();
+    if n == 0 {
+        return vec![];
+    }
+    let mean = rewards.iter().sum::<f64>() / n as f64;
+    let std = if n > 1 {
+        (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    rewards
+        .iter()
+        .map(|r| {
+            let a = r - mean;
+            if scale_std {
+                a / (std + 1e-4)
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Per-token log-probs `(G, L)` (f32) of `completions` following a shared `prompt`, and the
+/// mask `(G, L)` of real (non-padding) positions. With `train` the result carries a graph
+/// through the adapter's variables. The prompt is run once at batch 1 and its keys/values are
+/// shared by the group. Logits are divided by `temperature` as in sampling.
+pub fn completion_logprobs(
+    model: &Model,
+    adapter: AdapterRef,
+    prompt: &[u32],
+    completions: &[&[u32]],
+    temperature: f64,
+    train: bool,
+) -> Result<(Tensor, Tensor)> {
+    let g = completions.len();
+    let l = completions.iter().map(|c| c.len()).max().unwrap_or(0);
+    if g == 0 || l == 0 || prompt.is_empty() {
+        return Err(EngineError::Other("completion_logprobs needs a prompt and non-empty completions".into()));
+    }
+    let dev = model.device();
+    let mut cache = model.new_cache();
+    let p_ids = model.ids_tensor(prompt, 1)?;
+    let hp = model.forward_hidden(&p_ids, 0, &mut cache, adapter, train)?; // (1, P, h)
+    let hdim = hp.dim(2)?;
+    let last_p = hp.narrow(1, prompt.len() - 1, 1)?; // (1, 1, h)
+    let mut ids = Vec::with_capacity(g * l);
+    let mut mask = Vec::with_capacity(g * l);
+    for c in completions {
+        for j in 0..l {
+            ids.push(c.get(j).copied().unwrap_or(0));
+            mask.push(if j < c.len() { 1f32 } else { 0f32 });
+        }
+    }
+    let c_ids = Tensor::from_vec(ids, (g, l), dev)?;
+    let pred = if l > 1 {
+        let mut gcache = if g > 1 { cache.expand_batch(g)? } else { cache };
+        let inp = c_ids.narrow(1, 0, l - 1)?;
+        let hc = model.forward_hidden(&inp, prompt.len(), &mut gcache, adapter, train)?; // (G, L-1, h)
+        let lp = last_p.broadcast_as((g, 1, hdim))?;
+        Tensor::cat(&[&lp, &hc], 1)?
+    } else {
+        last_p.broadcast_as((g, 1, hdim))?.contiguous()?
+    };
+    let logits = model.logits(&pred, train)?;
+    let logits = match logits.dtype() {
+        DType::F16 | DType::BF16 => logits.to_dtype(DType::F32)?,
+        _ => logits,
+    };
+    let logits = if (temperature - 1.0).abs() > 1e-12 && temperature > 0.0 {
+        (logits / temperature)?
+    } else {
+        logits
+    };
+    let lsm = log_softmax(&logits)?;
+    let lp = lsm.gather(&c_ids.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let mask = Tensor::from_vec(mask, (g, l), dev)?.to_dtype(lp.dtype())?;
+    Ok((lp, mask))
+}
+
+/// Inputs of the GRPO loss for one micro-batch of `G` sequences padded to `L` tokens.
+pub struct GrpoBatch<'a> {
+    /// New-policy log-probs `(G, L)` with a graph.
+    pub logprobs: &'a Tensor,
+    /// Sampling-policy log-probs `(G, L)`.
+    pub old_logprobs: &'a Tensor,
+    /// Reference log-probs `(G, L)`; required when beta > 0.
+    pub ref_logprobs: Option<&'a Tensor>,
+    pub advantages: &'a [f64],
+    pub mask: &'a Tensor,
+}
+
+/// Loss value (with graph) and statistics of one micro-batch.
+pub struct GrpoLoss {
+    pub loss: Tensor,
+    /// Masked sums, to be divided by the normaliser for reporting.
+    pub kl_sum: f64,
+    pub clipped_tokens: f64,
+    pub tokens: f64,
+}
+
+/// The GRPO objective for a micro-batch. `norm` is the normaliser of the *whole* batch so that
+/// micro-batch losses add up to the full-batch loss: the total token count for token-mean, the
+/// total sequence count for sequence-mean.
+pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss> {
+    let (g, _) = b.logprobs.dims2()?;
+    if b.advantages.len() != g {
+        return Err(EngineError::Other("advantages do not match the batch".into()));
+    }
+    let dev = b.logprobs.device();
+    let adv = Tensor::from_vec(b.advantages.iter().map(|&a| a as f32).collect::<Vec<_>>(), (g, 1), dev)?
+        .to_dtype(b.logprobs.dtype())?;
+    // Differences are masked before exp so padding can never produce inf * 0.
+    let ratio = ((b.logprobs - b.old_logprobs)? * b.mask)?.exp()?;
+    let clipped = ratio.clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high)?;
+    let s1 = ratio.broadcast_mul(&adv)?;
+    let s2 = clipped.broadcast_mul(&adv)?;
+    let mut per_tok = s1.minimum(&s2)?.neg()?;
+    let mut kl_sum = 0.0;
+    if cfg.beta > 0.0 {
+        let r = b
+            .ref_logprobs
+            .ok_or_else(|| EngineError::Other("beta > 0 needs reference log-probs".into()))?;
+        let d = ((r - b.logprobs)? * b.mask)?;
+        let kl = ((d.exp()? - &d)? - 1.0)?;
+        kl_sum = (kl.detach() * b.mask)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        per_tok = (per_tok + (kl * cfg.beta)?)?;
+    }
+    let masked = (per_tok * b.mask)?;
+    let loss = match cfg.loss_agg {
+        LossAgg::TokenMean => (masked.sum_all()? / norm)?,
+        LossAgg::SequenceMean => {
+            let lens = b.mask.sum(1)?.clamp(1.0, f64::MAX)?;
+            ((masked.sum(1)? / lens)?.sum_all()? / norm)?
+        }
+    };
+    // Tokens where the clipped term is the active one (ratio outside the trust region in the
+    // direction the advantage pushes).
+    let clip_mask = s2.lt(&s1)?.to_dtype(b.mask.dtype())?;
+    let clipped_tokens = (clip_mask * b.mask)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let tokens = b.mask.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    Ok(GrpoLoss { loss, kl_sum, clipped_tokens, tokens })
+}

@@ -1,0 +1,477 @@
+//! The decoder: Llama / Qwen2 blocks (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP) over
+//! one frozen copy of the base weights, with any number of named LoRA adapters.
+//!
+//! Two paths share the code: inference (`train = false`) uses candle's fused kernels and builds no
+//! graph; training (`train = true`) uses only ops whose backward is correct and routes frozen
+//! matmuls through [`frozen_matmul`] so no gradient is computed for base weights.
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::error::{EngineError, Result};
+use crate::model::cache::KvCache;
+use crate::model::config::ModelConfig;
+use crate::model::lora::{LoraAdapter, LoraConfig, Target};
+use crate::model::ops::{frozen_matmul, rms_norm_train, softmax_train};
+
+/// A frozen linear layer: weight `(out, in)` and optional bias.
+#[derive(Debug, Clone)]
+pub struct FrozenLinear {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+}
+
+impl FrozenLinear {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = frozen_matmul(x, &self.w, train)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    proj: [FrozenLinear; 7],
+    ln_attn: Tensor,
+    ln_mlp: Tensor,
+}
+
+/// Rotary tables, `(max_pos, head_dim / 2)`.
+#[derive(Debug)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Self> {
+        let d = cfg.head_dim();
+        let max_pos = cfg.max_position_embeddings.clamp(1, 32_768);
+        let mut inv: Vec<f64> = (0..d / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64))
+            .collect();
+        if let Some(rs) = &cfg.rope_scaling {
+            let kind = rs
+                .get("rope_type")
+                .or_else(|| rs.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default");
+            if kind == "llama3" {
+                let g = |k: &str, dflt: f64| rs.get(k).and_then(|v| v.as_f64()).unwrap_or(dflt);
+                let factor = g("factor", 8.0);
+                let lo = g("low_freq_factor", 1.0);
+                let hi = g("high_freq_factor", 4.0);
+                let old = g("original_max_position_embeddings", 8192.0);
+                let lo_wl = old / lo;
+                let hi_wl = old / hi;
+                for f in inv.iter_mut() {
+                    let wl = 2.0 * std::f64::consts::PI / *f;
+                    if wl < hi_wl {
+                    } else if wl > lo_wl {
+                        *f /= factor;
+                    } else {
+                        let s = (old / wl - lo) / (hi - lo);
+                        *f = (1.0 - s) * *f / factor + s * *f;
+                    }
+                }
+            }
+        }
+        let mut cos = Vec::with_capacity(max_pos * d / 2);
+        let mut sin = Vec::with_capacity(max_pos * d / 2);
+        for p in 0..max_pos {
+            for f in &inv {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Ok(Rope {
+            cos: Tensor::from_vec(cos, (max_pos, d / 2), dev)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, (max_pos, d / 2), dev)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+/// The model: frozen base weights plus named LoRA adapters.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rope: Rope,
+    dtype: DType,
+    device: Device,
+    adapters: BTreeMap<String, LoraAdapter>,
+}
+
+/// Which adapter a forward call uses: `None` is the base (reference) policy.
+pub type AdapterRef<'a> = Option<&'a str>;
+
+impl Model {
+    /// Build from HF-named weights (see docs/DESIGN.md). Shapes are checked against `cfg`.
+    pub fn new(
+        cfg: &ModelConfig,
+        weights: &HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = weights
+                .get(name)
+                .ok_or_else(|| EngineError::Other(format!("missing weight {name}")))?;
+            if t.dims() != shape {
+                return Err(EngineError::Other(format!(
+                    "weight {name} has shape {:?}, config implies {:?}",
+                    t.dims(),
+                    shape
+                )));
+            }
+            Ok(t.to_device(device)?.to_dtype(dtype)?.contiguous()?)
+        };
+        let h = cfg.hidden_size;
+        let embed = get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let lin = |t: Target, bias: bool| -> Result<FrozenLinear> {
+                let (fin, fout) = t.shape(cfg);
+                let base = format!("{p}.{}.{}", t.parent(), t.name());
+                let w = get(&format!("{base}.weight"), &[fout, fin])?;
+                let b = if bias { Some(get(&format!("{base}.bias"), &[fout])?) } else { None };
+                Ok(FrozenLinear { w, b })
+            };
+            let qb = cfg.qkv_bias();
+            let proj = [
+                lin(Target::Q, qb)?,
+                lin(Target::K, qb)?,
+                lin(Target::V, qb)?,
+                lin(Target::O, cfg.o_bias())?,
+                lin(Target::Gate, false)?,
+                lin(Target::Up, false)?,
+                lin(Target::Down, false)?,
+            ];
+            blocks.push(Block {
+                proj,
+                ln_attn: get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                ln_mlp: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            });
+        }
+        let norm = get("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings || !weights.contains_key("lm_head.weight") {
+            embed.clone()
+        } else {
+            get("lm_head.weight", &[cfg.vocab_size, h])?
+        };
+        Ok(Model {
+            cfg: cfg.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rope: Rope::new(cfg, dtype, device)?,
+            dtype,
+            device: device.clone(),
+            adapters: BTreeMap::new(),
+        })
+    }
+
+    /// Random weights (N(0, 0.02), norms at 1) for tests and benchmarks, seeded.
+    pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let dev = Device::Cpu;
+        let mut w = HashMap::new();
+        let mut normal = |shape: &[usize], std: f32| -> Result<Tensor> {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    // Box-Muller from two uniforms.
+                    let u1: f32 = rng.random_range(1e-7..1.0);
+                    let u2: f32 = rng.random();
+                    std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+                })
+                .collect();
+            Ok(Tensor::from_vec(v, shape, &dev)?)
+        };
+        let h = cfg.hidden_size;
+        w.insert("model.embed_tokens.weight".into(), normal(&[cfg.vocab_size, h], 0.02)?);
+        for i in 0..cfg.num_hidden_layers {
+            for t in Target::ALL {
+                let (fin, fout) = t.shape(cfg);
+                let base = format!("model.layers.{i}.{}.{}", t.parent(), t.name());
+                w.insert(format!("{base}.weight"), normal(&[fout, fin], 0.02)?);
+                let bias = match t {
+                    Target::Q | Target::K | Target::V => cfg.qkv_bias(),
+                    Target::O => cfg.o_bias(),
+                    _ => false,
+                };
+                if bias {
+                    w.insert(format!("{base}.bias"), normal(&[fout], 0.02)?);
+                }
+            }
+            for ln in ["input_layernorm", "post_attention_layernorm"] {
+                let v = (normal(&[h], 0.1)? + 1.0)?;
+                w.insert(format!("model.layers.{i}.{ln}.weight"), v);
+            }
+        }
+        w.insert("model.norm.weight".into(), (normal(&[h], 0.1)? + 1.0)?);
+        if !cfg.tie_word_embeddings {
+            w.insert("lm_head.weight".into(), normal(&[cfg.vocab_size, h], 0.02)?);
+        }
+        Ok(w)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Base parameter count (tied head counted once).
+    pub fn num_base_params(&self) -> usize {
+        let mut n = self.embed.elem_count() + self.norm.elem_count();
+        for b in &self.blocks {
+            n += b.ln_attn.elem_count() + b.ln_mlp.elem_count();
+            for p in &b.proj {
+                n += p.w.elem_count() + p.b.as_ref().map_or(0, |b| b.elem_count());
+            }
+        }
+        if !self.cfg.tie_word_embeddings {
+            n += self.lm_head.elem_count();
+        }
+        n
+    }
+
+    /// Create (or replace) a named adapter with PEFT's initialisation.
+    pub fn add_adapter(&mut self, name: &str, cfg: &LoraConfig, seed: u64) -> Result<()> {
+        let a = LoraAdapter::new_random(name, cfg, &self.cfg, self.dtype, &self.device, seed)?;
+        self.adapters.insert(name.to_string(), a);
+        Ok(())
+    }
+
+    /// Insert a loaded adapter under its name.
+    pub fn insert_adapter(&mut self, adapter: LoraAdapter) {
+        self.adapters.insert(adapter.name.clone(), adapter);
+    }
+
+    pub fn adapter(&self, name: &str) -> Result<&LoraAdapter> {
+        self.adapters
+            .get(name)
+            .ok_or_else(|| EngineError::Other(format!("no adapter named {name:?}")))
+    }
+
+    pub fn adapter_names(&self) -> Vec<String> {
+        self.adapters.keys().cloned().collect()
+    }
+
+    fn resolve(&self, adapter: AdapterRef) -> Result<Option<&LoraAdapter>> {
+        adapter.map(|n| self.adapter(n)).transpose()
+    }
+
+    fn proj(
+        &self,
+        layer: usize,
+        t: Target,
+        x: &Tensor,
+        lora: Option<&LoraAdapter>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let base = self.blocks[layer].proj[t.index()].forward(x, train)?;
+        let Some(ad) = lora else { return Ok(base) };
+        let Some(pair) = ad.pair(layer, t) else { return Ok(base) };
+        let xin = if train {
+            match ad
+                .dropout_mask(x.dims(), x.device(), x.dtype())
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            {
+                Some(m) => x.mul(&m)?,
+                None => x.clone(),
+            }
+        } else {
+            x.clone()
+        };
+        let low = xin.broadcast_matmul(&pair.a.as_tensor().t()?)?;
+        let up = low.broadcast_matmul(&pair.b.as_tensor().t()?)?;
+        base + (up * ad.scale())?
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if train {
+            rms_norm_train(x, w, self.cfg.rms_norm_eps)
+        } else {
+            candle_nn::ops::rms_norm(&x.contiguous()?, w, self.cfg.rms_norm_eps as f32)
+        }
+    }
+
+    fn rope(&self, x: &Tensor, offset: usize, train: bool) -> candle_core::Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.rope.cos.narrow(0, offset, t)?;
+        let sin = self.rope.sin.narrow(0, offset, t)?;
+        match (train, self.cfg.rope_interleaved) {
+            (true, false) => candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
+            (true, true) => candle_nn::rotary_emb::rope_i_slow(x, &cos, &sin),
+            (false, false) => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
+            (false, true) => candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin),
+        }
+    }
+
+    fn attention(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        lora: Option<&LoraAdapter>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let nh = self.cfg.num_attention_heads;
+        let nkv = self.cfg.num_kv_heads();
+        let d = self.cfg.head_dim();
+        let rep = nh / nkv;
+        let q = self.proj(layer, Target::Q, x, lora, train)?;
+        let k = self.proj(layer, Target::K, x, lora, train)?;
+        let v = self.proj(layer, Target::V, x, lora, train)?;
+        let q = q.reshape((b, t, nh, d))?.transpose(1, 2)?;
+        let k = k.reshape((b, t, nkv, d))?.transpose(1, 2)?;
+        let v = v.reshape((b, t, nkv, d))?.transpose(1, 2)?.contiguous()?;
+        let q = self.rope(&q, offset, train)?;
+        let k = self.rope(&k, offset, train)?;
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let total = k.dim(2)?;
+        // Grouped-query attention without copying K/V: fold the heads sharing a KV head into
+        // the query length. HF maps query head h to KV head h / rep.
+        let q = q.contiguous()?.reshape((b, nkv, rep * t, d))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut att = (q.matmul(&k.t()?)? * scale)?;
+        if t > 1 {
+            let mask: Vec<f32> = (0..rep * t)
+                .flat_map(|row| {
+                    let i = row % t;
+                    (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (rep * t, total), x.device())?.to_dtype(att.dtype())?;
+            att = att.broadcast_add(&mask)?;
+        }
+        let att = if train {
+            softmax_train(&att)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        };
+        let y = att.matmul(&v)?; // (b, nkv, rep*t, d)
+        let y = y.reshape((b, nh, t, d))?.transpose(1, 2)?.reshape((b, t, nh * d))?;
+        self.proj(layer, Target::O, &y, lora, train)
+    }
+
+    fn mlp(&self, layer: usize, x: &Tensor, lora: Option<&LoraAdapter>, train: bool) -> candle_core::Result<Tensor> {
+        let g = self.proj(layer, Target::Gate, x, lora, train)?;
+        let u = self.proj(layer, Target::Up, x, lora, train)?;
+        let h = (candle_nn::Activation::Silu.forward(&g)? * u)?;
+        self.proj(layer, Target::Down, &h, lora, train)
+    }
+
+    /// Final hidden states `(b, t, hidden)` (after the last norm) for token ids `(b, t)` at
+    /// positions `offset..offset+t`, appending to `cache`.
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        adapter: AdapterRef,
+        train: bool,
+    ) -> Result<Tensor> {
+        let lora = self.resolve(adapter)?;
+        let (_, t) = ids.dims2()?;
+        if offset + t > self.rope.cos.dim(0)? {
+            return Err(EngineError::Other(format!(
+                "sequence of {} tokens exceeds the model's {} positions",
+                offset + t,
+                self.rope.cos.dim(0)?
+            )));
+        }
+        let mut x = self.embed.embedding(ids)?;
+        for i in 0..self.blocks.len() {
+            let blk = &self.blocks[i];
+            let h = self.norm(&x, &blk.ln_attn, train)?;
+            let a = self.attention(i, &h, offset, cache, lora, train)?;
+            x = (x + a)?;
+            let h = self.norm(&x, &blk.ln_mlp, train)?;
+            let m = self.mlp(i, &h, lora, train)?;
+            x = (x + m)?;
+        }
+        Ok(self.norm(&x, &self.norm, train)?)
+    }
+
+    /// Logits `(…, vocab)` from hidden states.
+    pub fn logits(&self, hidden: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(frozen_matmul(hidden, &self.lm_head, train)?)
+    }
+
+    /// Convenience: full logits `(b, t, vocab)` in f32.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        adapter: AdapterRef,
+        train: bool,
+    ) -> Result<Tensor> {
+        let h = self.forward_hidden(ids, offset, cache, adapter, train)?;
+        Ok(self.logits(&h, train)?.to_dtype(DType::F32)?)
+    }
+
+    /// Logits of the last position only, `(b, vocab)` f32 (inference).
+    pub fn forward_last(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        adapter: AdapterRef,
+    ) -> Result<Tensor> {
+        let h = self.forward_hidden(ids, offset, cache, adapter, false)?;
+        let t = h.dim(1)?;
+        let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(self.logits(&last, false)?.to_dtype(DType::F32)?)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.blocks.len())
+    }
+
+    /// Ids tensor on the model's device.
+    pub fn ids_tensor(&self, ids: &[u32], batch: usize) -> Result<Tensor> {
+        let t = ids.len() / batch.max(1);
+        Ok(Tensor::from_slice(ids, (batch, t), &self.device)?)
+    }
+
+    /// Every frozen base tensor (for tests that check no gradient reaches them).
+    pub fn base_tensors(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.embed, &self.norm, &self.lm_head];
+        for b in &self.blocks {
+            v.push(&b.ln_attn);
+            v.push(&b.ln_mlp);
+            for p in &b.proj {
+                v.push(&p.w);
+                if let Some(bias) = &p.b {
+                    v.push(bias);
+                }
+            }
+        }
+        v
+    }
+
+    /// Tensor of per-token dim for sanity checks in tests.
+    pub fn embed_dim(&self) -> usize {
+        self.embed.dim(D::Minus1).unwrap_or(0)
+    }
+}

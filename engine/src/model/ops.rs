@@ -1,0 +1,176 @@
+//! Numerical building blocks with correct backward passes, and CPU float-mode setup.
+//!
+//! candle's fused rope / rms_norm / softmax_last_dim record no backward, and its matmul backward
+//! also computes the gradient of the right-hand side. The training path therefore uses the
+//! compositions here, and every frozen weight goes through [`frozen_matmul`], whose backward
+//! returns only the input gradient.
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+
+/// `x @ w^T` for a frozen weight `w` of shape `(out, in)`; `x` is `(..., in)`.
+/// Backward returns the gradient for `x` only; none is computed for `w`.
+struct FrozenMatmul;
+
+impl FrozenMatmul {
+    /// (m, k, n) for a contiguous x of shape (.., k) and w (n, k).
+    fn dims(l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, Shape)> {
+        let xd = l1.shape().dims();
+        let (n, k) = l2.shape().dims2()?;
+        let Some(&kx) = xd.last() else {
+            candle_core::bail!("frozen_matmul: input is a scalar")
+        };
+        if kx != k {
+            candle_core::bail!("frozen_matmul: input has {kx} features, weight expects {k}");
+        }
+        if !l1.is_contiguous() {
+            candle_core::bail!("frozen_matmul: input must be contiguous");
+        }
+        let m = l1.shape().elem_count() / k.max(1);
+        let mut out = xd.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = n;
+        }
+        Ok((m, k, n, Shape::from(out)))
+    }
+}
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k, n, out_shape) = Self::dims(l1, l2)?;
+        let (off, _) = l1.contiguous_offsets().unwrap_or((l1.start_offset(), 0));
+        let lhs_l = Layout::contiguous_with_offset((m, k), off);
+        let rhs_l = l2.transpose(0, 1)?;
+        let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &rhs_l)?;
+        Ok((out, out_shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (m, k, n, out_shape) = Self::dims(l1, l2)?;
+        let (off, _) = l1.contiguous_offsets().unwrap_or((l1.start_offset(), 0));
+        let lhs_l = Layout::contiguous_with_offset((m, k), off);
+        let rhs_l = l2.transpose(0, 1)?;
+        let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &rhs_l)?;
+        Ok((out, out_shape))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dims = grad_res.dims().to_vec();
+        let n = *dims.last().unwrap_or(&1);
+        let g2 = grad_res.contiguous()?.reshape(((), n))?;
+        let gx = g2.matmul(w)?;
+        let mut xd = dims;
+        if let Some(last) = xd.last_mut() {
+            *last = w.dim(1)?;
+        }
+        Ok((Some(gx.reshape(xd)?), None))
+    }
+}
+
+/// `x @ w^T` where `w` (out, in) is frozen. With `track` false this is a plain matmul
+/// (inference); with `track` true it records a backward that skips the weight gradient.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
+    if track && x.track_op() {
+        let x = x.contiguous()?;
+        x.apply_op2(w, FrozenMatmul)
+    } else {
+        x.broadcast_matmul(&w.t()?)
+    }
+}
+
+/// RMSNorm composed of differentiable ops (computed in f32 for 16-bit inputs).
+pub fn rms_norm_train(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let internal = match dt {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    };
+    let xf = x.to_dtype(internal)?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = xf.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?;
+    normed.to_dtype(dt)?.broadcast_mul(w)
+}
+
+/// Softmax over the last dimension composed of differentiable ops.
+pub fn softmax_train(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&s)
+}
+
+/// Log-softmax over the last dimension, differentiable.
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let diff = x.broadcast_sub(&max)?;
+    let lse = diff.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    diff.broadcast_sub(&lse)
+}
+
+/// Enable flush-to-zero and denormals-are-zero on the calling thread. Subnormal floats make
+/// CPU backward passes up to 30x slower.
+pub fn set_flush_denormals() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reading and writing MXCSR only changes this thread's SSE float mode; bits 15
+    // (FTZ) and 6 (DAZ) are defined on every x86-64 CPU.
+    unsafe {
+        let mut csr: u32 = 0;
+        core::arch::asm!("stmxcsr [{}]", in(reg) &mut csr as *mut u32, options(nostack));
+        csr |= (1 << 15) | (1 << 6);
+        core::arch::asm!("ldmxcsr [{}]", in(reg) &csr as *const u32, options(nostack));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: setting FPCR.FZ (bit 24) only changes this thread's float mode.
+    unsafe {
+        let mut fpcr: u64;
+        core::arch::asm!("mrs {}, fpcr", out(reg) fpcr);
+        fpcr |= 1 << 24;
+        core::arch::asm!("msr fpcr, {}", in(reg) fpcr);
+    }
+}
+
+/// Whether flush-to-zero is on for the calling thread (x86-64 only; true elsewhere).
+pub fn flush_denormals_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr only reads the float control register into `csr`.
+        unsafe {
+            core::arch::asm!("stmxcsr [{}]", in(reg) &mut csr as *mut u32, options(nostack));
+        }
+        csr & (1 << 15) != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// Set flush-to-zero on this thread and on every thread of rayon's global pool (which candle's
+/// CPU kernels and gemm use). Call once at start-up and at the start of worker threads.
+pub fn init_cpu_float_mode() {
+    set_flush_denormals();
+    rayon::broadcast(|_| set_flush_denormals());
+}

@@ -1,0 +1,226 @@
+//! Seeded sampling of G completions of one prompt, sharing the prompt's KV cache.
+//!
+//! The prompt is prefilled once at batch 1; its cache is then repeated for the group and all
+//! rows decode in one batch. Each row draws from its own ChaCha8 stream derived from
+//! `(seed, stream index)`, so a (seed, prompt, weights) triple replays exactly and a batched
+//! group equals the same rows sampled one by one.
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::model::{AdapterRef, Model};
+
+/// Sampling settings (vLLM / TRL names where they exist).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingParams {
+    pub temperature: f64,
+    /// Nucleus mass; 1.0 disables.
+    pub top_p: f64,
+    /// 0 disables.
+    pub top_k: usize,
+    pub max_tokens: usize,
+    /// Generation stops once the text contains one of these; the stop string is kept in the
+    /// returned text and tokens (so format checks can see closing tags).
+    pub stop: Vec<String>,
+    /// Argmax decoding (ignores temperature / top-p / top-k for choosing tokens).
+    pub greedy: bool,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 128,
+            stop: Vec::new(),
+            greedy: false,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Eos,
+    Stop,
+    Length,
+}
+
+/// One sampled completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    /// Log-probability of each sampled token under the sampling policy: the model's
+    /// distribution at `temperature` (1.0 when greedy), before top-p/top-k truncation. These
+    /// are GRPO's "old" log-probs; the trainer scores with the same temperature.
+    pub logprobs: Vec<f32>,
+    pub finish: FinishReason,
+}
+
+/// Decoding hooks the sampler needs from a tokenizer.
+pub trait Detok {
+    fn decode(&self, ids: &[u32]) -> String;
+    fn is_eos(&self, id: u32) -> bool;
+}
+
+/// Derive the RNG of stream `i` of seed `seed`.
+pub fn stream_rng(seed: u64, i: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(i);
+    r
+}
+
+/// Pick a token from f32 logits; returns (token, logprob under the sampling policy).
+pub fn pick_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    let temp = if p.greedy || p.temperature <= 0.0 { 1.0 } else { p.temperature } as f32;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut lse = 0f64;
+    for &l in logits {
+        lse += (((l - max) / temp) as f64).exp();
+    }
+    let lse = lse.ln() as f32;
+    let logp = |i: usize| (logits[i] - max) / temp - lse;
+    if p.greedy || p.temperature <= 0.0 {
+        let mut best = 0usize;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        return (best as u32, logp(best));
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+    if idx.is_empty() {
+        return (0, f32::NEG_INFINITY);
+    }
+    idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    if p.top_k > 0 && p.top_k < idx.len() {
+        idx.truncate(p.top_k);
+    }
+    let probs: Vec<f64> = idx.iter().map(|&i| (logp(i) as f64).exp()).collect();
+    let mut keep = probs.len();
+    if p.top_p < 1.0 {
+        let mut c = 0.0;
+        for (n, pr) in probs.iter().enumerate() {
+            c += pr;
+            if c >= p.top_p {
+                keep = n + 1;
+                break;
+            }
+        }
+    }
+    let total: f64 = probs[..keep].iter().sum();
+    let u: f64 = rng.random::<f64>() * total;
+    let mut c = 0.0;
+    for n in 0..keep {
+        c += probs[n];
+        if u < c {
+            return (idx[n] as u32, logp(idx[n]));
+        }
+    }
+    (idx[keep - 1] as u32, logp(idx[keep - 1]))
+}
+
+struct Row {
+    rng: ChaCha8Rng,
+    out: Completion,
+    done: bool,
+}
+
+/// Sample `g` completions of `prompt` with the given adapter (None = base model). Row `i` uses
+/// RNG stream `first_stream + i`.
+pub fn sample_group(
+    model: &Model,
+    adapter: AdapterRef,
+    prompt: &[u32],
+    g: usize,
+    first_stream: u64,
+    params: &SamplingParams,
+    detok: &dyn Detok,
+) -> Result<Vec<Completion>> {
+    if prompt.is_empty() {
+        return Err(EngineError::Other("cannot sample from an empty prompt".into()));
+    }
+    if g == 0 {
+        return Ok(Vec::new());
+    }
+    let mut cache = model.new_cache();
+    let ids = model.ids_tensor(prompt, 1)?;
+    let last = model.forward_last(&ids, 0, &mut cache, adapter)?; // (1, V)
+    let mut rows: Vec<Row> = (0..g as u64)
+        .map(|i| Row {
+            rng: stream_rng(params.seed, first_stream + i),
+            out: Completion { tokens: vec![], text: String::new(), logprobs: vec![], finish: FinishReason::Length },
+            done: false,
+        })
+        .collect();
+    if g > 1 {
+        cache = cache.expand_batch(g)?;
+    }
+    let mut logits: Vec<Vec<f32>> = {
+        let l = last.to_dtype(DType::F32)?.squeeze(0)?.to_vec1::<f32>()?;
+        vec![l; g]
+    };
+    // `active[j]` is the row index of batch position j.
+    let mut active: Vec<usize> = (0..g).collect();
+    let mut pos = prompt.len();
+    for _ in 0..params.max_tokens {
+        let mut next = Vec::with_capacity(active.len());
+        for (j, &r) in active.iter().enumerate() {
+            let row = &mut rows[r];
+            let (tok, lp) = pick_token(&logits[j], params, &mut row.rng);
+            row.out.tokens.push(tok);
+            row.out.logprobs.push(lp);
+            if detok.is_eos(tok) {
+                row.done = true;
+                row.out.finish = FinishReason::Eos;
+            } else if !params.stop.is_empty() {
+                let text = detok.decode(&row.out.tokens);
+                if let Some(cut) = params
+                    .stop
+                    .iter()
+                    .filter_map(|s| text.find(s.as_str()).map(|at| at + s.len()))
+                    .min()
+                {
+                    row.done = true;
+                    row.out.finish = FinishReason::Stop;
+                    row.out.text = text[..cut].to_string();
+                }
+            }
+            next.push(tok);
+        }
+        let keep: Vec<usize> = (0..active.len()).filter(|&j| !rows[active[j]].done).collect();
+        if keep.is_empty() {
+            break;
+        }
+        let next: Vec<u32> = keep.iter().map(|&j| next[j]).collect();
+        if keep.len() != active.len() {
+            let sel: Vec<u32> = keep.iter().map(|&j| j as u32).collect();
+            cache.select_rows(&sel)?;
+            active = keep.iter().map(|&j| active[j]).collect();
+        }
+        if rows[active[0]].out.tokens.len() >= params.max_tokens {
+            break;
+        }
+        let ids = Tensor::from_vec(next, (active.len(), 1), model.device())?;
+        let l = model.forward_last(&ids, pos, &mut cache, adapter)?;
+        logits = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        pos += 1;
+    }
+    Ok(rows
+        .into_iter()
+        .map(|mut r| {
+            if r.out.finish != FinishReason::Stop {
+                r.out.text = detok.decode(&r.out.tokens);
+            }
+            r.out
+        })
+        .collect())
+}
