@@ -324,6 +324,11 @@ impl SessionReader {
         self.trajectories_path.as_deref()
     }
 
+    /// `<dir>/train.log` when a session directory was opened (it may not exist).
+    pub fn log_path(&self) -> Option<PathBuf> {
+        (self.kind == SourceKind::SessionDir).then(|| self.path.join(layout::LOG_FILE))
+    }
+
     /// Text of `config.toml`, if present (even if it is not valid TOML).
     pub fn config_toml(&self) -> Option<&str> {
         self.config_toml.as_deref()

@@ -102,6 +102,8 @@ fn bare_trajectories_file_opens_with_lazy_index() {
 
     let r = SessionReader::open(&path).unwrap();
     assert_eq!(r.kind(), SourceKind::TrajectoriesFile);
+    assert_eq!(r.log_path(), None);
+    assert_eq!(r.trajectories_path(), Some(path.as_path()));
     assert!(r.problems().is_empty(), "{:?}", r.problems());
     assert!(r.metrics().is_empty() && r.config().is_none() && r.run_info().is_none());
     assert_eq!(r.entries().len(), 12);
@@ -226,4 +228,24 @@ fn poll_new_returns_only_new_complete_lines() {
     assert_eq!(r.metrics(), &[metrics(1), metrics(2)]);
     assert_eq!(r.entries().len(), 1);
     assert!(up.problems.iter().any(|p| p.kind == ProblemKind::Reset));
+}
+
+#[test]
+fn poll_new_notices_a_replaced_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut w = SessionWriter::create(&dir, CONFIG, &run_info()).unwrap();
+    for s in [1, 2, 5, 3] {
+        w.append_metrics(&metrics(s)).unwrap();
+    }
+    let mut r = SessionReader::open(&dir).unwrap();
+    assert_eq!(r.metrics().len(), 4);
+    // Non-monotone steps force an atomic rewrite (new inode) rather than a truncation.
+    w.truncate_after_step(3).unwrap();
+    w.append_metrics(&metrics(4)).unwrap();
+    w.append_metrics(&metrics(6)).unwrap();
+    let up = r.poll_new();
+    assert!(up.metrics_reset);
+    let steps: Vec<u64> = r.metrics().iter().map(|m| m.step).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 6]);
 }

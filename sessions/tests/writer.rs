@@ -326,3 +326,57 @@ fn new_session_dirs_are_timestamped_and_unique() {
     // The new directory is usable by the writer.
     SessionWriter::create(&now, CONFIG, &run_info()).unwrap();
 }
+
+#[test]
+fn repair_and_truncate_work_across_large_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut w = SessionWriter::create(&dir, CONFIG, &run_info()).unwrap();
+    // Lines much larger than the 64 KiB backward-scan chunk.
+    let big = |step: u64| {
+        let mut t = trajectory(step, 0);
+        t.plans[0].steps[0].prompt = Some("x".repeat(150_000 + step as usize));
+        t
+    };
+    for s in 1..=3 {
+        w.append_trajectory(&big(s)).unwrap();
+    }
+    drop(w);
+    let path = dir.join(TRAJECTORIES_FILE);
+    let good_len = fs::metadata(&path).unwrap().len();
+    let torn = serde_json::to_string(&big(4)).unwrap();
+    append_raw(&path, &torn.as_bytes()[..torn.len() - 10]);
+
+    let (mut w, report) = SessionWriter::resume(&dir).unwrap();
+    assert_eq!(report.tail_repairs.len(), 1);
+    assert_eq!(report.tail_repairs[0].bytes_cut, (torn.len() - 10) as u64);
+    assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+    let t = w.truncate_after_step(2).unwrap();
+    assert_eq!(t.trajectories_dropped, 1);
+    w.append_trajectory(&big(3)).unwrap();
+    w.close().unwrap();
+    let r = SessionReader::open(&dir).unwrap();
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+    let (all, problems) = r.load_trajectories();
+    assert!(problems.is_empty());
+    assert_eq!(all, vec![big(1), big(2), big(3)]);
+}
+
+#[test]
+fn a_file_with_only_a_torn_line_becomes_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    SessionWriter::create(&dir, CONFIG, &run_info())
+        .unwrap()
+        .close()
+        .unwrap();
+    fs::write(dir.join(METRICS_FILE), b"{\"step\":1,\"planner_rew").unwrap();
+    let (mut w, report) = SessionWriter::resume(&dir).unwrap();
+    assert_eq!(report.tail_repairs[0].lines_cut, 1);
+    assert_eq!(fs::metadata(dir.join(METRICS_FILE)).unwrap().len(), 0);
+    w.append_metrics(&metrics(1)).unwrap();
+    w.close().unwrap();
+    let r = SessionReader::open(&dir).unwrap();
+    assert_eq!(r.metrics(), &[metrics(1)]);
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+}
