@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -379,6 +379,8 @@ impl SessionReader {
             });
         };
         let mut file = File::open(path).map_err(|e| unreadable(path, Some(entry.line), &e))?;
+        file.seek(SeekFrom::Start(entry.offset))
+            .map_err(|e| unreadable(path, Some(entry.line), &e))?;
         read_entry(path, &mut file, entry)
     }
 
@@ -393,13 +395,26 @@ impl SessionReader {
             return (out, problems);
         }
         let mut file = match File::open(path) {
-            Ok(f) => f,
+            Ok(f) => BufReader::with_capacity(256 * 1024, f),
             Err(e) => {
                 problems.push(unreadable(path, None, &e));
                 return (out, problems);
             }
         };
+        // Entries are in file order: read sequentially, skipping bad lines with a relative seek
+        // that keeps the buffer.
+        let mut pos = 0u64;
         for entry in &self.entries {
+            let res = match i64::try_from(entry.offset.wrapping_sub(pos)) {
+                Ok(skip) if entry.offset >= pos => file.seek_relative(skip),
+                _ => file.seek(SeekFrom::Start(entry.offset)).map(|_| ()),
+            };
+            if let Err(e) = res {
+                problems.push(unreadable(path, Some(entry.line), &e));
+                pos = u64::MAX;
+                continue;
+            }
+            pos = entry.offset + entry.len;
             match read_entry(path, &mut file, entry) {
                 Ok(r) => out.push(r),
                 Err(p) => problems.push(p),
@@ -409,9 +424,10 @@ impl SessionReader {
     }
 }
 
+/// Reads and parses `entry`, which must start at the current position of `file`.
 fn read_entry(
     path: &Path,
-    file: &mut File,
+    file: &mut impl Read,
     entry: &TrajectoryEntry,
 ) -> std::result::Result<TrajectoryRecord, Problem> {
     let len = usize::try_from(entry.len).map_err(|_| Problem {
@@ -421,8 +437,7 @@ fn read_entry(
         message: "line too long for this platform".into(),
     })?;
     let mut buf = vec![0u8; len];
-    file.seek(SeekFrom::Start(entry.offset))
-        .and_then(|_| file.read_exact(&mut buf))
+    file.read_exact(&mut buf)
         .map_err(|e| unreadable(path, Some(entry.line), &e))?;
     let rec: TrajectoryRecord =
         serde_json::from_slice(&buf).map_err(|e| corrupt(path, entry.line, &e))?;
