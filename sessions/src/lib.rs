@@ -1,1 +1,33 @@
-//! Session store.
+//! `cahl-sessions`: the on-disk run format of cahl-tui.
+//!
+//! A session directory holds the resolved `config.toml`, `run.json`, `metrics.jsonl`,
+//! `trajectories.jsonl`, `checkpoints/step-N/{planner,executor}/` and a log file. This crate
+//! defines the [record types](records) shared by the engine (producer), the [`SessionWriter`] and
+//! the UI ([`SessionReader`]), and the crash-safety rules: atomic writes for whole files,
+//! append-only JSONL with torn-tail repair, checkpoints committed by renaming a temp directory.
+//! The format is specified in `docs/SESSION_FORMAT.md`.
+
+#![warn(missing_docs)]
+
+pub mod error;
+mod fsutil;
+pub mod jsonl;
+pub mod layout;
+pub mod reader;
+pub mod records;
+pub mod time;
+pub mod writer;
+
+pub use error::{Result, SessionError};
+pub use jsonl::TailRepair;
+pub use layout::{
+    latest_checkpoint, list_checkpoints, new_session_dir, new_session_dir_at, session_dir_name,
+};
+pub use reader::{Problem, ProblemKind, SessionReader, SourceKind, TrajectoryEntry, Update};
+pub use records::{
+    CallRecord, CheckpointRecord, ExecSample, MetricsRecord, PlanRecord, PolicyStats,
+    RewardBreakdown, RunInfo, StepRecord, TaskInfo, TaskRef, TrajectoryRecord, TrajectorySummary,
+    FORMAT_VERSION,
+};
+pub use time::UtcDateTime;
+pub use writer::{ResumeReport, SessionWriter, TempCheckpoint, TruncateReport};

@@ -1,0 +1,69 @@
+//! Crash-safe file-system helpers.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_err, Result};
+
+/// Name of the temporary file used while atomically replacing `path`: `.<name>.tmp` in the same
+/// directory (same file system, so the rename is atomic).
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Atomically replaces `path` with `bytes`: write a temp file, fsync it, rename over `path`,
+/// fsync the directory.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_sibling(path);
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(parent_of(path))
+}
+
+/// The parent directory of `path` (`.` for a bare file name).
+pub(crate) fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Fsyncs a directory so that renames and creations inside it are durable. A no-op on
+/// platforms where directories cannot be opened as files.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let f = File::open(dir).map_err(io_err(dir))?;
+        f.sync_all().map_err(io_err(dir))?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
+
+/// Fsyncs every file and directory under `dir` (depth first), then `dir` itself.
+pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(io_err(&path))?;
+        if ft.is_dir() {
+            sync_tree(&path)?;
+        } else if ft.is_file() {
+            let f = File::open(&path).map_err(io_err(&path))?;
+            f.sync_all().map_err(io_err(&path))?;
+        }
+    }
+    sync_dir(dir)
+}

@@ -1,0 +1,469 @@
+//! Record types shared by the engine (producer), the session writer and the UI (consumer).
+//!
+//! These are plain data: the engine converts its internal state into them. Field names are part
+//! of the on-disk format (see `docs/SESSION_FORMAT.md`) and must not be renamed; new fields must be
+//! optional or have a default so that older files still load (every struct is
+//! `#[serde(default)]`, and unknown fields are ignored, so newer files load in older readers too).
+//!
+//! # Non-finite numbers
+//! JSON cannot represent NaN or ±infinity. Every `f64` field is written as `null` when it is not
+//! finite and read back as `NaN` (and a missing float field also reads as `NaN`, meaning
+//! "unknown"). `Option<f64>` fields (e.g. [`ExecSample::advantage`]) read `null` as `None`, so a
+//! non-finite `Some(x)` round-trips to `None`. Consumers should treat NaN as "no value".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::UtcDateTime;
+
+/// Version of the on-disk format written by this crate (stored in `run.json`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Serde helpers for `f64` fields: non-finite values are written as `null`, `null` reads as NaN.
+pub mod float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a finite value as a JSON number and a non-finite one as `null`.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    /// Reads a number, or `null` as NaN.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// Serde helpers for `Option<f64>` fields: `None` and non-finite values are written as `null`.
+pub mod opt_float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some(finite)` as a number, anything else as `null`.
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) if x.is_finite() => s.serialize_f64(*x),
+            _ => s.serialize_none(),
+        }
+    }
+
+    /// Reads a number as `Some`, `null` as `None`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Option::<f64>::deserialize(d)
+    }
+}
+
+/// Serde helpers for `BTreeMap<String, f64>`: non-finite values are written as `null` and read
+/// back as NaN.
+pub mod float_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the map with non-finite values as `null`.
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            m.iter()
+                .map(|(k, v)| (k, if v.is_finite() { Some(*v) } else { None })),
+        )
+    }
+
+    /// Reads the map, `null` values as NaN.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+        let m = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+        Ok(m.into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+            .collect())
+    }
+}
+
+/// A reward with its named components and human-readable reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RewardBreakdown {
+    /// Total reward used for the advantage (NaN/`null` if unknown).
+    #[serde(with = "float")]
+    pub total: f64,
+    /// Named components, e.g. `"format"`, `"tool_match"`, `"success"`.
+    #[serde(with = "float_map")]
+    pub components: BTreeMap<String, f64>,
+    /// Short explanations, e.g. `"argument 'city' missing"`.
+    pub reasons: Vec<String>,
+}
+
+impl Default for RewardBreakdown {
+    fn default() -> Self {
+        RewardBreakdown {
+            total: f64::NAN,
+            components: BTreeMap::new(),
+            reasons: Vec::new(),
+        }
+    }
+}
+
+/// Optimizer statistics of one policy (planner or executor) for one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicyStats {
+    /// Policy loss.
+    #[serde(with = "float")]
+    pub loss: f64,
+    /// KL divergence to the reference policy.
+    #[serde(with = "float")]
+    pub kl: f64,
+    /// Gradient norm before clipping.
+    #[serde(with = "float")]
+    pub grad_norm: f64,
+    /// Learning rate used for this step.
+    #[serde(with = "float")]
+    pub lr: f64,
+    /// Fraction of tokens whose importance ratio was clipped.
+    #[serde(with = "float")]
+    pub clip_frac: f64,
+    /// True if the update was skipped (e.g. all advantages zero, or non-finite loss).
+    pub skipped: bool,
+}
+
+impl Default for PolicyStats {
+    fn default() -> Self {
+        PolicyStats {
+            loss: f64::NAN,
+            kl: f64::NAN,
+            grad_norm: f64::NAN,
+            lr: f64::NAN,
+            clip_frac: f64::NAN,
+            skipped: false,
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`: aggregate statistics of one training step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsRecord {
+    /// Optimizer step this line describes (1-based: step N is the N-th completed update; 0 may
+    /// be used for a pre-training baseline).
+    pub step: u64,
+    /// Mean planner reward over the step's plans.
+    #[serde(with = "float")]
+    pub planner_reward: f64,
+    /// Mean executor reward over the step's executor samples.
+    #[serde(with = "float")]
+    pub executor_reward: f64,
+    /// Fraction of tasks solved.
+    #[serde(with = "float")]
+    pub success_rate: f64,
+    /// Fraction of trajectories flagged as planner–executor misaligned.
+    #[serde(with = "float")]
+    pub misaligned_rate: f64,
+    /// Planner optimizer statistics.
+    pub planner: PolicyStats,
+    /// Executor optimizer statistics.
+    pub executor: PolicyStats,
+    /// Mean reward components, keyed `"<policy>/<component>"`, e.g. `"executor/format"`.
+    #[serde(with = "float_map")]
+    pub components: BTreeMap<String, f64>,
+    /// Generated tokens per second during this step (timing: not reproducible across runs).
+    #[serde(with = "float")]
+    pub tokens_per_s: f64,
+    /// Seconds since the run started, excluding time the process was not running (timing).
+    #[serde(with = "float")]
+    pub elapsed_s: f64,
+    /// Wall-clock seconds this step took (timing).
+    #[serde(with = "float")]
+    pub step_time_s: f64,
+}
+
+impl Default for MetricsRecord {
+    fn default() -> Self {
+        MetricsRecord {
+            step: 0,
+            planner_reward: f64::NAN,
+            executor_reward: f64::NAN,
+            success_rate: f64::NAN,
+            misaligned_rate: f64::NAN,
+            planner: PolicyStats::default(),
+            executor: PolicyStats::default(),
+            components: BTreeMap::new(),
+            tokens_per_s: f64::NAN,
+            elapsed_s: f64::NAN,
+            step_time_s: f64::NAN,
+        }
+    }
+}
+
+/// A tool call: name and JSON arguments.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallRecord {
+    /// Tool name.
+    pub name: String,
+    /// Arguments as JSON (normally an object).
+    pub arguments: serde_json::Value,
+}
+
+/// The task a trajectory was sampled for.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskInfo {
+    /// Task identifier, stable within a dataset.
+    pub id: String,
+    /// Dataset split, e.g. `"train"` or `"eval"`.
+    pub split: String,
+    /// The user request given to the planner.
+    pub text: String,
+    /// Reference sub-tasks, if the dataset has them.
+    pub gold_plan: Vec<String>,
+    /// Reference tool calls, if the dataset has them.
+    pub gold_calls: Vec<CallRecord>,
+}
+
+/// One executor sample for one sub-task.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecSample {
+    /// Raw generated text.
+    pub raw_text: String,
+    /// Tool calls parsed from `raw_text` (empty on parse failure or a plain answer).
+    pub calls: Vec<CallRecord>,
+    /// Why parsing failed, if it did.
+    pub parse_error: Option<String>,
+    /// Tool result(s) observed after executing `calls` (`null`/absent if not executed).
+    pub observation: Option<serde_json::Value>,
+    /// Executor reward for this sample.
+    pub reward: RewardBreakdown,
+    /// GRPO advantage within the executor group (`None` if not computed).
+    #[serde(with = "opt_float")]
+    pub advantage: Option<f64>,
+    /// Number of generated tokens.
+    pub tokens: usize,
+}
+
+/// Execution of one sub-task of a plan: the executor group and the sample that continued.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StepRecord {
+    /// Index of the sub-task within [`PlanRecord::subtasks`].
+    pub subtask_index: usize,
+    /// The sub-task text.
+    pub subtask: String,
+    /// The executor prompt, if recorded (omitted from the file when `None` to save space).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The executor group: G_l samples for this sub-task.
+    pub samples: Vec<ExecSample>,
+    /// Index into `samples` of the sample whose result continued the trajectory.
+    pub continued: usize,
+}
+
+/// One planner sample (plan) and its execution.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanRecord {
+    /// Index of this plan among the task's G_h plans.
+    pub index: usize,
+    /// Raw planner output.
+    pub raw_text: String,
+    /// Parsed sub-tasks (empty on parse failure).
+    pub subtasks: Vec<String>,
+    /// Why parsing the plan failed, if it did.
+    pub parse_error: Option<String>,
+    /// Planner reward for this plan.
+    pub reward: RewardBreakdown,
+    /// GRPO advantage within the planner group (`None` if not computed).
+    #[serde(with = "opt_float")]
+    pub advantage: Option<f64>,
+    /// Number of generated planner tokens.
+    pub tokens: usize,
+    /// Execution of each sub-task, in order.
+    pub steps: Vec<StepRecord>,
+    /// Final answer to the user, if one was produced.
+    pub final_response: Option<String>,
+    /// Whether this plan's execution solved the task.
+    pub success: bool,
+}
+
+/// One line of `trajectories.jsonl`: everything sampled for one task in one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrajectoryRecord {
+    /// Training step during which this was sampled (same numbering as [`MetricsRecord::step`]).
+    pub step: u64,
+    /// The task.
+    pub task: TaskInfo,
+    /// Seed from which this task's sampling was derived.
+    pub seed: u64,
+    /// The G_h plans, each with its execution.
+    pub plans: Vec<PlanRecord>,
+    /// Whether any plan solved the task.
+    pub success: bool,
+    /// Mean planner reward over `plans`.
+    #[serde(with = "float")]
+    pub planner_reward: f64,
+    /// Mean executor reward over all executor samples.
+    #[serde(with = "float")]
+    pub executor_reward: f64,
+    /// Flagged as planner–executor misalignment.
+    pub misaligned: bool,
+    /// How it was produced, e.g. `"train"`, `"eval"`, `"debug"`.
+    pub mode: String,
+}
+
+impl Default for TrajectoryRecord {
+    fn default() -> Self {
+        TrajectoryRecord {
+            step: 0,
+            task: TaskInfo::default(),
+            seed: 0,
+            plans: Vec::new(),
+            success: false,
+            planner_reward: f64::NAN,
+            executor_reward: f64::NAN,
+            misaligned: false,
+            mode: String::new(),
+        }
+    }
+}
+
+/// Metadata of a committed checkpoint, stored as `checkpoints/step-N/checkpoint.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointRecord {
+    /// Step whose state the checkpoint holds (state *after* update `step`).
+    pub step: u64,
+    /// Path relative to the session directory, `/`-separated, e.g. `checkpoints/step-100`.
+    pub path: String,
+    /// When the checkpoint was committed (RFC 3339 UTC); empty if unknown.
+    pub created_at: String,
+}
+
+/// Run metadata stored as `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunInfo {
+    /// On-disk format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// When the run was created (RFC 3339 UTC).
+    pub started_at: String,
+    /// Model identifier (path or hub id).
+    pub model: String,
+    /// Training mode, e.g. `"joint"`.
+    pub mode: String,
+    /// Planned number of optimizer steps.
+    pub total_steps: u64,
+    /// Master seed of the run.
+    pub seed: u64,
+    /// Device description, e.g. `"cuda:0 (NVIDIA H100)"` or `"cpu"`.
+    pub device: String,
+    /// Producer, e.g. `"cahl-tui 0.1.0"`.
+    pub tool: String,
+}
+
+impl Default for RunInfo {
+    fn default() -> Self {
+        RunInfo {
+            format_version: FORMAT_VERSION,
+            started_at: String::new(),
+            model: String::new(),
+            mode: String::new(),
+            total_steps: 0,
+            seed: 0,
+            device: String::new(),
+            tool: String::new(),
+        }
+    }
+}
+
+impl RunInfo {
+    /// Run info with `started_at` set to now and the current format version.
+    pub fn new(
+        model: impl Into<String>,
+        mode: impl Into<String>,
+        total_steps: u64,
+        seed: u64,
+        device: impl Into<String>,
+    ) -> Self {
+        RunInfo {
+            format_version: FORMAT_VERSION,
+            started_at: UtcDateTime::now().rfc3339(),
+            model: model.into(),
+            mode: mode.into(),
+            total_steps,
+            seed,
+            device: device.into(),
+            tool: format!("cahl-sessions {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// The cheap-to-parse part of a [`TrajectoryRecord`], used by the reader's index so a UI can list
+/// and filter trajectories without loading them fully.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrajectorySummary {
+    /// See [`TrajectoryRecord::step`].
+    pub step: u64,
+    /// Task id and split (text and gold data are not loaded).
+    pub task: TaskRef,
+    /// See [`TrajectoryRecord::seed`].
+    pub seed: u64,
+    /// See [`TrajectoryRecord::success`].
+    pub success: bool,
+    /// See [`TrajectoryRecord::planner_reward`].
+    #[serde(with = "float")]
+    pub planner_reward: f64,
+    /// See [`TrajectoryRecord::executor_reward`].
+    #[serde(with = "float")]
+    pub executor_reward: f64,
+    /// See [`TrajectoryRecord::misaligned`].
+    pub misaligned: bool,
+    /// See [`TrajectoryRecord::mode`].
+    pub mode: String,
+}
+
+impl Default for TrajectorySummary {
+    fn default() -> Self {
+        TrajectorySummary {
+            step: 0,
+            task: TaskRef::default(),
+            seed: 0,
+            success: false,
+            planner_reward: f64::NAN,
+            executor_reward: f64::NAN,
+            misaligned: false,
+            mode: String::new(),
+        }
+    }
+}
+
+impl From<&TrajectoryRecord> for TrajectorySummary {
+    fn from(t: &TrajectoryRecord) -> Self {
+        TrajectorySummary {
+            step: t.step,
+            task: TaskRef {
+                id: t.task.id.clone(),
+                split: t.task.split.clone(),
+            },
+            seed: t.seed,
+            success: t.success,
+            planner_reward: t.planner_reward,
+            executor_reward: t.executor_reward,
+            misaligned: t.misaligned,
+            mode: t.mode.clone(),
+        }
+    }
+}
+
+/// Task identity without its text (part of [`TrajectorySummary`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskRef {
+    /// See [`TaskInfo::id`].
+    pub id: String,
+    /// See [`TaskInfo::split`].
+    pub split: String,
+}
