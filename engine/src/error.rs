@@ -27,6 +27,9 @@ pub type Result<T> = std::result::Result<T, EngineError>;
 
 impl EngineError {
     pub fn load(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        EngineError::Load { path: path.into(), msg: msg.into() }
+        EngineError::Load {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

@@ -86,7 +86,9 @@ pub fn completion_logprobs(
     let g = completions.len();
     let l = completions.iter().map(|c| c.len()).max().unwrap_or(0);
     if g == 0 || l == 0 || prompt.is_empty() {
-        return Err(EngineError::Other("completion_logprobs needs a prompt and non-empty completions".into()));
+        return Err(EngineError::Other(
+            "completion_logprobs needs a prompt and non-empty completions".into(),
+        ));
     }
     let dev = model.device();
     let mut cache = model.new_cache();
@@ -123,7 +125,9 @@ pub fn completion_logprobs(
         logits
     };
     let lsm = log_softmax(&logits)?;
-    let lp = lsm.gather(&c_ids.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let lp = lsm
+        .gather(&c_ids.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
     let mask = Tensor::from_vec(mask, (g, l), dev)?.to_dtype(lp.dtype())?;
     Ok((lp, mask))
 }
@@ -155,11 +159,17 @@ pub struct GrpoLoss {
 pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss> {
     let (g, _) = b.logprobs.dims2()?;
     if b.advantages.len() != g {
-        return Err(EngineError::Other("advantages do not match the batch".into()));
+        return Err(EngineError::Other(
+            "advantages do not match the batch".into(),
+        ));
     }
     let dev = b.logprobs.device();
-    let adv = Tensor::from_vec(b.advantages.iter().map(|&a| a as f32).collect::<Vec<_>>(), (g, 1), dev)?
-        .to_dtype(b.logprobs.dtype())?;
+    let adv = Tensor::from_vec(
+        b.advantages.iter().map(|&a| a as f32).collect::<Vec<_>>(),
+        (g, 1),
+        dev,
+    )?
+    .to_dtype(b.logprobs.dtype())?;
     // Differences are masked before exp so padding can never produce inf * 0.
     let ratio = ((b.logprobs - b.old_logprobs)? * b.mask)?.exp()?;
     let clipped = ratio.clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high)?;
@@ -173,7 +183,10 @@ pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss>
             .ok_or_else(|| EngineError::Other("beta > 0 needs reference log-probs".into()))?;
         let d = ((r - b.logprobs)? * b.mask)?;
         let kl = ((d.exp()? - &d)? - 1.0)?;
-        kl_sum = (kl.detach() * b.mask)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        kl_sum = (kl.detach() * b.mask)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
         per_tok = (per_tok + (kl * cfg.beta)?)?;
     }
     let masked = (per_tok * b.mask)?;
@@ -187,7 +200,15 @@ pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss>
     // Tokens where the clipped term is the active one (ratio outside the trust region in the
     // direction the advantage pushes).
     let clip_mask = s2.lt(&s1)?.to_dtype(b.mask.dtype())?;
-    let clipped_tokens = (clip_mask * b.mask)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let clipped_tokens = (clip_mask * b.mask)?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
     let tokens = b.mask.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    Ok(GrpoLoss { loss, kl_sum, clipped_tokens, tokens })
+    Ok(GrpoLoss {
+        loss,
+        kl_sum,
+        clipped_tokens,
+        tokens,
+    })
 }

@@ -23,7 +23,14 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, max_grad_norm: 1.0 }
+        AdamWConfig {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+        }
     }
 }
 
@@ -37,7 +44,10 @@ pub struct GradAccum {
 impl GradAccum {
     pub fn new(vars: Vec<Var>) -> Self {
         let n = vars.len();
-        GradAccum { vars, sums: vec![None; n] }
+        GradAccum {
+            vars,
+            sums: vec![None; n],
+        }
     }
 
     /// Add the gradients found in `grads` for our variables.
@@ -55,7 +65,12 @@ impl GradAccum {
 
     /// Indices of variables that received no gradient at all.
     pub fn missing(&self) -> Vec<usize> {
-        self.sums.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect()
+        self.sums
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| i)
+            .collect()
     }
 
     pub fn grads(&self) -> &[Option<Tensor>] {
@@ -104,7 +119,14 @@ impl AdamW {
             v.push(z);
         }
         let (names, vars) = named.into_iter().unzip();
-        Ok(AdamW { cfg, names, vars, m, v, step: 0 })
+        Ok(AdamW {
+            cfg,
+            names,
+            vars,
+            m,
+            v,
+            step: 0,
+        })
     }
 
     pub fn vars(&self) -> &[Var] {
@@ -121,15 +143,24 @@ impl AdamW {
     /// Non-finite gradients skip the update and leave parameters and moments untouched.
     pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<StepInfo> {
         if grads.len() != self.vars.len() {
-            return Err(EngineError::Other("gradient list does not match parameters".into()));
+            return Err(EngineError::Other(
+                "gradient list does not match parameters".into(),
+            ));
         }
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
-            sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            sq += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
         let norm = sq.sqrt();
         if !norm.is_finite() {
-            return Ok(StepInfo { grad_norm: norm, skipped: true });
+            return Ok(StepInfo {
+                grad_norm: norm,
+                skipped: true,
+            });
         }
         let clip = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
             self.cfg.max_grad_norm / (norm + 1e-6)
@@ -153,7 +184,10 @@ impl AdamW {
             self.m[i] = m;
             self.v[i] = v;
         }
-        Ok(StepInfo { grad_norm: norm, skipped: false })
+        Ok(StepInfo {
+            grad_norm: norm,
+            skipped: false,
+        })
     }
 
     /// Save moments (`optimizer.safetensors`) and step/config (`optimizer.json`) into `dir`.
@@ -166,25 +200,39 @@ impl AdamW {
         let tmp = dir.join("optimizer.safetensors.tmp");
         candle_core::safetensors::save(&map, &tmp)?;
         crate::util::fsync_rename(&tmp, &dir.join("optimizer.safetensors"))?;
-        let meta = OptimMeta { step: self.step, config: self.cfg.clone(), names: self.names.clone() };
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| EngineError::Other(e.to_string()))?;
+        let meta = OptimMeta {
+            step: self.step,
+            config: self.cfg.clone(),
+            names: self.names.clone(),
+        };
+        let text =
+            serde_json::to_string_pretty(&meta).map_err(|e| EngineError::Other(e.to_string()))?;
         crate::util::atomic_write(&dir.join("optimizer.json"), text.as_bytes())
     }
 
     /// Restore state written by [`AdamW::save`]; names and shapes must match.
     pub fn load(&mut self, dir: &Path, device: &Device) -> Result<()> {
         let mp = dir.join("optimizer.json");
-        let text = std::fs::read_to_string(&mp).map_err(|e| EngineError::Io { path: mp.clone(), source: e })?;
+        let text = std::fs::read_to_string(&mp).map_err(|e| EngineError::Io {
+            path: mp.clone(),
+            source: e,
+        })?;
         let meta: OptimMeta =
             serde_json::from_str(&text).map_err(|e| EngineError::load(&mp, e.to_string()))?;
         if meta.names != self.names {
-            return Err(EngineError::load(&mp, "optimizer parameters do not match the adapter"));
+            return Err(EngineError::load(
+                &mp,
+                "optimizer parameters do not match the adapter",
+            ));
         }
         let sp = dir.join("optimizer.safetensors");
-        let t = candle_core::safetensors::load(&sp, device).map_err(|e| EngineError::load(&sp, e.to_string()))?;
+        let t = candle_core::safetensors::load(&sp, device)
+            .map_err(|e| EngineError::load(&sp, e.to_string()))?;
         for (i, n) in self.names.iter().enumerate() {
             let get = |k: String| -> Result<Tensor> {
-                let x = t.get(&k).ok_or_else(|| EngineError::load(&sp, format!("missing {k}")))?;
+                let x = t
+                    .get(&k)
+                    .ok_or_else(|| EngineError::load(&sp, format!("missing {k}")))?;
                 if x.dims() != self.vars[i].dims() {
                     return Err(EngineError::load(&sp, format!("{k} has the wrong shape")));
                 }

@@ -79,7 +79,11 @@ pub fn stream_rng(seed: u64, i: u64) -> ChaCha8Rng {
 
 /// Pick a token from f32 logits; returns (token, logprob under the sampling policy).
 pub fn pick_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
-    let temp = if p.greedy || p.temperature <= 0.0 { 1.0 } else { p.temperature } as f32;
+    let temp = if p.greedy || p.temperature <= 0.0 {
+        1.0
+    } else {
+        p.temperature
+    } as f32;
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut lse = 0f64;
     for &l in logits {
@@ -96,7 +100,9 @@ pub fn pick_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (
         }
         return (best as u32, logp(best));
     }
-    let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+    let mut idx: Vec<usize> = (0..logits.len())
+        .filter(|&i| logits[i].is_finite())
+        .collect();
     if idx.is_empty() {
         return (0, f32::NEG_INFINITY);
     }
@@ -146,7 +152,9 @@ pub fn sample_group(
     detok: &dyn Detok,
 ) -> Result<Vec<Completion>> {
     if prompt.is_empty() {
-        return Err(EngineError::Other("cannot sample from an empty prompt".into()));
+        return Err(EngineError::Other(
+            "cannot sample from an empty prompt".into(),
+        ));
     }
     if g == 0 {
         return Ok(Vec::new());
@@ -157,7 +165,12 @@ pub fn sample_group(
     let mut rows: Vec<Row> = (0..g as u64)
         .map(|i| Row {
             rng: stream_rng(params.seed, first_stream + i),
-            out: Completion { tokens: vec![], text: String::new(), logprobs: vec![], finish: FinishReason::Length },
+            out: Completion {
+                tokens: vec![],
+                text: String::new(),
+                logprobs: vec![],
+                finish: FinishReason::Length,
+            },
             done: false,
         })
         .collect();
@@ -196,7 +209,9 @@ pub fn sample_group(
             }
             next.push(tok);
         }
-        let keep: Vec<usize> = (0..active.len()).filter(|&j| !rows[active[j]].done).collect();
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&j| !rows[active[j]].done)
+            .collect();
         if keep.is_empty() {
             break;
         }

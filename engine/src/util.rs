@@ -5,12 +5,17 @@ use std::path::Path;
 use crate::error::{EngineError, Result};
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
-    move |e| EngineError::Io { path: path.to_path_buf(), source: e }
+    move |e| EngineError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// fsync `tmp`, rename it over `dst`, then fsync the directory.
 pub fn fsync_rename(tmp: &Path, dst: &Path) -> Result<()> {
-    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(io(tmp))?;
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(tmp))?;
     std::fs::rename(tmp, dst).map_err(io(dst))?;
     if let Some(parent) = dst.parent() {
         if let Ok(d) = std::fs::File::open(parent) {

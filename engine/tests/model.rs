@@ -1,7 +1,9 @@
 //! Model-level tests on tiny random configs (no downloads).
 use std::collections::HashMap;
 
-use cahl_engine::grpo::{completion_logprobs, group_advantages, grpo_loss, GrpoBatch, GrpoConfig, LossAgg};
+use cahl_engine::grpo::{
+    completion_logprobs, group_advantages, grpo_loss, GrpoBatch, GrpoConfig, LossAgg,
+};
 use cahl_engine::model::{LoraAdapter, LoraConfig, Model, ModelConfig};
 use cahl_engine::optim::GradAccum;
 use cahl_engine::sampling::{sample_group, Detok, SamplingParams};
@@ -27,25 +29,38 @@ fn randomize_b(ad: &LoraAdapter, seed: u64) {
     for (name, v) in ad.named_vars() {
         if name.ends_with("lora_B.weight") {
             let n = v.elem_count();
-            let vals: Vec<f32> = (0..n).map(|i| 0.3 * ((i as f32 + 1.0) * (seed as f32 + 0.37)).sin()).collect();
-            let t = Tensor::from_vec(vals, v.dims(), &Device::Cpu).unwrap().to_dtype(v.dtype()).unwrap();
+            let vals: Vec<f32> = (0..n)
+                .map(|i| 0.3 * ((i as f32 + 1.0) * (seed as f32 + 0.37)).sin())
+                .collect();
+            let t = Tensor::from_vec(vals, v.dims(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(v.dtype())
+                .unwrap();
             v.set(&t).unwrap();
         }
     }
 }
 
 fn lora_all() -> LoraConfig {
-    LoraConfig { r: 3, lora_alpha: 6.0, lora_dropout: 0.0, ..Default::default() }
+    LoraConfig {
+        r: 3,
+        lora_alpha: 6.0,
+        lora_dropout: 0.0,
+        ..Default::default()
+    }
 }
 
 const PROMPT: [u32; 5] = [3, 17, 42, 8, 11];
 
 fn objective(model: &Model, comps: &[Vec<u32>]) -> Tensor {
     let refs: Vec<&[u32]> = comps.iter().map(|c| c.as_slice()).collect();
-    let (lp, mask) = completion_logprobs(model, Some("planner"), &PROMPT, &refs, 0.9, true).unwrap();
+    let (lp, mask) =
+        completion_logprobs(model, Some("planner"), &PROMPT, &refs, 0.9, true).unwrap();
     // A weighted sum of log-probs exercises every position.
     let (g, l) = lp.dims2().unwrap();
-    let w: Vec<f64> = (0..g * l).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3 + 0.1).collect();
+    let w: Vec<f64> = (0..g * l)
+        .map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3 + 0.1)
+        .collect();
     let w = Tensor::from_vec(w, (g, l), &Device::Cpu).unwrap();
     ((lp * mask).unwrap() * w).unwrap().sum_all().unwrap()
 }
@@ -63,19 +78,40 @@ fn fd_check(cfg: &ModelConfig) {
     assert_eq!(named.len(), cfg.num_hidden_layers * 7 * 2);
     let mut acc = GradAccum::new(named.iter().map(|(_, v)| (*v).clone()).collect());
     acc.add(&grads).unwrap();
-    assert!(acc.missing().is_empty(), "trainable tensors without gradient: {:?}", acc.missing());
+    assert!(
+        acc.missing().is_empty(),
+        "trainable tensors without gradient: {:?}",
+        acc.missing()
+    );
     // The executor adapter is not active: it must get no gradient.
     for (_, v) in model.adapter("executor").unwrap().named_vars() {
-        assert!(grads.get(v.as_tensor()).is_none(), "inactive adapter received a gradient");
+        assert!(
+            grads.get(v.as_tensor()).is_none(),
+            "inactive adapter received a gradient"
+        );
     }
     // Frozen base weights must not get gradients computed or stored.
     for t in model.base_tensors() {
-        assert!(grads.get(t).is_none(), "a frozen base weight received a gradient");
+        assert!(
+            grads.get(t).is_none(),
+            "a frozen base weight received a gradient"
+        );
     }
     let eps = 1e-5;
     for (name, var) in &named {
-        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let norm_g: f64 = g.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(norm_g > 0.0, "{name}: zero gradient");
         let n = base.len();
@@ -84,20 +120,26 @@ fn fd_check(cfg: &ModelConfig) {
         for &i in &picks {
             let mut plus = base.clone();
             plus[i] += eps;
-            var.set(&Tensor::from_vec(plus, var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(plus, var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             let lp = objective(&model, &comps).to_scalar::<f64>().unwrap();
             let mut minus = base.clone();
             minus[i] -= eps;
-            var.set(&Tensor::from_vec(minus, var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(minus, var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             let lm = objective(&model, &comps).to_scalar::<f64>().unwrap();
-            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             let numeric = (lp - lm) / (2.0 * eps);
             num_sq += numeric * numeric;
             an_sq += g[i] * g[i];
             diff_sq += (numeric - g[i]).powi(2);
         }
         let rel = diff_sq.sqrt() / num_sq.sqrt().max(an_sq.sqrt()).max(1e-12);
-        assert!(rel < 1e-5, "{name}: finite-difference relative error {rel:e}");
+        assert!(
+            rel < 1e-5,
+            "{name}: finite-difference relative error {rel:e}"
+        );
     }
 }
 
@@ -113,7 +155,11 @@ fn lora_gradients_match_finite_differences_qwen2_untied() {
 
 #[test]
 fn lora_gradients_match_finite_differences_interleaved_rope_with_bias() {
-    fd_check(&cfg_json("llama", true, r#", "attention_bias": true, "rope_interleaved": true"#));
+    fd_check(&cfg_json(
+        "llama",
+        true,
+        r#", "attention_bias": true, "rope_interleaved": true"#,
+    ));
 }
 
 #[test]
@@ -125,31 +171,83 @@ fn kv_cache_decode_equals_full_forward() {
     let ids: Vec<u32> = vec![1, 5, 9, 13, 2, 40, 33, 7];
     for adapter in [None, Some("executor")] {
         let full = model
-            .forward(&model.ids_tensor(&ids, 1).unwrap(), 0, &mut model.new_cache(), adapter, false)
+            .forward(
+                &model.ids_tensor(&ids, 1).unwrap(),
+                0,
+                &mut model.new_cache(),
+                adapter,
+                false,
+            )
             .unwrap();
         let mut cache = model.new_cache();
         // Prefill 3, then one token at a time.
-        let mut parts = vec![model.forward(&model.ids_tensor(&ids[..3], 1).unwrap(), 0, &mut cache, adapter, false).unwrap()];
+        let mut parts = vec![model
+            .forward(
+                &model.ids_tensor(&ids[..3], 1).unwrap(),
+                0,
+                &mut cache,
+                adapter,
+                false,
+            )
+            .unwrap()];
         for (p, &tok) in ids.iter().enumerate().skip(3) {
-            parts.push(model.forward(&model.ids_tensor(&[tok], 1).unwrap(), p, &mut cache, adapter, false).unwrap());
+            parts.push(
+                model
+                    .forward(
+                        &model.ids_tensor(&[tok], 1).unwrap(),
+                        p,
+                        &mut cache,
+                        adapter,
+                        false,
+                    )
+                    .unwrap(),
+            );
         }
         let inc = Tensor::cat(&parts, 1).unwrap();
-        let diff = (full - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-4, "cached decode differs from full forward by {diff}");
+        let diff = (full - inc)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff < 1e-4,
+            "cached decode differs from full forward by {diff}"
+        );
         // The training path agrees with the inference path.
         let tr = model
-            .forward(&model.ids_tensor(&ids, 1).unwrap(), 0, &mut model.new_cache(), adapter, true)
+            .forward(
+                &model.ids_tensor(&ids, 1).unwrap(),
+                0,
+                &mut model.new_cache(),
+                adapter,
+                true,
+            )
             .unwrap();
         let cached = Tensor::cat(&parts, 1).unwrap();
-        let d2 = (tr - cached).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d2 < 1e-4, "training path differs from inference path by {d2}");
+        let d2 = (tr - cached)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d2 < 1e-4,
+            "training path differs from inference path by {d2}"
+        );
     }
 }
 
 struct ToyDetok;
 impl Detok for ToyDetok {
     fn decode(&self, ids: &[u32]) -> String {
-        ids.iter().map(|i| char::from(b'a' + (i % 26) as u8)).collect()
+        ids.iter()
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect()
     }
     fn is_eos(&self, id: u32) -> bool {
         id == 0
@@ -174,8 +272,20 @@ fn batched_group_sampling_equals_one_by_one() {
     let group = sample_group(&model, Some("planner"), &PROMPT, 5, 0, &params, &ToyDetok).unwrap();
     assert_eq!(group.len(), 5);
     for (i, c) in group.iter().enumerate() {
-        let one = sample_group(&model, Some("planner"), &PROMPT, 1, i as u64, &params, &ToyDetok).unwrap();
-        assert_eq!(one[0].tokens, c.tokens, "row {i} differs between batched and single sampling");
+        let one = sample_group(
+            &model,
+            Some("planner"),
+            &PROMPT,
+            1,
+            i as u64,
+            &params,
+            &ToyDetok,
+        )
+        .unwrap();
+        assert_eq!(
+            one[0].tokens, c.tokens,
+            "row {i} differs between batched and single sampling"
+        );
         assert_eq!(one[0].text, c.text);
         for (a, b) in one[0].logprobs.iter().zip(&c.logprobs) {
             assert!((a - b).abs() < 1e-4);
@@ -188,13 +298,19 @@ fn batched_group_sampling_equals_one_by_one() {
     assert!(group.iter().any(|c| c.tokens != group[0].tokens));
     // Sampling log-probs equal teacher-forced log-probs at the same temperature.
     let refs: Vec<&[u32]> = group.iter().map(|c| c.tokens.as_slice()).collect();
-    let (lp, mask) = completion_logprobs(&model, Some("planner"), &PROMPT, &refs, 1.3, false).unwrap();
+    let (lp, mask) =
+        completion_logprobs(&model, Some("planner"), &PROMPT, &refs, 1.3, false).unwrap();
     let lp = lp.to_vec2::<f32>().unwrap();
     let mask = mask.to_vec2::<f32>().unwrap();
     for (g, c) in group.iter().enumerate() {
         for (j, &x) in c.logprobs.iter().enumerate() {
             assert_eq!(mask[g][j], 1.0);
-            assert!((lp[g][j] - x).abs() < 1e-3, "logprob mismatch {} vs {}", lp[g][j], x);
+            assert!(
+                (lp[g][j] - x).abs() < 1e-3,
+                "logprob mismatch {} vs {}",
+                lp[g][j],
+                x
+            );
         }
     }
 }
@@ -203,19 +319,33 @@ fn batched_group_sampling_equals_one_by_one() {
 fn greedy_sampling_is_argmax_and_stops() {
     let cfg = cfg_json("llama", true, "");
     let model = build(&cfg, DType::F32, 4);
-    let p = SamplingParams { greedy: true, max_tokens: 6, ..Default::default() };
+    let p = SamplingParams {
+        greedy: true,
+        max_tokens: 6,
+        ..Default::default()
+    };
     let out = sample_group(&model, None, &PROMPT, 2, 0, &p, &ToyDetok).unwrap();
     assert_eq!(out[0].tokens, out[1].tokens, "greedy rows must agree");
     assert!(out[0].tokens.len() <= 6);
     // First token is the argmax of the prompt's last logits.
     let logits = model
-        .forward_last(&model.ids_tensor(&PROMPT, 1).unwrap(), 0, &mut model.new_cache(), None)
+        .forward_last(
+            &model.ids_tensor(&PROMPT, 1).unwrap(),
+            0,
+            &mut model.new_cache(),
+            None,
+        )
         .unwrap()
         .squeeze(0)
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+    let argmax = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0 as u32;
     assert_eq!(out[0].tokens[0], argmax);
 }
 
@@ -230,17 +360,43 @@ fn logits_match_candle_transformers_llama() {
     let ours = Model::new(&cfg, &w, DType::F32, &Device::Cpu).unwrap();
     let ids = [4u32, 8, 15, 16, 23, 42];
     let mine = ours
-        .forward_last(&ours.ids_tensor(&ids, 1).unwrap(), 0, &mut ours.new_cache(), None)
+        .forward_last(
+            &ours.ids_tensor(&ids, 1).unwrap(),
+            0,
+            &mut ours.new_cache(),
+            None,
+        )
         .unwrap();
     let lc: candle_transformers::models::llama::LlamaConfig =
         serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
     let tc = lc.into_config(false);
     let vb = candle_nn::VarBuilder::from_tensors(w, DType::F32, &Device::Cpu);
     let theirs_model = candle_transformers::models::llama::Llama::load(vb, &tc).unwrap();
-    let mut cache = candle_transformers::models::llama::Cache::new(true, DType::F32, &tc, &Device::Cpu).unwrap();
-    let theirs = theirs_model.forward(&Tensor::new(&ids[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0, &mut cache).unwrap();
-    let d = (mine - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!(d < 1e-4, "llama logits differ from candle-transformers by {d}");
+    let mut cache =
+        candle_transformers::models::llama::Cache::new(true, DType::F32, &tc, &Device::Cpu)
+            .unwrap();
+    let theirs = theirs_model
+        .forward(
+            &Tensor::new(&ids[..], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            0,
+            &mut cache,
+        )
+        .unwrap();
+    let d = (mine - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        d < 1e-4,
+        "llama logits differ from candle-transformers by {d}"
+    );
 }
 
 #[test]
@@ -250,7 +406,12 @@ fn logits_match_candle_transformers_qwen2() {
     let ours = Model::new(&cfg, &w, DType::F32, &Device::Cpu).unwrap();
     let ids = [4u32, 8, 15, 16, 23, 42];
     let mine = ours
-        .forward_last(&ours.ids_tensor(&ids, 1).unwrap(), 0, &mut ours.new_cache(), None)
+        .forward_last(
+            &ours.ids_tensor(&ids, 1).unwrap(),
+            0,
+            &mut ours.new_cache(),
+            None,
+        )
         .unwrap();
     let mut j = serde_json::to_value(&cfg).unwrap();
     j["sliding_window"] = 4096.into();
@@ -258,14 +419,31 @@ fn logits_match_candle_transformers_qwen2() {
     j["use_sliding_window"] = false.into();
     let qc: candle_transformers::models::qwen2::Config = serde_json::from_value(j).unwrap();
     let vb = candle_nn::VarBuilder::from_tensors(w, DType::F32, &Device::Cpu);
-    let mut theirs_model = candle_transformers::models::qwen2::ModelForCausalLM::new(&qc, vb).unwrap();
+    let mut theirs_model =
+        candle_transformers::models::qwen2::ModelForCausalLM::new(&qc, vb).unwrap();
     let theirs = theirs_model
-        .forward(&Tensor::new(&ids[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0)
+        .forward(
+            &Tensor::new(&ids[..], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            0,
+        )
         .unwrap()
         .squeeze(1)
         .unwrap();
-    let d = (mine - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!(d < 1e-4, "qwen2 logits differ from candle-transformers by {d}");
+    let d = (mine - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        d < 1e-4,
+        "qwen2 logits differ from candle-transformers by {d}"
+    );
 }
 
 #[test]
@@ -277,7 +455,10 @@ fn advantages_match_hand_computed() {
     for (x, y) in a.iter().zip(want) {
         assert!((x - y).abs() < 1e-12);
     }
-    assert_eq!(group_advantages(&[1.0, 2.0, 3.0, 6.0], false), vec![-2.0, -1.0, 0.0, 3.0]);
+    assert_eq!(
+        group_advantages(&[1.0, 2.0, 3.0, 6.0], false),
+        vec![-2.0, -1.0, 0.0, 3.0]
+    );
     assert_eq!(group_advantages(&[5.0, 5.0], true), vec![0.0, 0.0]);
     assert_eq!(group_advantages(&[4.0], true), vec![0.0]);
 }
@@ -293,7 +474,12 @@ fn grpo_loss_matches_hand_computed() {
     let adv = [1.5f64, -0.5];
     let t = |x: &[[f64; 3]; 2]| Tensor::new(x, &dev).unwrap();
     let var = Var::from_tensor(&t(&new)).unwrap();
-    let cfg = GrpoConfig { beta: 0.1, epsilon_low: 0.2, epsilon_high: 0.3, ..Default::default() };
+    let cfg = GrpoConfig {
+        beta: 0.1,
+        epsilon_low: 0.2,
+        epsilon_high: 0.3,
+        ..Default::default()
+    };
     let (o, r, m) = (t(&old), t(&rf), t(&mask));
     // Hand computation.
     let mut per = vec![vec![0.0; 3]; 2];
@@ -318,9 +504,21 @@ fn grpo_loss_matches_hand_computed() {
     }
     let token_mean = per.iter().flatten().sum::<f64>() / 5.0;
     let seq_mean = (per[0].iter().sum::<f64>() / 3.0 + per[1].iter().sum::<f64>() / 2.0) / 2.0;
-    for (agg, want, norm) in [(LossAgg::TokenMean, token_mean, 5.0), (LossAgg::SequenceMean, seq_mean, 2.0)] {
-        let cfg = GrpoConfig { loss_agg: agg, ..cfg.clone() };
-        let b = GrpoBatch { logprobs: var.as_tensor(), old_logprobs: &o, ref_logprobs: Some(&r), advantages: &adv, mask: &m };
+    for (agg, want, norm) in [
+        (LossAgg::TokenMean, token_mean, 5.0),
+        (LossAgg::SequenceMean, seq_mean, 2.0),
+    ] {
+        let cfg = GrpoConfig {
+            loss_agg: agg,
+            ..cfg.clone()
+        };
+        let b = GrpoBatch {
+            logprobs: var.as_tensor(),
+            old_logprobs: &o,
+            ref_logprobs: Some(&r),
+            advantages: &adv,
+            mask: &m,
+        };
         let out = grpo_loss(&cfg, &b, norm).unwrap();
         let got = out.loss.to_scalar::<f64>().unwrap();
         assert!((got - want).abs() < 1e-12, "{agg:?}: {got} vs {want}");
@@ -339,34 +537,73 @@ fn grpo_loss_matches_hand_computed() {
 fn peft_save_load_round_trip() {
     let cfg = cfg_json("qwen2", true, "");
     let mut model = build(&cfg, DType::F32, 5);
-    let lc = LoraConfig { r: 4, lora_alpha: 8.0, lora_dropout: 0.05, target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()] };
+    let lc = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.05,
+        target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+    };
     model.add_adapter("planner", &lc, 1).unwrap();
     randomize_b(model.adapter("planner").unwrap(), 9);
     let dir = tempfile::tempdir().unwrap();
-    model.adapter("planner").unwrap().save_peft(dir.path(), "tiny").unwrap();
-    let cfgj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap()).unwrap();
+    model
+        .adapter("planner")
+        .unwrap()
+        .save_peft(dir.path(), "tiny")
+        .unwrap();
+    let cfgj: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(cfgj["peft_type"], "LORA");
     assert_eq!(cfgj["r"], 4);
-    let st = candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let st =
+        candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
     assert!(st.contains_key("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
     assert!(st.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
     assert_eq!(st.len(), 2 * 3 * 2);
-    let loaded = LoraAdapter::load_peft("copy", dir.path(), &cfg, DType::F32, &Device::Cpu).unwrap();
+    let loaded =
+        LoraAdapter::load_peft("copy", dir.path(), &cfg, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(loaded.config, lc);
     let ids = model.ids_tensor(&PROMPT, 1).unwrap();
-    let a = model.forward(&ids, 0, &mut model.new_cache(), Some("planner"), false).unwrap();
+    let a = model
+        .forward(&ids, 0, &mut model.new_cache(), Some("planner"), false)
+        .unwrap();
     model.insert_adapter(loaded);
-    let b = model.forward(&ids, 0, &mut model.new_cache(), Some("copy"), false).unwrap();
-    let base = model.forward(&ids, 0, &mut model.new_cache(), None, false).unwrap();
-    let d = (a.clone() - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let b = model
+        .forward(&ids, 0, &mut model.new_cache(), Some("copy"), false)
+        .unwrap();
+    let base = model
+        .forward(&ids, 0, &mut model.new_cache(), None, false)
+        .unwrap();
+    let d = (a.clone() - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(d, 0.0);
-    let d0 = (a - base).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d0 = (a - base)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(d0 > 1e-4, "adapter must change the output");
     // Wrong base model: clear error naming the file.
     let other = cfg_json("qwen2", true, "").clone();
     let mut bigger = other.clone();
     bigger.hidden_size = 64;
-    let err = LoraAdapter::load_peft("x", dir.path(), &bigger, DType::F32, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("adapter_model.safetensors") && err.contains("shape"), "{err}");
+    let err = LoraAdapter::load_peft("x", dir.path(), &bigger, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("adapter_model.safetensors") && err.contains("shape"),
+        "{err}"
+    );
 }

@@ -9,7 +9,9 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
-        KvCache { layers: vec![None; num_layers] }
+        KvCache {
+            layers: vec![None; num_layers],
+        }
     }
 
     /// Number of cached positions (0 when empty).

@@ -116,7 +116,10 @@ impl ModelConfig {
         }
     }
     pub fn eos_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(|t| t.to_vec()).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(|t| t.to_vec())
+            .unwrap_or_default()
     }
 
     /// Check the numbers fit together; returns a message naming the offending keys.
@@ -124,7 +127,10 @@ impl ModelConfig {
         self.arch()?;
         let bad = |m: String| Err(EngineError::Config(m));
         if self.hidden_act != "silu" {
-            return bad(format!("unsupported hidden_act {:?} (only silu)", self.hidden_act));
+            return bad(format!(
+                "unsupported hidden_act {:?} (only silu)",
+                self.hidden_act
+            ));
         }
         if self.num_attention_heads == 0 || self.num_kv_heads() == 0 {
             return bad("num_attention_heads and num_key_value_heads must be > 0".into());
@@ -143,7 +149,10 @@ impl ModelConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim ({}) must be even for rotary embedding", self.head_dim()));
+            return bad(format!(
+                "head_dim ({}) must be even for rotary embedding",
+                self.head_dim()
+            ));
         }
         if let Some(rs) = &self.rope_scaling {
             let kind = rs
@@ -152,7 +161,9 @@ impl ModelConfig {
                 .and_then(|v| v.as_str())
                 .unwrap_or("default");
             if kind != "default" && kind != "llama3" {
-                return bad(format!("unsupported rope_scaling type {kind:?} (supported: default, llama3)"));
+                return bad(format!(
+                    "unsupported rope_scaling type {kind:?} (supported: default, llama3)"
+                ));
             }
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
@@ -195,7 +206,17 @@ impl ModelConfig {
             rope_interleaved: false,
         };
         match name {
-            "qwen2.5-0.5b" => Some(base(151_936, 896, 4864, 24, 14, 2, true, "qwen2", 1_000_000.0)),
+            "qwen2.5-0.5b" => Some(base(
+                151_936,
+                896,
+                4864,
+                24,
+                14,
+                2,
+                true,
+                "qwen2",
+                1_000_000.0,
+            )),
             "smollm2-135m" => Some(base(49_152, 576, 1536, 30, 9, 3, true, "llama", 100_000.0)),
             "tiny" => Some(base(256, 64, 128, 2, 4, 2, true, "llama", 10_000.0)),
             _ => None,

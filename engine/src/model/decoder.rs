@@ -142,7 +142,11 @@ impl Model {
                 let (fin, fout) = t.shape(cfg);
                 let base = format!("{p}.{}.{}", t.parent(), t.name());
                 let w = get(&format!("{base}.weight"), &[fout, fin])?;
-                let b = if bias { Some(get(&format!("{base}.bias"), &[fout])?) } else { None };
+                let b = if bias {
+                    Some(get(&format!("{base}.bias"), &[fout])?)
+                } else {
+                    None
+                };
                 Ok(FrozenLinear { w, b })
             };
             let qb = cfg.qkv_bias();
@@ -199,7 +203,10 @@ impl Model {
             Ok(Tensor::from_vec(v, shape, &dev)?)
         };
         let h = cfg.hidden_size;
-        w.insert("model.embed_tokens.weight".into(), normal(&[cfg.vocab_size, h], 0.02)?);
+        w.insert(
+            "model.embed_tokens.weight".into(),
+            normal(&[cfg.vocab_size, h], 0.02)?,
+        );
         for i in 0..cfg.num_hidden_layers {
             for t in Target::ALL {
                 let (fin, fout) = t.shape(cfg);
@@ -287,7 +294,9 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         let base = self.blocks[layer].proj[t.index()].forward(x, train)?;
         let Some(ad) = lora else { return Ok(base) };
-        let Some(pair) = ad.pair(layer, t) else { return Ok(base) };
+        let Some(pair) = ad.pair(layer, t) else {
+            return Ok(base);
+        };
         let xin = if train {
             match ad
                 .dropout_mask(x.dims(), x.device(), x.dtype())
@@ -357,10 +366,17 @@ impl Model {
             let mask: Vec<f32> = (0..rep * t)
                 .flat_map(|row| {
                     let i = row % t;
-                    (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 })
+                    (0..total).map(move |j| {
+                        if j > offset + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
                 })
                 .collect();
-            let mask = Tensor::from_vec(mask, (rep * t, total), x.device())?.to_dtype(att.dtype())?;
+            let mask =
+                Tensor::from_vec(mask, (rep * t, total), x.device())?.to_dtype(att.dtype())?;
             att = att.broadcast_add(&mask)?;
         }
         let att = if train {
@@ -369,11 +385,20 @@ impl Model {
             candle_nn::ops::softmax_last_dim(&att)?
         };
         let y = att.matmul(&v)?; // (b, nkv, rep*t, d)
-        let y = y.reshape((b, nh, t, d))?.transpose(1, 2)?.reshape((b, t, nh * d))?;
+        let y = y
+            .reshape((b, nh, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * d))?;
         self.proj(layer, Target::O, &y, lora, train)
     }
 
-    fn mlp(&self, layer: usize, x: &Tensor, lora: Option<&LoraAdapter>, train: bool) -> candle_core::Result<Tensor> {
+    fn mlp(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        lora: Option<&LoraAdapter>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         let g = self.proj(layer, Target::Gate, x, lora, train)?;
         let u = self.proj(layer, Target::Up, x, lora, train)?;
         let h = (candle_nn::Activation::Silu.forward(&g)? * u)?;
@@ -391,7 +416,7 @@ impl Model {
         train: bool,
     ) -> Result<Tensor> {
         let lora = self.resolve(adapter)?;
-        let (_, t) = ids.dims2()?;
+        let (b, t) = ids.dims2()?;
         if offset + t > self.rope.cos.dim(0)? {
             return Err(EngineError::Other(format!(
                 "sequence of {} tokens exceeds the model's {} positions",
@@ -399,7 +424,11 @@ impl Model {
                 self.rope.cos.dim(0)?
             )));
         }
-        let mut x = self.embed.embedding(ids)?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.cfg.hidden_size,
+        ))?;
         for i in 0..self.blocks.len() {
             let blk = &self.blocks[i];
             let h = self.norm(&x, &blk.ln_attn, train)?;

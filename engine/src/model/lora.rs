@@ -185,7 +185,10 @@ impl LoraAdapter {
                     .collect();
                 let a = Tensor::from_vec(a, (cfg.r, fin), device)?.to_dtype(dtype)?;
                 let b = Tensor::zeros((fout, cfg.r), dtype, device)?;
-                row[t.index()] = Some(LoraPair { a: Var::from_tensor(&a)?, b: Var::from_tensor(&b)? });
+                row[t.index()] = Some(LoraPair {
+                    a: Var::from_tensor(&a)?,
+                    b: Var::from_tensor(&b)?,
+                });
             }
             layers.push(row);
         }
@@ -222,7 +225,10 @@ impl LoraAdapter {
     }
 
     pub fn vars(&self) -> Vec<Var> {
-        self.named_vars().into_iter().map(|(_, v)| v.clone()).collect()
+        self.named_vars()
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn num_params(&self) -> usize {
@@ -230,7 +236,12 @@ impl LoraAdapter {
     }
 
     /// Dropout mask for the LoRA input (inverted dropout), drawn from the adapter's seeded RNG.
-    pub fn dropout_mask(&self, shape: &[usize], device: &Device, dtype: DType) -> Result<Option<Tensor>> {
+    pub fn dropout_mask(
+        &self,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Option<Tensor>> {
         let p = self.config.lora_dropout;
         if p <= 0.0 {
             return Ok(None);
@@ -242,7 +253,13 @@ impl LoraAdapter {
             .lock()
             .map_err(|_| EngineError::Other("dropout rng poisoned".into()))?;
         let v: Vec<f32> = (0..n)
-            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep as f32 })
+            .map(|_| {
+                if rng.random::<f64>() < p {
+                    0.0
+                } else {
+                    keep as f32
+                }
+            })
             .collect();
         Ok(Some(Tensor::from_vec(v, shape, device)?.to_dtype(dtype)?))
     }
@@ -259,7 +276,10 @@ impl LoraAdapter {
 
     /// Save in PEFT format: `adapter_config.json` + `adapter_model.safetensors`.
     pub fn save_peft(&self, dir: &Path, base_model: &str) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::Io { path: dir.into(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::Io {
+            path: dir.into(),
+            source: e,
+        })?;
         let cfg = serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
@@ -278,7 +298,8 @@ impl LoraAdapter {
             "layers_to_transform": null,
             "revision": null,
         });
-        let text = serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Other(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Other(e.to_string()))?;
         crate::util::atomic_write(&dir.join("adapter_config.json"), text.as_bytes())?;
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (k, v) in self.named_vars() {
@@ -299,31 +320,46 @@ impl LoraAdapter {
         device: &Device,
     ) -> Result<Self> {
         let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| EngineError::Io { path: cfg_path.clone(), source: e })?;
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| EngineError::Io {
+            path: cfg_path.clone(),
+            source: e,
+        })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| EngineError::load(&cfg_path, format!("invalid JSON: {e}")))?;
         let get_f = |k: &str| v.get(k).and_then(|x| x.as_f64());
         let r = v
             .get("r")
             .and_then(|x| x.as_u64())
-            .ok_or_else(|| EngineError::load(&cfg_path, "missing integer key \"r\""))? as usize;
+            .ok_or_else(|| EngineError::load(&cfg_path, "missing integer key \"r\""))?
+            as usize;
         let lora_alpha = get_f("lora_alpha").unwrap_or(r as f64);
         let lora_dropout = get_f("lora_dropout").unwrap_or(0.0);
         if v.get("use_dora").and_then(|x| x.as_bool()) == Some(true) {
-            return Err(EngineError::load(&cfg_path, "DoRA adapters are not supported"));
+            return Err(EngineError::load(
+                &cfg_path,
+                "DoRA adapters are not supported",
+            ));
         }
         if v.get("use_rslora").and_then(|x| x.as_bool()) == Some(true) {
-            return Err(EngineError::load(&cfg_path, "rsLoRA adapters are not supported"));
+            return Err(EngineError::load(
+                &cfg_path,
+                "rsLoRA adapters are not supported",
+            ));
         }
         let target_modules: Vec<String> = match v.get("target_modules") {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
             Some(serde_json::Value::String(s)) => vec![s.clone()],
             _ => return Err(EngineError::load(&cfg_path, "missing \"target_modules\"")),
         };
-        let config = LoraConfig { r, lora_alpha, lora_dropout, target_modules };
+        let config = LoraConfig {
+            r,
+            lora_alpha,
+            lora_dropout,
+            target_modules,
+        };
         let targets = config
             .targets()
             .map_err(|e| EngineError::load(&cfg_path, e.to_string()))?;
@@ -343,11 +379,17 @@ impl LoraAdapter {
                     let ten = tensors
                         .get(&key)
                         .or_else(|| tensors.get(&alt))
-                        .ok_or_else(|| EngineError::load(&st_path, format!("missing tensor {key}")))?;
+                        .ok_or_else(|| {
+                            EngineError::load(&st_path, format!("missing tensor {key}"))
+                        })?;
                     if ten.dims2().ok() != Some(shape) {
                         return Err(EngineError::load(
                             &st_path,
-                            format!("tensor {key} has shape {:?}, expected {:?}", ten.dims(), shape),
+                            format!(
+                                "tensor {key} has shape {:?}, expected {:?}",
+                                ten.dims(),
+                                shape
+                            ),
                         ));
                     }
                     Ok(ten.to_dtype(dtype)?)
@@ -355,7 +397,10 @@ impl LoraAdapter {
                 let a = fetch("lora_A", (r, fin))?;
                 let b = fetch("lora_B", (fout, r))?;
                 used += 2;
-                row[t.index()] = Some(LoraPair { a: Var::from_tensor(&a)?, b: Var::from_tensor(&b)? });
+                row[t.index()] = Some(LoraPair {
+                    a: Var::from_tensor(&a)?,
+                    b: Var::from_tensor(&b)?,
+                });
             }
             layers.push(row);
         }
@@ -399,5 +444,9 @@ impl LoraAdapter {
 
 /// PEFT key prefix of a module, e.g. `base_model.model.model.layers.3.self_attn.q_proj`.
 pub fn peft_key(layer: usize, t: Target) -> String {
-    format!("base_model.model.model.layers.{layer}.{}.{}", t.parent(), t.name())
+    format!(
+        "base_model.model.model.layers.{layer}.{}.{}",
+        t.parent(),
+        t.name()
+    )
 }
