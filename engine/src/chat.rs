@@ -21,7 +21,11 @@ pub struct Message {
 impl Message {
     /// A message with the given role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Message { role: role.into(), content: content.into(), extra: serde_json::Map::new() }
+        Message {
+            role: role.into(),
+            content: content.into(),
+            extra: serde_json::Map::new(),
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new("system", content)
@@ -119,7 +123,8 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(TEMPLATE_NAME, source.clone()).map_err(jinja_err)?;
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(jinja_err)?;
         Ok(ChatTemplate {
             env,
             source,
@@ -193,11 +198,28 @@ fn strftime_now(fmt: String) -> String {
 /// Format a Unix timestamp (UTC) with the strftime subset of [`strftime_now`].
 pub fn format_time(unix_secs: i64, fmt: &str) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
-    const DAYS: [&str; 7] =
-        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
     let days = unix_secs.div_euclid(86_400);
     let rem = unix_secs.rem_euclid(86_400);
     let (h, mi, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -294,10 +316,18 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, JinjaError
         None => (", ".to_string(), ": ".to_string()),
     };
     let json = serde_json::to_value(&value).map_err(|e| {
-        JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialize: {e}"))
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: cannot serialize: {e}"),
+        )
     })?;
     let mut out = String::new();
-    let fmt = PyJson { indent: indent.as_deref(), item_sep: &item_sep, key_sep: &key_sep, sort_keys: sort_keys.unwrap_or(false) };
+    let fmt = PyJson {
+        indent: indent.as_deref(),
+        item_sep: &item_sep,
+        key_sep: &key_sep,
+        sort_keys: sort_keys.unwrap_or(false),
+    };
     fmt.write(&json, 0, &mut out);
     // Mark safe so an auto-escaping environment would not escape it (HF's filter returns
     // plain text; ours has no auto-escaping, so this only matters for embedders).

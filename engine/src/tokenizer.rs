@@ -17,8 +17,7 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 use crate::error::{EngineError, Result};
 
 /// GPT-2's split regex (also used after digit isolation by SmolLM / StarCoder).
-const RE_GPT2: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const RE_GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 /// Isolates every digit (SmolLM2, StarCoder): applied before [`RE_GPT2`].
 const RE_DIGIT: &str = r"\p{N}";
 /// Llama 3 ("llama-bpe"): case-insensitive contractions, numbers in groups of up to 3.
@@ -89,7 +88,11 @@ impl Tokenizer {
             bos_token,
             eos_token,
         };
-        if let Some(id) = tok.eos_token.as_deref().and_then(|t| tok.inner.token_to_id(t)) {
+        if let Some(id) = tok
+            .eos_token
+            .as_deref()
+            .and_then(|t| tok.inner.token_to_id(t))
+        {
             tok.add_eos_id(id);
         }
         for &id in extra_eos {
@@ -171,7 +174,9 @@ impl Tokenizer {
         let mut merge_pairs = Vec::with_capacity(merges.len());
         for (i, m) in merges.iter().enumerate() {
             let Some((a, b)) = m.split_once(' ') else {
-                return Err(err(format!("tokenizer.ggml.merges[{i}] = {m:?} has no space")));
+                return Err(err(format!(
+                    "tokenizer.ggml.merges[{i}] = {m:?} has no space"
+                )));
             };
             merge_pairs.push((a.to_string(), b.to_string()));
         }
@@ -324,7 +329,12 @@ impl Tokenizer {
     }
     /// A streaming detokenizer; feed it ids one by one.
     pub fn incremental_decoder(&self, skip_special: bool) -> IncrementalDecoder {
-        IncrementalDecoder { skip_special, ids: Vec::new(), prefix: String::new(), prefix_index: 0 }
+        IncrementalDecoder {
+            skip_special,
+            ids: Vec::new(),
+            prefix: String::new(),
+            prefix_index: 0,
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use cahl_engine::tokenizer::Tokenizer;
 use load_support::*;
 
 fn data(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -49,8 +51,14 @@ fn chatml_fallback_matches_hf_rendering() {
     let c = cases();
     let t = ChatTemplate::chatml_fallback(None, None).unwrap();
     assert!(t.is_fallback());
-    assert_eq!(t.render(&c.messages, Some(&c.tools), true).unwrap(), exp(&c, "fallback_tools_gen"));
-    assert_eq!(t.render(&c.messages[1..2], None, true).unwrap(), exp(&c, "fallback_plain"));
+    assert_eq!(
+        t.render(&c.messages, Some(&c.tools), true).unwrap(),
+        exp(&c, "fallback_tools_gen")
+    );
+    assert_eq!(
+        t.render(&c.messages[1..2], None, true).unwrap(),
+        exp(&c, "fallback_plain")
+    );
 }
 
 #[test]
@@ -64,7 +72,10 @@ fn tojson_follows_python_json_dumps() {
     .unwrap();
     let x = serde_json::json!({"b": [1, 2.5, "é\n"], "a": {}, "c": []});
     let m = Message::user("").with("extra_x", x);
-    assert_eq!(t.render(&[m], None, false).unwrap(), exp(&c, "tojson_indent"));
+    assert_eq!(
+        t.render(&[m], None, false).unwrap(),
+        exp(&c, "tojson_indent")
+    );
 }
 
 #[test]
@@ -75,21 +86,38 @@ fn template_helpers_and_errors() {
         Some("</s>"),
     )
     .unwrap();
-    assert_eq!(t.render(&[Message::user(" abc ")], None, false).unwrap(), "<s>ABC!</s>");
-    let e = t.render(&[Message::new("bad", "x")], None, false).unwrap_err().to_string();
+    assert_eq!(
+        t.render(&[Message::user(" abc ")], None, false).unwrap(),
+        "<s>ABC!</s>"
+    );
+    let e = t
+        .render(&[Message::new("bad", "x")], None, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bad role: bad"), "{e}");
     assert!(ChatTemplate::new("{% if %}", None, None).is_err());
     let t = ChatTemplate::new("{{ strftime_now('%d %B %Y') }}", None, None).unwrap();
     let s = t.render(&[], None, false).unwrap();
-    assert!(s.len() >= 10 && s.chars().next().unwrap().is_ascii_digit(), "{s}");
-    assert_eq!(format_time(0, "%Y-%m-%d %H:%M:%S %a %j"), "1970-01-01 00:00:00 Thu 001");
-    assert_eq!(format_time(1_709_251_199, "%d %b %Y %A %I%p"), "29 Feb 2024 Thursday 11PM");
+    assert!(
+        s.len() >= 10 && s.chars().next().unwrap().is_ascii_digit(),
+        "{s}"
+    );
+    assert_eq!(
+        format_time(0, "%Y-%m-%d %H:%M:%S %a %j"),
+        "1970-01-01 00:00:00 Thu 001"
+    );
+    assert_eq!(
+        format_time(1_709_251_199, "%d %b %Y %A %I%p"),
+        "29 Feb 2024 Thursday 11PM"
+    );
     assert_eq!(format_time(1_735_689_600, "%-d %B %Y"), "1 January 2025");
 }
 
 fn tiny_tokenizer() -> Tokenizer {
     let md: HashMap<String, _> = tiny_gguf("llama").metadata.into_iter().collect();
-    Tokenizer::from_gguf_metadata(&md, Path::new("tiny")).unwrap().unwrap()
+    Tokenizer::from_gguf_metadata(&md, Path::new("tiny"))
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -109,7 +137,10 @@ fn tokenizer_round_trips_and_streams_utf8() {
         let mut out = String::new();
         for &id in &ids {
             if let Some(piece) = dec.push(&tok, id).unwrap() {
-                assert!(!piece.contains('\u{FFFD}'), "partial character emitted for {text:?}");
+                assert!(
+                    !piece.contains('\u{FFFD}'),
+                    "partial character emitted for {text:?}"
+                );
                 out.push_str(&piece);
             }
         }
@@ -129,7 +160,10 @@ fn tokenizer_round_trips_and_streams_utf8() {
     // Skipping specials while streaming.
     let ids = tok.encode("<|im_start|>the<|im_end|>", false).unwrap();
     let mut dec = tok.incremental_decoder(true);
-    let s: String = ids.iter().filter_map(|&i| dec.push(&tok, i).unwrap()).collect();
+    let s: String = ids
+        .iter()
+        .filter_map(|&i| dec.push(&tok, i).unwrap())
+        .collect();
     assert_eq!(s, "the");
     assert!(tok.is_special(2) && !tok.is_special(10));
     assert!(tok.decode(&[100_000], false).is_err());
@@ -139,10 +173,21 @@ fn tokenizer_round_trips_and_streams_utf8() {
 #[test]
 fn pre_tokenizer_kinds() {
     let md: HashMap<String, _> = tiny_gguf("llama").metadata.into_iter().collect();
-    for (pre, digits) in [("gpt2", 1usize), ("smollm", 3), ("llama-bpe", 1), ("qwen2", 3), ("default", 1)] {
+    for (pre, digits) in [
+        ("gpt2", 1usize),
+        ("smollm", 3),
+        ("llama-bpe", 1),
+        ("qwen2", 3),
+        ("default", 1),
+    ] {
         let mut md = md.clone();
-        md.insert("tokenizer.ggml.pre".into(), candle_core::quantized::gguf_file::Value::String(pre.into()));
-        let tok = Tokenizer::from_gguf_metadata(&md, Path::new("t")).unwrap().unwrap();
+        md.insert(
+            "tokenizer.ggml.pre".into(),
+            candle_core::quantized::gguf_file::Value::String(pre.into()),
+        );
+        let tok = Tokenizer::from_gguf_metadata(&md, Path::new("t"))
+            .unwrap()
+            .unwrap();
         let text = "x 123 don't\n\n stop";
         let ids = tok.encode(text, false).unwrap();
         assert_eq!(tok.decode(&ids, false).unwrap(), text, "{pre}");
@@ -152,12 +197,21 @@ fn pre_tokenizer_kinds() {
             use tokenizers::PreTokenizer;
             let mut s = tokenizers::PreTokenizedString::from("123");
             p.pre_tokenize(&mut s).unwrap();
-            s.get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Byte).len()
+            s.get_splits(
+                tokenizers::OffsetReferential::Original,
+                tokenizers::OffsetType::Byte,
+            )
+            .len()
         });
         assert_eq!(pieces, Some(digits), "{pre}");
     }
     let mut md2 = md.clone();
-    md2.insert("tokenizer.ggml.pre".into(), candle_core::quantized::gguf_file::Value::String("weird".into()));
-    let e = Tokenizer::from_gguf_metadata(&md2, Path::new("t.gguf")).unwrap_err().to_string();
+    md2.insert(
+        "tokenizer.ggml.pre".into(),
+        candle_core::quantized::gguf_file::Value::String("weird".into()),
+    );
+    let e = Tokenizer::from_gguf_metadata(&md2, Path::new("t.gguf"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("t.gguf") && e.contains("weird"), "{e}");
 }

@@ -53,16 +53,27 @@ fn llama_gguf_config_shapes_and_dequantization() {
     assert_eq!(m.weights.len(), parts.originals.len());
     // Every type we wrote is counted.
     for ty in ["F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"] {
-        assert!(m.tensor_dtypes.contains_key(ty), "{ty} missing from {:?}", m.tensor_dtypes);
+        assert!(
+            m.tensor_dtypes.contains_key(ty),
+            "{ty} missing from {:?}",
+            m.tensor_dtypes
+        );
     }
     let total: usize = m.tensor_dtypes.values().sum();
     assert_eq!(total, parts.tensors.len());
     for (name, (orig, ty)) in &parts.originals {
-        let got = m.weights.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        let got = m
+            .weights
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(got.dims(), orig.dims(), "{name}");
         assert_eq!(got.dtype(), candle_core::DType::F32);
         let (err, _) = max_err(got, orig);
-        assert!(err <= bound(*ty), "{name} ({ty:?}): max error {err} > {}", bound(*ty));
+        assert!(
+            err <= bound(*ty),
+            "{name} ({ty:?}): max error {err} > {}",
+            bound(*ty)
+        );
         eprintln!("{name:45} {ty:?}: max abs err {err:.5}");
     }
 }
@@ -73,26 +84,50 @@ fn llama_qk_unpermutation_is_exact() {
     let rows: Vec<f32> = (0..6).map(|x| x as f32).collect();
     let w = Tensor::from_vec(rows, (6, 1), &Device::Cpu).unwrap();
     let p = permute_qk_llama_cpp(&w, 1).unwrap();
-    assert_eq!(p.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 3., 1., 4., 2., 5.]);
-    assert_eq!(unpermute_qk(&p, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        vec![0., 1., 2., 3., 4., 5.]);
+    assert_eq!(
+        p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![0., 3., 1., 4., 2., 5.]
+    );
+    assert_eq!(
+        unpermute_qk(&p, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        vec![0., 1., 2., 3., 4., 5.]
+    );
     // Two heads of 4, two columns: head-local interleaving.
-    let w = Tensor::arange(0f32, 16., &Device::Cpu).unwrap().reshape((8, 2)).unwrap();
+    let w = Tensor::arange(0f32, 16., &Device::Cpu)
+        .unwrap()
+        .reshape((8, 2))
+        .unwrap();
     let p = permute_qk_llama_cpp(&w, 2).unwrap();
     let rows_of = |t: &Tensor| -> Vec<f32> {
-        t.narrow(1, 0, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        t.narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     };
     assert_eq!(rows_of(&p), vec![0., 4., 2., 6., 8., 12., 10., 14.]);
     // Biases (1-D) too.
     let b = Tensor::arange(0f32, 8., &Device::Cpu).unwrap();
     let pb = permute_qk_llama_cpp(&b, 2).unwrap();
-    assert_eq!(unpermute_qk(&pb, 2).unwrap().to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+    assert_eq!(
+        unpermute_qk(&pb, 2).unwrap().to_vec1::<f32>().unwrap(),
+        b.to_vec1::<f32>().unwrap()
+    );
 
     // Through a file: layer 0 Q and K are stored as F32, so the load is exact.
     let dir = tempfile::tempdir().unwrap();
     let (path, parts) = write_tiny(dir.path(), "llama");
     let m = load_model(&path).unwrap();
-    for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"] {
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+    ] {
         let (orig, ty) = &parts.originals[name];
         assert_eq!(*ty, GgmlDType::F32);
         let (err, _) = max_err(&m.weights[name], orig);
@@ -128,15 +163,24 @@ fn gguf_tokenizer_and_chat_template_from_metadata() {
     assert_eq!(tok.bos_id(), Some(1));
     // eos from metadata (0) plus <|im_end|> because the template uses it.
     assert_eq!(tok.eos_ids(), &[0, 2]);
-    assert_eq!(tok.encode("the world", false).unwrap(), vec![id("t"), id("he"), id("Ġwor"), id("ld")]);
+    assert_eq!(
+        tok.encode("the world", false).unwrap(),
+        vec![id("t"), id("he"), id("Ġwor"), id("ld")]
+    );
     // smollm pre-tokenizer isolates digits.
-    assert_eq!(tok.encode("a12", false).unwrap(), vec![id("a"), id("1"), id("2")]);
+    assert_eq!(
+        tok.encode("a12", false).unwrap(),
+        vec![id("a"), id("1"), id("2")]
+    );
     let text = "<|im_start|>user\nthe héllo 日本 world 42<|im_end|>";
     let ids = tok.encode(text, true).unwrap();
     assert_eq!(ids[0], 1);
     assert_eq!(*ids.last().unwrap(), 2);
     assert_eq!(tok.decode(&ids, false).unwrap(), text);
-    assert_eq!(tok.decode(&ids, true).unwrap(), "user\nthe héllo 日本 world 42");
+    assert_eq!(
+        tok.decode(&ids, true).unwrap(),
+        "user\nthe héllo 日本 world 42"
+    );
     let tmpl = m.chat_template.as_ref().unwrap();
     let s = tmpl.render(&[Message::user("hi")], None, true).unwrap();
     assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
@@ -149,9 +193,21 @@ fn gguf_inspect_reads_metadata_only() {
     let r = inspect(&path).unwrap();
     let t = tiny();
     assert_eq!(r.architecture, "llama");
-    assert_eq!((r.num_layers, r.hidden_size, r.num_heads, r.num_kv_heads, r.vocab_size),
-        (t.layers, t.hidden, t.heads, t.kv_heads, t.vocab));
-    let params: u64 = parts.originals.values().map(|(o, _)| o.elem_count() as u64).sum();
+    assert_eq!(
+        (
+            r.num_layers,
+            r.hidden_size,
+            r.num_heads,
+            r.num_kv_heads,
+            r.vocab_size
+        ),
+        (t.layers, t.hidden, t.heads, t.kv_heads, t.vocab)
+    );
+    let params: u64 = parts
+        .originals
+        .values()
+        .map(|(o, _)| o.elem_count() as u64)
+        .sum();
     assert_eq!(r.param_count, params);
     assert_eq!(r.tensor_count, parts.tensors.len());
     assert!(r.tokenizer.is_some() && r.chat_template);
@@ -166,7 +222,10 @@ fn load_err(path: &std::path::Path) -> String {
         Ok(_) => panic!("expected an error for {}", path.display()),
         Err(e @ EngineError::Load { .. }) => {
             let s = e.to_string();
-            assert!(s.contains(&path.display().to_string()), "error does not name the file: {s}");
+            assert!(
+                s.contains(&path.display().to_string()),
+                "error does not name the file: {s}"
+            );
             s
         }
         Err(e) => panic!("expected EngineError::Load, got {e:?}"),
@@ -179,7 +238,17 @@ fn truncated_and_garbage_files_give_clear_errors() {
     let (path, _) = write_tiny(dir.path(), "llama");
     let bytes = std::fs::read(&path).unwrap();
     // Truncated at many points: in the header, the metadata, the tensor directory, the data.
-    for cut in [0usize, 3, 10, 24, 100, 1000, 5000, bytes.len() / 2, bytes.len() - 64] {
+    for cut in [
+        0usize,
+        3,
+        10,
+        24,
+        100,
+        1000,
+        5000,
+        bytes.len() / 2,
+        bytes.len() - 64,
+    ] {
         let p = dir.path().join(format!("cut-{cut}.gguf"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
         let e = load_err(&p);
@@ -216,12 +285,18 @@ fn unsupported_or_inconsistent_content_is_an_error() {
     let mut parts = tiny_gguf("llama");
     parts.set_md("general.architecture", Value::String("gptneox".into()));
     let e = load_err(&write("arch.gguf", &parts));
-    assert!(e.contains("unsupported architecture") && e.contains("gptneox"), "{e}");
+    assert!(
+        e.contains("unsupported architecture") && e.contains("gptneox"),
+        "{e}"
+    );
     // Missing tensor.
     let mut parts = tiny_gguf("llama");
     parts.remove_tensor("blk.1.ffn_up.weight");
     let e = load_err(&write("missing.gguf", &parts));
-    assert!(e.contains("missing tensors") && e.contains("model.layers.1.mlp.up_proj.weight"), "{e}");
+    assert!(
+        e.contains("missing tensors") && e.contains("model.layers.1.mlp.up_proj.weight"),
+        "{e}"
+    );
     // Shape mismatch against the config.
     let mut parts = tiny_gguf("llama");
     parts.set_md("llama.feed_forward_length", Value::U32(1024));
@@ -243,7 +318,10 @@ fn unsupported_or_inconsistent_content_is_an_error() {
     }
     // Unknown tensor name.
     let mut parts = tiny_gguf("llama");
-    parts.tensors.push(("blk.0.mystery.weight".into(), QTensor::quantize(&src, GgmlDType::F32).unwrap()));
+    parts.tensors.push((
+        "blk.0.mystery.weight".into(),
+        QTensor::quantize(&src, GgmlDType::F32).unwrap(),
+    ));
     let e = load_err(&write("unknown.gguf", &parts));
     assert!(e.contains("unknown tensor blk.0.mystery.weight"), "{e}");
     // Unsupported tokenizer kind.
@@ -257,7 +335,10 @@ fn unsupported_or_inconsistent_content_is_an_error() {
     let p = write("notok.gguf", &parts);
     let m = load_model(&p).unwrap();
     let e = m.require_tokenizer().unwrap_err().to_string();
-    assert!(e.contains("missing tokenizer") && e.contains("notok.gguf"), "{e}");
+    assert!(
+        e.contains("missing tokenizer") && e.contains("notok.gguf"),
+        "{e}"
+    );
     assert!(m.chat_template.is_none());
     assert!(m.chat_template_or_fallback().unwrap().is_fallback());
 }
@@ -268,20 +349,46 @@ fn gguf_name_mapping() {
         ("token_embd.weight", "model.embed_tokens.weight"),
         ("output_norm.weight", "model.norm.weight"),
         ("output.weight", "lm_head.weight"),
-        ("blk.12.attn_q.weight", "model.layers.12.self_attn.q_proj.weight"),
+        (
+            "blk.12.attn_q.weight",
+            "model.layers.12.self_attn.q_proj.weight",
+        ),
         ("blk.0.attn_k.bias", "model.layers.0.self_attn.k_proj.bias"),
-        ("blk.3.attn_v.weight", "model.layers.3.self_attn.v_proj.weight"),
-        ("blk.3.attn_output.weight", "model.layers.3.self_attn.o_proj.weight"),
-        ("blk.1.ffn_gate.weight", "model.layers.1.mlp.gate_proj.weight"),
+        (
+            "blk.3.attn_v.weight",
+            "model.layers.3.self_attn.v_proj.weight",
+        ),
+        (
+            "blk.3.attn_output.weight",
+            "model.layers.3.self_attn.o_proj.weight",
+        ),
+        (
+            "blk.1.ffn_gate.weight",
+            "model.layers.1.mlp.gate_proj.weight",
+        ),
         ("blk.1.ffn_up.weight", "model.layers.1.mlp.up_proj.weight"),
-        ("blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight"),
-        ("blk.2.attn_norm.weight", "model.layers.2.input_layernorm.weight"),
-        ("blk.2.ffn_norm.weight", "model.layers.2.post_attention_layernorm.weight"),
+        (
+            "blk.1.ffn_down.weight",
+            "model.layers.1.mlp.down_proj.weight",
+        ),
+        (
+            "blk.2.attn_norm.weight",
+            "model.layers.2.input_layernorm.weight",
+        ),
+        (
+            "blk.2.ffn_norm.weight",
+            "model.layers.2.post_attention_layernorm.weight",
+        ),
     ];
     for (g, h) in cases {
         assert_eq!(gguf_to_hf_name(g).as_deref(), Some(h), "{g}");
     }
-    for bad in ["blk.x.attn_q.weight", "blk.1.attn_q", "foo.weight", "blk.1.ffn_gate_exps.weight"] {
+    for bad in [
+        "blk.x.attn_q.weight",
+        "blk.1.attn_q",
+        "foo.weight",
+        "blk.1.ffn_gate_exps.weight",
+    ] {
         assert_eq!(gguf_to_hf_name(bad), None, "{bad}");
     }
 }

@@ -55,7 +55,9 @@ fn write_folder(dir: &Path, with_tokenizer: bool) -> HashMap<String, Tensor> {
         // Reuse the GGUF-built byte-level BPE and save it as tokenizer.json.
         let parts = tiny_gguf("llama");
         let md: HashMap<String, _> = parts.metadata.into_iter().collect();
-        let tok = Tokenizer::from_gguf_metadata(&md, Path::new("tiny")).unwrap().unwrap();
+        let tok = Tokenizer::from_gguf_metadata(&md, Path::new("tiny"))
+            .unwrap()
+            .unwrap();
         tok.inner().save(dir.join("tokenizer.json"), false).unwrap();
         let tc = serde_json::json!({
             "bos_token": {"content": "<|im_start|>", "lstrip": false},
@@ -91,7 +93,11 @@ fn sharded_hf_folder_loads_with_dtypes_tokenizer_and_template() {
     assert_eq!(tok.bos_id(), Some(1));
     // tokenizer_config eos (0), config.json eos (2; also <|im_end|> from the template).
     assert_eq!(tok.eos_ids(), &[0, 2]);
-    assert_eq!(tok.decode(&tok.encode("the world", false).unwrap(), false).unwrap(), "the world");
+    assert_eq!(
+        tok.decode(&tok.encode("the world", false).unwrap(), false)
+            .unwrap(),
+        "the world"
+    );
     let tmpl = m.chat_template.as_ref().unwrap();
     assert_eq!(tmpl.bos_token(), "<|im_start|>");
     assert_eq!(
@@ -105,13 +111,25 @@ fn sharded_hf_folder_loads_with_dtypes_tokenizer_and_template() {
     let r = inspect(dir.path()).unwrap();
     assert_eq!(r.format, ModelFormat::HfFolder);
     assert_eq!(r.num_layers, 2);
-    assert_eq!(r.param_count, written.values().map(|t| t.elem_count() as u64).sum::<u64>());
-    assert!(r.tokenizer.is_some() && r.chat_template && r.warnings.is_empty(), "{r}");
+    assert_eq!(
+        r.param_count,
+        written.values().map(|t| t.elem_count() as u64).sum::<u64>()
+    );
+    assert!(
+        r.tokenizer.is_some() && r.chat_template && r.warnings.is_empty(),
+        "{r}"
+    );
 }
 
 fn err_of(path: &Path) -> String {
     let e = load_model(path).unwrap_err();
-    assert!(matches!(e, cahl_engine::EngineError::Load { .. } | cahl_engine::EngineError::Io { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            cahl_engine::EngineError::Load { .. } | cahl_engine::EngineError::Io { .. }
+        ),
+        "{e:?}"
+    );
     e.to_string()
 }
 
@@ -122,18 +140,28 @@ fn hf_folder_errors_name_the_problem() {
     // No tokenizer: loads, tokenizer is None with a reason.
     let m = load_model(dir.path()).unwrap();
     assert!(m.tokenizer.is_none());
-    assert!(m.require_tokenizer().unwrap_err().to_string().contains("tokenizer.json"));
+    assert!(m
+        .require_tokenizer()
+        .unwrap_err()
+        .to_string()
+        .contains("tokenizer.json"));
 
     // Missing shard.
     let shard2 = dir.path().join("model-00002-of-00002.safetensors");
     let bytes = std::fs::read(&shard2).unwrap();
     std::fs::remove_file(&shard2).unwrap();
     let e = err_of(dir.path());
-    assert!(e.contains("shard model-00002-of-00002.safetensors is missing"), "{e}");
+    assert!(
+        e.contains("shard model-00002-of-00002.safetensors is missing"),
+        "{e}"
+    );
     // Truncated shard.
     std::fs::write(&shard2, &bytes[..bytes.len() / 2]).unwrap();
     let e = err_of(dir.path());
-    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("invalid safetensors"), "{e}");
+    assert!(
+        e.contains("model-00002-of-00002.safetensors") && e.contains("invalid safetensors"),
+        "{e}"
+    );
     std::fs::write(&shard2, &bytes).unwrap();
 
     // Shape mismatch against the config.

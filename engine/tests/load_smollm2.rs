@@ -12,7 +12,9 @@ fn gguf_path() -> Option<PathBuf> {
     match std::env::var_os("CAHL_SMOLLM2_GGUF") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
-            eprintln!("skipped: set CAHL_SMOLLM2_GGUF to the SmolLM2-135M-Instruct.Q4_1.gguf path to run");
+            eprintln!(
+                "skipped: set CAHL_SMOLLM2_GGUF to the SmolLM2-135M-Instruct.Q4_1.gguf path to run"
+            );
             None
         }
     }
@@ -28,7 +30,11 @@ fn smollm2_gguf_real_file() {
 
     let t0 = Instant::now();
     let m = load_model(&path).unwrap();
-    eprintln!("load_model in {:?}; dtypes {:?}", t0.elapsed(), m.tensor_dtypes);
+    eprintln!(
+        "load_model in {:?}; dtypes {:?}",
+        t0.elapsed(),
+        m.tensor_dtypes
+    );
     let c = &m.config;
     assert_eq!(c.model_type, "llama");
     assert_eq!(c.num_hidden_layers, 30);

@@ -18,8 +18,10 @@ use crate::tokenizer::{gguf_int, Tokenizer};
 
 /// Read the GGUF header, metadata and tensor directory (no tensor data).
 pub fn read_content(path: &Path) -> Result<(Content, BufReader<File>)> {
-    let file =
-        File::open(path).map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?;
+    let file = File::open(path).map_err(|e| EngineError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let mut reader = BufReader::new(file);
     // candle's reader validates lengths against the file size; the unwind guard covers anything
     // it does not (e.g. a zero `general.alignment`), so a corrupt file never panics the caller.
@@ -27,9 +29,17 @@ pub fn read_content(path: &Path) -> Result<(Content, BufReader<File>)> {
     let content = match res {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            return Err(EngineError::load(path, format!("not a valid GGUF file: {e}")));
+            return Err(EngineError::load(
+                path,
+                format!("not a valid GGUF file: {e}"),
+            ));
         }
-        Err(_) => return Err(EngineError::load(path, "not a valid GGUF file (reader failed)")),
+        Err(_) => {
+            return Err(EngineError::load(
+                path,
+                "not a valid GGUF file (reader failed)",
+            ))
+        }
     };
     Ok((content, reader))
 }
@@ -149,7 +159,10 @@ fn md_usize(path: &Path, md: &HashMap<String, Value>, key: &str) -> Result<Optio
         None => Ok(None),
         Some(v) => match gguf_int(v).and_then(|i| usize::try_from(i).ok()) {
             Some(n) => Ok(Some(n)),
-            None => Err(EngineError::load(path, format!("metadata {key} is not a non-negative integer"))),
+            None => Err(EngineError::load(
+                path,
+                format!("metadata {key} is not a non-negative integer"),
+            )),
         },
     }
 }
@@ -161,7 +174,10 @@ fn md_f64(path: &Path, md: &HashMap<String, Value>, key: &str) -> Result<Option<
         Some(Value::F64(x)) => Ok(Some(*x)),
         Some(v) => match gguf_int(v) {
             Some(i) => Ok(Some(i as f64)),
-            None => Err(EngineError::load(path, format!("metadata {key} is not a number"))),
+            None => Err(EngineError::load(
+                path,
+                format!("metadata {key} is not a number"),
+            )),
         },
     }
 }
@@ -169,7 +185,10 @@ fn md_f64(path: &Path, md: &HashMap<String, Value>, key: &str) -> Result<Option<
 /// The `general.architecture` of a supported model.
 fn architecture(path: &Path, md: &HashMap<String, Value>) -> Result<String> {
     let Some(arch) = md_str(md, "general.architecture") else {
-        return Err(EngineError::load(path, "metadata general.architecture is missing"));
+        return Err(EngineError::load(
+            path,
+            "metadata general.architecture is missing",
+        ));
     };
     match arch {
         "llama" | "qwen2" => Ok(arch.to_string()),
@@ -203,7 +222,12 @@ pub fn config_from_gguf(path: &Path, content: &Content) -> Result<ModelConfig> {
             Some(v) => v,
             None => match content.tensor_infos.get("token_embd.weight") {
                 Some(info) => info.shape.dims().first().copied().unwrap_or(0),
-                None => return Err(EngineError::load(path, "cannot determine the vocabulary size")),
+                None => {
+                    return Err(EngineError::load(
+                        path,
+                        "cannot determine the vocabulary size",
+                    ))
+                }
             },
         },
     };
@@ -212,7 +236,7 @@ pub fn config_from_gguf(path: &Path, content: &Content) -> Result<ModelConfig> {
         _ => None,
     };
     if let Some(rot) = md_usize(path, md, &key("rope.dimension_count"))? {
-        let hd = head_dim.unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        let hd = head_dim.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         if rot != hd {
             return Err(EngineError::load(
                 path,
@@ -222,11 +246,17 @@ pub fn config_from_gguf(path: &Path, content: &Content) -> Result<ModelConfig> {
     }
     if let Some(kind) = md_str(md, &key("rope.scaling.type")) {
         if kind != "none" {
-            return Err(EngineError::load(path, format!("unsupported rope scaling {kind:?}")));
+            return Err(EngineError::load(
+                path,
+                format!("unsupported rope scaling {kind:?}"),
+            ));
         }
     }
     let tok_id = |k: &str| -> Option<TokenIds> {
-        md.get(k).and_then(gguf_int).and_then(|i| u32::try_from(i).ok()).map(TokenIds::One)
+        md.get(k)
+            .and_then(gguf_int)
+            .and_then(|i| u32::try_from(i).ok())
+            .map(TokenIds::One)
     };
     let tied = !content.tensor_infos.contains_key("output.weight");
     let attention_bias = if arch == "llama" {
@@ -284,11 +314,16 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
         if !dtype_supported(info.ggml_dtype) {
             return Err(EngineError::load(
                 path,
-                format!("tensor {name} has unsupported type {}", ggml_dtype_name(info.ggml_dtype)),
+                format!(
+                    "tensor {name} has unsupported type {}",
+                    ggml_dtype_name(info.ggml_dtype)
+                ),
             ));
         }
         let err = |e: candle_core::Error| EngineError::load(path, format!("tensor {name}: {e}"));
-        let q = info.read(&mut reader, content.tensor_data_offset, &Device::Cpu).map_err(err)?;
+        let q = info
+            .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+            .map_err(err)?;
         let mut t = q.dequantize(&Device::Cpu).map_err(err)?;
         if llama {
             let heads = if hf.contains(".q_proj.") {
@@ -303,12 +338,17 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
                     .map_err(|e| EngineError::load(path, format!("tensor {name}: {e}")))?;
             }
         }
-        *dtypes.entry(ggml_dtype_name(info.ggml_dtype).to_string()).or_default() += 1;
+        *dtypes
+            .entry(ggml_dtype_name(info.ggml_dtype).to_string())
+            .or_default() += 1;
         weights.insert(hf, t);
     }
     let (tokenizer, note) = match Tokenizer::from_gguf_metadata(&content.metadata, path)? {
         Some(t) => (Some(t), None),
-        None => (None, Some("missing tokenizer: no tokenizer.ggml.* metadata in the GGUF file".to_string())),
+        None => (
+            None,
+            Some("missing tokenizer: no tokenizer.ggml.* metadata in the GGUF file".to_string()),
+        ),
     };
     let chat_template = match md_str(&content.metadata, "tokenizer.chat_template") {
         Some(src) => {
@@ -348,7 +388,10 @@ pub(crate) fn inspect_gguf(path: &Path) -> Result<InspectReport> {
         }
         report.tensor_count += 1;
         report.param_count += info.shape.dims().iter().map(|&d| d as u64).product::<u64>();
-        *report.dtypes.entry(ggml_dtype_name(info.ggml_dtype).to_string()).or_default() += 1;
+        *report
+            .dtypes
+            .entry(ggml_dtype_name(info.ggml_dtype).to_string())
+            .or_default() += 1;
         match gguf_to_hf_name(name) {
             Some(hf) => hf_names.push((hf, info.shape.dims().to_vec())),
             None => report.warnings.push(format!("unknown tensor {name}")),
@@ -369,7 +412,10 @@ pub(crate) fn inspect_gguf(path: &Path) -> Result<InspectReport> {
     let md = &content.metadata;
     report.tokenizer = md_str(md, "tokenizer.ggml.model").map(|m| {
         let pre = md_str(md, "tokenizer.ggml.pre").unwrap_or("default");
-        format!("GGUF {m} (pre-tokenizer {pre}), {} tokens", config.vocab_size)
+        format!(
+            "GGUF {m} (pre-tokenizer {pre}), {} tokens",
+            config.vocab_size
+        )
     });
     if let Err(e) = Tokenizer::from_gguf_metadata(md, path) {
         report.warnings.push(e.to_string());

@@ -15,7 +15,10 @@ use crate::model::{ModelConfig, TokenIds};
 use crate::tokenizer::Tokenizer;
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })
+    std::fs::read_to_string(path).map_err(|e| EngineError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -48,11 +51,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files = BTreeSet::new();
         for (name, file) in map {
             let Some(file) = file.as_str() else {
-                return Err(EngineError::load(&index, format!("weight_map[{name:?}] is not a string")));
+                return Err(EngineError::load(
+                    &index,
+                    format!("weight_map[{name:?}] is not a string"),
+                ));
             };
             // Shards must be plain file names inside the folder.
             if file.contains('/') || file.contains('\\') || file.starts_with('.') {
-                return Err(EngineError::load(&index, format!("bad shard file name {file:?}")));
+                return Err(EngineError::load(
+                    &index,
+                    format!("bad shard file name {file:?}"),
+                ));
             }
             files.insert(file.to_string());
         }
@@ -73,17 +82,24 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if single.is_file() {
         return Ok(vec![single]);
     }
-    Err(EngineError::load(dir, "no model.safetensors or model.safetensors.index.json"))
+    Err(EngineError::load(
+        dir,
+        "no model.safetensors or model.safetensors.index.json",
+    ))
 }
 
 /// Memory-map a file read-only.
 fn mmap(path: &Path) -> Result<memmap2::Mmap> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?;
+    let file = std::fs::File::open(path).map_err(|e| EngineError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     // SAFETY: the map is read-only and lives only while we copy tensors out of it; as with every
     // mmap-based loader, another process truncating the file meanwhile is not guarded against.
-    unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 fn st_dtype(path: &Path, name: &str, dt: StDtype) -> Result<DType> {
@@ -116,7 +132,10 @@ fn read_safetensors(
             .map_err(|e| EngineError::load(path, format!("tensor {name}: {e}")))?;
         *dtypes.entry(format!("{:?}", view.dtype())).or_default() += 1;
         if out.insert(name.clone(), t).is_some() {
-            return Err(EngineError::load(path, format!("tensor {name} appears in two shards")));
+            return Err(EngineError::load(
+                path,
+                format!("tensor {name} appears in two shards"),
+            ));
         }
     }
     Ok(())
@@ -154,7 +173,10 @@ fn template_string(path: &Path, v: Option<&serde_json::Value>) -> Result<Option<
             let named: Vec<(Option<&str>, Option<&str>)> = items
                 .iter()
                 .map(|it| {
-                    (it.get("name").and_then(|n| n.as_str()), it.get("template").and_then(|n| n.as_str()))
+                    (
+                        it.get("name").and_then(|n| n.as_str()),
+                        it.get("template").and_then(|n| n.as_str()),
+                    )
                 })
                 .collect();
             let pick = named
@@ -165,10 +187,16 @@ fn template_string(path: &Path, v: Option<&serde_json::Value>) -> Result<Option<
             match pick {
                 Some(t) => Ok(Some(t.to_string())),
                 None if items.is_empty() => Ok(None),
-                None => Err(EngineError::load(path, "chat_template list has no usable template")),
+                None => Err(EngineError::load(
+                    path,
+                    "chat_template list has no usable template",
+                )),
             }
         }
-        Some(_) => Err(EngineError::load(path, "chat_template is neither a string nor a list")),
+        Some(_) => Err(EngineError::load(
+            path,
+            "chat_template is neither a string nor a list",
+        )),
     }
 }
 
@@ -193,7 +221,9 @@ pub fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig> {
 /// EOS ids from `generation_config.json`, if any.
 fn generation_eos(dir: &Path) -> Vec<u32> {
     let path = dir.join("generation_config.json");
-    let Ok(json) = read_json(&path) else { return Vec::new() };
+    let Ok(json) = read_json(&path) else {
+        return Vec::new();
+    };
     json.get("eos_token_id")
         .and_then(|v| serde_json::from_value::<TokenIds>(v.clone()).ok())
         .map(|t| t.to_vec())
@@ -213,15 +243,30 @@ pub(crate) fn load_hf(dir: &Path) -> Result<LoadedModel> {
     let (tokenizer, note) = if tok_path.is_file() {
         let mut extra = config.eos_ids();
         extra.extend(generation_eos(dir));
-        let t = Tokenizer::from_hf_file(&tok_path, tc.bos_token.clone(), tc.eos_token.clone(), &extra)?;
+        let t = Tokenizer::from_hf_file(
+            &tok_path,
+            tc.bos_token.clone(),
+            tc.eos_token.clone(),
+            &extra,
+        )?;
         (Some(t), None)
     } else {
-        (None, Some(format!("missing tokenizer: no tokenizer.json in {}", dir.display())))
+        (
+            None,
+            Some(format!(
+                "missing tokenizer: no tokenizer.json in {}",
+                dir.display()
+            )),
+        )
     };
     let chat_template = match &tc.chat_template {
         Some(src) => Some(
-            ChatTemplate::new(src.clone(), tc.bos_token.as_deref(), tc.eos_token.as_deref())
-                .map_err(|e| EngineError::load(dir.join("tokenizer_config.json"), e.to_string()))?,
+            ChatTemplate::new(
+                src.clone(),
+                tc.bos_token.as_deref(),
+                tc.eos_token.as_deref(),
+            )
+            .map_err(|e| EngineError::load(dir.join("tokenizer_config.json"), e.to_string()))?,
         ),
         None => None,
     };
@@ -252,12 +297,17 @@ pub(crate) fn inspect_hf(dir: &Path) -> Result<InspectReport> {
             let n: u64 = info.shape.iter().map(|&d| d as u64).product();
             report.param_count += n;
             report.tensor_count += 1;
-            *report.dtypes.entry(format!("{:?}", info.dtype)).or_default() += 1;
+            *report
+                .dtypes
+                .entry(format!("{:?}", info.dtype))
+                .or_default() += 1;
             shapes_owned.push((name, info.shape.clone()));
         }
     }
-    let shapes: HashMap<&str, Vec<usize>> =
-        shapes_owned.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let shapes: HashMap<&str, Vec<usize>> = shapes_owned
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.clone()))
+        .collect();
     if let Err(e) = check_shapes(dir, &config, &shapes) {
         report.warnings.push(e.to_string());
     }

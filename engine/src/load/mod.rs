@@ -39,7 +39,9 @@ impl LoadedModel {
         self.tokenizer.as_ref().ok_or_else(|| {
             EngineError::load(
                 &self.source,
-                self.tokenizer_note.clone().unwrap_or_else(|| "no tokenizer".into()),
+                self.tokenizer_note
+                    .clone()
+                    .unwrap_or_else(|| "no tokenizer".into()),
             )
         })
     }
@@ -85,19 +87,29 @@ impl fmt::Display for ModelFormat {
 /// is an HF folder; a `.gguf` file or a file starting with the GGUF magic is GGUF.
 /// Returns the format and the path to load (the folder for HF).
 pub fn detect_format(path: &Path) -> Result<(ModelFormat, PathBuf)> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?;
+    let meta = std::fs::metadata(path).map_err(|e| EngineError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     if meta.is_dir() {
         return Ok((ModelFormat::HfFolder, path.to_path_buf()));
     }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext == "gguf" || has_gguf_magic(path) {
         return Ok((ModelFormat::Gguf, path.to_path_buf()));
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name == "config.json" || ext == "safetensors" || name.ends_with(".safetensors.index.json") {
         if let Some(parent) = path.parent() {
-            let dir = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            let dir = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
             return Ok((ModelFormat::HfFolder, dir.to_path_buf()));
         }
     }
@@ -155,10 +167,14 @@ pub(crate) fn sanity_check(path: &Path, cfg: &ModelConfig) -> Result<()> {
     ];
     for (name, v, max) in big {
         if v > max {
-            return Err(EngineError::load(path, format!("{name} = {v} is implausibly large")));
+            return Err(EngineError::load(
+                path,
+                format!("{name} = {v} is implausibly large"),
+            ));
         }
     }
-    cfg.validate().map_err(|e| EngineError::load(path, e.to_string()))
+    cfg.validate()
+        .map_err(|e| EngineError::load(path, e.to_string()))
 }
 
 /// Every tensor the config implies, with its shape (candle order: `[out, in]`).
@@ -169,7 +185,10 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let q = cfg.num_attention_heads * hd;
     let kv = cfg.num_kv_heads() * hd;
     let i = cfg.intermediate_size;
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, h],
+    )];
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
@@ -204,8 +223,10 @@ pub fn check_weights(
     cfg: &ModelConfig,
     weights: &HashMap<String, Tensor>,
 ) -> Result<()> {
-    let shapes: HashMap<&str, Vec<usize>> =
-        weights.iter().map(|(k, t)| (k.as_str(), t.dims().to_vec())).collect();
+    let shapes: HashMap<&str, Vec<usize>> = weights
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.dims().to_vec()))
+        .collect();
     check_shapes(path, cfg, &shapes)
 }
 
@@ -230,7 +251,10 @@ pub(crate) fn check_shapes(
         }
     }
     if !missing.is_empty() {
-        return Err(EngineError::load(path, format!("missing tensors: {}", list_some(&missing))));
+        return Err(EngineError::load(
+            path,
+            format!("missing tensors: {}", list_some(&missing)),
+        ));
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let mut extra = Vec::new();
@@ -332,10 +356,19 @@ fn human_count(n: u64) -> String {
 
 impl fmt::Display for InspectReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "source:        {} ({})", self.source.display(), self.format)?;
+        writeln!(
+            f,
+            "source:        {} ({})",
+            self.source.display(),
+            self.format
+        )?;
         writeln!(f, "architecture:  {}", self.architecture)?;
         writeln!(f, "layers:        {}", self.num_layers)?;
-        writeln!(f, "hidden:        {} (mlp {})", self.hidden_size, self.intermediate_size)?;
+        writeln!(
+            f,
+            "hidden:        {} (mlp {})",
+            self.hidden_size, self.intermediate_size
+        )?;
         writeln!(
             f,
             "heads:         {} (kv {}, head_dim {})",
@@ -344,17 +377,38 @@ impl fmt::Display for InspectReport {
         writeln!(f, "vocab:         {}", self.vocab_size)?;
         writeln!(f, "context:       {}", self.context_length)?;
         writeln!(f, "rope theta:    {}", self.config.rope_theta)?;
-        writeln!(f, "tied embed:    {}", if self.tied_embeddings { "yes" } else { "no" })?;
+        writeln!(
+            f,
+            "tied embed:    {}",
+            if self.tied_embeddings { "yes" } else { "no" }
+        )?;
         writeln!(
             f,
             "parameters:    {} ({})",
             self.param_count,
             human_count(self.param_count)
         )?;
-        let dt: Vec<String> = self.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
-        writeln!(f, "tensors:       {} [{}]", self.tensor_count, dt.join(", "))?;
-        writeln!(f, "tokenizer:     {}", self.tokenizer.as_deref().unwrap_or("none"))?;
-        write!(f, "chat template: {}", if self.chat_template { "yes" } else { "no" })?;
+        let dt: Vec<String> = self
+            .dtypes
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect();
+        writeln!(
+            f,
+            "tensors:       {} [{}]",
+            self.tensor_count,
+            dt.join(", ")
+        )?;
+        writeln!(
+            f,
+            "tokenizer:     {}",
+            self.tokenizer.as_deref().unwrap_or("none")
+        )?;
+        write!(
+            f,
+            "chat template: {}",
+            if self.chat_template { "yes" } else { "no" }
+        )?;
         for w in &self.warnings {
             write!(f, "\nwarning:       {w}")?;
         }

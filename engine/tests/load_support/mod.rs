@@ -26,7 +26,9 @@ pub fn byte_chars() -> Vec<char> {
 }
 
 pub const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-pub const MERGES: [&str; 9] = ["h e", "Ġ t", "Ġt he", "l l", "e ll", "o r", "Ġ w", "Ġw or", "l d"];
+pub const MERGES: [&str; 9] = [
+    "h e", "Ġ t", "Ġt he", "l l", "e ll", "o r", "Ġ w", "Ġw or", "l d",
+];
 
 /// Tiny byte-level BPE vocabulary: 3 specials, 256 bytes, one token per merge.
 pub fn tiny_vocab() -> (Vec<String>, Vec<i32>) {
@@ -55,7 +57,14 @@ pub struct Tiny {
 }
 
 pub fn tiny() -> Tiny {
-    Tiny { hidden: 256, inter: 512, layers: 2, heads: 4, kv_heads: 2, vocab: tiny_vocab().0.len() }
+    Tiny {
+        hidden: 256,
+        inter: 512,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        vocab: tiny_vocab().0.len(),
+    }
 }
 
 pub fn rand_tensor(rng: &mut rand_chacha::ChaCha8Rng, shape: &[usize]) -> Tensor {
@@ -110,14 +119,31 @@ pub fn tiny_gguf(arch: &str) -> GgufParts {
         (a("rope.dimension_count"), Value::U32(hd as u32)),
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(toks.iter().map(|s| Value::String(s.clone())).collect())),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types.iter().map(|&x| Value::I32(x)).collect())),
-        ("tokenizer.ggml.merges".into(), Value::Array(MERGES.iter().map(|s| Value::String(s.to_string())).collect())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(toks.iter().map(|s| Value::String(s.clone())).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|&x| Value::I32(x)).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(
+                MERGES
+                    .iter()
+                    .map(|s| Value::String(s.to_string()))
+                    .collect(),
+            ),
+        ),
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(0)),
         ("tokenizer.ggml.padding_token_id".into(), Value::U32(0)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.chat_template".into(), Value::String(CHATML.into())),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHATML.into()),
+        ),
     ];
     use GgmlDType::*;
     // (gguf name, hf name, shape, type per layer)
@@ -137,24 +163,94 @@ pub fn tiny_gguf(arch: &str) -> GgufParts {
         let g = format!("blk.{l}");
         let q = t.heads * hd;
         let kv = t.kv_heads * hd;
-        specs.push((format!("{g}.attn_q.weight"), format!("{p}.self_attn.q_proj.weight"), vec![q, t.hidden], ty[0]));
-        specs.push((format!("{g}.attn_k.weight"), format!("{p}.self_attn.k_proj.weight"), vec![kv, t.hidden], ty[1]));
-        specs.push((format!("{g}.attn_v.weight"), format!("{p}.self_attn.v_proj.weight"), vec![kv, t.hidden], ty[2]));
-        specs.push((format!("{g}.attn_output.weight"), format!("{p}.self_attn.o_proj.weight"), vec![t.hidden, q], ty[3]));
-        specs.push((format!("{g}.ffn_gate.weight"), format!("{p}.mlp.gate_proj.weight"), vec![t.inter, t.hidden], ty[4]));
-        specs.push((format!("{g}.ffn_up.weight"), format!("{p}.mlp.up_proj.weight"), vec![t.inter, t.hidden], ty[5]));
-        specs.push((format!("{g}.ffn_down.weight"), format!("{p}.mlp.down_proj.weight"), vec![t.hidden, t.inter], ty[6]));
-        specs.push((format!("{g}.attn_norm.weight"), format!("{p}.input_layernorm.weight"), vec![t.hidden], F32));
-        specs.push((format!("{g}.ffn_norm.weight"), format!("{p}.post_attention_layernorm.weight"), vec![t.hidden], F32));
+        specs.push((
+            format!("{g}.attn_q.weight"),
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![q, t.hidden],
+            ty[0],
+        ));
+        specs.push((
+            format!("{g}.attn_k.weight"),
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv, t.hidden],
+            ty[1],
+        ));
+        specs.push((
+            format!("{g}.attn_v.weight"),
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv, t.hidden],
+            ty[2],
+        ));
+        specs.push((
+            format!("{g}.attn_output.weight"),
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![t.hidden, q],
+            ty[3],
+        ));
+        specs.push((
+            format!("{g}.ffn_gate.weight"),
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![t.inter, t.hidden],
+            ty[4],
+        ));
+        specs.push((
+            format!("{g}.ffn_up.weight"),
+            format!("{p}.mlp.up_proj.weight"),
+            vec![t.inter, t.hidden],
+            ty[5],
+        ));
+        specs.push((
+            format!("{g}.ffn_down.weight"),
+            format!("{p}.mlp.down_proj.weight"),
+            vec![t.hidden, t.inter],
+            ty[6],
+        ));
+        specs.push((
+            format!("{g}.attn_norm.weight"),
+            format!("{p}.input_layernorm.weight"),
+            vec![t.hidden],
+            F32,
+        ));
+        specs.push((
+            format!("{g}.ffn_norm.weight"),
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![t.hidden],
+            F32,
+        ));
         if !llama {
-            specs.push((format!("{g}.attn_q.bias"), format!("{p}.self_attn.q_proj.bias"), vec![q], F32));
-            specs.push((format!("{g}.attn_k.bias"), format!("{p}.self_attn.k_proj.bias"), vec![kv], F32));
-            specs.push((format!("{g}.attn_v.bias"), format!("{p}.self_attn.v_proj.bias"), vec![kv], F32));
+            specs.push((
+                format!("{g}.attn_q.bias"),
+                format!("{p}.self_attn.q_proj.bias"),
+                vec![q],
+                F32,
+            ));
+            specs.push((
+                format!("{g}.attn_k.bias"),
+                format!("{p}.self_attn.k_proj.bias"),
+                vec![kv],
+                F32,
+            ));
+            specs.push((
+                format!("{g}.attn_v.bias"),
+                format!("{p}.self_attn.v_proj.bias"),
+                vec![kv],
+                F32,
+            ));
         }
     }
-    specs.push(("output_norm.weight".into(), "model.norm.weight".into(), vec![t.hidden], F32));
+    specs.push((
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        vec![t.hidden],
+        F32,
+    ));
     if llama {
-        specs.push(("output.weight".into(), "lm_head.weight".into(), vec![t.vocab, t.hidden], Q6K));
+        specs.push((
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![t.vocab, t.hidden],
+            Q6K,
+        ));
     }
     let mut tensors = Vec::new();
     let mut originals = HashMap::new();
@@ -170,13 +266,29 @@ pub fn tiny_gguf(arch: &str) -> GgufParts {
         tensors.push((gname, QTensor::quantize(&stored, ty).unwrap()));
         originals.insert(hname, (orig, ty));
     }
-    GgufParts { metadata: metadata.into_iter().collect(), tensors, originals }
+    GgufParts {
+        metadata: metadata.into_iter().collect(),
+        tensors,
+        originals,
+    }
 }
 
 /// Max |a - b| and max |b|.
 pub fn max_err(a: &Tensor, b: &Tensor) -> (f32, f32) {
-    let a = a.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let a = a
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = b
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let mut e = 0f32;
     let mut m = 0f32;
     for (x, y) in a.iter().zip(&b) {
