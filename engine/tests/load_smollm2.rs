@@ -2,6 +2,8 @@
 //! `CAHL_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf` to run it, otherwise it is skipped.
 //! Reference token ids come from `tests/data/smollm2_reference.py` (Python `tokenizers` with the
 //! HF SmolLM2 pre-tokenizer: Digits(individual) + ByteLevel).
+mod load_support;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -80,4 +82,34 @@ fn smollm2_gguf_real_file() {
     let chat = tmpl.render(&msgs, None, true).unwrap();
     assert_eq!(chat, reference["chat"].as_str().unwrap());
     eprintln!("{chat}");
+
+    // Q/K un-permutation: HF layout + rotate-half rope gives the same attention scores as the
+    // raw GGUF rows + llama.cpp's interleaved rope (checked on two layers).
+    let mut f = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+    let x = {
+        let v: Vec<f32> = (0..7 * 576)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        candle_core::Tensor::from_vec(v, (7, 576), &candle_core::Device::Cpu).unwrap()
+    };
+    for layer in [0usize, 17] {
+        let mut raw = |n: &str| {
+            content
+                .tensor(&mut f, n, &candle_core::Device::Cpu)
+                .unwrap()
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+        };
+        let gq = raw(&format!("blk.{layer}.attn_q.weight"));
+        let gk = raw(&format!("blk.{layer}.attn_k.weight"));
+        let p = format!("model.layers.{layer}.self_attn");
+        let hq = &m.weights[&format!("{p}.q_proj.weight")];
+        let hk = &m.weights[&format!("{p}.k_proj.weight")];
+        let a = load_support::rope_scores(&x, &gq, &gk, 9, 3, 100_000.0, true);
+        let b = load_support::rope_scores(&x, hq, hk, 9, 3, 100_000.0, false);
+        let (err, max) = load_support::max_err(&b, &a);
+        eprintln!("layer {layer}: attention-score max abs diff {err:e} (max |score| {max})");
+        assert!(err <= 1e-4 * max.max(1.0));
+    }
 }

@@ -10,7 +10,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
-use super::{check_shapes, sanity_check, InspectReport, LoadedModel, ModelFormat};
+use super::{candle_msg, check_shapes, sanity_check, InspectReport, LoadedModel, ModelFormat};
 use crate::chat::ChatTemplate;
 use crate::error::{EngineError, Result};
 use crate::model::{ModelConfig, TokenIds};
@@ -31,7 +31,7 @@ pub fn read_content(path: &Path) -> Result<(Content, BufReader<File>)> {
         Ok(Err(e)) => {
             return Err(EngineError::load(
                 path,
-                format!("not a valid GGUF file: {e}"),
+                format!("not a valid GGUF file: {}", candle_msg(&e)),
             ));
         }
         Err(_) => {
@@ -320,7 +320,9 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
                 ),
             ));
         }
-        let err = |e: candle_core::Error| EngineError::load(path, format!("tensor {name}: {e}"));
+        let err = |e: candle_core::Error| {
+            EngineError::load(path, format!("tensor {name}: {}", candle_msg(&e)))
+        };
         let q = info
             .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
             .map_err(err)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use safetensors::{Dtype as StDtype, SafeTensors};
 
-use super::{check_shapes, sanity_check, InspectReport, LoadedModel, ModelFormat};
+use super::{candle_msg, check_shapes, sanity_check, InspectReport, LoadedModel, ModelFormat};
 use crate::chat::ChatTemplate;
 use crate::error::{EngineError, Result};
 use crate::model::{ModelConfig, TokenIds};
@@ -129,7 +129,7 @@ fn read_safetensors(
         }
         let dtype = st_dtype(path, &name, view.dtype())?;
         let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
-            .map_err(|e| EngineError::load(path, format!("tensor {name}: {e}")))?;
+            .map_err(|e| EngineError::load(path, format!("tensor {name}: {}", candle_msg(&e))))?;
         *dtypes.entry(format!("{:?}", view.dtype())).or_default() += 1;
         if out.insert(name.clone(), t).is_some() {
             return Err(EngineError::load(

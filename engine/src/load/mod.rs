@@ -284,6 +284,20 @@ pub(crate) fn check_shapes(
     Ok(())
 }
 
+/// A candle error as a one-line message: no backtrace, no path (our errors name the file), and
+/// a plain word for a short read.
+pub(crate) fn candle_msg(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } | E::WithPath { inner, .. } => candle_msg(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_msg(inner)),
+        E::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "unexpected end of file (truncated?)".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 fn list_some(names: &[String]) -> String {
     let mut s = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     if names.len() > 5 {

@@ -297,3 +297,58 @@ pub fn max_err(a: &Tensor, b: &Tensor) -> (f32, f32) {
     }
     (e, m)
 }
+
+/// Attention scores `[1, n_head, T, T]` of the Q/K projections `q_w` `[n_head*hd, in]` and
+/// `k_w` `[n_kv*hd, in]` on `x` `[T, in]`, after rotary embedding: interleaved (GPT-J, what
+/// llama.cpp uses with its permuted GGUF rows) or rotate-half (HF). Scores do not depend on
+/// the order of dimensions inside a head, so permuted+interleaved must equal HF+rotate-half.
+pub fn rope_scores(
+    x: &Tensor,
+    q_w: &Tensor,
+    k_w: &Tensor,
+    n_head: usize,
+    n_kv: usize,
+    theta: f64,
+    interleaved: bool,
+) -> Tensor {
+    let t = x.dim(0).unwrap();
+    let hd = q_w.dim(0).unwrap() / n_head;
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| (1.0 / theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+        .collect();
+    let mut ang = Vec::with_capacity(t * hd / 2);
+    for p in 0..t {
+        for f in &inv {
+            ang.push(p as f32 * f);
+        }
+    }
+    let ang = Tensor::from_vec(ang, (t, hd / 2), &Device::Cpu).unwrap();
+    let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
+    let heads = |w: &Tensor, n: usize| {
+        let y = x.matmul(&w.t().unwrap()).unwrap();
+        let y = y
+            .reshape((1, t, n, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        if interleaved {
+            candle_nn::rotary_emb::rope_i(&y, &cos, &sin).unwrap()
+        } else {
+            candle_nn::rotary_emb::rope(&y, &cos, &sin).unwrap()
+        }
+    };
+    let q = heads(q_w, n_head);
+    let k = heads(k_w, n_kv);
+    let group = n_head / n_kv;
+    let k = Tensor::cat(
+        &(0..n_head)
+            .map(|h| k.narrow(1, h / group, 1).unwrap())
+            .collect::<Vec<_>>(),
+        1,
+    )
+    .unwrap();
+    q.matmul(&k.transpose(2, 3).unwrap().contiguous().unwrap())
+        .unwrap()
+}
