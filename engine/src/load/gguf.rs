@@ -9,6 +9,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use super::{candle_msg, check_shapes, sanity_check, InspectReport, LoadedModel, ModelFormat};
 use crate::chat::ChatTemplate;
@@ -303,6 +304,8 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
     let mut dtypes = BTreeMap::new();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
+    // Read sequentially (one file handle), then dequantize in parallel.
+    let mut raw = Vec::with_capacity(names.len());
     for name in names {
         let info = &content.tensor_infos[name];
         if is_ignored(name) {
@@ -320,15 +323,25 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
                 ),
             ));
         }
-        let err = |e: candle_core::Error| {
-            EngineError::load(path, format!("tensor {name}: {}", candle_msg(&e)))
-        };
         let q = info
             .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
-            .map_err(err)?;
-        let mut t = q.dequantize(&Device::Cpu).map_err(err)?;
-        if llama {
-            let heads = if hf.contains(".q_proj.") {
+            .map_err(|e| EngineError::load(path, format!("tensor {name}: {}", candle_msg(&e))))?;
+        *dtypes
+            .entry(ggml_dtype_name(info.ggml_dtype).to_string())
+            .or_default() += 1;
+        raw.push((name.as_str(), hf, q));
+    }
+    let converted: Vec<Result<(String, Tensor)>> = raw
+        .into_par_iter()
+        .map(|(name, hf, q)| {
+            let err = |e: String| EngineError::load(path, format!("tensor {name}: {e}"));
+            let mut t = q
+                .dequantize(&Device::Cpu)
+                .map_err(|e| err(candle_msg(&e)))?;
+            drop(q);
+            let heads = if !llama {
+                None
+            } else if hf.contains(".q_proj.") {
                 Some(n_head)
             } else if hf.contains(".k_proj.") {
                 Some(n_kv)
@@ -336,13 +349,13 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
                 None
             };
             if let Some(h) = heads {
-                t = unpermute_qk(&t, h)
-                    .map_err(|e| EngineError::load(path, format!("tensor {name}: {e}")))?;
+                t = unpermute_qk(&t, h).map_err(|e| err(e.to_string()))?;
             }
-        }
-        *dtypes
-            .entry(ggml_dtype_name(info.ggml_dtype).to_string())
-            .or_default() += 1;
+            Ok((hf, t))
+        })
+        .collect();
+    for item in converted {
+        let (hf, t) = item?;
         weights.insert(hf, t);
     }
     let (tokenizer, note) = match Tokenizer::from_gguf_metadata(&content.metadata, path)? {
