@@ -324,6 +324,15 @@ fn unsupported_or_inconsistent_content_is_an_error() {
     let mut parts = tiny_gguf("llama");
     parts.set_md("general.alignment", Value::U32(0));
     load_err(&write("align.gguf", &parts));
+    // Llama 3 rope scaling factors: a specific error rather than silently wrong rope.
+    let mut parts = tiny_gguf("llama");
+    let freqs = Tensor::ones((32,), candle_core::DType::F32, &Device::Cpu).unwrap();
+    parts.tensors.push((
+        "rope_freqs.weight".into(),
+        QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
+    ));
+    let e = load_err(&write("ropefreqs.gguf", &parts));
+    assert!(e.contains("rope_freqs"), "{e}");
     // Unknown tensor name.
     let mut parts = tiny_gguf("llama");
     parts.tensors.push((

@@ -108,10 +108,20 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
-/// GGUF tensors that carry no weights we need (llama3 `rope_freqs` is derived from the rope
-/// scaling parameters).
-fn is_ignored(name: &str) -> bool {
-    name == "rope_freqs.weight"
+/// GGUF tensors that carry no weights we need (none so far; `rope_freqs.weight`, Llama 3.x rope
+/// scaling factors, is rejected with its own message because ignoring it would change results).
+fn is_ignored(_name: &str) -> bool {
+    false
+}
+
+/// A specific message for GGUF tensors we know but do not support.
+fn unsupported_tensor(name: &str) -> Option<&'static str> {
+    match name {
+        "rope_freqs.weight" => {
+            Some("rope_freqs.weight (Llama 3.x rope scaling factors) is not supported yet")
+        }
+        _ => None,
+    }
 }
 
 /// llama.cpp's converter permutes the rows of Q and K (weights `[n_head*head_dim, in]` or
@@ -311,6 +321,9 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
         if is_ignored(name) {
             continue;
         }
+        if let Some(msg) = unsupported_tensor(name) {
+            return Err(EngineError::load(path, msg));
+        }
         let Some(hf) = gguf_to_hf_name(name) else {
             return Err(EngineError::load(path, format!("unknown tensor {name}")));
         };
@@ -409,7 +422,11 @@ pub(crate) fn inspect_gguf(path: &Path) -> Result<InspectReport> {
             .or_default() += 1;
         match gguf_to_hf_name(name) {
             Some(hf) => hf_names.push((hf, info.shape.dims().to_vec())),
-            None => report.warnings.push(format!("unknown tensor {name}")),
+            None => report.warnings.push(
+                unsupported_tensor(name)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("unknown tensor {name}")),
+            ),
         }
         if !dtype_supported(info.ggml_dtype) {
             report.warnings.push(format!(
