@@ -164,6 +164,24 @@ impl ChatTemplate {
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.render_with_vars(
+            messages,
+            tools,
+            add_generation_prompt,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`ChatTemplate::render`] with extra template variables (HF's `**kwargs` of
+    /// `apply_chat_template`, e.g. `enable_thinking`, `date_string`); the standard variables
+    /// take precedence over `extra` keys of the same name.
+    pub fn render_with_vars(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(jinja_err)?;
         let tools = match tools {
             Some(t) => Value::from_serialize(t),
@@ -175,6 +193,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
+            ..Value::from_serialize(extra)
         };
         tmpl.render(ctx).map_err(jinja_err)
     }

@@ -51,6 +51,18 @@ pub struct Tokenizer {
     add_bos: bool,
     bos_token: Option<String>,
     eos_token: Option<String>,
+    /// Number of ids (largest id + 1), cached: `tokenizers` rebuilds its vocabulary map to
+    /// count it.
+    vocab_size: usize,
+}
+
+/// Largest id + 1 over the model vocabulary and added tokens.
+fn count_ids(inner: &tokenizers::Tokenizer) -> usize {
+    inner
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&m| m as usize + 1)
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -87,7 +99,9 @@ impl Tokenizer {
             add_bos: false,
             bos_token,
             eos_token,
+            vocab_size: 0,
         };
+        tok.vocab_size = count_ids(&tok.inner);
         if let Some(id) = tok
             .eos_token
             .as_deref()
@@ -246,7 +260,9 @@ impl Tokenizer {
             add_bos,
             bos_token: name(bos_id),
             eos_token: name(eos_id),
+            vocab_size: 0,
         };
+        tok.vocab_size = count_ids(&tok.inner);
         for id in [eos_id, eot_id].into_iter().flatten() {
             tok.add_eos_id(id);
         }
@@ -312,9 +328,9 @@ impl Tokenizer {
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
-    /// Number of ids, added tokens included.
+    /// Number of ids (largest id + 1), added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
     /// Whether `id` is a special (control) token.
     pub fn is_special(&self, id: u32) -> bool {

@@ -215,3 +215,23 @@ fn pre_tokenizer_kinds() {
         .to_string();
     assert!(e.contains("t.gguf") && e.contains("weird"), "{e}");
 }
+
+#[test]
+fn extra_template_variables() {
+    let t = ChatTemplate::new(
+        "{% if enable_thinking is defined and not enable_thinking %}/no_think {% endif %}{{ date_string }}|{{ add_generation_prompt }}",
+        None,
+        None,
+    )
+    .unwrap();
+    let mut extra = serde_json::Map::new();
+    extra.insert("enable_thinking".into(), serde_json::json!(false));
+    extra.insert("date_string".into(), serde_json::json!("26 Jul 2024"));
+    extra.insert(
+        "add_generation_prompt".into(),
+        serde_json::json!("overridden?"),
+    );
+    let s = t.render_with_vars(&[], None, true, &extra).unwrap();
+    // Booleans print as Python does, like Jinja2.
+    assert_eq!(s, "/no_think 26 Jul 2024|True");
+}

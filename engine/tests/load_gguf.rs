@@ -311,7 +311,7 @@ fn unsupported_or_inconsistent_content_is_an_error() {
     // Unsupported storage type.
     let mut parts = tiny_gguf("llama");
     let src = Tensor::zeros((tiny().hidden,), candle_core::DType::F32, &Device::Cpu).unwrap();
-    match QTensor::quantize(&src.reshape((1, tiny().hidden)).unwrap(), GgmlDType::Q8_1) {
+    match QTensor::quantize(&src, GgmlDType::Q8_1) {
         Ok(q) => {
             parts.tensors.retain(|(k, _)| k != "output_norm.weight");
             parts.tensors.push(("output_norm.weight".into(), q));
@@ -324,6 +324,15 @@ fn unsupported_or_inconsistent_content_is_an_error() {
     let mut parts = tiny_gguf("llama");
     parts.set_md("general.alignment", Value::U32(0));
     load_err(&write("align.gguf", &parts));
+    // Llama 3 rope scaling factors: a specific error rather than silently wrong rope.
+    let mut parts = tiny_gguf("llama");
+    let freqs = Tensor::ones((32,), candle_core::DType::F32, &Device::Cpu).unwrap();
+    parts.tensors.push((
+        "rope_freqs.weight".into(),
+        QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
+    ));
+    let e = load_err(&write("ropefreqs.gguf", &parts));
+    assert!(e.contains("rope_freqs"), "{e}");
     // Unknown tensor name.
     let mut parts = tiny_gguf("llama");
     parts.tensors.push((
@@ -430,4 +439,47 @@ fn unpermuted_qk_with_rotate_half_rope_matches_llama_cpp_interleaved_rope() {
         let wrong = rope_scores(&x, &gq, &gk, t.heads, t.kv_heads, 1e4, false);
         assert!(max_err(&wrong, &llama_cpp).0 > 1e-2 * max);
     }
+}
+
+/// Corrupt bytes anywhere in the header must give `Ok` or an error, never a panic.
+#[test]
+fn corrupted_headers_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_tiny(dir.path(), "llama");
+    let bytes = std::fs::read(&path).unwrap();
+    // The header (metadata + tensor directory) ends where tensor data starts.
+    let header_len = {
+        let mut f = std::fs::File::open(&path).unwrap();
+        candle_core::quantized::gguf_file::Content::read(&mut f)
+            .unwrap()
+            .tensor_data_offset as usize
+    };
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let p = dir.path().join("fuzz.gguf");
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..300 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + next() % 4 {
+            let pos = (next() as usize) % header_len;
+            b[pos] = match next() % 3 {
+                0 => 0xFF,
+                1 => 0,
+                _ => next() as u8,
+            };
+        }
+        std::fs::write(&p, &b).unwrap();
+        let res = std::panic::catch_unwind(|| (load_model(&p).is_ok(), inspect(&p).is_ok()));
+        match res {
+            Ok((true, _)) => ok += 1,
+            Ok((false, _)) => err += 1,
+            Err(_) => panic!("panic on corrupted header, bytes saved at {}", p.display()),
+        }
+    }
+    eprintln!("corrupted headers: {ok} loaded, {err} rejected");
 }

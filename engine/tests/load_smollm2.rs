@@ -73,6 +73,44 @@ fn smollm2_gguf_real_file() {
         assert_eq!(tok.decode(&got, false).unwrap(), text);
     }
 
+    // Streaming detokenization of every reference text gives the text back, piece by piece.
+    for text in texts {
+        let text = text.as_str().unwrap();
+        let ids = tok.encode(text, false).unwrap();
+        let mut dec = tok.incremental_decoder(false);
+        let mut out = String::new();
+        for &id in &ids {
+            if let Some(p) = dec.push(tok, id).unwrap() {
+                assert!(!p.contains('\u{FFFD}'));
+                out.push_str(&p);
+            }
+        }
+        out.push_str(&dec.flush(tok).unwrap().unwrap_or_default());
+        assert_eq!(out, text);
+    }
+    // Throughput of encode / streaming decode on a long text.
+    let long: String = texts
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .repeat(50);
+    let t0 = Instant::now();
+    let ids = tok.encode(&long, false).unwrap();
+    let enc = t0.elapsed();
+    let t0 = Instant::now();
+    let mut dec = tok.incremental_decoder(false);
+    for &id in &ids {
+        dec.push(tok, id).unwrap();
+    }
+    eprintln!(
+        "encode: {} chars -> {} tokens in {enc:?}; streaming decode {:?} ({:.1} us/token)",
+        long.chars().count(),
+        ids.len(),
+        t0.elapsed(),
+        t0.elapsed().as_secs_f64() * 1e6 / ids.len() as f64
+    );
+
     let tmpl = m.chat_template.as_ref().unwrap();
     let msgs = [
         Message::user("What is the capital of France?"),

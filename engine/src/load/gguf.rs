@@ -108,10 +108,20 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
-/// GGUF tensors that carry no weights we need (llama3 `rope_freqs` is derived from the rope
-/// scaling parameters).
-fn is_ignored(name: &str) -> bool {
-    name == "rope_freqs.weight"
+/// GGUF tensors that carry no weights we need (none so far; `rope_freqs.weight`, Llama 3.x rope
+/// scaling factors, is rejected with its own message because ignoring it would change results).
+fn is_ignored(_name: &str) -> bool {
+    false
+}
+
+/// A specific message for GGUF tensors we know but do not support.
+fn unsupported_tensor(name: &str) -> Option<&'static str> {
+    match name {
+        "rope_freqs.weight" => {
+            Some("rope_freqs.weight (Llama 3.x rope scaling factors) is not supported yet")
+        }
+        _ => None,
+    }
 }
 
 /// llama.cpp's converter permutes the rows of Q and K (weights `[n_head*head_dim, in]` or
@@ -304,12 +314,35 @@ pub(crate) fn load_gguf(path: &Path) -> Result<LoadedModel> {
     let mut dtypes = BTreeMap::new();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
+    // Check names and shapes against the config before reading any data: a corrupt directory
+    // (absurd dimensions) is rejected here, and nothing is read for a mismatched file.
+    let mut shapes = HashMap::new();
+    for name in &names {
+        if is_ignored(name) {
+            continue;
+        }
+        if let Some(msg) = unsupported_tensor(name) {
+            return Err(EngineError::load(path, msg));
+        }
+        let Some(hf) = gguf_to_hf_name(name) else {
+            return Err(EngineError::load(path, format!("unknown tensor {name}")));
+        };
+        shapes.insert(hf, content.tensor_infos[*name].shape.dims().to_vec());
+    }
+    let shape_refs: HashMap<&str, Vec<usize>> = shapes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    check_shapes(path, &config, &shape_refs)?;
     // Read sequentially (one file handle), then dequantize in parallel.
     let mut raw = Vec::with_capacity(names.len());
     for name in names {
         let info = &content.tensor_infos[name];
         if is_ignored(name) {
             continue;
+        }
+        if let Some(msg) = unsupported_tensor(name) {
+            return Err(EngineError::load(path, msg));
         }
         let Some(hf) = gguf_to_hf_name(name) else {
             return Err(EngineError::load(path, format!("unknown tensor {name}")));
@@ -402,14 +435,20 @@ pub(crate) fn inspect_gguf(path: &Path) -> Result<InspectReport> {
             continue;
         }
         report.tensor_count += 1;
-        report.param_count += info.shape.dims().iter().map(|&d| d as u64).product::<u64>();
+        report.param_count = report
+            .param_count
+            .saturating_add(elem_count(info.shape.dims()));
         *report
             .dtypes
             .entry(ggml_dtype_name(info.ggml_dtype).to_string())
             .or_default() += 1;
         match gguf_to_hf_name(name) {
             Some(hf) => hf_names.push((hf, info.shape.dims().to_vec())),
-            None => report.warnings.push(format!("unknown tensor {name}")),
+            None => report.warnings.push(
+                unsupported_tensor(name)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("unknown tensor {name}")),
+            ),
         }
         if !dtype_supported(info.ggml_dtype) {
             report.warnings.push(format!(
@@ -437,4 +476,10 @@ pub(crate) fn inspect_gguf(path: &Path) -> Result<InspectReport> {
     }
     report.chat_template = md_str(md, "tokenizer.chat_template").is_some();
     Ok(report)
+}
+
+/// Element count of a shape, saturating (a corrupt header may declare absurd dimensions).
+fn elem_count(dims: &[usize]) -> u64 {
+    dims.iter()
+        .fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
 }

@@ -294,8 +294,11 @@ pub(crate) fn inspect_hf(dir: &Path) -> Result<InspectReport> {
             if is_ignored(&name) {
                 continue;
             }
-            let n: u64 = info.shape.iter().map(|&d| d as u64).product();
-            report.param_count += n;
+            let n: u64 = info
+                .shape
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(d as u64));
+            report.param_count = report.param_count.saturating_add(n);
             report.tensor_count += 1;
             *report
                 .dtypes

@@ -137,6 +137,19 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
         ModelFormat::Gguf => gguf::load_gguf(&path)?,
     };
     check_weights(&m.source, &m.config, &m.weights)?;
+    if let Some(tok) = &m.tokenizer {
+        // Configs may pad the embedding beyond the tokenizer, never the other way round.
+        if tok.vocab_size() > m.config.vocab_size {
+            return Err(EngineError::load(
+                &m.source,
+                format!(
+                    "tokenizer has {} tokens but the embedding has only {} rows",
+                    tok.vocab_size(),
+                    m.config.vocab_size
+                ),
+            ));
+        }
+    }
     if let (Some(tok), Some(tmpl)) = (m.tokenizer.as_mut(), m.chat_template.as_ref()) {
         add_template_eos(tok, tmpl);
     }
