@@ -239,3 +239,12 @@ pub fn sample_group(
         })
         .collect())
 }
+
+impl Detok for crate::tokenizer::Tokenizer {
+    fn decode(&self, ids: &[u32]) -> String {
+        crate::tokenizer::Tokenizer::decode(self, ids, true).unwrap_or_default()
+    }
+    fn is_eos(&self, id: u32) -> bool {
+        self.eos_ids().contains(&id)
+    }
+}

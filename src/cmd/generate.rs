@@ -1,0 +1,106 @@
+//! `cahl-tui generate`: sample from a model, optionally with a PEFT adapter and the chat template.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cahl_engine::chat::Message;
+use cahl_engine::model::{LoraAdapter, Model};
+use cahl_engine::sampling::{sample_group, SamplingParams};
+use candle_core::{DType, Device};
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// HF model folder or .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// Optional system message (with --chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Argmax decoding.
+    #[arg(long)]
+    pub greedy: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Number of completions (sampled as one group sharing the prompt's cache).
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub num: usize,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let lm = cahl_engine::load::load_model(&args.model)?;
+    let tok = lm.require_tokenizer()?.clone();
+    let mut model = Model::new(&lm.config, &lm.weights, DType::F32, &Device::Cpu)?;
+    drop(lm.weights);
+    let adapter = match &args.adapter {
+        Some(dir) => {
+            let a = LoraAdapter::load_peft("cli", dir, model.config(), DType::F32, &Device::Cpu)?;
+            model.insert_adapter(a);
+            Some("cli")
+        }
+        None => None,
+    };
+    let text = if args.chat {
+        let tmpl = match &lm.chat_template {
+            Some(t) => t.clone(),
+            None => {
+                eprintln!("note: the model has no chat template; using the ChatML fallback");
+                cahl_engine::chat::ChatTemplate::chatml_fallback(tok.bos_token(), tok.eos_token())?
+            }
+        };
+        let mut msgs = Vec::new();
+        if let Some(s) = &args.system {
+            msgs.push(Message::system(s.clone()));
+        }
+        msgs.push(Message::user(args.prompt.clone()));
+        tmpl.render(&msgs, None, true)?
+    } else {
+        args.prompt.clone()
+    };
+    let ids = tok.encode(&text, !args.chat)?;
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        greedy: args.greedy,
+        seed: args.seed,
+    };
+    let t = std::time::Instant::now();
+    let outs = sample_group(&model, adapter, &ids, args.num.max(1), 0, &params, &tok)
+        .context("generation failed")?;
+    let secs = t.elapsed().as_secs_f64();
+    let mut stdout = std::io::stdout().lock();
+    for (i, o) in outs.iter().enumerate() {
+        if outs.len() > 1 {
+            writeln!(stdout, "--- completion {i} ({:?}) ---", o.finish)?;
+        }
+        writeln!(stdout, "{}", o.text)?;
+    }
+    let n: usize = outs.iter().map(|o| o.tokens.len()).sum();
+    eprintln!(
+        "[{} prompt tokens, {n} generated in {secs:.2}s, {:.1} tok/s]",
+        ids.len(),
+        n as f64 / secs
+    );
+    Ok(())
+}
