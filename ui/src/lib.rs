@@ -1,1 +1,19 @@
-//! Terminal UI.
+//! `cahl-ui`: the terminal UI of cahl-tui.
+//!
+//! * [`run_live`] — the training dashboard (curves, trajectory stream, status bar, controls)
+//!   fed by [`cahl_sessions::TrainEvent`]s, sending [`cahl_sessions::TrainCommand`]s back.
+//! * [`run_replay`] — the same views over a recorded session, following it while it grows.
+//! * [`run_debugger`] — the plan-editing debugger, with an optional [`ExecutorBackend`].
+//!
+//! State and update logic ([`state`]) are separate from drawing ([`view`]) and from the terminal
+//! event loop ([`app`]), so everything but the loop is testable without a terminal.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod state;
+
+pub use backend::{
+    BackendJob, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
+    PlanRequest, PriorStep,
+};
