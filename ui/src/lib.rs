@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod state;
+pub mod view;
 
 pub use backend::{
     BackendJob, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
