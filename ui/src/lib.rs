@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod backend;
 pub mod state;
 pub mod view;
@@ -18,3 +19,5 @@ pub use backend::{
     BackendJob, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
     PlanRequest, PriorStep,
 };
+pub use app::{restore_terminal, run_debugger, run_live, run_replay, Result, UiError, UiOptions};
+pub use state::debugger::{DebugInitial, DebugSessionFile};
