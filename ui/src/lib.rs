@@ -15,6 +15,10 @@ pub mod backend;
 pub mod state;
 pub mod view;
 
+#[cfg(test)]
+#[path = "../tests/common/fixture.rs"]
+pub(crate) mod test_fixture;
+
 pub use backend::{
     BackendJob, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
     PlanRequest, PriorStep,
