@@ -91,18 +91,26 @@ fn plan_lines(b: &Branch, gold: &[String], selected: Option<usize>) -> Vec<Line<
             None if i == b.steps.len() => ("▶", Style::new().fg(Color::Cyan)),
             None => ("·", Style::new().dim()),
         };
-        let mut spans = vec![
+        let diverges = if div == Some(i) {
+            Span::styled("≠ ", Style::new().fg(Color::Magenta).bold())
+        } else {
+            Span::raw("  ")
+        };
+        let mut line = Line::from(vec![
             Span::styled(format!("{mark} "), style),
+            diverges,
             Span::raw(format!("{}. {st}", i + 1)),
-        ];
-        if div == Some(i) {
-            spans.push(Span::styled("  ≠ gold", Style::new().fg(Color::Magenta).bold()));
-        }
-        let mut line = Line::from(spans);
+        ]);
         if selected == Some(i) {
             line = line.style(Style::new().reversed());
         }
         lines.push(line);
+    }
+    if let Some(i) = div {
+        lines.push(Line::styled(
+            format!("≠ differs from the gold plan at sub-task {}", i + 1),
+            Style::new().fg(Color::Magenta),
+        ));
     }
     if let Some(i) = div.filter(|i| *i >= b.subtasks.len()) {
         lines.push(Line::styled(

@@ -62,6 +62,9 @@ fn title_line(s: &AppState) -> Line<'static> {
         )));
     }
     spans.push(Span::styled(" ? help ", Style::new().dim()));
+    if let Some(p) = &s.session_path {
+        spans.push(Span::styled(format!(" {}", p.display()), Style::new().dim()));
+    }
     Line::from(spans)
 }
 
@@ -74,16 +77,19 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
         ));
     }
     if !s.problems.is_empty() {
+        let n = s.problems.len();
         let first = &s.problems[0];
-        let more = if s.problems.len() > 1 {
-            format!(" (+{} more, see messages)", s.problems.len() - 1)
+        let what = if n == 1 {
+            "1 file problem".to_string()
         } else {
-            String::new()
+            format!("{n} file problems (first shown, all in messages)")
         };
+        let style = Style::new().fg(Color::Black).bg(Color::Yellow);
         banner.push(Line::styled(
-            format!(" ⚠ file problem: {first}{more}"),
-            Style::new().fg(Color::Black).bg(Color::Yellow),
+            format!(" ⚠ {what}; the readable part is shown"),
+            style,
         ));
+        banner.push(Line::styled(format!("   {first}"), style));
     }
     let chart_h = (area.height.saturating_sub(4) * 2 / 5).max(6);
     let [title, banner_area, charts_area, body, status, bottom] = Layout::vertical([
@@ -157,7 +163,7 @@ pub fn draw_series_chart(f: &mut Frame, area: Rect, title: String, y_name: &str,
     let ymid = (yb[0] + yb[1]) / 2.0;
     let chart = Chart::new(datasets)
         .block(block)
-        .legend_position(Some(LegendPosition::TopLeft))
+        .legend_position(Some(LegendPosition::BottomRight))
         .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)))
         .x_axis(
             Axis::default()
@@ -299,10 +305,6 @@ fn draw_status(f: &mut Frame, area: Rect, s: &AppState) {
             spans.push(sep.clone());
             spans.push(Span::raw(p.phase.clone()));
         }
-    }
-    if let Some(path) = &s.session_path {
-        spans.push(sep);
-        spans.push(Span::styled(path.display().to_string(), Style::new().dim()));
     }
     f.render_widget(
         Paragraph::new(Line::from(spans)).style(Style::new().bg(Color::DarkGray)),
