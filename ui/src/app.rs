@@ -569,3 +569,203 @@ pub fn run_debugger(
     }
     with_terminal(&mut rt, &mut state, effects)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{DebugStepOutcome, DebugStepRequest, PlanRequest};
+    use crate::test_fixture as fx;
+    use cahl_sessions::{RunState, SessionWriter};
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    fn key(c: KeyCode) -> Msg {
+        Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
+    }
+
+    fn screen(t: &Terminal<TestBackend>) -> String {
+        t.backend().to_string()
+    }
+
+    #[test]
+    fn replay_of_damaged_session_opens_readable_part_and_loads_on_expand() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run");
+        fx::write_session(&path, 40, 3, true);
+        let mut opts = UiOptions::default();
+        let (mut state, mut rt) = replay_setup(&path, &mut opts).expect("replay opens");
+        assert_eq!(state.metrics.len(), 40);
+        assert_eq!(state.trajs.len(), 120);
+        assert_eq!(state.checkpoints.len(), 1);
+        assert!(state.problems.len() >= 2, "corrupt line and torn tail: {:?}", state.problems);
+        assert!(state.problems.iter().any(|p| p.contains("trajectories.jsonl:121")));
+        for m in [key(KeyCode::Char('j')), key(KeyCode::Enter), key(KeyCode::Char('q'))] {
+            rt.tx.send(m).expect("send");
+        }
+        let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+        rt.run(&mut term, &mut state, Vec::new()).expect("loop ends on q");
+        let seq = state.trajs.current().expect("selection");
+        let item = state.trajs.get(seq).expect("item");
+        assert!(state.trajs.expanded);
+        assert_eq!(item.step, 40);
+        assert_eq!(item.task_id, "t-1");
+        assert!(item.record.is_some(), "loaded from disk by the loop");
+        // The last frame was drawn before `q` was applied, after Enter: it shows the plan tree.
+        let out = screen(&term);
+        assert!(out.contains("REPLAY"), "{out}");
+        assert!(out.contains("file problems"), "{out}");
+    }
+
+    #[test]
+    fn replay_search_loads_texts_from_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fx::write_session(dir.path(), 10, 3, false);
+        let mut opts = UiOptions::default();
+        let (mut state, mut rt) = replay_setup(dir.path(), &mut opts).expect("open");
+        assert!(state.trajs.iter().all(|it| it.task_text.is_none()));
+        let mut msgs = vec![key(KeyCode::Char('/'))];
+        msgs.extend("lyon".chars().map(|c| key(KeyCode::Char(c))));
+        msgs.push(key(KeyCode::Enter));
+        for m in msgs {
+            assert!(!rt.handle(&mut state, m));
+        }
+        assert_eq!(state.trajs.visible().len(), 10, "t-1 is the Lyon task at every step");
+        assert!(state.trajs.iter().all(|it| it.task_text.is_some()));
+    }
+
+    #[test]
+    fn replay_follows_a_growing_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w =
+            SessionWriter::create(dir.path(), "seed = 7\n", &fx::run_info(10)).expect("create");
+        w.append_metrics(&fx::metrics(1)).expect("append");
+        w.sync().expect("sync");
+        let mut opts = UiOptions::default();
+        let (mut state, mut rt) = replay_setup(dir.path(), &mut opts).expect("open");
+        assert_eq!(state.metrics.len(), 1);
+        assert!(rt.poll_disk().is_none(), "nothing new yet");
+        w.append_trajectory(&fx::trajectory(2, 0)).expect("append");
+        w.append_metrics(&fx::metrics(2)).expect("append");
+        w.sync().expect("sync");
+        let msg = rt.poll_disk().expect("new data");
+        assert!(!rt.handle(&mut state, msg));
+        assert_eq!(state.metrics.len(), 2);
+        assert_eq!(state.trajs.len(), 1);
+        let it = state.trajs.iter().next().expect("item");
+        assert!(it.record.is_some() && it.task_text.is_some(), "new lines arrive parsed");
+    }
+
+    #[test]
+    fn live_loop_sends_stop_on_q_and_exits_on_finished() {
+        let mut opts = UiOptions::default();
+        opts.quit_timeout = Duration::from_secs(600);
+        let mut state = AppState::new(Mode::Live, opts.state_options());
+        let mut rt = Runtime::new(&opts);
+        let (ctx, crx) = mpsc::channel();
+        rt.commands = Some(ctx);
+        let (etx, erx) = mpsc::channel();
+        spawn_engine_forwarder(erx, rt.tx.clone());
+        etx.send(TrainEvent::Started {
+            info: fx::run_info(10),
+            total_steps: 10,
+            start_step: 0,
+            session_dir: "sessions/x".into(),
+            device: "cpu".into(),
+        })
+        .expect("send");
+        for s in 1..=3 {
+            etx.send(TrainEvent::Trajectory(Box::new(fx::trajectory(s, 0)))).expect("send");
+            etx.send(TrainEvent::Metrics(fx::metrics(s))).expect("send");
+        }
+        let tx = rt.tx.clone();
+        let driver = thread::spawn(move || {
+            // Wait for the Stop command, then answer like the trainer.
+            thread::sleep(Duration::from_millis(50));
+            tx.send(Msg::Key(KeyEvent::new(KeyCode::Char('p'), KeyModifiers::NONE)))
+                .expect("send");
+            tx.send(Msg::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE)))
+                .expect("send");
+            let first = crx.recv_timeout(Duration::from_secs(5)).expect("pause command");
+            let second = crx.recv_timeout(Duration::from_secs(5)).expect("stop command");
+            etx.send(TrainEvent::Finished {
+                step: 3,
+                completed: false,
+                checkpoint: None,
+                message: "stopped by user".into(),
+            })
+            .expect("send");
+            (first, second)
+        });
+        let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+        rt.run(&mut term, &mut state, Vec::new()).expect("loop");
+        let (first, second) = driver.join().expect("driver");
+        assert_eq!(first, TrainCommand::Pause);
+        assert_eq!(second, TrainCommand::Stop);
+        assert_eq!(state.run_state, RunState::Finished);
+        assert_eq!(state.metrics.len(), 3);
+        assert!(screen(&term).contains("step 3/10"));
+    }
+
+    struct Echo;
+    impl ExecutorBackend for Echo {
+        fn describe(&self) -> String {
+            "echo test double".into()
+        }
+        fn plan(&mut self, _req: PlanRequest) -> std::result::Result<Vec<String>, String> {
+            panic!("planner exploded")
+        }
+        fn run_step(
+            &mut self,
+            req: DebugStepRequest,
+        ) -> std::result::Result<DebugStepOutcome, String> {
+            Ok(DebugStepOutcome {
+                raw_output: format!("step {} seed {}", req.index, req.seed),
+                ..DebugStepOutcome::default()
+            })
+        }
+    }
+
+    #[test]
+    fn backend_worker_answers_and_survives_a_panicking_backend() {
+        let (tx, rx) = mpsc::channel();
+        let jobs = spawn_backend_worker(Box::new(Echo), tx).expect("worker");
+        let task = crate::backend::DebugTask::default();
+        jobs.send(BackendJob::Plan {
+            ticket: 1,
+            req: PlanRequest { task: task.clone(), seed: 3 },
+        })
+        .expect("send");
+        jobs.send(BackendJob::Step {
+            ticket: 2,
+            req: DebugStepRequest {
+                task,
+                subtasks: vec!["a".into()],
+                index: 0,
+                previous: vec![],
+                seed: 9,
+            },
+        })
+        .expect("send");
+        match rx.recv_timeout(Duration::from_secs(5)).expect("plan reply") {
+            Msg::Backend(BackendReply::Plan { ticket: 1, result: Err(e) }) => {
+                assert!(e.contains("panicked"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match rx.recv_timeout(Duration::from_secs(5)).expect("step reply") {
+            Msg::Backend(BackendReply::Step { ticket: 2, result: Ok(o) }) => {
+                assert_eq!(o.raw_output, "step 0 seed 9")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn save_debug_writes_file_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("debug").join("debug-t-1.json");
+        write_atomic(&path, b"{\"version\":1}").expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"version\":1}");
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+}
