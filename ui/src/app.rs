@@ -308,7 +308,10 @@ impl Runtime {
             Effect::Command(c) => {
                 let sent = self.commands.as_ref().is_some_and(|t| t.send(c).is_ok());
                 if !sent {
-                    s.log(Level::Warn, format!("the trainer is not listening ({c:?} dropped)"));
+                    s.log(
+                        Level::Warn,
+                        format!("the trainer is not listening ({c:?} dropped)"),
+                    );
                 }
             }
             Effect::Load {
@@ -358,7 +361,10 @@ impl Runtime {
                 }
             }
             Effect::Backend(job) => {
-                let sent = self.backend_tx.as_ref().is_some_and(|t| t.send(job.clone()).is_ok());
+                let sent = self
+                    .backend_tx
+                    .as_ref()
+                    .is_some_and(|t| t.send(job.clone()).is_ok());
                 if !sent {
                     let reply = match job {
                         BackendJob::Step { ticket, .. } => BackendReply::Step {
@@ -374,7 +380,9 @@ impl Runtime {
                 }
             }
             Effect::SaveDebug { path, json } => {
-                queue.push(Msg::Saved(write_atomic(&path, json.as_bytes()).map(|_| path)));
+                queue.push(Msg::Saved(
+                    write_atomic(&path, json.as_bytes()).map(|_| path),
+                ));
             }
         }
         false
@@ -597,13 +605,25 @@ mod tests {
         assert_eq!(state.metrics.len(), 40);
         assert_eq!(state.trajs.len(), 120);
         assert_eq!(state.checkpoints.len(), 1);
-        assert!(state.problems.len() >= 2, "corrupt line and torn tail: {:?}", state.problems);
-        assert!(state.problems.iter().any(|p| p.contains("trajectories.jsonl:121")));
-        for m in [key(KeyCode::Char('j')), key(KeyCode::Enter), key(KeyCode::Char('q'))] {
+        assert!(
+            state.problems.len() >= 2,
+            "corrupt line and torn tail: {:?}",
+            state.problems
+        );
+        assert!(state
+            .problems
+            .iter()
+            .any(|p| p.contains("trajectories.jsonl:121")));
+        for m in [
+            key(KeyCode::Char('j')),
+            key(KeyCode::Enter),
+            key(KeyCode::Char('q')),
+        ] {
             rt.tx.send(m).expect("send");
         }
         let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
-        rt.run(&mut term, &mut state, Vec::new()).expect("loop ends on q");
+        rt.run(&mut term, &mut state, Vec::new())
+            .expect("loop ends on q");
         let seq = state.trajs.current().expect("selection");
         let item = state.trajs.get(seq).expect("item");
         assert!(state.trajs.expanded);
@@ -629,7 +649,11 @@ mod tests {
         for m in msgs {
             assert!(!rt.handle(&mut state, m));
         }
-        assert_eq!(state.trajs.visible().len(), 10, "t-1 is the Lyon task at every step");
+        assert_eq!(
+            state.trajs.visible().len(),
+            10,
+            "t-1 is the Lyon task at every step"
+        );
         assert!(state.trajs.iter().all(|it| it.task_text.is_some()));
     }
 
@@ -652,13 +676,18 @@ mod tests {
         assert_eq!(state.metrics.len(), 2);
         assert_eq!(state.trajs.len(), 1);
         let it = state.trajs.iter().next().expect("item");
-        assert!(it.record.is_some() && it.task_text.is_some(), "new lines arrive parsed");
+        assert!(
+            it.record.is_some() && it.task_text.is_some(),
+            "new lines arrive parsed"
+        );
     }
 
     #[test]
     fn live_loop_sends_stop_on_q_and_exits_on_finished() {
-        let mut opts = UiOptions::default();
-        opts.quit_timeout = Duration::from_secs(600);
+        let opts = UiOptions {
+            quit_timeout: Duration::from_secs(600),
+            ..UiOptions::default()
+        };
         let mut state = AppState::new(Mode::Live, opts.state_options());
         let mut rt = Runtime::new(&opts);
         let (ctx, crx) = mpsc::channel();
@@ -674,19 +703,30 @@ mod tests {
         })
         .expect("send");
         for s in 1..=3 {
-            etx.send(TrainEvent::Trajectory(Box::new(fx::trajectory(s, 0)))).expect("send");
+            etx.send(TrainEvent::Trajectory(Box::new(fx::trajectory(s, 0))))
+                .expect("send");
             etx.send(TrainEvent::Metrics(fx::metrics(s))).expect("send");
         }
         let tx = rt.tx.clone();
         let driver = thread::spawn(move || {
             // Wait for the Stop command, then answer like the trainer.
             thread::sleep(Duration::from_millis(50));
-            tx.send(Msg::Key(KeyEvent::new(KeyCode::Char('p'), KeyModifiers::NONE)))
-                .expect("send");
-            tx.send(Msg::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE)))
-                .expect("send");
-            let first = crx.recv_timeout(Duration::from_secs(5)).expect("pause command");
-            let second = crx.recv_timeout(Duration::from_secs(5)).expect("stop command");
+            tx.send(Msg::Key(KeyEvent::new(
+                KeyCode::Char('p'),
+                KeyModifiers::NONE,
+            )))
+            .expect("send");
+            tx.send(Msg::Key(KeyEvent::new(
+                KeyCode::Char('q'),
+                KeyModifiers::NONE,
+            )))
+            .expect("send");
+            let first = crx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("pause command");
+            let second = crx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("stop command");
             etx.send(TrainEvent::Finished {
                 step: 3,
                 completed: false,
@@ -732,7 +772,10 @@ mod tests {
         let task = crate::backend::DebugTask::default();
         jobs.send(BackendJob::Plan {
             ticket: 1,
-            req: PlanRequest { task: task.clone(), seed: 3 },
+            req: PlanRequest {
+                task: task.clone(),
+                seed: 3,
+            },
         })
         .expect("send");
         jobs.send(BackendJob::Step {
@@ -747,13 +790,19 @@ mod tests {
         })
         .expect("send");
         match rx.recv_timeout(Duration::from_secs(5)).expect("plan reply") {
-            Msg::Backend(BackendReply::Plan { ticket: 1, result: Err(e) }) => {
+            Msg::Backend(BackendReply::Plan {
+                ticket: 1,
+                result: Err(e),
+            }) => {
                 assert!(e.contains("panicked"))
             }
             other => panic!("unexpected {other:?}"),
         }
         match rx.recv_timeout(Duration::from_secs(5)).expect("step reply") {
-            Msg::Backend(BackendReply::Step { ticket: 2, result: Ok(o) }) => {
+            Msg::Backend(BackendReply::Step {
+                ticket: 2,
+                result: Ok(o),
+            }) => {
                 assert_eq!(o.raw_output, "step 0 seed 9")
             }
             other => panic!("unexpected {other:?}"),
@@ -765,7 +814,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("debug").join("debug-t-1.json");
         write_atomic(&path, b"{\"version\":1}").expect("write");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"version\":1}");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "{\"version\":1}"
+        );
         assert!(!path.with_extension("json.tmp").exists());
     }
 }

@@ -19,9 +19,9 @@ pub mod view;
 #[path = "../tests/common/fixture.rs"]
 pub(crate) mod test_fixture;
 
+pub use app::{restore_terminal, run_debugger, run_live, run_replay, Result, UiError, UiOptions};
 pub use backend::{
     BackendJob, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
     PlanRequest, PriorStep,
 };
-pub use app::{restore_terminal, run_debugger, run_live, run_replay, Result, UiError, UiOptions};
 pub use state::debugger::{DebugInitial, DebugSessionFile};

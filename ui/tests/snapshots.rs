@@ -16,7 +16,12 @@ fn dashboard_live() {
     assert!(out.contains("1834 tok/s"));
     assert!(out.contains("ETA 14m00s"));
     assert!(out.contains("mem 12.0 GiB"));
-    assert!(out.contains("⣀") || out.contains("⠉") || out.chars().any(|c| ('\u{2801}'..='\u{28FF}').contains(&c)), "braille marks drawn");
+    assert!(
+        out.contains("⣀")
+            || out.contains("⠉")
+            || out.chars().any(|c| ('\u{2801}'..='\u{28FF}').contains(&c)),
+        "braille marks drawn"
+    );
     insta::assert_snapshot!("dashboard_live", render(&s));
 }
 
@@ -100,7 +105,10 @@ fn debugger_edited_branch_run_and_compare() {
     drive_backend(&mut s, &mut fake, eff);
     let out = screen(&s);
     assert!(out.contains("edit 1 [2/2]"));
-    assert!(out.contains("differs from the gold plan at sub-task 2"), "{out}");
+    assert!(
+        out.contains("differs from the gold plan at sub-task 2"),
+        "{out}"
+    );
     insta::assert_snapshot!("debugger_run", render(&s));
     feed(&mut s, [key('c')]);
     let out = screen(&s);

@@ -38,10 +38,16 @@ fn filter_cycles_all_failures_misaligned() {
     assert_eq!(s.trajs.filter, Filter::Failures);
     let failures = s.trajs.visible();
     assert!(!failures.is_empty() && failures.len() < all);
-    assert!(failures.iter().all(|q| !s.trajs.get(*q).expect("item").success));
+    assert!(failures
+        .iter()
+        .all(|q| !s.trajs.get(*q).expect("item").success));
     feed(&mut s, [key('f')]);
     assert_eq!(s.trajs.filter, Filter::Misaligned);
-    assert!(s.trajs.visible().iter().all(|q| s.trajs.get(*q).expect("item").misaligned));
+    assert!(s
+        .trajs
+        .visible()
+        .iter()
+        .all(|q| s.trajs.get(*q).expect("item").misaligned));
     feed(&mut s, [key('f')]);
     assert_eq!(s.trajs.visible().len(), all);
 }
@@ -55,7 +61,11 @@ fn freeze_hides_new_arrivals_and_keeps_selection() {
     let before = s.trajs.visible();
     feed(
         &mut s,
-        (5..=6).map(|st| Msg::Engine(TrainEvent::Trajectory(Box::new(common::fixture::trajectory(st, 0))))),
+        (5..=6).map(|st| {
+            Msg::Engine(TrainEvent::Trajectory(Box::new(
+                common::fixture::trajectory(st, 0),
+            )))
+        }),
     );
     assert_eq!(s.trajs.visible(), before, "frozen view must not change");
     assert_eq!(s.trajs.hidden_by_freeze(), 2);
@@ -63,7 +73,11 @@ fn freeze_hides_new_arrivals_and_keeps_selection() {
     assert!(screen(&s).contains("FROZEN (+2 new)"));
     feed(&mut s, [key(' ')]);
     assert_eq!(s.trajs.visible().len(), before.len() + 2);
-    assert_eq!(s.trajs.current(), sel, "selection stays on the same trajectory");
+    assert_eq!(
+        s.trajs.current(),
+        sel,
+        "selection stays on the same trajectory"
+    );
 }
 
 #[test]
@@ -73,8 +87,14 @@ fn search_by_text_and_id_and_clear() {
     msgs.extend(typed("kyoto"));
     msgs.push(code(KeyCode::Enter));
     let eff = feed(&mut s, msgs);
-    assert!(eff.is_empty(), "live items have their text: no load needed: {eff:?}");
-    assert!(s.trajs.visible().is_empty(), "the fixture uses Kyoto only for k=4");
+    assert!(
+        eff.is_empty(),
+        "live items have their text: no load needed: {eff:?}"
+    );
+    assert!(
+        s.trajs.visible().is_empty(),
+        "the fixture uses Kyoto only for k=4"
+    );
     assert!(screen(&s).contains("nothing matches"));
     // Search by id.
     let mut msgs = vec![key('/')];
@@ -84,7 +104,9 @@ fn search_by_text_and_id_and_clear() {
     feed(&mut s, msgs);
     let vis = s.trajs.visible();
     assert_eq!(vis.len(), 10);
-    assert!(vis.iter().all(|q| s.trajs.get(*q).expect("item").task_id == "t-1"));
+    assert!(vis
+        .iter()
+        .all(|q| s.trajs.get(*q).expect("item").task_id == "t-1"));
     // By text, case-insensitive.
     let mut msgs = vec![key('/')];
     msgs.extend(std::iter::repeat_n(code(KeyCode::Backspace), 3));
@@ -109,7 +131,10 @@ fn jump_to_step_selects_that_step() {
     msgs.extend(typed("7x"));
     msgs.push(code(KeyCode::Enter));
     feed(&mut s, msgs);
-    let it = s.trajs.get(s.trajs.current().expect("selection")).expect("item");
+    let it = s
+        .trajs
+        .get(s.trajs.current().expect("selection"))
+        .expect("item");
     assert_eq!(it.step, 7);
     assert!(s.flash.as_deref().is_some_and(|f| f.contains("step 7")));
     // Beyond the end: the newest step at or before it.
@@ -117,14 +142,20 @@ fn jump_to_step_selects_that_step() {
     msgs.extend(typed("999"));
     msgs.push(code(KeyCode::Enter));
     feed(&mut s, msgs);
-    let it = s.trajs.get(s.trajs.current().expect("selection")).expect("item");
+    let it = s
+        .trajs
+        .get(s.trajs.current().expect("selection"))
+        .expect("item");
     assert_eq!(it.step, 20);
 }
 
 #[test]
 fn training_controls_send_commands() {
     let mut s = live_state(3);
-    assert_eq!(feed(&mut s, [key('p')]), vec![Effect::Command(TrainCommand::Pause)]);
+    assert_eq!(
+        feed(&mut s, [key('p')]),
+        vec![Effect::Command(TrainCommand::Pause)]
+    );
     feed(
         &mut s,
         [Msg::Engine(TrainEvent::Status {
@@ -133,19 +164,31 @@ fn training_controls_send_commands() {
         })],
     );
     assert_eq!(s.run_state, RunState::Paused);
-    assert_eq!(feed(&mut s, [key('p')]), vec![Effect::Command(TrainCommand::Resume)]);
-    assert_eq!(feed(&mut s, [key('s')]), vec![Effect::Command(TrainCommand::SaveCheckpoint)]);
+    assert_eq!(
+        feed(&mut s, [key('p')]),
+        vec![Effect::Command(TrainCommand::Resume)]
+    );
+    assert_eq!(
+        feed(&mut s, [key('s')]),
+        vec![Effect::Command(TrainCommand::SaveCheckpoint)]
+    );
     // Stop asks for confirmation.
     assert!(feed(&mut s, [key('x')]).is_empty());
     assert!(feed(&mut s, [key('n')]).is_empty());
     assert!(feed(&mut s, [key('x')]).is_empty());
-    assert_eq!(feed(&mut s, [key('y')]), vec![Effect::Command(TrainCommand::Stop)]);
+    assert_eq!(
+        feed(&mut s, [key('y')]),
+        vec![Effect::Command(TrainCommand::Stop)]
+    );
 }
 
 #[test]
 fn quit_in_live_mode_stops_then_waits_for_finished() {
     let mut s = live_state(3);
-    assert_eq!(feed(&mut s, [key('q')]), vec![Effect::Command(TrainCommand::Stop)]);
+    assert_eq!(
+        feed(&mut s, [key('q')]),
+        vec![Effect::Command(TrainCommand::Stop)]
+    );
     assert!(feed(&mut s, [Msg::Tick(1_000)]).is_empty(), "still waiting");
     let eff = feed(
         &mut s,
@@ -170,7 +213,10 @@ fn quit_times_out_and_second_q_or_ctrl_c_forces() {
     );
     feed(&mut s, recorded_events(2).into_iter().map(Msg::Engine));
     feed(&mut s, [Msg::Tick(1_000)]);
-    assert_eq!(feed(&mut s, [ctrl('c')]), vec![Effect::Command(TrainCommand::Stop)]);
+    assert_eq!(
+        feed(&mut s, [ctrl('c')]),
+        vec![Effect::Command(TrainCommand::Stop)]
+    );
     assert!(feed(&mut s, [Msg::Tick(5_999)]).is_empty());
     assert_eq!(feed(&mut s, [Msg::Tick(6_000)]), vec![Effect::Quit]);
     let mut s = live_state(2);
@@ -181,7 +227,12 @@ fn quit_times_out_and_second_q_or_ctrl_c_forces() {
 #[test]
 fn engine_errors_are_shown_not_fatal() {
     let mut s = live_state(3);
-    feed(&mut s, [Msg::Engine(TrainEvent::Error("CUDA out of memory in step 4".into()))]);
+    feed(
+        &mut s,
+        [Msg::Engine(TrainEvent::Error(
+            "CUDA out of memory in step 4".into(),
+        ))],
+    );
     assert!(screen(&s).contains("engine error: CUDA out of memory"));
     assert!(s.log.iter().any(|l| l.text.contains("out of memory")));
     // The UI keeps working and the banner goes away on the next key.
@@ -189,7 +240,11 @@ fn engine_errors_are_shown_not_fatal() {
     assert!(s.last_error.is_none());
     feed(&mut s, [Msg::EngineGone]);
     assert!(!s.engine_connected);
-    assert_eq!(feed(&mut s, [key('q')]), vec![Effect::Quit], "no trainer: quit at once");
+    assert_eq!(
+        feed(&mut s, [key('q')]),
+        vec![Effect::Quit],
+        "no trainer: quit at once"
+    );
 }
 
 #[test]
@@ -210,7 +265,11 @@ fn live_buffer_is_bounded_and_old_records_reload_from_disk() {
     feed(&mut s, std::iter::repeat_n(key('j'), 30));
     let eff = feed(&mut s, [code(KeyCode::Enter)]);
     match eff.as_slice() {
-        [Effect::Load { disk_index: None, task_id, .. }] => assert!(task_id.starts_with("t-")),
+        [Effect::Load {
+            disk_index: None,
+            task_id,
+            ..
+        }] => assert!(task_id.starts_with("t-")),
         other => panic!("expected a Load effect, got {other:?}"),
     }
     assert!(screen(&s).contains("loading…"));
@@ -219,8 +278,16 @@ fn live_buffer_is_bounded_and_old_records_reload_from_disk() {
 #[test]
 fn resumed_run_replaces_reemitted_metrics() {
     let mut s = live_state(10);
-    feed(&mut s, [Msg::Engine(TrainEvent::Metrics(common::fixture::metrics(6)))]);
-    assert_eq!(s.metrics.iter().map(|m| m.step).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    feed(
+        &mut s,
+        [Msg::Engine(TrainEvent::Metrics(common::fixture::metrics(
+            6,
+        )))],
+    );
+    assert_eq!(
+        s.metrics.iter().map(|m| m.step).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
 }
 
 #[test]
@@ -266,7 +333,10 @@ fn replay_has_no_training_controls_and_search_loads_texts() {
     );
     for c in ['p', 's', 'x'] {
         assert!(feed(&mut s, [key(c)]).is_empty());
-        assert!(s.flash.as_deref().is_some_and(|f| f.contains("only available")));
+        assert!(s
+            .flash
+            .as_deref()
+            .is_some_and(|f| f.contains("only available")));
     }
     let mut msgs = vec![key('/')];
     msgs.extend(typed("paris"));
@@ -306,7 +376,10 @@ fn debugger_opens_on_selected_trajectory_and_closes() {
 fn debugger_without_model_explains_and_still_edits() {
     let rec = common::fixture::trajectory(3, 1);
     let (mut s, eff) = AppState::debugger(
-        DebugInitial::Trajectory { record: Box::new(rec), plan_index: None },
+        DebugInitial::Trajectory {
+            record: Box::new(rec),
+            plan_index: None,
+        },
         StateOptions::default(),
     );
     assert!(eff.is_empty());
@@ -338,9 +411,16 @@ fn debugger_runs_steps_and_reproduces_with_seed() {
         gold_plan: vec!["Get the weather in Oslo".into()],
         gold_calls: vec![],
     };
-    let opts = StateOptions { backend: Some("fake".into()), ..StateOptions::default() };
+    let opts = StateOptions {
+        backend: Some("fake".into()),
+        ..StateOptions::default()
+    };
     let (mut s, eff) = AppState::debugger(
-        DebugInitial::Task { task, plan: vec![], seed: 42 },
+        DebugInitial::Task {
+            task,
+            plan: vec![],
+            seed: 42,
+        },
         opts,
     );
     let mut fake = FakeBackend::default();
@@ -362,7 +442,13 @@ fn debugger_runs_steps_and_reproduces_with_seed() {
     assert_eq!(fake.calls, 2);
     // Finished branch: n explains.
     feed(&mut s, [key('n')]);
-    assert!(s.debugger.as_ref().expect("d").message.as_deref().is_some_and(|m| m.contains("finished")));
+    assert!(s
+        .debugger
+        .as_ref()
+        .expect("d")
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("finished")));
     // Reset and re-run: identical.
     let eff = feed(&mut s, [key('z'), key('r')]);
     drive_backend(&mut s, &mut fake, eff);
@@ -375,10 +461,16 @@ fn debugger_runs_steps_and_reproduces_with_seed() {
 
 #[test]
 fn debugger_drops_stale_replies_after_reset() {
-    let opts = StateOptions { backend: Some("fake".into()), ..StateOptions::default() };
+    let opts = StateOptions {
+        backend: Some("fake".into()),
+        ..StateOptions::default()
+    };
     let (mut s, _) = AppState::debugger(
         DebugInitial::Task {
-            task: DebugTask { text: "x".into(), ..DebugTask::default() },
+            task: DebugTask {
+                text: "x".into(),
+                ..DebugTask::default()
+            },
             plan: vec!["a".into(), "b".into()],
             seed: 1,
         },
@@ -388,7 +480,10 @@ fn debugger_drops_stale_replies_after_reset() {
     feed(&mut s, [key('z')]);
     let mut fake = FakeBackend::default();
     drive_backend(&mut s, &mut fake, eff);
-    assert!(s.debugger.as_ref().expect("d").branch().steps.is_empty(), "stale reply ignored");
+    assert!(
+        s.debugger.as_ref().expect("d").branch().steps.is_empty(),
+        "stale reply ignored"
+    );
 }
 
 #[test]
@@ -399,7 +494,10 @@ fn debugger_session_saves_and_reopens() {
         ..StateOptions::default()
     };
     let (mut s, _) = AppState::debugger(
-        DebugInitial::Trajectory { record: Box::new(rec), plan_index: Some(1) },
+        DebugInitial::Trajectory {
+            record: Box::new(rec),
+            plan_index: Some(1),
+        },
         opts,
     );
     let mut msgs = vec![key('e'), code(KeyCode::Down), code(KeyCode::End)];
@@ -413,7 +511,10 @@ fn debugger_session_saves_and_reopens() {
     assert_eq!(path.to_string_lossy(), "/tmp/cahl-debug/debug-t-2.json");
     let file = cahl_ui::DebugSessionFile::from_json(json).expect("valid json");
     let (s2, _) = AppState::debugger(DebugInitial::Saved(file), StateOptions::default());
-    let (a, b) = (s.debugger.as_ref().expect("a"), s2.debugger.as_ref().expect("b"));
+    let (a, b) = (
+        s.debugger.as_ref().expect("a"),
+        s2.debugger.as_ref().expect("b"),
+    );
     assert_eq!(a.branches, b.branches);
     assert_eq!(b.current, 1);
     assert!(b.branch().subtasks[1].ends_with(" now"));

@@ -423,7 +423,8 @@ impl DebuggerState {
         }
         let b = self.branch();
         if b.subtasks.is_empty() {
-            self.message = Some("the plan is empty: press e to write one, or p to ask the planner".into());
+            self.message =
+                Some("the plan is empty: press e to write one, or p to ask the planner".into());
             return None;
         }
         if b.finished() {
@@ -443,7 +444,10 @@ impl DebuggerState {
         }
         self.selected_step = 0;
         self.detail_scroll = 0;
-        self.message = Some(format!("branch '{}' reset", self.branches[self.current].name));
+        self.message = Some(format!(
+            "branch '{}' reset",
+            self.branches[self.current].name
+        ));
     }
 
     fn open_editor(&mut self) {
@@ -458,7 +462,8 @@ impl DebuggerState {
                 .title(" edit plan: one sub-task per line · Esc apply · Ctrl-Z undo "),
         );
         self.editor = Some(ta);
-        self.message = Some("editing: split = Enter inside a line, merge = Backspace at line start".into());
+        self.message =
+            Some("editing: split = Enter inside a line, merge = Backspace at line start".into());
     }
 
     fn close_editor(&mut self) {
@@ -474,9 +479,17 @@ impl DebuggerState {
         let reuse = self.current != 0 && cur.steps.is_empty() && !cur.from_trace;
         if reuse {
             self.branches[self.current].subtasks = plan;
-            self.message = Some(format!("branch '{}' updated", self.branches[self.current].name));
+            self.message = Some(format!(
+                "branch '{}' updated",
+                self.branches[self.current].name
+            ));
         } else {
-            let n = self.branches.iter().filter(|b| b.name.starts_with("edit")).count() + 1;
+            let n = self
+                .branches
+                .iter()
+                .filter(|b| b.name.starts_with("edit"))
+                .count()
+                + 1;
             let seed = cur.seed;
             self.branches.push(Branch {
                 name: format!("edit {n}"),

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use cahl_sessions::{
-    CheckpointRecord, MetricsRecord, RunInfo, RunState, TrainCommand, TrainEvent,
-    TrajectoryRecord, TrajectorySummary,
+    CheckpointRecord, MetricsRecord, RunInfo, RunState, TrainCommand, TrainEvent, TrajectoryRecord,
+    TrajectorySummary,
 };
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -324,7 +324,13 @@ impl AppState {
             .or_else(|| self.session_path.as_ref().map(|p| p.join("debug")))?;
         let safe: String = task_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let name = if safe.is_empty() { "task".into() } else { safe };
         Some(dir.join(format!("debug-{name}.json")))
@@ -540,7 +546,10 @@ fn on_engine(s: &mut AppState, ev: TrainEvent) -> Vec<Effect> {
                 Level::Info,
                 format!(
                     "run started: {} ({}), steps {}..{}",
-                    info.model, info.mode, start_step + 1, total_steps
+                    info.model,
+                    info.mode,
+                    start_step + 1,
+                    total_steps
                 ),
             );
             s.total_steps = total_steps;
@@ -552,7 +561,10 @@ fn on_engine(s: &mut AppState, ev: TrainEvent) -> Vec<Effect> {
         TrainEvent::Metrics(m) => s.add_metrics(m),
         TrainEvent::Trajectory(t) => s.trajs.push_record(t),
         TrainEvent::Checkpoint(c) => {
-            s.log(Level::Info, format!("checkpoint saved: step {} ({})", c.step, c.path));
+            s.log(
+                Level::Info,
+                format!("checkpoint saved: step {} ({})", c.step, c.path),
+            );
             s.checkpoints.retain(|x| x.step != c.step);
             s.checkpoints.push(c);
         }
@@ -594,7 +606,10 @@ fn on_engine(s: &mut AppState, ev: TrainEvent) -> Vec<Effect> {
                 .map(|c| format!(", checkpoint step {}", c.step))
                 .unwrap_or_default();
             let how = if completed { "completed" } else { "ended" };
-            s.log(Level::Info, format!("run {how} at step {step}{ck}: {message}"));
+            s.log(
+                Level::Info,
+                format!("run {how} at step {step}{ck}: {message}"),
+            );
             s.flash = Some(format!("run {how} at step {step}{ck}"));
             if s.quit_deadline_ms.is_some() {
                 return vec![Effect::Quit];
@@ -797,10 +812,8 @@ fn on_input_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Backspace => {
             input.text.pop();
         }
-        KeyCode::Char(c) => {
-            if input.kind == InputKind::Search || c.is_ascii_digit() {
-                input.text.push(c);
-            }
+        KeyCode::Char(c) if input.kind == InputKind::Search || c.is_ascii_digit() => {
+            input.text.push(c);
         }
         KeyCode::Enter => {
             let Some(input) = s.input.take() else {

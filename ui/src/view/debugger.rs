@@ -26,7 +26,11 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
             Style::new().fg(Color::Yellow),
         ),
     };
-    let id = if d.task.id.is_empty() { "(typed)" } else { &d.task.id };
+    let id = if d.task.id.is_empty() {
+        "(typed)"
+    } else {
+        &d.task.id
+    };
     let head_lines = vec![
         Line::from(vec![
             Span::styled(" cahl-tui ", Style::new().bold().reversed()),
@@ -49,13 +53,17 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
             Span::raw(label)
         });
     }
-    tab_spans.push(Span::styled(format!("  seed {}", d.branch().seed), Style::new().dim()));
+    tab_spans.push(Span::styled(
+        format!("  seed {}", d.branch().seed),
+        Style::new().dim(),
+    ));
     f.render_widget(Paragraph::new(Line::from(tab_spans)), tabs);
     if d.compare {
         draw_compare(f, body, d);
     } else {
         let [left, right] =
-            Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
+            Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)])
+                .areas(body);
         match &d.editor {
             Some(ta) => f.render_widget(ta, left),
             None => draw_plan(f, left, d),
@@ -64,7 +72,10 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
     }
     let message = d.message.clone().unwrap_or_default();
     f.render_widget(
-        Paragraph::new(Line::styled(format!(" {message}"), Style::new().fg(Color::Yellow))),
+        Paragraph::new(Line::styled(
+            format!(" {message}"),
+            Style::new().fg(Color::Yellow),
+        )),
         msg,
     );
     f.render_widget(
@@ -84,7 +95,11 @@ fn plan_lines(b: &Branch, gold: &[String], selected: Option<usize>) -> Vec<Line<
     }
     for (i, st) in b.subtasks.iter().enumerate() {
         let (mark, style) = match b.steps.get(i) {
-            Some(o) if o.parse_error.is_none() && o.reward.total.is_finite() && o.reward.total > 0.0 => {
+            Some(o)
+                if o.parse_error.is_none()
+                    && o.reward.total.is_finite()
+                    && o.reward.total > 0.0 =>
+            {
                 ("✓", Style::new().fg(Color::Green))
             }
             Some(_) => ("✗", Style::new().fg(Color::Red)),
@@ -114,19 +129,29 @@ fn plan_lines(b: &Branch, gold: &[String], selected: Option<usize>) -> Vec<Line<
     }
     if let Some(i) = div.filter(|i| *i >= b.subtasks.len()) {
         lines.push(Line::styled(
-            format!("  ≠ gold: gold has {} sub-tasks, plan stops at {i}", gold.len()),
+            format!(
+                "  ≠ gold: gold has {} sub-tasks, plan stops at {i}",
+                gold.len()
+            ),
             Style::new().fg(Color::Magenta),
         ));
     }
     if let Some(e) = &b.error {
-        lines.push(Line::styled(format!("error: {e}"), Style::new().fg(Color::Red)));
+        lines.push(Line::styled(
+            format!("error: {e}"),
+            Style::new().fg(Color::Red),
+        ));
     }
     lines
 }
 
 fn draw_plan(f: &mut Frame, area: Rect, d: &DebuggerState) {
     let b = d.branch();
-    let src = if b.from_trace { " (recorded trace)" } else { "" };
+    let src = if b.from_trace {
+        " (recorded trace)"
+    } else {
+        ""
+    };
     let block = Block::bordered().title(format!(" plan · {}{src} · e: edit ", b.name));
     let mut lines = plan_lines(b, &d.task.gold_plan, Some(d.selected_step));
     if let Some(i) = call_divergence(&b.steps, &d.task.gold_calls, b.finished()) {
@@ -136,7 +161,12 @@ fn draw_plan(f: &mut Frame, area: Rect, d: &DebuggerState) {
             Style::new().fg(Color::Magenta).bold(),
         ));
     }
-    f.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
 }
 
 fn draw_step(f: &mut Frame, area: Rect, d: &DebuggerState) {
@@ -157,41 +187,60 @@ fn draw_step(f: &mut Frame, area: Rect, d: &DebuggerState) {
             lines.push(Line::styled(text, Style::new().dim()));
         }
         Some(o) => {
-            let section = |t: &str| Line::styled(t.to_string(), Style::new().bold().fg(Color::Cyan));
+            let section =
+                |t: &str| Line::styled(t.to_string(), Style::new().bold().fg(Color::Cyan));
             lines.push(section("reward"));
             lines.push(Line::raw(format!("  {}", fmt_breakdown(&o.reward))));
             lines.push(section("parsed calls"));
             if let Some(e) = &o.parse_error {
-                lines.push(Line::styled(format!("  parse error: {e}"), Style::new().fg(Color::Red)));
+                lines.push(Line::styled(
+                    format!("  parse error: {e}"),
+                    Style::new().fg(Color::Red),
+                ));
             }
             if o.calls.is_empty() {
                 lines.push(Line::styled("  (none)", Style::new().dim()));
             }
             for c in &o.calls {
-                lines.push(Line::styled(format!("  {}", fmt_call(c)), Style::new().fg(Color::Yellow)));
+                lines.push(Line::styled(
+                    format!("  {}", fmt_call(c)),
+                    Style::new().fg(Color::Yellow),
+                ));
             }
             lines.push(section("tool result"));
             lines.push(Line::raw(format!(
                 "  {}",
                 o.tool_result
                     .as_ref()
-                    .map_or("(none)".to_string(), |v| serde_json::to_string(v).unwrap_or_default())
+                    .map_or("(none)".to_string(), |v| serde_json::to_string(v)
+                        .unwrap_or_default())
             )));
             lines.push(section("raw output"));
             lines.extend(o.raw_output.lines().map(|l| Line::raw(format!("  {l}"))));
             lines.push(section("executor prompt"));
-            lines.extend(o.prompt.lines().map(|l| Line::styled(format!("  {l}"), Style::new().dim())));
+            lines.extend(
+                o.prompt
+                    .lines()
+                    .map(|l| Line::styled(format!("  {l}"), Style::new().dim())),
+            );
         }
     }
     let scroll = d.detail_scroll.min(lines.len().saturating_sub(1)) as u16;
     f.render_widget(
-        Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((scroll, 0)),
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
         area,
     );
 }
 
 fn calls_line(b: &Branch) -> Vec<Line<'static>> {
-    let calls: Vec<String> = b.steps.iter().flat_map(|s| s.calls.iter().map(fmt_call)).collect();
+    let calls: Vec<String> = b
+        .steps
+        .iter()
+        .flat_map(|s| s.calls.iter().map(fmt_call))
+        .collect();
     if calls.is_empty() {
         return vec![Line::styled("  (no calls yet)", Style::new().dim())];
     }
@@ -243,15 +292,16 @@ fn draw_compare(f: &mut Frame, area: Rect, d: &DebuggerState) {
     if d.task.gold_calls.is_empty() {
         gl.push(Line::styled("  (no gold calls)", Style::new().dim()));
     }
-    gl.extend(
-        d.task
-            .gold_calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Line::styled(format!("  {}. {}", i + 1, fmt_call(c)), Style::new().fg(Color::Blue))),
-    );
+    gl.extend(d.task.gold_calls.iter().enumerate().map(|(i, c)| {
+        Line::styled(
+            format!("  {}. {}", i + 1, fmt_call(c)),
+            Style::new().fg(Color::Blue),
+        )
+    }));
     f.render_widget(
-        Paragraph::new(gl).block(Block::bordered().title(" gold ")).wrap(Wrap { trim: false }),
+        Paragraph::new(gl)
+            .block(Block::bordered().title(" gold "))
+            .wrap(Wrap { trim: false }),
         cols[2],
     );
 }

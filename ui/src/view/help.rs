@@ -18,7 +18,10 @@ pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ("x", "stop training, with confirmation (train)"),
     ("d", "open the debugger on the selected trajectory"),
     ("?", "this help"),
-    ("q / ctrl-c", "quit (train: stops and saves first; again = now)"),
+    (
+        "q / ctrl-c",
+        "quit (train: stops and saves first; again = now)",
+    ),
 ];
 
 /// Debugger keys: `(key, what it does)`.

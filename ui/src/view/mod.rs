@@ -63,7 +63,10 @@ fn title_line(s: &AppState) -> Line<'static> {
     }
     spans.push(Span::styled(" ? help ", Style::new().dim()));
     if let Some(p) = &s.session_path {
-        spans.push(Span::styled(format!(" {}", p.display()), Style::new().dim()));
+        spans.push(Span::styled(
+            format!(" {}", p.display()),
+            Style::new().dim(),
+        ));
     }
     Line::from(spans)
 }
@@ -130,7 +133,13 @@ fn fmt_axis(v: f64) -> String {
 }
 
 /// Draws one braille chart of `series` (downsampled to the width) with labelled axes.
-pub fn draw_series_chart(f: &mut Frame, area: Rect, title: String, y_name: &str, series: Vec<Series>) {
+pub fn draw_series_chart(
+    f: &mut Frame,
+    area: Rect,
+    title: String,
+    y_name: &str,
+    series: Vec<Series>,
+) {
     let block = Block::bordered().title(title);
     let buckets = (area.width.saturating_sub(10) as usize) * 2;
     let series: Vec<Series> = series
@@ -140,9 +149,14 @@ pub fn draw_series_chart(f: &mut Frame, area: Rect, title: String, y_name: &str,
             name: s.name,
         })
         .collect();
-    let (Some(xb), Some(yb)) = (charts::bounds(&series, false), charts::bounds(&series, true)) else {
+    let (Some(xb), Some(yb)) = (
+        charts::bounds(&series, false),
+        charts::bounds(&series, true),
+    ) else {
         f.render_widget(
-            Paragraph::new("no data yet").block(block).style(Style::new().dim()),
+            Paragraph::new("no data yet")
+                .block(block)
+                .style(Style::new().dim()),
             area,
         );
         return;
@@ -170,7 +184,11 @@ pub fn draw_series_chart(f: &mut Frame, area: Rect, title: String, y_name: &str,
                 .title("step")
                 .style(Style::new().dim())
                 .bounds(xb)
-                .labels([format!("{:.0}", xb[0]), format!("{xmid:.0}"), format!("{:.0}", xb[1])]),
+                .labels([
+                    format!("{:.0}", xb[0]),
+                    format!("{xmid:.0}"),
+                    format!("{:.0}", xb[1]),
+                ]),
         )
         .y_axis(
             Axis::default()
@@ -237,7 +255,9 @@ fn draw_log(f: &mut Frame, area: Rect, s: &AppState) {
         })
         .collect();
     f.render_widget(
-        Paragraph::new(lines).block(block).wrap(Wrap { trim: false }),
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
         area,
     );
 }
@@ -276,13 +296,21 @@ fn draw_status(f: &mut Frame, area: Rect, s: &AppState) {
         RunState::Finished => Style::new().fg(Color::Blue),
     };
     let state = if s.mode == Mode::Replay {
-        if s.engine_connected { "following" } else { "replay" }.to_string()
+        if s.engine_connected {
+            "following"
+        } else {
+            "replay"
+        }
+        .to_string()
     } else {
         s.run_state.label().to_string()
     };
     let tps = s.tokens_per_s();
     let mut spans = vec![
-        Span::styled(format!(" {state} "), state_style.add_modifier(Modifier::BOLD)),
+        Span::styled(
+            format!(" {state} "),
+            state_style.add_modifier(Modifier::BOLD),
+        ),
         sep.clone(),
         Span::raw(format!("step {}/{}", s.last_step(), s.total_steps)),
         sep.clone(),
@@ -292,9 +320,16 @@ fn draw_status(f: &mut Frame, area: Rect, s: &AppState) {
             "- tok/s".into()
         }),
         sep.clone(),
-        Span::raw(format!("ETA {}", s.eta_s().map_or("-".into(), fmt_duration))),
+        Span::raw(format!(
+            "ETA {}",
+            s.eta_s().map_or("-".into(), fmt_duration)
+        )),
         sep.clone(),
-        Span::raw(if s.device.is_empty() { "device ?".into() } else { s.device.clone() }),
+        Span::raw(if s.device.is_empty() {
+            "device ?".into()
+        } else {
+            s.device.clone()
+        }),
     ];
     if let Some(mem) = s.progress.as_ref().and_then(|p| p.memory_bytes) {
         spans.push(sep.clone());
@@ -366,5 +401,8 @@ fn draw_help(f: &mut Frame, area: Rect, in_debugger: bool) {
         .collect();
     let rect = centered(area, 76, lines.len() as u16 + 2);
     f.render_widget(Clear, rect);
-    f.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), rect);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(title)),
+        rect,
+    );
 }

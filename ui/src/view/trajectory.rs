@@ -58,10 +58,7 @@ fn item_line(it: &TrajItem, selected: bool, width: usize) -> Line<'static> {
         Some((g, n)) => format!("{g}×{n:<2}"),
         None => " ?  ".into(),
     };
-    let head = format!(
-        " {:>5} ",
-        it.step
-    );
+    let head = format!(" {:>5} ", it.step);
     let id: String = it.task_id.chars().take(14).collect();
     let mut spans = vec![
         Span::raw(if selected { "▶" } else { " " }),
@@ -108,7 +105,9 @@ pub fn draw_list(f: &mut Frame, area: Rect, s: &AppState) {
     let block = focus_block(title, s.focus == Pane::Trajectories);
     let h = area.height.saturating_sub(3) as usize;
     let cur = t.current();
-    let pos = cur.and_then(|c| vis.iter().position(|x| *x == c)).unwrap_or(0);
+    let pos = cur
+        .and_then(|c| vis.iter().position(|x| *x == c))
+        .unwrap_or(0);
     let offset = (pos + 1).saturating_sub(h.max(1));
     let width = area.width.saturating_sub(2) as usize;
     let mut lines = vec![Line::styled(
@@ -135,7 +134,13 @@ pub fn draw_list(f: &mut Frame, area: Rect, s: &AppState) {
     f.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-fn push_multiline(out: &mut Vec<Line<'static>>, indent: &str, label: &str, text: &str, style: Style) {
+fn push_multiline(
+    out: &mut Vec<Line<'static>>,
+    indent: &str,
+    label: &str,
+    text: &str,
+    style: Style,
+) {
     let mut first = true;
     for l in text.lines() {
         let prefix = if first {
@@ -169,7 +174,10 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
     };
     out.push(Line::from(vec![
         Span::styled(format!("task {} ", r.task.id), Style::new().bold()),
-        Span::raw(format!("[{}] step {} seed {} ", r.task.split, r.step, r.seed)),
+        Span::raw(format!(
+            "[{}] step {} seed {} ",
+            r.task.split, r.step, r.seed
+        )),
         ok(r.success),
         if r.misaligned {
             Span::styled("  misaligned", Style::new().fg(Color::Magenta).bold())
@@ -181,7 +189,10 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
     if !r.task.gold_plan.is_empty() {
         out.push(Line::styled("  gold plan:", Style::new().dim()));
         for (i, g) in r.task.gold_plan.iter().enumerate() {
-            out.push(Line::styled(format!("    {}. {g}", i + 1), Style::new().fg(Color::Blue)));
+            out.push(Line::styled(
+                format!("    {}. {g}", i + 1),
+                Style::new().fg(Color::Blue),
+            ));
         }
     }
     if !r.task.gold_calls.is_empty() {
@@ -193,18 +204,30 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
     }
     for p in &r.plans {
         out.push(Line::raw(""));
-        let adv = p.advantage.map(|a| format!(" adv {a:+.2}")).unwrap_or_default();
+        let adv = p
+            .advantage
+            .map(|a| format!(" adv {a:+.2}"))
+            .unwrap_or_default();
         out.push(Line::from(vec![
-            Span::styled(format!("plan #{} ", p.index), Style::new().bold().fg(Color::Cyan)),
+            Span::styled(
+                format!("plan #{} ", p.index),
+                Style::new().bold().fg(Color::Cyan),
+            ),
             Span::raw(format!("reward {}{adv} ", fmt_breakdown(&p.reward))),
             ok(p.success),
         ]));
         if let Some(e) = &p.parse_error {
-            out.push(Line::styled(format!("  parse error: {e}"), Style::new().fg(Color::Red)));
+            out.push(Line::styled(
+                format!("  parse error: {e}"),
+                Style::new().fg(Color::Red),
+            ));
             push_multiline(&mut out, "  ", "raw: ", &p.raw_text, Style::new());
         }
         for (i, st) in p.subtasks.iter().enumerate() {
-            out.push(Line::styled(format!("  {}. {st}", i + 1), Style::new().bold()));
+            out.push(Line::styled(
+                format!("  {}. {st}", i + 1),
+                Style::new().bold(),
+            ));
             let Some(step) = p.steps.iter().find(|s| s.subtask_index == i) else {
                 out.push(Line::styled("     (not executed)", Style::new().dim()));
                 continue;
@@ -218,11 +241,18 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
             }
             for (j, smp) in step.samples.iter().enumerate() {
                 let cont = j == step.continued;
-                let adv = smp.advantage.map(|a| format!(" adv {a:+.2}")).unwrap_or_default();
+                let adv = smp
+                    .advantage
+                    .map(|a| format!(" adv {a:+.2}"))
+                    .unwrap_or_default();
                 out.push(Line::from(vec![
                     Span::styled(
                         format!("     {} sample {j} ", if cont { "▶" } else { "·" }),
-                        if cont { Style::new().fg(Color::Green).bold() } else { Style::new() },
+                        if cont {
+                            Style::new().fg(Color::Green).bold()
+                        } else {
+                            Style::new()
+                        },
                     ),
                     Span::raw(format!("reward {}{adv}", fmt_breakdown(&smp.reward))),
                     Span::styled(
@@ -263,7 +293,10 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
 pub fn draw_detail(f: &mut Frame, area: Rect, s: &AppState) {
     let item = s.trajs.current().and_then(|q| s.trajs.get(q));
     let title = match item {
-        Some(it) => format!(" trajectory {} · step {} · enter: back · d: debug ", it.task_id, it.step),
+        Some(it) => format!(
+            " trajectory {} · step {} · enter: back · d: debug ",
+            it.task_id, it.step
+        ),
         None => " trajectory ".into(),
     };
     let block = focus_block(title, s.focus == Pane::Trajectories);

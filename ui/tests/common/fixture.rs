@@ -35,7 +35,10 @@ pub fn metrics(step: u64) -> MetricsRecord {
     components.insert("executor/syntax".into(), (0.3 + t / 60.0).min(1.0));
     components.insert("executor/semantics".into(), (0.1 + t / 50.0).min(1.0));
     components.insert("planner/param_accuracy".into(), (0.2 + t / 70.0).min(1.0));
-    components.insert("planner/trajectory_alignment".into(), (0.15 + t / 90.0).min(1.0));
+    components.insert(
+        "planner/trajectory_alignment".into(),
+        (0.15 + t / 90.0).min(1.0),
+    );
     MetricsRecord {
         step,
         planner_reward: 0.2 + 0.6 * (1.0 - (-t / 20.0).exp()) + 0.03 * (t * 0.7).sin(),
@@ -78,8 +81,8 @@ const CITIES: [&str; 5] = ["Paris", "Lyon", "Oslo", "Lima", "Kyoto"];
 /// A deterministic trajectory: task `t-{k}` at `step`, 2 plans × 2 sub-tasks × 2 samples.
 pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
     let city = CITIES[(k as usize) % CITIES.len()];
-    let success = (step + k) % 3 != 0;
-    let misaligned = (step + k) % 4 == 0;
+    let success = !(step + k).is_multiple_of(3);
+    let misaligned = (step + k).is_multiple_of(4);
     let gold_calls = vec![
         CallRecord {
             name: "get_weather".into(),
@@ -103,8 +106,10 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
                 let good = ExecSample {
                     raw_text: format!(
                         "<tool_call>{}</tool_call>",
-                        serde_json::to_string(&json!({"name": call.name, "arguments": call.arguments}))
-                            .unwrap_or_default()
+                        serde_json::to_string(
+                            &json!({"name": call.name, "arguments": call.arguments})
+                        )
+                        .unwrap_or_default()
                     ),
                     calls: vec![call.clone()],
                     parse_error: None,
@@ -133,7 +138,9 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
                 StepRecord {
                     subtask_index: i,
                     subtask: st.clone(),
-                    prompt: Some(format!("<system>You are the executor.</system>\n<user>{st}</user>")),
+                    prompt: Some(format!(
+                        "<system>You are the executor.</system>\n<user>{st}</user>"
+                    )),
                     samples: vec![good, bad],
                     continued: if ok { 0 } else { 1 },
                 }
@@ -151,7 +158,10 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
             parse_error: None,
             reward: reward(
                 if ok { 0.9 } else { 0.3 },
-                &[("param_accuracy", if ok { 1.0 } else { 0.5 }), ("trajectory_alignment", if ok { 0.8 } else { 0.1 })],
+                &[
+                    ("param_accuracy", if ok { 1.0 } else { 0.5 }),
+                    ("trajectory_alignment", if ok { 0.8 } else { 0.1 }),
+                ],
                 &[],
             ),
             advantage: Some(if ok { 0.7 } else { -0.7 }),
@@ -187,7 +197,8 @@ pub fn write_session(dir: &Path, steps: u64, per_step: u64, damage: bool) {
         .expect("create fixture session");
     for s in 1..=steps {
         for k in 0..per_step {
-            w.append_trajectory(&trajectory(s, k)).expect("append trajectory");
+            w.append_trajectory(&trajectory(s, k))
+                .expect("append trajectory");
         }
         w.append_metrics(&metrics(s)).expect("append metrics");
         if s == steps / 2 && s > 0 {

@@ -5,8 +5,10 @@ pub mod fixture;
 
 use std::path::PathBuf;
 
-use cahl_sessions::{RewardBreakdown, TrainEvent, CallRecord};
-use cahl_ui::backend::{BackendJob, DebugStepOutcome, DebugStepRequest, ExecutorBackend, PlanRequest};
+use cahl_sessions::{CallRecord, RewardBreakdown, TrainEvent};
+use cahl_ui::backend::{
+    BackendJob, DebugStepOutcome, DebugStepRequest, ExecutorBackend, PlanRequest,
+};
 use cahl_ui::state::{update, AppState, Effect, Mode, Msg, StateOptions};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -56,7 +58,9 @@ pub fn recorded_events(steps: u64) -> Vec<TrainEvent> {
         }
         ev.push(TrainEvent::Metrics(fixture::metrics(s)));
         if s == 5 {
-            ev.push(TrainEvent::Warning("executor output truncated at 512 tokens".into()));
+            ev.push(TrainEvent::Warning(
+                "executor output truncated at 512 tokens".into(),
+            ));
         }
         if s == 10 {
             ev.push(TrainEvent::Checkpoint(cahl_sessions::CheckpointRecord {
@@ -147,7 +151,11 @@ impl ExecutorBackend for FakeBackend {
 
 /// Runs every backend job in `effects` on `backend` synchronously and feeds the replies back,
 /// repeating until no job is left (like the worker thread, but deterministic).
-pub fn drive_backend(s: &mut AppState, backend: &mut dyn ExecutorBackend, effects: Vec<Effect>) -> Vec<Effect> {
+pub fn drive_backend(
+    s: &mut AppState,
+    backend: &mut dyn ExecutorBackend,
+    effects: Vec<Effect>,
+) -> Vec<Effect> {
     let mut pending = effects;
     let mut other = Vec::new();
     while let Some(e) = pending.pop() {
