@@ -746,6 +746,69 @@ mod tests {
         assert!(screen(&term).contains("step 3/10"));
     }
 
+    #[test]
+    fn live_loads_evicted_trajectories_from_the_session_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fx::write_session(dir.path(), 10, 3, false);
+        let opts = UiOptions {
+            live_capacity: 100,
+            full_records: 3,
+            ..UiOptions::default()
+        };
+        let mut state = AppState::new(Mode::Live, opts.state_options());
+        let mut rt = Runtime::new(&opts);
+        let mut msgs = vec![Msg::Engine(TrainEvent::Started {
+            info: fx::run_info(10),
+            total_steps: 10,
+            start_step: 0,
+            session_dir: dir.path().to_path_buf(),
+            device: "cpu".into(),
+        })];
+        for s in 1..=10 {
+            for k in 0..3 {
+                msgs.push(Msg::Engine(TrainEvent::Trajectory(Box::new(fx::trajectory(s, k)))));
+            }
+        }
+        msgs.extend((0..20).map(|_| key(KeyCode::Char('j'))));
+        msgs.push(key(KeyCode::Enter));
+        for m in msgs {
+            assert!(!rt.handle(&mut state, m));
+        }
+        let item = state.trajs.get(state.trajs.current().expect("sel")).expect("item");
+        assert_eq!((item.step, item.task_id.as_str()), (4, "t-0"));
+        let rec = item.record.as_ref().expect("re-read from trajectories.jsonl");
+        assert_eq!(**rec, fx::trajectory(4, 0));
+        // Opening the debugger on it works from the loaded record.
+        assert!(!rt.handle(&mut state, key(KeyCode::Char('d'))));
+        assert_eq!(state.debugger.as_ref().expect("debugger").task.id, "t-0");
+    }
+
+    #[test]
+    fn saved_debugger_session_reopens_from_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut state, _) = AppState::debugger(
+            DebugInitial::Trajectory {
+                record: Box::new(fx::trajectory(2, 1)),
+                plan_index: None,
+            },
+            StateOptions {
+                debug_dir: Some(dir.path().to_path_buf()),
+                ..StateOptions::default()
+            },
+        );
+        let mut rt = Runtime::new(&UiOptions::default());
+        assert!(!rt.handle(&mut state, key(KeyCode::Char('S'))));
+        let path = dir.path().join("debug-t-1.json");
+        assert!(state.flash.as_deref().is_some_and(|f| f.contains("saved")));
+        let initial = DebugInitial::from_saved_file(&path).expect("reopen");
+        let (again, _) = AppState::debugger(initial, StateOptions::default());
+        assert_eq!(
+            again.debugger.as_ref().expect("d").branches,
+            state.debugger.as_ref().expect("d").branches
+        );
+        assert!(DebugInitial::from_saved_file(&dir.path().join("missing.json")).is_err());
+    }
+
     struct Echo;
     impl ExecutorBackend for Echo {
         fn describe(&self) -> String {
