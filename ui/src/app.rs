@@ -766,7 +766,9 @@ mod tests {
         })];
         for s in 1..=10 {
             for k in 0..3 {
-                msgs.push(Msg::Engine(TrainEvent::Trajectory(Box::new(fx::trajectory(s, k)))));
+                msgs.push(Msg::Engine(TrainEvent::Trajectory(Box::new(
+                    fx::trajectory(s, k),
+                ))));
             }
         }
         msgs.extend((0..20).map(|_| key(KeyCode::Char('j'))));
@@ -774,9 +776,15 @@ mod tests {
         for m in msgs {
             assert!(!rt.handle(&mut state, m));
         }
-        let item = state.trajs.get(state.trajs.current().expect("sel")).expect("item");
+        let item = state
+            .trajs
+            .get(state.trajs.current().expect("sel"))
+            .expect("item");
         assert_eq!((item.step, item.task_id.as_str()), (4, "t-0"));
-        let rec = item.record.as_ref().expect("re-read from trajectories.jsonl");
+        let rec = item
+            .record
+            .as_ref()
+            .expect("re-read from trajectories.jsonl");
         assert_eq!(**rec, fx::trajectory(4, 0));
         // Opening the debugger on it works from the loaded record.
         assert!(!rt.handle(&mut state, key(KeyCode::Char('d'))));

@@ -534,3 +534,22 @@ fn release_events_are_ignored() {
     };
     assert!(update(&mut s, Msg::Key(k)).is_empty());
 }
+
+#[test]
+fn expanded_view_scrolls_within_its_content() {
+    let mut s = live_state(2);
+    feed(&mut s, [code(KeyCode::Enter)]);
+    assert!(s.trajs.expanded);
+    feed(&mut s, std::iter::repeat_n(key('j'), 10_000));
+    let max = s.trajs.detail_scroll;
+    assert!(max > 10 && max < 200, "clamped to the content: {max}");
+    feed(&mut s, [key('k')]);
+    assert_eq!(
+        s.trajs.detail_scroll,
+        max - 1,
+        "one key press moves back immediately"
+    );
+    assert!(screen(&s).contains("trajectory t-2"));
+    feed(&mut s, [code(KeyCode::Enter)]);
+    assert!(!s.trajs.expanded);
+}

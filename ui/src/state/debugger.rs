@@ -102,8 +102,7 @@ impl DebugSessionFile {
 impl DebugInitial {
     /// Reopens a debugger session saved with `S` (a [`DebugSessionFile`] JSON file).
     pub fn from_saved_file(path: &std::path::Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         DebugSessionFile::from_json(&text)
             .map(DebugInitial::Saved)
             .map_err(|e| format!("{}: {e}", path.display()))

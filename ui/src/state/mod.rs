@@ -779,7 +779,13 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
 fn move_in_pane(s: &mut AppState, delta: isize) {
     match s.focus {
         Pane::Trajectories if s.trajs.expanded => {
-            s.trajs.detail_scroll = s.trajs.detail_scroll.saturating_add_signed(delta);
+            let max = s
+                .trajs
+                .current()
+                .and_then(|q| s.trajs.get(q))
+                .and_then(|it| it.record.as_deref())
+                .map_or(0, trajs::detail_line_bound);
+            s.trajs.detail_scroll = s.trajs.detail_scroll.saturating_add_signed(delta).min(max);
         }
         Pane::Trajectories => s.trajs.move_selection(delta),
         Pane::Log => {

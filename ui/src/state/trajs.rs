@@ -127,6 +127,23 @@ pub fn plan_shape(rec: &TrajectoryRecord) -> (usize, usize) {
     (rec.plans.len(), best.map_or(0, |p| p.subtasks.len()))
 }
 
+/// Upper bound on the number of lines of the expanded view of `rec` (before wrapping), used to
+/// keep scrolling within the content.
+pub fn detail_line_bound(rec: &TrajectoryRecord) -> usize {
+    let text = |s: &str| s.lines().count().max(1);
+    let mut n = 6 + text(&rec.task.text) + rec.task.gold_plan.len();
+    for p in &rec.plans {
+        n += 4 + text(&p.raw_text) + p.subtasks.len() * 2;
+        n += p.final_response.as_deref().map_or(0, text);
+        for st in &p.steps {
+            for smp in &st.samples {
+                n += 4 + text(&smp.raw_text) + smp.calls.len();
+            }
+        }
+    }
+    n
+}
+
 /// Bounded, filterable list of trajectories, newest shown first.
 #[derive(Debug, Clone)]
 pub struct TrajList {
