@@ -817,6 +817,40 @@ mod tests {
         assert!(DebugInitial::from_saved_file(&dir.path().join("missing.json")).is_err());
     }
 
+    #[test]
+    fn an_event_flood_is_absorbed_with_a_bounded_buffer() {
+        let opts = UiOptions::default();
+        let mut state = AppState::new(Mode::Live, opts.state_options());
+        let mut rt = Runtime::new(&opts);
+        let rec = fx::trajectory(1, 0);
+        for s in 1..=20_000u64 {
+            let mut r = rec.clone();
+            r.step = s;
+            rt.tx
+                .send(Msg::Engine(TrainEvent::Trajectory(Box::new(r))))
+                .expect("send");
+            if s % 10 == 0 {
+                rt.tx
+                    .send(Msg::Engine(TrainEvent::Metrics(fx::metrics(s / 10))))
+                    .expect("send");
+            }
+        }
+        rt.tx.send(Msg::EngineGone).expect("send");
+        rt.tx.send(key(KeyCode::Char('q'))).expect("send");
+        let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+        let t0 = Instant::now();
+        rt.run(&mut term, &mut state, Vec::new()).expect("loop");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(state.trajs.len(), 2000);
+        assert_eq!(state.trajs.dropped, 18_000);
+        assert!(state.trajs.iter().filter(|it| it.record.is_some()).count() <= 256);
+        assert_eq!(state.metrics.len(), 2000);
+    }
+
     struct Echo;
     impl ExecutorBackend for Echo {
         fn describe(&self) -> String {

@@ -7,6 +7,18 @@
 //!
 //! State and update logic ([`state`]) are separate from drawing ([`view`]) and from the terminal
 //! event loop ([`app`]), so everything but the loop is testable without a terminal.
+//!
+//! # Threads and channels
+//! One loop thread owns the state and the terminal. An input thread turns terminal events into
+//! messages; in live mode a forwarder thread moves [`cahl_sessions::TrainEvent`]s from the
+//! engine's `std::sync::mpsc` channel; a worker thread owns the [`ExecutorBackend`]. The loop
+//! applies every waiting message, then draws (at most [`UiOptions::fps`] frames per second). The
+//! live trajectory buffer is bounded ([`UiOptions::live_capacity`]); older trajectories are re-read
+//! from the session's `trajectories.jsonl` when expanded.
+//!
+//! # Keys
+//! The dashboard keys are listed in [`view::help::DASHBOARD_KEYS`], the debugger keys in
+//! [`view::help::DEBUGGER_KEYS`]; `?` shows them in the UI.
 
 #![warn(missing_docs)]
 
