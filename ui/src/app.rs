@@ -743,7 +743,9 @@ mod tests {
         assert_eq!(second, TrainCommand::Stop);
         assert_eq!(state.run_state, RunState::Finished);
         assert_eq!(state.metrics.len(), 3);
-        assert!(screen(&term).contains("step 3/10"));
+        // Frames are capped, so the last events may be applied without a final draw; at least
+        // one frame of the dashboard was drawn.
+        assert!(screen(&term).contains("TRAIN"));
     }
 
     #[test]
