@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod events;
 mod fsutil;
 pub mod jsonl;
 pub mod layout;
@@ -19,6 +20,7 @@ pub mod time;
 pub mod writer;
 
 pub use error::{Result, SessionError};
+pub use events::{RunState, TrainCommand, TrainEvent};
 pub use jsonl::TailRepair;
 pub use layout::{
     latest_checkpoint, list_checkpoints, new_session_dir, new_session_dir_at, session_dir_name,

@@ -1,0 +1,74 @@
+//! `cahl-tui replay <trajectories.jsonl | metrics.jsonl | SESSION_DIR>`: browse a recorded run
+//! without a model.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Arguments of `cahl-tui replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// A session directory, or a bare `trajectories.jsonl` / `metrics.jsonl`.
+    pub path: PathBuf,
+    /// Maximum frames per second.
+    #[arg(long, default_value_t = 20)]
+    pub fps: u32,
+    /// Steps shown by the recent-window chart view (`w`).
+    #[arg(long, default_value_t = 100)]
+    pub window: usize,
+    /// How often to re-read the files to follow a run that is still writing them, in ms.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Where debugger sessions are saved (default: `<session>/debug/`).
+    #[arg(long)]
+    pub debug_dir: Option<PathBuf>,
+    /// Print a text summary instead of opening the terminal UI (implied when stdout is not a
+    /// terminal).
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// Runs `cahl-tui replay`.
+pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    if args.summary || !std::io::stdout().is_terminal() {
+        return print_summary(&args);
+    }
+    let opts = cahl_ui::UiOptions {
+        fps: args.fps,
+        window: args.window,
+        poll_interval: Duration::from_millis(args.poll_ms.max(50)),
+        debug_dir: args.debug_dir.clone(),
+        ..cahl_ui::UiOptions::default()
+    };
+    cahl_ui::run_replay(&args.path, opts)
+        .with_context(|| format!("replaying {}", args.path.display()))
+}
+
+fn print_summary(args: &ReplayArgs) -> anyhow::Result<()> {
+    let reader = cahl_sessions::SessionReader::open(&args.path)
+        .with_context(|| format!("opening {}", args.path.display()))?;
+    if let Some(info) = reader.run_info() {
+        println!(
+            "run: model {} · mode {} · seed {} · {} planned steps · device {}",
+            info.model, info.mode, info.seed, info.total_steps, info.device
+        );
+    }
+    let m = reader.metrics();
+    println!("metrics: {} steps", m.len());
+    if let Some(last) = m.last() {
+        println!(
+            "last step {}: planner reward {:.3}, executor reward {:.3}, success {:.3}",
+            last.step, last.planner_reward, last.executor_reward, last.success_rate
+        );
+    }
+    let entries = reader.entries();
+    let ok = entries.iter().filter(|e| e.summary.success).count();
+    println!("trajectories: {} ({} successful)", entries.len(), ok);
+    println!("checkpoints: {}", reader.checkpoints().len());
+    for p in reader.problems() {
+        println!("problem: {p}");
+    }
+    Ok(())
+}

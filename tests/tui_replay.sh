@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# End-to-end check of `cahl-tui replay` driven through tmux (send-keys / capture-pane).
+#
+# Writes a fixture session (with a corrupt line and a torn tail) using the real session writer,
+# opens it in the real binary inside a detached tmux session, presses keys and asserts on the
+# captured screen. Skips (exit 0, with the reason) when tmux is not installed.
+#
+# Env: CAHL_TUI_BIN  path to the binary (default: target/debug/cahl-tui, built if missing)
+#      E2E_TIMEOUT   seconds to wait for each expected text (default 20)
+set -euo pipefail
+
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "SKIP tui_replay.sh: tmux is not installed (apt-get install -y tmux)"
+    exit 0
+fi
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CAHL_TUI_BIN:-$ROOT/target/debug/cahl-tui}
+TIMEOUT=${E2E_TIMEOUT:-20}
+if [ ! -x "$BIN" ]; then
+    (cd "$ROOT" && cargo build --bin cahl-tui)
+fi
+
+WORK=$(mktemp -d)
+SESSION="cahl-e2e-$$"
+cleanup() {
+    tmux kill-session -t "$SESSION" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+(cd "$ROOT" && cargo run -q -p cahl-ui --example make_fixture -- "$WORK/run" --damage)
+
+tmux new-session -d -s "$SESSION" -x 120 -y 40 \
+    "TERM=xterm-256color '$BIN' replay '$WORK/run'; echo \"EXIT=\$?\"; sleep 60"
+
+screen() { tmux capture-pane -p -t "$SESSION"; }
+
+# wait_for TEXT: polls the pane until TEXT (fixed string) appears, or fails with the screen.
+wait_for() {
+    local deadline=$((SECONDS + TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        if screen | grep -qF -- "$1"; then
+            echo "ok: '$1'"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "FAIL: '$1' did not appear within ${TIMEOUT}s; screen was:" >&2
+    screen >&2
+    exit 1
+}
+
+keys() { tmux send-keys -t "$SESSION" "$@"; }
+
+wait_for "REPLAY"
+wait_for "file problems"
+wait_for "trajectories · all · 120 shown"
+wait_for "mean reward"
+
+keys f
+wait_for "trajectories · failures"
+keys f f
+
+keys /
+wait_for "search:"
+keys -l "lyon"
+keys Enter
+wait_for "search 'lyon'"
+
+keys Enter
+wait_for "plan #0"
+keys Enter
+
+keys '?'
+wait_for "keys (any key closes)"
+keys Escape
+
+keys g
+keys -l "12"
+keys Enter
+wait_for "jumped to step 12"
+
+keys d
+wait_for "DEBUGGER"
+wait_for "no model"
+keys n
+wait_for "needs a model"
+keys Escape
+wait_for "REPLAY"
+
+keys q
+wait_for "EXIT=0"
+echo "PASS tui_replay.sh"

@@ -1,0 +1,232 @@
+//! Metric series for the curve panels, and downsampling to the chart width.
+
+use cahl_sessions::MetricsRecord;
+
+/// What the right-hand chart shows (the left one always shows planner and executor reward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChartKind {
+    /// Success rate and misaligned rate.
+    #[default]
+    Success,
+    /// Mean reward components (`executor/format`, `planner/param_accuracy`, ...).
+    Components,
+    /// Policy loss per policy.
+    Loss,
+    /// KL to the reference per policy.
+    Kl,
+}
+
+impl ChartKind {
+    /// The next kind in the `c` key cycle.
+    pub fn next(self) -> ChartKind {
+        match self {
+            ChartKind::Success => ChartKind::Components,
+            ChartKind::Components => ChartKind::Loss,
+            ChartKind::Loss => ChartKind::Kl,
+            ChartKind::Kl => ChartKind::Success,
+        }
+    }
+
+    /// Chart title.
+    pub fn title(self) -> &'static str {
+        match self {
+            ChartKind::Success => "success / misaligned rate",
+            ChartKind::Components => "reward components",
+            ChartKind::Loss => "loss",
+            ChartKind::Kl => "KL",
+        }
+    }
+}
+
+/// Whole run (downsampled) or the last N steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartRange {
+    /// Every step, downsampled to the chart width.
+    Whole,
+    /// Only the last `n` steps.
+    Window(usize),
+}
+
+impl ChartRange {
+    /// Label shown in the chart title.
+    pub fn label(self) -> String {
+        match self {
+            ChartRange::Whole => "whole run".into(),
+            ChartRange::Window(n) => format!("last {n} steps"),
+        }
+    }
+}
+
+/// A named series of `(step, value)` points (non-finite values removed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend name.
+    pub name: String,
+    /// Points sorted by step.
+    pub points: Vec<(f64, f64)>,
+}
+
+fn series_of(name: &str, metrics: &[MetricsRecord], f: impl Fn(&MetricsRecord) -> f64) -> Series {
+    Series {
+        name: name.to_string(),
+        points: metrics
+            .iter()
+            .map(|m| (m.step as f64, f(m)))
+            .filter(|(_, y)| y.is_finite())
+            .collect(),
+    }
+}
+
+/// Planner and executor mean reward.
+pub fn reward_series(metrics: &[MetricsRecord]) -> Vec<Series> {
+    vec![
+        series_of("planner", metrics, |m| m.planner_reward),
+        series_of("executor", metrics, |m| m.executor_reward),
+    ]
+}
+
+/// The series of the right-hand chart.
+pub fn kind_series(kind: ChartKind, metrics: &[MetricsRecord]) -> Vec<Series> {
+    match kind {
+        ChartKind::Success => vec![
+            series_of("success", metrics, |m| m.success_rate),
+            series_of("misaligned", metrics, |m| m.misaligned_rate),
+        ],
+        ChartKind::Loss => vec![
+            series_of("planner", metrics, |m| m.planner.loss),
+            series_of("executor", metrics, |m| m.executor.loss),
+        ],
+        ChartKind::Kl => vec![
+            series_of("planner", metrics, |m| m.planner.kl),
+            series_of("executor", metrics, |m| m.executor.kl),
+        ],
+        ChartKind::Components => {
+            let mut keys: Vec<&String> = metrics.iter().flat_map(|m| m.components.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .map(|k| {
+                    series_of(k, metrics, |m| {
+                        m.components.get(k).copied().unwrap_or(f64::NAN)
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// The metrics in range: all of them, or those of the last `n` steps.
+pub fn in_range(metrics: &[MetricsRecord], range: ChartRange) -> &[MetricsRecord] {
+    match range {
+        ChartRange::Whole => metrics,
+        ChartRange::Window(n) => {
+            let Some(last) = metrics.last() else {
+                return metrics;
+            };
+            let from = last.step.saturating_sub(n.saturating_sub(1) as u64);
+            let start = metrics.partition_point(|m| m.step < from);
+            &metrics[start..]
+        }
+    }
+}
+
+/// Reduces `points` to at most `buckets` points by averaging equal-width step buckets (x is the
+/// bucket's mean step). Points are returned unchanged when they already fit.
+pub fn downsample(points: &[(f64, f64)], buckets: usize) -> Vec<(f64, f64)> {
+    if buckets == 0 || points.len() <= buckets {
+        return points.to_vec();
+    }
+    let (x0, x1) = (points[0].0, points[points.len() - 1].0);
+    let width = ((x1 - x0) / buckets as f64).max(f64::MIN_POSITIVE);
+    let mut out = Vec::with_capacity(buckets);
+    let mut cur: Option<(usize, f64, f64, usize)> = None;
+    for &(x, y) in points {
+        let b = (((x - x0) / width) as usize).min(buckets - 1);
+        match &mut cur {
+            Some((cb, sx, sy, n)) if *cb == b => {
+                *sx += x;
+                *sy += y;
+                *n += 1;
+            }
+            _ => {
+                if let Some((_, sx, sy, n)) = cur.take() {
+                    out.push((sx / n as f64, sy / n as f64));
+                }
+                cur = Some((b, x, y, 1));
+            }
+        }
+    }
+    if let Some((_, sx, sy, n)) = cur {
+        out.push((sx / n as f64, sy / n as f64));
+    }
+    out
+}
+
+/// `[min, max]` over all points of all series, padded so a flat line is visible; `None` if
+/// there are no points.
+pub fn bounds(series: &[Series], axis_y: bool) -> Option<[f64; 2]> {
+    let vals = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .map(|p| if axis_y { p.1 } else { p.0 });
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in vals {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() || !hi.is_finite() {
+        return None;
+    }
+    if hi - lo < 1e-9 {
+        let pad = if lo.abs() > 1e-9 { lo.abs() * 0.1 } else { 1.0 };
+        return Some([lo - pad, hi + pad]);
+    }
+    if axis_y {
+        let pad = (hi - lo) * 0.05;
+        Some([lo - pad, hi + pad])
+    } else {
+        Some([lo, hi])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsample_keeps_short_series_and_averages_buckets() {
+        let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, i as f64)).collect();
+        assert_eq!(downsample(&pts, 20), pts);
+        let d = downsample(&pts, 2);
+        assert_eq!(d.len(), 2);
+        assert!((d[0].1 - 2.0).abs() < 1e-9, "{d:?}");
+        assert!((d[1].1 - 7.0).abs() < 1e-9, "{d:?}");
+    }
+
+    #[test]
+    fn window_takes_last_steps() {
+        let m: Vec<MetricsRecord> = (1..=50)
+            .map(|s| MetricsRecord {
+                step: s,
+                ..MetricsRecord::default()
+            })
+            .collect();
+        let w = in_range(&m, ChartRange::Window(10));
+        assert_eq!(w.len(), 10);
+        assert_eq!(w[0].step, 41);
+        assert_eq!(in_range(&m, ChartRange::Whole).len(), 50);
+    }
+
+    #[test]
+    fn bounds_pad_flat_lines_and_skip_nan() {
+        let s = vec![Series {
+            name: "a".into(),
+            points: vec![(1.0, 0.5), (2.0, 0.5)],
+        }];
+        let b = bounds(&s, true).expect("bounds");
+        assert!(b[0] < 0.5 && b[1] > 0.5);
+        let m = vec![MetricsRecord::default()];
+        assert!(reward_series(&m)[0].points.is_empty());
+        assert_eq!(bounds(&reward_series(&m), true), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! The key map shown by `?` (also the source of truth for the docs).
+
+/// Dashboard keys (train and replay): `(key, what it does)`.
+pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
+    ("tab / shift-tab", "switch pane (trajectories, messages)"),
+    ("j k / ↓ ↑", "move selection / scroll"),
+    ("PgDn PgUp", "move by 10"),
+    ("enter", "expand / collapse the selected trajectory"),
+    ("esc", "collapse"),
+    ("f", "filter: all → failures → misaligned"),
+    ("space", "freeze / unfreeze the stream"),
+    ("/", "search task text or id (enter applies, empty clears)"),
+    ("g", "jump to step"),
+    ("c", "cycle right chart: success → components → loss → KL"),
+    ("w", "toggle whole run / recent window"),
+    ("p", "pause / resume training (train)"),
+    ("s", "save a checkpoint now (train)"),
+    ("x", "stop training, with confirmation (train)"),
+    ("d", "open the debugger on the selected trajectory"),
+    ("?", "this help"),
+    (
+        "q / ctrl-c",
+        "quit (train: stops and saves first; again = now)",
+    ),
+];
+
+/// Debugger keys: `(key, what it does)`.
+pub const DEBUGGER_KEYS: &[(&str, &str)] = &[
+    ("e", "edit the plan (one sub-task per line; esc applies)"),
+    ("n / →", "run the next sub-task on the executor"),
+    ("r", "run to the end"),
+    ("z", "reset the branch (clear its steps)"),
+    ("b / B, tab", "next / previous branch"),
+    ("j k", "select a step"),
+    ("J K / PgDn PgUp", "scroll the step detail"),
+    ("+ / -", "change the branch seed (resets it)"),
+    ("p", "ask the planner for a new plan (new branch)"),
+    ("c", "compare original / current / gold side by side"),
+    ("S", "save the debugger session"),
+    ("esc / q", "close the debugger"),
+];

@@ -1,0 +1,408 @@
+//! Rendering only: every function draws [`AppState`] into a ratatui [`Frame`] and changes
+//! nothing. Works with any ratatui backend (the terminal, or `TestBackend` in tests).
+
+pub mod debugger;
+pub mod help;
+pub mod trajectory;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Chart, Clear, Dataset, GraphType, LegendPosition, Paragraph, Wrap,
+};
+use ratatui::Frame;
+
+use crate::state::charts::{self, Series};
+use crate::state::{AppState, InputKind, Level, Mode, Pane};
+use cahl_sessions::RunState;
+
+/// Colours of chart series, in order.
+pub const SERIES_COLORS: [Color; 8] = [
+    Color::Cyan,
+    Color::Yellow,
+    Color::Green,
+    Color::Magenta,
+    Color::Red,
+    Color::Blue,
+    Color::LightGreen,
+    Color::LightRed,
+];
+
+/// Draws the whole UI.
+pub fn draw(f: &mut Frame, s: &AppState) {
+    let area = f.area();
+    if let Some(d) = &s.debugger {
+        debugger::draw(f, area, d);
+    } else {
+        draw_dashboard(f, area, s);
+    }
+    if s.help {
+        draw_help(f, area, s.debugger.is_some());
+    }
+}
+
+fn title_line(s: &AppState) -> Line<'static> {
+    let mode = match s.mode {
+        Mode::Live => "TRAIN",
+        Mode::Replay => "REPLAY",
+        Mode::Debug => "DEBUG",
+    };
+    let mut spans = vec![
+        Span::styled(" cahl-tui ", Style::new().bold().reversed()),
+        Span::styled(format!(" {mode} "), Style::new().bold().fg(Color::Cyan)),
+    ];
+    if let Some(i) = &s.run_info {
+        spans.push(Span::raw(format!(
+            " model {} · mode {} · seed {} ",
+            if i.model.is_empty() { "?" } else { &i.model },
+            if i.mode.is_empty() { "?" } else { &i.mode },
+            i.seed
+        )));
+    }
+    spans.push(Span::styled(" ? help ", Style::new().dim()));
+    if let Some(p) = &s.session_path {
+        spans.push(Span::styled(
+            format!(" {}", p.display()),
+            Style::new().dim(),
+        ));
+    }
+    Line::from(spans)
+}
+
+fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
+    let mut banner: Vec<Line> = Vec::new();
+    if let Some(e) = &s.last_error {
+        banner.push(Line::styled(
+            format!(" engine error: {e}"),
+            Style::new().fg(Color::White).bg(Color::Red),
+        ));
+    }
+    if !s.problems.is_empty() {
+        let n = s.problems.len();
+        let first = &s.problems[0];
+        let what = if n == 1 {
+            "1 file problem".to_string()
+        } else {
+            format!("{n} file problems (first shown, all in messages)")
+        };
+        let style = Style::new().fg(Color::Black).bg(Color::Yellow);
+        banner.push(Line::styled(
+            format!(" ⚠ {what}; the readable part is shown"),
+            style,
+        ));
+        banner.push(Line::styled(format!("   {first}"), style));
+    }
+    let chart_h = (area.height.saturating_sub(4) * 2 / 5).max(6);
+    let [title, banner_area, charts_area, body, status, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banner.len() as u16),
+        Constraint::Length(chart_h),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    f.render_widget(Paragraph::new(title_line(s)), title);
+    f.render_widget(Paragraph::new(banner), banner_area);
+    draw_charts(f, charts_area, s);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(body);
+    if s.trajs.expanded {
+        trajectory::draw_detail(f, left, s);
+    } else {
+        trajectory::draw_list(f, left, s);
+    }
+    draw_log(f, right, s);
+    draw_status(f, status, s);
+    draw_bottom(f, bottom, s);
+}
+
+fn fmt_axis(v: f64) -> String {
+    let a = v.abs();
+    if a >= 10_000.0 {
+        format!("{:.1e}", v)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Draws one braille chart of `series` (downsampled to the width) with labelled axes.
+pub fn draw_series_chart(
+    f: &mut Frame,
+    area: Rect,
+    title: String,
+    y_name: &str,
+    series: Vec<Series>,
+) {
+    let block = Block::bordered().title(title);
+    let buckets = (area.width.saturating_sub(10) as usize) * 2;
+    let series: Vec<Series> = series
+        .into_iter()
+        .map(|s| Series {
+            points: charts::downsample(&s.points, buckets),
+            name: s.name,
+        })
+        .collect();
+    let (Some(xb), Some(yb)) = (
+        charts::bounds(&series, false),
+        charts::bounds(&series, true),
+    ) else {
+        f.render_widget(
+            Paragraph::new("no data yet")
+                .block(block)
+                .style(Style::new().dim()),
+            area,
+        );
+        return;
+    };
+    let datasets: Vec<Dataset> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Dataset::default()
+                .name(s.name.clone())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(SERIES_COLORS[i % SERIES_COLORS.len()]))
+                .data(&s.points)
+        })
+        .collect();
+    let xmid = (xb[0] + xb[1]) / 2.0;
+    let ymid = (yb[0] + yb[1]) / 2.0;
+    let chart = Chart::new(datasets)
+        .block(block)
+        .legend_position(Some(LegendPosition::BottomRight))
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)))
+        .x_axis(
+            Axis::default()
+                .title("step")
+                .style(Style::new().dim())
+                .bounds(xb)
+                .labels([
+                    format!("{:.0}", xb[0]),
+                    format!("{xmid:.0}"),
+                    format!("{:.0}", xb[1]),
+                ]),
+        )
+        .y_axis(
+            Axis::default()
+                .title(y_name.to_string())
+                .style(Style::new().dim())
+                .bounds(yb)
+                .labels([fmt_axis(yb[0]), fmt_axis(ymid), fmt_axis(yb[1])]),
+        );
+    f.render_widget(chart, area);
+}
+
+fn draw_charts(f: &mut Frame, area: Rect, s: &AppState) {
+    let [l, r] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    let m = charts::in_range(&s.metrics, s.range);
+    let range = s.range.label();
+    draw_series_chart(
+        f,
+        l,
+        format!(" mean reward · {range} "),
+        "reward",
+        charts::reward_series(m),
+    );
+    draw_series_chart(
+        f,
+        r,
+        format!(" {} · {range} · c: next ", s.chart.title()),
+        match s.chart {
+            charts::ChartKind::Success => "rate",
+            charts::ChartKind::Components => "reward",
+            charts::ChartKind::Loss => "loss",
+            charts::ChartKind::Kl => "KL",
+        },
+        charts::kind_series(s.chart, m),
+    );
+}
+
+fn focus_block(title: String, focused: bool) -> Block<'static> {
+    let b = Block::bordered().title(title);
+    if focused {
+        b.border_style(Style::new().fg(Color::Cyan))
+    } else {
+        b
+    }
+}
+
+fn draw_log(f: &mut Frame, area: Rect, s: &AppState) {
+    let block = focus_block(" messages ".into(), s.focus == Pane::Log);
+    let inner_h = area.height.saturating_sub(2) as usize;
+    let end = s.log.len().saturating_sub(s.log_scroll);
+    let start = end.saturating_sub(inner_h);
+    let lines: Vec<Line> = s
+        .log
+        .iter()
+        .skip(start)
+        .take(end - start)
+        .map(|l| {
+            let style = match l.level {
+                Level::Info => Style::new(),
+                Level::Warn => Style::new().fg(Color::Yellow),
+                Level::Error => Style::new().fg(Color::Red),
+            };
+            Line::styled(l.text.clone(), style)
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+/// Formats seconds as `1h02m`, `5m12s` or `42s`.
+pub fn fmt_duration(s: f64) -> String {
+    if !s.is_finite() || s < 0.0 {
+        return "?".into();
+    }
+    let t = s.round() as u64;
+    if t >= 3600 {
+        format!("{}h{:02}m", t / 3600, (t % 3600) / 60)
+    } else if t >= 60 {
+        format!("{}m{:02}s", t / 60, t % 60)
+    } else {
+        format!("{t}s")
+    }
+}
+
+/// Formats a byte count as GiB/MiB.
+pub fn fmt_bytes(b: u64) -> String {
+    let gib = b as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 {
+        format!("{gib:.1} GiB")
+    } else {
+        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn draw_status(f: &mut Frame, area: Rect, s: &AppState) {
+    let sep = Span::styled(" │ ", Style::new().dim());
+    let state_style = match s.run_state {
+        RunState::Running => Style::new().fg(Color::Green),
+        RunState::Paused => Style::new().fg(Color::Yellow),
+        RunState::Stopping => Style::new().fg(Color::Magenta),
+        RunState::Finished => Style::new().fg(Color::Blue),
+    };
+    let state = if s.mode == Mode::Replay {
+        if s.engine_connected {
+            "following"
+        } else {
+            "replay"
+        }
+        .to_string()
+    } else {
+        s.run_state.label().to_string()
+    };
+    let tps = s.tokens_per_s();
+    let mut spans = vec![
+        Span::styled(
+            format!(" {state} "),
+            state_style.add_modifier(Modifier::BOLD),
+        ),
+        sep.clone(),
+        Span::raw(format!("step {}/{}", s.last_step(), s.total_steps)),
+        sep.clone(),
+        Span::raw(if tps.is_finite() {
+            format!("{tps:.0} tok/s")
+        } else {
+            "- tok/s".into()
+        }),
+        sep.clone(),
+        Span::raw(format!(
+            "ETA {}",
+            s.eta_s().map_or("-".into(), fmt_duration)
+        )),
+        sep.clone(),
+        Span::raw(if s.device.is_empty() {
+            "device ?".into()
+        } else {
+            s.device.clone()
+        }),
+    ];
+    if let Some(mem) = s.progress.as_ref().and_then(|p| p.memory_bytes) {
+        spans.push(sep.clone());
+        spans.push(Span::raw(format!("mem {}", fmt_bytes(mem))));
+    }
+    if let Some(p) = &s.progress {
+        if s.mode == Mode::Live && !p.phase.is_empty() {
+            spans.push(sep.clone());
+            spans.push(Span::raw(p.phase.clone()));
+        }
+    }
+    f.render_widget(
+        Paragraph::new(Line::from(spans)).style(Style::new().bg(Color::DarkGray)),
+        area,
+    );
+}
+
+fn draw_bottom(f: &mut Frame, area: Rect, s: &AppState) {
+    let line = if let Some(input) = &s.input {
+        let prompt = match input.kind {
+            InputKind::Search => "search: ",
+            InputKind::Jump => "jump to step: ",
+            InputKind::ConfirmStop => "stop training and save a checkpoint? (y/n) ",
+        };
+        Line::from(vec![
+            Span::styled(prompt, Style::new().bold().fg(Color::Cyan)),
+            Span::raw(input.text.clone()),
+            Span::styled("█", Style::new().fg(Color::Cyan)),
+        ])
+    } else if let Some(msg) = &s.flash {
+        Line::styled(format!(" {msg}"), Style::new().fg(Color::Yellow))
+    } else {
+        let hints = if s.mode == Mode::Live {
+            " ? help · enter expand · f filter · space freeze · / search · g jump · c chart · p pause · s save · x stop · d debug · q quit"
+        } else {
+            " ? help · enter expand · f filter · space freeze · / search · g jump · c chart · w window · d debug · q quit"
+        };
+        Line::styled(hints, Style::new().dim())
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// A rectangle of `w`×`h` centred in `area` (clamped to it).
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn draw_help(f: &mut Frame, area: Rect, in_debugger: bool) {
+    let (title, keys) = if in_debugger {
+        (" debugger keys (any key closes) ", help::DEBUGGER_KEYS)
+    } else {
+        (" keys (any key closes) ", help::DASHBOARD_KEYS)
+    };
+    let lines: Vec<Line> = keys
+        .iter()
+        .map(|(k, d)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<18}"), Style::new().bold().fg(Color::Cyan)),
+                Span::raw(*d),
+            ])
+        })
+        .collect();
+    let rect = centered(area, 76, lines.len() as u16 + 2);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(title)),
+        rect,
+    );
+}

@@ -1,0 +1,316 @@
+//! The trajectory stream (one line per trajectory) and the expanded plan tree.
+
+use cahl_sessions::{CallRecord, RewardBreakdown, TrajectoryRecord};
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::focus_block;
+use crate::state::trajs::TrajItem;
+use crate::state::{AppState, Pane};
+
+/// Formats a reward (`-` when unknown).
+pub fn fmt_reward(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:+.2}")
+    } else {
+        "  -  ".into()
+    }
+}
+
+/// `name({"arg":1})`, compact.
+pub fn fmt_call(c: &CallRecord) -> String {
+    let args = serde_json::to_string(&c.arguments).unwrap_or_default();
+    format!("{}({})", c.name, args)
+}
+
+/// `+0.80 (format 1.00, syntax 1.00)` plus reasons.
+pub fn fmt_breakdown(r: &RewardBreakdown) -> String {
+    let comps: Vec<String> = r
+        .components
+        .iter()
+        .map(|(k, v)| format!("{k} {}", fmt_reward(*v).trim()))
+        .collect();
+    let mut s = fmt_reward(r.total).trim().to_string();
+    if !comps.is_empty() {
+        s.push_str(&format!(" ({})", comps.join(", ")));
+    }
+    if !r.reasons.is_empty() {
+        s.push_str(&format!(" — {}", r.reasons.join("; ")));
+    }
+    s
+}
+
+fn item_line(it: &TrajItem, selected: bool, width: usize) -> Line<'static> {
+    let (mark, mark_style) = if it.success {
+        ("✓", Style::new().fg(Color::Green))
+    } else {
+        ("✗", Style::new().fg(Color::Red))
+    };
+    let mis = if it.misaligned {
+        Span::styled("M", Style::new().fg(Color::Magenta).bold())
+    } else {
+        Span::raw(" ")
+    };
+    let shape = match it.plan_len {
+        Some((g, n)) => format!("{g}×{n:<2}"),
+        None => " ?  ".into(),
+    };
+    let head = format!(" {:>5} ", it.step);
+    let id: String = it.task_id.chars().take(14).collect();
+    let mut spans = vec![
+        Span::raw(if selected { "▶" } else { " " }),
+        Span::styled(head, Style::new().dim()),
+        Span::styled(mark, mark_style),
+        mis,
+        Span::raw(format!(" {id:<14} ")),
+        Span::raw(format!("{shape} ")),
+        Span::raw(format!(
+            "P{} E{} ",
+            fmt_reward(it.planner_reward),
+            fmt_reward(it.executor_reward)
+        )),
+    ];
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    if let Some(t) = &it.task_text {
+        let room = width.saturating_sub(used);
+        let text: String = t.replace('\n', " ").chars().take(room).collect();
+        spans.push(Span::styled(text, Style::new().dim()));
+    }
+    let line = Line::from(spans);
+    if selected {
+        line.style(Style::new().add_modifier(Modifier::REVERSED))
+    } else {
+        line
+    }
+}
+
+/// Draws the one-line-per-trajectory list.
+pub fn draw_list(f: &mut Frame, area: Rect, s: &AppState) {
+    let t = &s.trajs;
+    let vis = t.visible();
+    let mut title = format!(" trajectories · {} · {} shown", t.filter.label(), vis.len());
+    if !t.search.is_empty() {
+        title.push_str(&format!(" · search '{}'", t.search));
+    }
+    if t.frozen_at.is_some() {
+        title.push_str(&format!(" · FROZEN (+{} new)", t.hidden_by_freeze()));
+    }
+    if t.dropped > 0 {
+        title.push_str(&format!(" · {} older on disk", t.dropped));
+    }
+    title.push(' ');
+    let block = focus_block(title, s.focus == Pane::Trajectories);
+    let h = area.height.saturating_sub(3) as usize;
+    let cur = t.current();
+    let pos = cur
+        .and_then(|c| vis.iter().position(|x| *x == c))
+        .unwrap_or(0);
+    let offset = (pos + 1).saturating_sub(h.max(1));
+    let width = area.width.saturating_sub(2) as usize;
+    let mut lines = vec![Line::styled(
+        "  step  ok task           plans reward (planner, executor)   task text",
+        Style::new().dim().underlined(),
+    )];
+    if vis.is_empty() {
+        lines.push(Line::styled(
+            if t.is_empty() {
+                "  no trajectories yet"
+            } else {
+                "  nothing matches the filter/search"
+            },
+            Style::new().dim(),
+        ));
+    }
+    lines.extend(
+        vis.iter()
+            .skip(offset)
+            .take(h)
+            .filter_map(|seq| t.get(*seq))
+            .map(|it| item_line(it, Some(it.seq) == cur, width)),
+    );
+    f.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn push_multiline(
+    out: &mut Vec<Line<'static>>,
+    indent: &str,
+    label: &str,
+    text: &str,
+    style: Style,
+) {
+    let mut first = true;
+    for l in text.lines() {
+        let prefix = if first {
+            format!("{indent}{label}")
+        } else {
+            format!("{indent}{}", " ".repeat(label.chars().count()))
+        };
+        first = false;
+        out.push(Line::from(vec![
+            Span::styled(prefix, Style::new().dim()),
+            Span::styled(l.to_string(), style),
+        ]));
+    }
+    if first {
+        out.push(Line::from(vec![
+            Span::styled(format!("{indent}{label}"), Style::new().dim()),
+            Span::styled("(empty)", Style::new().dim()),
+        ]));
+    }
+}
+
+/// The expanded view of a trajectory: task and gold, then plan → sub-tasks → executor samples.
+pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
+    let mut out = Vec::new();
+    let ok = |b: bool| {
+        if b {
+            Span::styled("✓ success", Style::new().fg(Color::Green))
+        } else {
+            Span::styled("✗ failed", Style::new().fg(Color::Red))
+        }
+    };
+    out.push(Line::from(vec![
+        Span::styled(format!("task {} ", r.task.id), Style::new().bold()),
+        Span::raw(format!(
+            "[{}] step {} seed {} ",
+            r.task.split, r.step, r.seed
+        )),
+        ok(r.success),
+        if r.misaligned {
+            Span::styled("  misaligned", Style::new().fg(Color::Magenta).bold())
+        } else {
+            Span::raw("")
+        },
+    ]));
+    push_multiline(&mut out, "  ", "request: ", &r.task.text, Style::new());
+    if !r.task.gold_plan.is_empty() {
+        out.push(Line::styled("  gold plan:", Style::new().dim()));
+        for (i, g) in r.task.gold_plan.iter().enumerate() {
+            out.push(Line::styled(
+                format!("    {}. {g}", i + 1),
+                Style::new().fg(Color::Blue),
+            ));
+        }
+    }
+    if !r.task.gold_calls.is_empty() {
+        let calls: Vec<String> = r.task.gold_calls.iter().map(fmt_call).collect();
+        out.push(Line::styled(
+            format!("  gold calls: {}", calls.join(" → ")),
+            Style::new().fg(Color::Blue),
+        ));
+    }
+    for p in &r.plans {
+        out.push(Line::raw(""));
+        let adv = p
+            .advantage
+            .map(|a| format!(" adv {a:+.2}"))
+            .unwrap_or_default();
+        out.push(Line::from(vec![
+            Span::styled(
+                format!("plan #{} ", p.index),
+                Style::new().bold().fg(Color::Cyan),
+            ),
+            Span::raw(format!("reward {}{adv} ", fmt_breakdown(&p.reward))),
+            ok(p.success),
+        ]));
+        if let Some(e) = &p.parse_error {
+            out.push(Line::styled(
+                format!("  parse error: {e}"),
+                Style::new().fg(Color::Red),
+            ));
+            push_multiline(&mut out, "  ", "raw: ", &p.raw_text, Style::new());
+        }
+        for (i, st) in p.subtasks.iter().enumerate() {
+            out.push(Line::styled(
+                format!("  {}. {st}", i + 1),
+                Style::new().bold(),
+            ));
+            let Some(step) = p.steps.iter().find(|s| s.subtask_index == i) else {
+                out.push(Line::styled("     (not executed)", Style::new().dim()));
+                continue;
+            };
+            if let Some(prompt) = &step.prompt {
+                let n = prompt.lines().count();
+                out.push(Line::styled(
+                    format!("     executor prompt: {n} lines (full text in the debugger)"),
+                    Style::new().dim(),
+                ));
+            }
+            for (j, smp) in step.samples.iter().enumerate() {
+                let cont = j == step.continued;
+                let adv = smp
+                    .advantage
+                    .map(|a| format!(" adv {a:+.2}"))
+                    .unwrap_or_default();
+                out.push(Line::from(vec![
+                    Span::styled(
+                        format!("     {} sample {j} ", if cont { "▶" } else { "·" }),
+                        if cont {
+                            Style::new().fg(Color::Green).bold()
+                        } else {
+                            Style::new()
+                        },
+                    ),
+                    Span::raw(format!("reward {}{adv}", fmt_breakdown(&smp.reward))),
+                    Span::styled(
+                        if cont { "  (continued)" } else { "" },
+                        Style::new().fg(Color::Green),
+                    ),
+                ]));
+                push_multiline(&mut out, "         ", "raw: ", &smp.raw_text, Style::new());
+                if let Some(e) = &smp.parse_error {
+                    out.push(Line::styled(
+                        format!("         parse error: {e}"),
+                        Style::new().fg(Color::Red),
+                    ));
+                }
+                for c in &smp.calls {
+                    out.push(Line::from(vec![
+                        Span::styled("         call: ", Style::new().dim()),
+                        Span::styled(fmt_call(c), Style::new().fg(Color::Yellow)),
+                    ]));
+                }
+                if let Some(o) = &smp.observation {
+                    let text = serde_json::to_string(o).unwrap_or_default();
+                    out.push(Line::from(vec![
+                        Span::styled("         result: ", Style::new().dim()),
+                        Span::raw(text),
+                    ]));
+                }
+            }
+        }
+        if let Some(fr) = &p.final_response {
+            push_multiline(&mut out, "  ", "final: ", fr, Style::new());
+        }
+    }
+    out
+}
+
+/// Draws the expanded trajectory (or a loading note while it is read from disk).
+pub fn draw_detail(f: &mut Frame, area: Rect, s: &AppState) {
+    let item = s.trajs.current().and_then(|q| s.trajs.get(q));
+    let title = match item {
+        Some(it) => format!(
+            " trajectory {} · step {} · enter: back · d: debug ",
+            it.task_id, it.step
+        ),
+        None => " trajectory ".into(),
+    };
+    let block = focus_block(title, s.focus == Pane::Trajectories);
+    let lines = match item.and_then(|it| it.record.as_deref()) {
+        Some(rec) => trajectory_lines(rec),
+        None => vec![Line::styled("loading…", Style::new().dim())],
+    };
+    let max = lines.len().saturating_sub(1);
+    let scroll = s.trajs.detail_scroll.min(max) as u16;
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
+        area,
+    );
+}

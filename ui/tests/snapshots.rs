@@ -1,0 +1,162 @@
+//! Snapshot tests of every view at 120×40 (ratatui `TestBackend` + insta).
+
+mod common;
+
+use cahl_ui::state::debugger::DebugInitial;
+use cahl_ui::state::{AppState, DiskBatch, Mode, Msg, StateOptions};
+use common::*;
+use ratatui::crossterm::event::KeyCode;
+
+#[test]
+fn dashboard_live() {
+    let s = live_state(30);
+    let out = screen(&s);
+    assert!(out.contains("mean reward"));
+    assert!(out.contains("step 30/100"));
+    assert!(out.contains("1834 tok/s"));
+    assert!(out.contains("ETA 14m00s"));
+    assert!(out.contains("mem 12.0 GiB"));
+    assert!(
+        out.contains("⣀")
+            || out.contains("⠉")
+            || out.chars().any(|c| ('\u{2801}'..='\u{28FF}').contains(&c)),
+        "braille marks drawn"
+    );
+    insta::assert_snapshot!("dashboard_live", render(&s));
+}
+
+#[test]
+fn dashboard_components_window() {
+    let mut s = live_state(30);
+    feed(&mut s, [key('c'), key('w'), code(KeyCode::Tab)]);
+    let out = screen(&s);
+    assert!(out.contains("reward components"));
+    assert!(out.contains("last 100 steps"));
+    insta::assert_snapshot!("dashboard_components_window", render(&s));
+}
+
+#[test]
+fn dashboard_loss_and_kl() {
+    let mut s = live_state(30);
+    feed(&mut s, [key('c'), key('c')]);
+    assert!(screen(&s).contains(" loss "));
+    insta::assert_snapshot!("dashboard_loss", render(&s));
+    feed(&mut s, [key('c')]);
+    assert!(screen(&s).contains(" KL "));
+}
+
+#[test]
+fn trajectory_expanded() {
+    let mut s = live_state(6);
+    feed(&mut s, [key('j'), code(KeyCode::Enter)]);
+    let out = screen(&s);
+    assert!(out.contains("plan #0"));
+    assert!(out.contains("(continued)"));
+    assert!(out.contains("call: get_weather"));
+    insta::assert_snapshot!("trajectory_expanded", render(&s));
+}
+
+#[test]
+fn help_overlay() {
+    let mut s = live_state(5);
+    feed(&mut s, [key('?')]);
+    let out = screen(&s);
+    for (k, _) in cahl_ui::view::help::DASHBOARD_KEYS {
+        assert!(out.contains(k), "help lists {k}");
+    }
+    insta::assert_snapshot!("help_overlay", render(&s));
+}
+
+#[test]
+fn debugger_from_trace_without_model() {
+    let (s, _) = AppState::debugger(
+        DebugInitial::Trajectory {
+            record: Box::new(common::fixture::trajectory(3, 0)),
+            plan_index: Some(1),
+        },
+        StateOptions::default(),
+    );
+    let out = screen(&s);
+    assert!(out.contains("no model"));
+    assert!(out.contains("executor prompt"));
+    assert!(out.contains("calls diverge from gold at call #1"));
+    insta::assert_snapshot!("debugger_trace", render(&s));
+}
+
+#[test]
+fn debugger_edited_branch_run_and_compare() {
+    let opts = StateOptions {
+        backend: Some("fake test backend".into()),
+        ..StateOptions::default()
+    };
+    let (mut s, _) = AppState::debugger(
+        DebugInitial::Trajectory {
+            record: Box::new(common::fixture::trajectory(3, 0)),
+            plan_index: None,
+        },
+        opts,
+    );
+    let mut msgs = vec![key('e'), code(KeyCode::Down), code(KeyCode::End)];
+    msgs.extend(typed(" at 8pm"));
+    msgs.push(code(KeyCode::Esc));
+    msgs.push(key('r'));
+    let eff = feed(&mut s, msgs);
+    let mut fake = FakeBackend::default();
+    drive_backend(&mut s, &mut fake, eff);
+    let out = screen(&s);
+    assert!(out.contains("edit 1 [2/2]"));
+    assert!(
+        out.contains("differs from the gold plan at sub-task 2"),
+        "{out}"
+    );
+    insta::assert_snapshot!("debugger_run", render(&s));
+    feed(&mut s, [key('c')]);
+    let out = screen(&s);
+    assert!(out.contains("(current)") && out.contains(" gold "));
+    insta::assert_snapshot!("debugger_compare", render(&s));
+}
+
+#[test]
+fn debugger_editing() {
+    let (mut s, _) = AppState::debugger(
+        DebugInitial::Trajectory {
+            record: Box::new(common::fixture::trajectory(3, 0)),
+            plan_index: None,
+        },
+        StateOptions::default(),
+    );
+    feed(&mut s, [key('e')]);
+    assert!(screen(&s).contains("edit plan"));
+    insta::assert_snapshot!("debugger_editing", render(&s));
+}
+
+#[test]
+fn replay_with_problem_banner() {
+    let mut s = AppState::new(Mode::Replay, StateOptions::default());
+    s.session_path = Some("sessions/run-20261121-060000".into());
+    let entries = (1..=20u64)
+        .flat_map(|st| (0..2).map(move |k| (st, k)))
+        .enumerate()
+        .map(|(i, (st, k))| {
+            let t = common::fixture::trajectory(st, k);
+            (i, cahl_sessions::TrajectorySummary::from(&t), None)
+        })
+        .collect();
+    feed(
+        &mut s,
+        [Msg::Disk(DiskBatch {
+            metrics: (1..=20).map(common::fixture::metrics).collect(),
+            entries,
+            problems: vec![
+                "sessions/run-20261121-060000/trajectories.jsonl:41: invalid record: invalid type: string \"x\", expected u64".into(),
+                "sessions/run-20261121-060000/trajectories.jsonl:42: torn last line (no newline)".into(),
+            ],
+            run_info: Some(common::fixture::run_info(40)),
+            ..DiskBatch::default()
+        })],
+    );
+    let out = screen(&s);
+    assert!(out.contains("2 file problems"), "{out}");
+    assert!(out.contains("REPLAY"));
+    insta::assert_snapshot!("replay_problem_banner", render(&s));
+}
