@@ -5,7 +5,7 @@
 //! ```no_run
 //! use cahl_engine::score::{score_bench, Bench, Prediction};
 //! let preds = vec![Prediction::from_text("simple_python_0", "<think>t</think><tool_call>\n{\"name\": \"calculate_triangle_area\", \"parameters\": {\"base\": 10, \"height\": 5}}\n</tool_call>")];
-//! let report = score_bench(Bench::Bfcl, "../shared/data/bfcl".as_ref(), Some("simple_python"), &preds).unwrap();
+//! let report = score_bench(Bench::Bfcl, std::path::Path::new("../shared/data/bfcl"), Some("simple_python"), &preds).unwrap();
 //! println!("{}", report.summary());
 //! ```
 pub mod apibank;
