@@ -9,7 +9,6 @@ pub(crate) struct Block<'a> {
     /// Byte offset just past `</tag>` (or the end of the unclosed region).
     pub end: usize,
     pub inner: &'a str,
-    pub closed: bool,
 }
 
 /// Every `<tag>` region of `text`, in order. Unclosed regions run to the next `<tag>` or the end
@@ -35,17 +34,17 @@ pub(crate) fn find_blocks<'a>(text: &'a str, tag: &str, issues: &mut Vec<ParseIs
         let o2 = after.find(&open).map(|i| i + inner_start);
         match (c, o2) {
             (Some(c), o2) if o2.is_none_or(|o2| c < o2) => {
-                blocks.push(Block { start: o, end: c + close.len(), inner: &text[inner_start..c], closed: true });
+                blocks.push(Block { start: o, end: c + close.len(), inner: &text[inner_start..c] });
                 pos = c + close.len();
             }
             (_, Some(o2)) => {
                 issues.push(ParseIssue::UnclosedTag { tag: tag.to_string() });
-                blocks.push(Block { start: o, end: o2, inner: &text[inner_start..o2], closed: false });
+                blocks.push(Block { start: o, end: o2, inner: &text[inner_start..o2] });
                 pos = o2;
             }
             (_, None) => {
                 issues.push(ParseIssue::UnclosedTag { tag: tag.to_string() });
-                blocks.push(Block { start: o, end: text.len(), inner: &text[inner_start..], closed: false });
+                blocks.push(Block { start: o, end: text.len(), inner: &text[inner_start..] });
                 break;
             }
         }

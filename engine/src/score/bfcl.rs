@@ -549,7 +549,15 @@ mod tests {
         assert_eq!(ok(json!({"base": 11, "height": 5})).unwrap_err().error_type, "value_error:others");
         assert_eq!(ok(json!({"base": 10, "height": 5, "unit": "cm"})).unwrap_err().error_type, "value_error:string");
         assert_eq!(ok(json!({"base": 10, "height": 5, "dims": [2, 1]})).unwrap_err().error_type, "value_error:list/tuple");
-        assert_eq!(ok(json!({"base": 10, "height": 5, "dims": ["1"]})).unwrap_err().error_type, "type_error:nested");
+        // as in BFCL, an omittable ("") option makes the nested type check pass; the value check fails
+        assert_eq!(ok(json!({"base": 10, "height": 5, "dims": ["1"]})).unwrap_err().error_type, "value_error:list/tuple");
+        let strict = item(
+            "simple_python",
+            json!([{"name": "f", "parameters": {"type": "dict", "properties": {"d": {"type": "array", "items": {"type": "integer"}}}, "required": ["d"]}}]),
+            json!([{"f": {"d": [[1, 2]]}}]),
+        );
+        let e = check(&strict, &[ToolCall::new("f", json!({"d": ["1"]}))]).unwrap_err();
+        assert_eq!(e.error_type, "type_error:nested");
         assert!(check(&it, &[]).is_err());
         assert_eq!(
             check(&it, &[ToolCall::new("other", json!({}))]).unwrap_err().error_type,
