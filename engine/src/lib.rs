@@ -1,5 +1,5 @@
-//! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards.
-//! No terminal code lives here.
+//! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards,
+//! hierarchical rollout and the trainer. No terminal code lives here.
 pub mod bench;
 pub mod chat;
 pub mod error;
@@ -7,8 +7,12 @@ pub mod grpo;
 pub mod load;
 pub mod model;
 pub mod optim;
+pub mod parse;
+pub mod rewards;
 pub mod sampling;
+pub mod score;
 pub mod tokenizer;
 pub mod util;
+pub mod worlds;
 
 pub use error::{EngineError, Result};

@@ -1,0 +1,149 @@
+//! NESTFUL (non-executable): requests whose gold call sequences reference earlier outputs
+//! (`$var1.distance$`). Item id `<file stem>-<index>`, category `glaive` / `sgd`. The final
+//! `var_result` pseudo-call (which only names the outputs) is left out of both sides. A
+//! prediction is fully correct iff it has the same calls in the same order with equal arguments
+//! (references compared as written); partial credit is the share of gold positions matched.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::pyval::py_eq;
+use crate::parse::{ToolCall, ToolSchema};
+
+/// One NESTFUL item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NestfulItem {
+    pub id: String,
+    pub category: String,
+    pub input: String,
+    pub gold: Vec<ToolCall>,
+}
+
+fn category_of(stem: &str) -> String {
+    stem.trim_start_matches("non-executable-").trim_end_matches("-data").to_string()
+}
+
+/// Load `*-data.json` files from `dir` (or only the one whose category is `category`).
+pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<_> =
+        rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-data.json")).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let cat = category_of(&stem);
+        if category.is_some_and(|c| c != cat) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, it) in items.iter().enumerate() {
+            let Some(Value::Array(calls)) = it.get("output") else {
+                return Err(format!("{}: item {i} has no output list", path.display()));
+            };
+            let gold = calls
+                .iter()
+                .filter(|c| c.get("name").and_then(Value::as_str) != Some("var_result"))
+                .map(|c| serde_json::from_value::<ToolCall>(c.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: item {i}: {e}", path.display()))?;
+            out.push(NestfulItem {
+                id: format!("{stem}-{i}"),
+                category: cat.clone(),
+                input: it.get("input").and_then(Value::as_str).unwrap_or("").to_string(),
+                gold,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no NESTFUL items", dir.display()));
+    }
+    Ok(out)
+}
+
+/// Tool schemas from a `*-spec.json` file (`query_parameters` with `required` flags).
+pub fn load_spec(path: &Path) -> Result<Vec<ToolSchema>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let specs: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(specs
+        .iter()
+        .filter_map(|s| {
+            let name = s.get("name")?.as_str()?.to_string();
+            let mut props = serde_json::Map::new();
+            let mut required = Vec::new();
+            if let Some(q) = s.get("query_parameters").and_then(Value::as_object) {
+                for (k, p) in q {
+                    let mut prop = serde_json::Map::new();
+                    if let Some(t) = p.get("type") {
+                        prop.insert("type".into(), t.clone());
+                    }
+                    if let Some(d) = p.get("description") {
+                        prop.insert("description".into(), d.clone());
+                    }
+                    props.insert(k.clone(), Value::Object(prop));
+                    if p.get("required").and_then(Value::as_bool) == Some(true) {
+                        required.push(Value::String(k.clone()));
+                    }
+                }
+            }
+            Some(ToolSchema {
+                name,
+                description: s.get("description").and_then(Value::as_str).unwrap_or("").to_string(),
+                parameters: serde_json::json!({"type": "object", "properties": props, "required": required}),
+            })
+        })
+        .collect())
+}
+
+fn norm(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.trim().to_string()),
+        Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), norm(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether two calls match (name and arguments; strings trimmed).
+pub fn call_matches(p: &ToolCall, g: &ToolCall) -> bool {
+    p.name == g.name && py_eq(&norm(&Value::Object(p.arguments.clone())), &norm(&Value::Object(g.arguments.clone())))
+}
+
+/// (full-sequence match, share of gold positions matched in place).
+pub fn score(item: &NestfulItem, calls: &[ToolCall]) -> (bool, f64) {
+    let calls: Vec<&ToolCall> = calls.iter().filter(|c| c.name != "var_result").collect();
+    if item.gold.is_empty() {
+        return (calls.is_empty(), if calls.is_empty() { 1.0 } else { 0.0 });
+    }
+    let hits = item.gold.iter().enumerate().filter(|(i, g)| calls.get(*i).is_some_and(|p| call_matches(p, g))).count();
+    let full = hits == item.gold.len() && calls.len() == item.gold.len();
+    (full, hits as f64 / item.gold.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn full_and_partial() {
+        let it = NestfulItem {
+            id: "x-0".into(),
+            category: "x".into(),
+            input: String::new(),
+            gold: vec![
+                ToolCall::new("route", json!({"a": "NY"})),
+                ToolCall::new("pace", json!({"d": "$var1.distance$"})),
+            ],
+        };
+        assert_eq!(score(&it, &it.gold.clone()), (true, 1.0));
+        assert_eq!(score(&it, &[it.gold[0].clone()]), (false, 0.5));
+        let wrong_ref = ToolCall::new("pace", json!({"d": "$var2.distance$"}));
+        assert_eq!(score(&it, &[it.gold[0].clone(), wrong_ref]), (false, 0.5));
+        let mut extra = it.gold.clone();
+        extra.push(ToolCall::new("x", json!({})));
+        assert_eq!(score(&it, &extra), (false, 1.0));
+    }
+}
