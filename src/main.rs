@@ -3,6 +3,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod logging;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +24,14 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     /// Measure decode / prefill / LoRA training speed and peak memory.
     Bench(cmd::bench::BenchArgs),
+    /// Train planner and executor adapters jointly with GRPO (CAHL) or an ablation.
+    Train(cmd::train::TrainArgs),
+    /// Score predictions of any model on BFCL, API-Bank, NESTFUL or Bamboogle.
+    Score(cmd::score::ScoreArgs),
+    /// Build a BM25 search index for the search-QA world.
+    Index(cmd::index::IndexArgs),
+    /// Browse a recorded run (session directory or trajectories.jsonl) without a model.
+    Replay(cmd::replay::ReplayArgs),
 }
 
 fn main() -> Result<()> {
@@ -32,5 +41,9 @@ fn main() -> Result<()> {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Score(a) => cmd::score::run(a),
+        Command::Index(a) => cmd::index::run(a),
     }
 }

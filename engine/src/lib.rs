@@ -12,6 +12,7 @@ pub mod rewards;
 pub mod sampling;
 pub mod score;
 pub mod tokenizer;
+pub mod train;
 pub mod util;
 pub mod worlds;
 

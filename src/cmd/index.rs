@@ -27,7 +27,8 @@ pub enum IndexCommand {
 pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     match args.command {
         IndexCommand::Build { corpus, out } => {
-            let idx = Bm25Index::from_jsonl(&corpus).with_context(|| format!("reading {}", corpus.display()))?;
+            let idx = Bm25Index::from_jsonl(&corpus)
+                .with_context(|| format!("reading {}", corpus.display()))?;
             idx.save(&out)?;
             println!("indexed {} documents into {}", idx.len(), out.display());
             Ok(())

@@ -1,4 +1,8 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod generate;
+pub mod index;
 pub mod inspect;
+pub mod replay;
+pub mod score;
+pub mod train;

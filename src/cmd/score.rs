@@ -36,7 +36,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     }
     if let Some(out) = &args.out {
         let tmp = out.with_extension("jsonl.tmp");
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         for v in &report.verdicts {
             let line = serde_json::json!({"id": v.id, "correct": v.correct, "error": v.error});
             writeln!(f, "{line}")?;

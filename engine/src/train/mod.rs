@@ -1,0 +1,654 @@
+//! Joint GRPO training of planner and executor (CAHL) and its ablations.
+//!
+//! A [`Trainer`] owns the model with its two adapters, one AdamW per adapter, the world and the
+//! task list. Each [`Trainer::step`] rolls out `tasks_per_step` tasks hierarchically, turns the
+//! planner's and the executor's samples into GRPO groups, and updates each trained adapter once.
+//! All randomness of step `s` derives from `(seed, s)`, so a run resumed from a checkpoint
+//! replays the same steps as an uninterrupted run. [`run`] drives a trainer on a background
+//! thread, emitting [`TrainEvent`]s and obeying [`TrainCommand`]s.
+pub mod config;
+pub mod prompts;
+pub mod rollout;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use cahl_sessions::events::{RunState, TrainCommand, TrainEvent};
+use cahl_sessions::records::{MetricsRecord, PolicyStats, TrajectoryRecord};
+use cahl_sessions::SessionWriter;
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::{EngineError, Result};
+use crate::grpo::{completion_logprobs, group_advantages, grpo_loss, GrpoBatch, LossAgg};
+use crate::model::Model;
+use crate::optim::{AdamW, GradAccum};
+use crate::tokenizer::Tokenizer;
+use crate::worlds::{Task, World};
+
+pub use config::{Continue, Mode, TrainConfig};
+pub use rollout::{mix_seed, rollout_task, Group, Policy, TaskRollout};
+
+/// The model with its tokenizer and chat template.
+pub struct Agent {
+    pub model: Model,
+    pub tok: Tokenizer,
+    pub template: ChatTemplate,
+    /// Where the model came from (for run info and PEFT's base_model_name_or_path).
+    pub model_name: String,
+}
+
+impl Agent {
+    /// Token ids of a system + user conversation with the generation prompt appended.
+    pub fn prompt_ids(&self, system: &str, user: &str) -> Result<Vec<u32>> {
+        let text =
+            self.template
+                .render(&[Message::system(system), Message::user(user)], None, true)?;
+        self.tok.encode(&text, false)
+    }
+}
+
+/// What one step produced.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub metrics: MetricsRecord,
+    pub trajectories: Vec<TrajectoryRecord>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    elapsed_s: f64,
+    mode: String,
+    seed: u64,
+}
+
+/// Joint GRPO trainer.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub agent: Agent,
+    world: Box<dyn World>,
+    tasks: Vec<Task>,
+    opt_planner: AdamW,
+    opt_executor: AdamW,
+    step: u64,
+    elapsed_s: f64,
+}
+
+impl Trainer {
+    /// Adds the `planner` and `executor` adapters (seeded PEFT init) unless the model already
+    /// has them (e.g. from an SFT warm start), and one optimizer per adapter.
+    pub fn new(
+        cfg: TrainConfig,
+        mut agent: Agent,
+        world: Box<dyn World>,
+        tasks: Vec<Task>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if tasks.is_empty() {
+            return Err(EngineError::Config("no training tasks".into()));
+        }
+        let names = agent.model.adapter_names();
+        if !names.iter().any(|n| n == "planner") {
+            agent
+                .model
+                .add_adapter("planner", &cfg.lora.planner, mix_seed(&[cfg.seed, 11]))?;
+        }
+        if !names.iter().any(|n| n == "executor") {
+            agent
+                .model
+                .add_adapter("executor", &cfg.lora.executor, mix_seed(&[cfg.seed, 12]))?;
+        }
+        let named = |n: &str| -> Result<Vec<(String, candle_core::Var)>> {
+            Ok(agent
+                .model
+                .adapter(n)?
+                .named_vars()
+                .into_iter()
+                .map(|(k, v)| (k, v.clone()))
+                .collect())
+        };
+        let opt_planner = AdamW::new(named("planner")?, cfg.optim.planner.clone())?;
+        let opt_executor = AdamW::new(named("executor")?, cfg.optim.executor.clone())?;
+        Ok(Trainer {
+            cfg,
+            agent,
+            world,
+            tasks,
+            opt_planner,
+            opt_executor,
+            step: 0,
+            elapsed_s: 0.0,
+        })
+    }
+
+    /// Steps completed so far.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// Indices of the tasks of step `s` (1-based), a pure function of (seed, s).
+    pub fn tasks_for_step(&self, s: u64) -> Vec<usize> {
+        (0..self.cfg.tasks_per_step as u64)
+            .map(|i| (mix_seed(&[self.cfg.seed, 100, s, i]) % self.tasks.len() as u64) as usize)
+            .collect()
+    }
+
+    /// Run one training step: rollouts, then one update per trained adapter.
+    pub fn step(&mut self) -> Result<StepResult> {
+        let t0 = Instant::now();
+        let s = self.step + 1;
+        let mut warnings = Vec::new();
+        let mut rollouts = Vec::new();
+        for (i, ti) in self.tasks_for_step(s).into_iter().enumerate() {
+            let task = self.tasks[ti].clone();
+            let seed = mix_seed(&[self.cfg.seed, s, i as u64]);
+            match rollout_task(&self.agent, self.world.as_mut(), &task, &self.cfg, seed, s) {
+                Ok(r) => rollouts.push(r),
+                Err(e) => warnings.push(format!("task {}: rollout failed: {e}", task.id)),
+            }
+        }
+        let rollout_s = t0.elapsed().as_secs_f64();
+        let gen_tokens: usize = rollouts.iter().map(|r| r.generated_tokens).sum();
+        // Advantages, written into the trace records as well.
+        let scale = self.cfg.grpo.scale_rewards;
+        let mut planner_groups = Vec::new();
+        let mut executor_groups = Vec::new();
+        for r in rollouts.iter_mut() {
+            for g in &r.groups {
+                let adv = group_advantages(&g.rewards, scale);
+                match g.policy {
+                    Policy::Planner => {
+                        for (pi, a) in adv.iter().enumerate() {
+                            if let Some(p) = r.record.plans.get_mut(pi) {
+                                p.advantage = Some(*a);
+                            }
+                        }
+                        planner_groups.push((g.clone(), adv));
+                    }
+                    Policy::Executor => {
+                        let (pi, si) = g.at;
+                        if let Some(st) = r
+                            .record
+                            .plans
+                            .get_mut(pi)
+                            .and_then(|p| si.and_then(|si| p.steps.get_mut(si)))
+                        {
+                            for (k, a) in adv.iter().enumerate() {
+                                if let Some(smp) = st.samples.get_mut(k) {
+                                    smp.advantage = Some(*a);
+                                }
+                            }
+                        }
+                        executor_groups.push((g.clone(), adv));
+                    }
+                }
+            }
+        }
+        let mode = self.cfg.mode;
+        let planner_stats = if mode.trains_planner() && mode != Mode::Flat {
+            let temp = self.cfg.rollout.planner.temperature;
+            self.update(Policy::Planner, &planner_groups, temp, &mut warnings)?
+        } else {
+            PolicyStats {
+                lr: 0.0,
+                ..PolicyStats::default()
+            }
+        };
+        let executor_stats = if mode.trains_executor() {
+            let temp = self.cfg.rollout.executor.temperature;
+            self.update(Policy::Executor, &executor_groups, temp, &mut warnings)?
+        } else {
+            PolicyStats {
+                lr: 0.0,
+                ..PolicyStats::default()
+            }
+        };
+        self.step = s;
+        let dt = t0.elapsed().as_secs_f64();
+        self.elapsed_s += dt;
+        let metrics = self.metrics(
+            s,
+            &rollouts,
+            planner_stats,
+            executor_stats,
+            gen_tokens,
+            rollout_s,
+            dt,
+        );
+        Ok(StepResult {
+            metrics,
+            trajectories: rollouts.into_iter().map(|r| r.record).collect(),
+            warnings,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn metrics(
+        &self,
+        s: u64,
+        rollouts: &[TaskRollout],
+        planner: PolicyStats,
+        executor: PolicyStats,
+        gen_tokens: usize,
+        rollout_s: f64,
+        dt: f64,
+    ) -> MetricsRecord {
+        let mut plan_r = Vec::new();
+        let mut exec_r = Vec::new();
+        let mut succ = Vec::new();
+        let mut mis = Vec::new();
+        let mut comps: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        for r in rollouts {
+            mis.push(if r.record.misaligned { 1.0 } else { 0.0 });
+            for p in &r.record.plans {
+                if self.cfg.mode != Mode::Flat {
+                    plan_r.push(p.reward.total);
+                }
+                succ.push(if p.success { 1.0 } else { 0.0 });
+                for st in &p.steps {
+                    for smp in &st.samples {
+                        exec_r.push(smp.reward.total);
+                    }
+                }
+                if self.cfg.mode == Mode::Separate {
+                    break;
+                }
+            }
+            for (k, v) in &r.components {
+                let e = comps.entry(k.clone()).or_insert((0.0, 0));
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        MetricsRecord {
+            step: s,
+            planner_reward: mean(&plan_r),
+            executor_reward: mean(&exec_r),
+            success_rate: mean(&succ),
+            misaligned_rate: mean(&mis),
+            planner,
+            executor,
+            components: comps
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n.max(1) as f64))
+                .collect(),
+            tokens_per_s: gen_tokens as f64 / rollout_s.max(1e-9),
+            elapsed_s: self.elapsed_s,
+            step_time_s: dt,
+        }
+    }
+
+    /// One GRPO update of `policy` over its groups (gradient accumulation per micro-batch).
+    fn update(
+        &mut self,
+        policy: Policy,
+        groups: &[(Group, Vec<f64>)],
+        temperature: f64,
+        warnings: &mut Vec<String>,
+    ) -> Result<PolicyStats> {
+        let gcfg = self.cfg.grpo.clone();
+        let adapter = policy.adapter();
+        let (vars, lr) = match policy {
+            Policy::Planner => (self.opt_planner.vars().to_vec(), self.opt_planner.cfg.lr),
+            Policy::Executor => (self.opt_executor.vars().to_vec(), self.opt_executor.cfg.lr),
+        };
+        // Groups whose advantages are all zero carry no policy gradient; without a KL term they
+        // are skipped entirely.
+        let useful: Vec<&(Group, Vec<f64>)> = groups
+            .iter()
+            .filter(|(g, a)| {
+                !g.completions.is_empty() && (gcfg.beta > 0.0 || a.iter().any(|x| *x != 0.0))
+            })
+            .collect();
+        let norm = match gcfg.loss_agg {
+            LossAgg::TokenMean => useful
+                .iter()
+                .flat_map(|(g, _)| g.completions.iter().map(|c| c.tokens.len()))
+                .sum::<usize>() as f64,
+            LossAgg::SequenceMean => useful
+                .iter()
+                .map(|(g, _)| g.completions.len())
+                .sum::<usize>() as f64,
+        };
+        let mut stats = PolicyStats {
+            lr,
+            ..PolicyStats::default()
+        };
+        if useful.is_empty() || norm == 0.0 {
+            stats.loss = 0.0;
+            stats.kl = 0.0;
+            stats.clip_frac = 0.0;
+            stats.grad_norm = 0.0;
+            return Ok(stats);
+        }
+        let mut accum = GradAccum::new(vars);
+        let (mut loss_sum, mut kl_sum, mut clipped, mut toks) = (0.0, 0.0, 0.0, 0.0);
+        let dev = self.agent.model.device().clone();
+        for (g, adv) in useful {
+            let idx: Vec<usize> = (0..g.completions.len())
+                .filter(|&i| !g.completions[i].tokens.is_empty())
+                .collect();
+            for chunk in idx.chunks(gcfg.micro_batch.max(1)) {
+                let comps: Vec<&[u32]> = chunk
+                    .iter()
+                    .map(|&i| g.completions[i].tokens.as_slice())
+                    .collect();
+                let advs: Vec<f64> = chunk.iter().map(|&i| adv[i]).collect();
+                let l = comps.iter().map(|c| c.len()).max().unwrap_or(0);
+                let old: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|&i| {
+                        let lp = &g.completions[i].logprobs;
+                        (0..l).map(move |j| lp.get(j).copied().unwrap_or(0.0))
+                    })
+                    .collect();
+                let (lp, mask) = completion_logprobs(
+                    &self.agent.model,
+                    Some(adapter),
+                    &g.prompt,
+                    &comps,
+                    temperature,
+                    true,
+                )?;
+                let old = Tensor::from_vec(old, (chunk.len(), l), &dev)?.to_dtype(lp.dtype())?;
+                let reference = if gcfg.beta > 0.0 {
+                    Some(
+                        completion_logprobs(
+                            &self.agent.model,
+                            None,
+                            &g.prompt,
+                            &comps,
+                            temperature,
+                            false,
+                        )?
+                        .0,
+                    )
+                } else {
+                    None
+                };
+                let batch = GrpoBatch {
+                    logprobs: &lp,
+                    old_logprobs: &old,
+                    ref_logprobs: reference.as_ref(),
+                    advantages: &advs,
+                    mask: &mask,
+                };
+                let out = grpo_loss(&gcfg, &batch, norm)?;
+                let lv = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if !lv.is_finite() {
+                    warnings.push(format!(
+                        "{adapter}: non-finite loss in a micro-batch; update skipped"
+                    ));
+                    stats.skipped = true;
+                    continue;
+                }
+                let grads = out.loss.backward()?;
+                accum.add(&grads)?;
+                loss_sum += lv;
+                kl_sum += out.kl_sum;
+                clipped += out.clipped_tokens;
+                toks += out.tokens;
+            }
+        }
+        stats.loss = loss_sum;
+        stats.kl = kl_sum / toks.max(1.0);
+        stats.clip_frac = clipped / toks.max(1.0);
+        if stats.skipped {
+            stats.grad_norm = f64::NAN;
+            return Ok(stats);
+        }
+        let opt = match policy {
+            Policy::Planner => &mut self.opt_planner,
+            Policy::Executor => &mut self.opt_executor,
+        };
+        let info = opt.step(accum.grads())?;
+        stats.grad_norm = info.grad_norm;
+        if info.skipped {
+            stats.skipped = true;
+            warnings.push(format!(
+                "{adapter}: non-finite gradient norm; update skipped"
+            ));
+        }
+        Ok(stats)
+    }
+
+    /// Write both adapters (PEFT), optimizer states and the trainer state into `dir`.
+    pub fn save_checkpoint(
+        &self,
+        dir: &Path,
+        planner_dir: &Path,
+        executor_dir: &Path,
+    ) -> Result<()> {
+        let base = self.agent.model_name.as_str();
+        self.agent
+            .model
+            .adapter("planner")?
+            .save_peft(planner_dir, base)?;
+        self.agent
+            .model
+            .adapter("executor")?
+            .save_peft(executor_dir, base)?;
+        self.opt_planner.save(planner_dir)?;
+        self.opt_executor.save(executor_dir)?;
+        let st = TrainerState {
+            step: self.step,
+            elapsed_s: self.elapsed_s,
+            mode: self.cfg.mode.name().into(),
+            seed: self.cfg.seed,
+        };
+        let text =
+            serde_json::to_string_pretty(&st).map_err(|e| EngineError::Other(e.to_string()))?;
+        crate::util::atomic_write(&dir.join("trainer_state.json"), text.as_bytes())
+    }
+
+    /// Restore adapters, optimizers and the step counter from a checkpoint directory.
+    pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let sp = dir.join("trainer_state.json");
+        let text = std::fs::read_to_string(&sp).map_err(|e| EngineError::Io {
+            path: sp.clone(),
+            source: e,
+        })?;
+        let st: TrainerState =
+            serde_json::from_str(&text).map_err(|e| EngineError::load(&sp, e.to_string()))?;
+        let dev = self.agent.model.device().clone();
+        let dtype = self.agent.model.dtype();
+        for (name, opt) in [
+            ("planner", &mut self.opt_planner),
+            ("executor", &mut self.opt_executor),
+        ] {
+            let adir = dir.join(name);
+            let loaded = crate::model::LoraAdapter::load_peft(
+                name,
+                &adir,
+                self.agent.model.config(),
+                dtype,
+                &dev,
+            )?;
+            self.agent.model.adapter(name)?.copy_from(&loaded)?;
+            opt.load(&adir, &dev)?;
+        }
+        self.step = st.step;
+        self.elapsed_s = st.elapsed_s;
+        Ok(())
+    }
+}
+
+/// Drive `trainer` to `cfg.steps`, writing the session and emitting events; obeys commands.
+/// Returns when done, stopped, or after repeated step failures (reported as events).
+pub fn run(
+    mut trainer: Trainer,
+    mut writer: Option<SessionWriter>,
+    events: Sender<TrainEvent>,
+    commands: Receiver<TrainCommand>,
+) -> Result<()> {
+    crate::model::ops::init_cpu_float_mode();
+    let total = trainer.cfg.steps;
+    let send = |e: TrainEvent| {
+        let _ = events.send(e);
+    };
+    let save = |trainer: &Trainer,
+                writer: &mut Option<SessionWriter>|
+     -> Result<Option<cahl_sessions::records::CheckpointRecord>> {
+        let Some(w) = writer.as_mut() else {
+            return Ok(None);
+        };
+        let tmp = w
+            .checkpoint_dir(trainer.steps_done())
+            .map_err(|e| EngineError::Other(e.to_string()))?;
+        let (pd, ed) = (tmp.planner_dir(), tmp.executor_dir());
+        trainer.save_checkpoint(tmp.path(), &pd, &ed)?;
+        let rec = w
+            .commit_checkpoint(tmp)
+            .map_err(|e| EngineError::Other(e.to_string()))?;
+        Ok(Some(rec))
+    };
+    let mut paused = false;
+    let mut failures = 0;
+    let mut stopped = false;
+    let mut last_ckpt = None;
+    while trainer.steps_done() < total {
+        // Commands: drain without blocking; block while paused.
+        loop {
+            let cmd = if paused {
+                match commands.recv_timeout(Duration::from_millis(200)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => Some(TrainCommand::Stop),
+                }
+            } else {
+                commands.try_recv().ok()
+            };
+            let Some(cmd) = cmd else { break };
+            match cmd {
+                TrainCommand::Pause => {
+                    paused = true;
+                    send(TrainEvent::Status {
+                        state: RunState::Paused,
+                        message: "paused".into(),
+                    });
+                }
+                TrainCommand::Resume => {
+                    paused = false;
+                    send(TrainEvent::Status {
+                        state: RunState::Running,
+                        message: "resumed".into(),
+                    });
+                }
+                TrainCommand::SaveCheckpoint => match save(&trainer, &mut writer) {
+                    Ok(Some(rec)) => send(TrainEvent::Checkpoint(rec)),
+                    Ok(None) => send(TrainEvent::Warning(
+                        "no session directory: nothing saved".into(),
+                    )),
+                    Err(e) => send(TrainEvent::Error(format!("checkpoint failed: {e}"))),
+                },
+                TrainCommand::Stop => {
+                    stopped = true;
+                    send(TrainEvent::Status {
+                        state: RunState::Stopping,
+                        message: "stopping".into(),
+                    });
+                    break;
+                }
+            }
+            if !paused {
+                break;
+            }
+        }
+        if stopped {
+            break;
+        }
+        match trainer.step() {
+            Ok(res) => {
+                failures = 0;
+                for w in &res.warnings {
+                    tracing::warn!("{w}");
+                    send(TrainEvent::Warning(w.clone()));
+                }
+                if let Some(wr) = writer.as_mut() {
+                    for t in &res.trajectories {
+                        if let Err(e) = wr.append_trajectory(t) {
+                            send(TrainEvent::Error(format!("writing trajectory: {e}")));
+                        }
+                    }
+                    if let Err(e) = wr.append_metrics(&res.metrics) {
+                        send(TrainEvent::Error(format!("writing metrics: {e}")));
+                    }
+                }
+                for t in res.trajectories {
+                    send(TrainEvent::Trajectory(Box::new(t)));
+                }
+                send(TrainEvent::Metrics(res.metrics));
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!("step {} failed: {e}", trainer.steps_done() + 1);
+                send(TrainEvent::Error(format!(
+                    "step {} failed: {e}",
+                    trainer.steps_done() + 1
+                )));
+                if failures >= 3 {
+                    send(TrainEvent::Finished {
+                        step: trainer.steps_done(),
+                        completed: false,
+                        checkpoint: last_ckpt.clone(),
+                        message: format!("stopped after 3 consecutive failed steps: {e}"),
+                    });
+                    return Err(e);
+                }
+                continue;
+            }
+        }
+        let every = trainer.cfg.checkpoint_every;
+        if every > 0 && trainer.steps_done() % every == 0 && trainer.steps_done() < total {
+            match save(&trainer, &mut writer) {
+                Ok(Some(rec)) => {
+                    last_ckpt = Some(rec.clone());
+                    send(TrainEvent::Checkpoint(rec));
+                }
+                Ok(None) => {}
+                Err(e) => send(TrainEvent::Error(format!("checkpoint failed: {e}"))),
+            }
+        }
+    }
+    // Final checkpoint (also when stopped).
+    match save(&trainer, &mut writer) {
+        Ok(Some(rec)) => {
+            last_ckpt = Some(rec.clone());
+            send(TrainEvent::Checkpoint(rec));
+        }
+        Ok(None) => {}
+        Err(e) => send(TrainEvent::Error(format!("final checkpoint failed: {e}"))),
+    }
+    if let Some(w) = writer.take() {
+        if let Err(e) = w.close() {
+            send(TrainEvent::Error(format!("closing session: {e}")));
+        }
+    }
+    send(TrainEvent::Status {
+        state: RunState::Finished,
+        message: "finished".into(),
+    });
+    send(TrainEvent::Finished {
+        step: trainer.steps_done(),
+        completed: !stopped,
+        checkpoint: last_ckpt,
+        message: if stopped {
+            "stopped by user".into()
+        } else {
+            "completed".into()
+        },
+    });
+    Ok(())
+}

