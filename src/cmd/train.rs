@@ -130,24 +130,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     let (writer, dir) = if args.resume {
         let dir = args.session.clone().context("--resume needs --session")?;
-        let (mut w, report) = SessionWriter::resume(&dir)?;
-        match report.latest_checkpoint {
-            Some(ck) => {
-                let ck_dir = dir.join(&ck.path);
-                let ck_dir = if ck_dir.exists() {
-                    ck_dir
-                } else {
-                    PathBuf::from(&ck.path)
-                };
-                trainer.load_checkpoint(&ck_dir)?;
-                w.truncate_after_step(ck.step)?;
-                eprintln!("resuming {} from step {}", dir.display(), ck.step);
-            }
-            None => {
-                w.clear_records()?;
-                eprintln!("no checkpoint in {}: starting from step 0", dir.display());
-            }
-        }
+        let (w, from) = train::resume_session(&mut trainer, &dir)?;
+        eprintln!("resuming {} from step {from}", dir.display());
         (w, dir)
     } else {
         let dir = match &args.session {

@@ -291,7 +291,8 @@ impl Trainer {
     }
 
     /// One GRPO update of `policy` over its groups (gradient accumulation per micro-batch).
-    fn update(
+    /// `groups` pairs each group with its advantages (see [`group_advantages`]).
+    pub fn update(
         &mut self,
         policy: Policy,
         groups: &[(Group, Vec<f64>)],
@@ -482,6 +483,36 @@ impl Trainer {
         self.step = st.step;
         self.elapsed_s = st.elapsed_s;
         Ok(())
+    }
+}
+
+/// Reopen session `dir` for `--resume`: repair torn JSONL tails, load the latest checkpoint into
+/// `trainer` and drop records of steps after it (they are re-run identically). Returns the writer
+/// and the step the run continues from.
+pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<(SessionWriter, u64)> {
+    let (mut w, report) =
+        SessionWriter::resume(dir).map_err(|e| EngineError::Other(e.to_string()))?;
+    for r in &report.tail_repairs {
+        tracing::warn!("repaired torn tail: {r:?}");
+    }
+    match report.latest_checkpoint {
+        Some(ck) => {
+            let p = dir.join(&ck.path);
+            let p = if p.exists() {
+                p
+            } else {
+                std::path::PathBuf::from(&ck.path)
+            };
+            trainer.load_checkpoint(&p)?;
+            w.truncate_after_step(ck.step)
+                .map_err(|e| EngineError::Other(e.to_string()))?;
+            Ok((w, ck.step))
+        }
+        None => {
+            w.clear_records()
+                .map_err(|e| EngineError::Other(e.to_string()))?;
+            Ok((w, 0))
+        }
     }
 }
 
