@@ -5,11 +5,16 @@ use std::path::PathBuf;
 use cahl_engine::score::{gold_predictions, score_bench, Bench};
 
 fn data_dir(sub: &str) -> Option<PathBuf> {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(sub);
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(sub);
     if d.is_dir() {
         Some(d)
     } else {
-        eprintln!("SKIPPED: {} not found (shared benchmark data absent)", d.display());
+        eprintln!(
+            "SKIPPED: {} not found (shared benchmark data absent)",
+            d.display()
+        );
         None
     }
 }
@@ -69,7 +74,9 @@ fn bfcl_empty_predictions_score_only_irrelevance() {
 
 #[test]
 fn apibank_item_ids_follow_file_stem_and_index() {
-    let Some(dir) = data_dir("api-bank") else { return };
+    let Some(dir) = data_dir("api-bank") else {
+        return;
+    };
     let items = cahl_engine::score::apibank::load(&dir, Some("level-1")).unwrap();
     assert_eq!(items[0].id, "level-1-0");
     assert_eq!(items.len(), 399);

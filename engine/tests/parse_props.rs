@@ -1,7 +1,9 @@
 //! Property tests: parsers, validation, rewards and the calculator never panic on any input, and
 //! well-formed outputs round-trip.
 use cahl_engine::parse::{parse_executor, parse_planner, validate_calls, ToolCall};
-use cahl_engine::rewards::{executor_step_reward, planner_reward, toolrl_reward, PlanEpisode, RewardConfig, ToolRlGold};
+use cahl_engine::rewards::{
+    executor_step_reward, planner_reward, toolrl_reward, PlanEpisode, RewardConfig, ToolRlGold,
+};
 use cahl_engine::worlds::builtin::{builtin_tools, BuiltinWorld};
 use cahl_engine::worlds::calc;
 use cahl_engine::worlds::World;

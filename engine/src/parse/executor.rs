@@ -52,7 +52,9 @@ impl ExecutorOutput {
     }
 
     pub fn format_issues(&self) -> impl Iterator<Item = &ParseIssue> {
-        self.issues.iter().filter(|i| i.class() == IssueClass::Format)
+        self.issues
+            .iter()
+            .filter(|i| i.class() == IssueClass::Format)
     }
 
     pub fn is_well_formed(&self) -> bool {
@@ -64,7 +66,9 @@ impl ExecutorOutput {
 pub fn parse_executor(text: &str) -> ExecutorOutput {
     let mut out = ExecutorOutput::default();
     let text = if text.len() > MAX_OUTPUT_BYTES {
-        out.issues.push(ParseIssue::TooLong { limit: MAX_OUTPUT_BYTES });
+        out.issues.push(ParseIssue::TooLong {
+            limit: MAX_OUTPUT_BYTES,
+        });
         clip(text, MAX_OUTPUT_BYTES)
     } else {
         text
@@ -77,14 +81,21 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
     let thinks = find_blocks(text, "think", &mut issues);
     let think_range = thinks.first().map(|b| (b.start, b.end));
     match thinks.len() {
-        0 => issues.push(ParseIssue::MissingTag { tag: "think".into() }),
+        0 => issues.push(ParseIssue::MissingTag {
+            tag: "think".into(),
+        }),
         1 => {}
-        _ => issues.push(ParseIssue::DuplicateTag { tag: "think".into() }),
+        _ => issues.push(ParseIssue::DuplicateTag {
+            tag: "think".into(),
+        }),
     }
     if let Some(b) = thinks.first() {
         out.think = Some(b.inner.trim().to_string());
         if !text[..b.start].trim().is_empty() {
-            issues.push(ParseIssue::TagOrder { tag: "think".into(), detail: "must come first".into() });
+            issues.push(ParseIssue::TagOrder {
+                tag: "think".into(),
+                detail: "must come first".into(),
+            });
         }
     }
     let inside_think = |start: usize| think_range.is_some_and(|(s, e)| start > s && start < e);
@@ -97,7 +108,9 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
         .filter(|b| !inside_think(b.start))
         .collect();
     if responses.len() > 1 {
-        issues.push(ParseIssue::DuplicateTag { tag: "response".into() });
+        issues.push(ParseIssue::DuplicateTag {
+            tag: "response".into(),
+        });
     }
     if let Some(r) = responses.first() {
         out.response = Some(r.inner.trim().to_string());
@@ -111,7 +124,9 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
         }
     }
     if calls_blocks.is_empty() && responses.is_empty() {
-        issues.push(ParseIssue::MissingTag { tag: "tool_call or response".into() });
+        issues.push(ParseIssue::MissingTag {
+            tag: "tool_call or response".into(),
+        });
     }
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     ranges.extend(thinks.iter().map(|b| (b.start, b.end)));
@@ -140,7 +155,10 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
                     if l.is_empty() {
                         continue;
                     }
-                    values.push((li + 1, serde_json::from_str::<Value>(l).map_err(|e| e.to_string())));
+                    values.push((
+                        li + 1,
+                        serde_json::from_str::<Value>(l).map_err(|e| e.to_string()),
+                    ));
                 }
             }
         }
@@ -149,9 +167,18 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
                 too_many = true;
                 break 'blocks;
             }
-            let mut entry = CallEntry { block: bi, line, call: None, issues: Vec::new() };
+            let mut entry = CallEntry {
+                block: bi,
+                line,
+                call: None,
+                issues: Vec::new(),
+            };
             match v {
-                Err(message) => entry.issues.push(ParseIssue::InvalidJson { block: bi, line, message }),
+                Err(message) => entry.issues.push(ParseIssue::InvalidJson {
+                    block: bi,
+                    line,
+                    message,
+                }),
                 Ok(v) => match call_from_value(v, bi, line) {
                     Ok((call, key)) => {
                         match key {
@@ -228,7 +255,10 @@ fn call_from_value(v: Value, block: usize, line: usize) -> Result<(ToolCall, Arg
             return Err(ParseIssue::BadArguments {
                 block,
                 line,
-                message: format!("arguments must be an object, got {}", super::json_type_name(&other)),
+                message: format!(
+                    "arguments must be an object, got {}",
+                    super::json_type_name(&other)
+                ),
             })
         }
     };
@@ -270,8 +300,12 @@ mod tests {
     #[test]
     fn reports_missing_think_and_unclosed_call() {
         let out = parse_executor("<tool_call>\n{\"name\": \"a\", \"parameters\": {}}");
-        assert!(out.issues.contains(&ParseIssue::MissingTag { tag: "think".into() }));
-        assert!(out.issues.contains(&ParseIssue::UnclosedTag { tag: "tool_call".into() }));
+        assert!(out.issues.contains(&ParseIssue::MissingTag {
+            tag: "think".into()
+        }));
+        assert!(out.issues.contains(&ParseIssue::UnclosedTag {
+            tag: "tool_call".into()
+        }));
         // the call is still read, for partial credit
         assert_eq!(out.calls().len(), 1);
     }
@@ -281,7 +315,14 @@ mod tests {
         let out = parse_executor("<think>t</think>\n<tool_call>\n{\"name\": \"a\", \"parameters\": {}}\n{name: b}\n</tool_call>");
         assert_eq!(out.calls().len(), 1);
         assert_eq!(out.entries.len(), 2);
-        assert!(matches!(out.entries[1].issues[0], ParseIssue::InvalidJson { block: 0, line: 2, .. }));
+        assert!(matches!(
+            out.entries[1].issues[0],
+            ParseIssue::InvalidJson {
+                block: 0,
+                line: 2,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -296,16 +337,25 @@ mod tests {
     #[test]
     fn reports_missing_action_stray_text_and_empty() {
         let out = parse_executor("<think>t</think> hello");
-        assert!(out.issues.contains(&ParseIssue::MissingTag { tag: "tool_call or response".into() }));
-        assert!(out.issues.iter().any(|i| matches!(i, ParseIssue::TextOutsideTags { .. })));
+        assert!(out.issues.contains(&ParseIssue::MissingTag {
+            tag: "tool_call or response".into()
+        }));
+        assert!(out
+            .issues
+            .iter()
+            .any(|i| matches!(i, ParseIssue::TextOutsideTags { .. })));
         assert_eq!(parse_executor("  ").issues, vec![ParseIssue::Empty]);
         let out = parse_executor("<think>a</think></response>");
-        assert!(out.issues.contains(&ParseIssue::UnopenedTag { tag: "response".into() }));
+        assert!(out.issues.contains(&ParseIssue::UnopenedTag {
+            tag: "response".into()
+        }));
     }
 
     #[test]
     fn tool_call_inside_think_is_not_a_call() {
-        let out = parse_executor("<think>I could <tool_call>{}</tool_call></think><response>no</response>");
+        let out = parse_executor(
+            "<think>I could <tool_call>{}</tool_call></think><response>no</response>",
+        );
         assert!(out.calls().is_empty());
         assert!(!out.has_tool_call_block);
         assert!(out.issues.is_empty(), "{:?}", kinds(&out));
@@ -315,6 +365,11 @@ mod tests {
     fn long_output_is_cut_and_reported() {
         let t = format!("<think>{}</think>", "é".repeat(MAX_OUTPUT_BYTES));
         let out = parse_executor(&t);
-        assert_eq!(out.issues[0], ParseIssue::TooLong { limit: MAX_OUTPUT_BYTES });
+        assert_eq!(
+            out.issues[0],
+            ParseIssue::TooLong {
+                limit: MAX_OUTPUT_BYTES
+            }
+        );
     }
 }

@@ -53,7 +53,10 @@ impl ToolCall {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        ToolCall { name: name.into(), arguments }
+        ToolCall {
+            name: name.into(),
+            arguments,
+        }
     }
 
     /// ToolRL's JSON line: `{"name": …, "parameters": {…}}`.
@@ -79,42 +82,115 @@ pub enum IssueClass {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ParseIssue {
-    TooLong { limit: usize },
+    TooLong {
+        limit: usize,
+    },
     Empty,
-    MissingTag { tag: String },
-    UnclosedTag { tag: String },
-    UnopenedTag { tag: String },
-    DuplicateTag { tag: String },
-    TagOrder { tag: String, detail: String },
-    TextOutsideTags { snippet: String },
-    InvalidJson { block: usize, line: usize, message: String },
-    NotAnObject { block: usize, line: usize },
-    MissingName { block: usize, line: usize },
-    BadArguments { block: usize, line: usize, message: String },
-    EmptyToolCall { block: usize },
-    TooManyCalls { limit: usize },
+    MissingTag {
+        tag: String,
+    },
+    UnclosedTag {
+        tag: String,
+    },
+    UnopenedTag {
+        tag: String,
+    },
+    DuplicateTag {
+        tag: String,
+    },
+    TagOrder {
+        tag: String,
+        detail: String,
+    },
+    TextOutsideTags {
+        snippet: String,
+    },
+    InvalidJson {
+        block: usize,
+        line: usize,
+        message: String,
+    },
+    NotAnObject {
+        block: usize,
+        line: usize,
+    },
+    MissingName {
+        block: usize,
+        line: usize,
+    },
+    BadArguments {
+        block: usize,
+        line: usize,
+        message: String,
+    },
+    EmptyToolCall {
+        block: usize,
+    },
+    TooManyCalls {
+        limit: usize,
+    },
     NoSubtasks,
-    UnnumberedLine { line: usize, snippet: String },
-    BadNumbering { line: usize, expected: usize, found: String },
-    TooManySubtasks { limit: usize },
-    UnknownTool { name: String },
-    MissingRequired { tool: String, param: String },
-    WrongType { tool: String, param: String, expected: String, got: String },
-    NotInEnum { tool: String, param: String },
-    ExtraParameter { tool: String, param: String },
+    UnnumberedLine {
+        line: usize,
+        snippet: String,
+    },
+    BadNumbering {
+        line: usize,
+        expected: usize,
+        found: String,
+    },
+    TooManySubtasks {
+        limit: usize,
+    },
+    UnknownTool {
+        name: String,
+    },
+    MissingRequired {
+        tool: String,
+        param: String,
+    },
+    WrongType {
+        tool: String,
+        param: String,
+        expected: String,
+        got: String,
+    },
+    NotInEnum {
+        tool: String,
+        param: String,
+    },
+    ExtraParameter {
+        tool: String,
+        param: String,
+    },
 }
 
 impl ParseIssue {
     pub fn class(&self) -> IssueClass {
         use ParseIssue::*;
         match self {
-            TooLong { .. } | Empty | MissingTag { .. } | UnclosedTag { .. } | UnopenedTag { .. }
-            | DuplicateTag { .. } | TagOrder { .. } | TextOutsideTags { .. } | NoSubtasks
-            | UnnumberedLine { .. } | BadNumbering { .. } | TooManySubtasks { .. }
+            TooLong { .. }
+            | Empty
+            | MissingTag { .. }
+            | UnclosedTag { .. }
+            | UnopenedTag { .. }
+            | DuplicateTag { .. }
+            | TagOrder { .. }
+            | TextOutsideTags { .. }
+            | NoSubtasks
+            | UnnumberedLine { .. }
+            | BadNumbering { .. }
+            | TooManySubtasks { .. }
             | EmptyToolCall { .. } => IssueClass::Format,
-            InvalidJson { .. } | NotAnObject { .. } | MissingName { .. } | BadArguments { .. }
+            InvalidJson { .. }
+            | NotAnObject { .. }
+            | MissingName { .. }
+            | BadArguments { .. }
             | TooManyCalls { .. } => IssueClass::Syntax,
-            UnknownTool { .. } | MissingRequired { .. } | WrongType { .. } | NotInEnum { .. }
+            UnknownTool { .. }
+            | MissingRequired { .. }
+            | WrongType { .. }
+            | NotInEnum { .. }
             | ExtraParameter { .. } => IssueClass::Schema,
         }
     }
@@ -131,7 +207,11 @@ impl ParseIssue {
             DuplicateTag { tag } => format!("<{tag}> appears more than once"),
             TagOrder { tag, detail } => format!("<{tag}> out of order: {detail}"),
             TextOutsideTags { snippet } => format!("text outside tags: {snippet:?}"),
-            InvalidJson { block, line, message } => {
+            InvalidJson {
+                block,
+                line,
+                message,
+            } => {
                 format!("tool_call block {block} line {line}: invalid JSON ({message})")
             }
             NotAnObject { block, line } => {
@@ -140,23 +220,42 @@ impl ParseIssue {
             MissingName { block, line } => {
                 format!("tool_call block {block} line {line}: no string \"name\"")
             }
-            BadArguments { block, line, message } => {
+            BadArguments {
+                block,
+                line,
+                message,
+            } => {
                 format!("tool_call block {block} line {line}: bad arguments ({message})")
             }
             EmptyToolCall { block } => format!("tool_call block {block} is empty"),
             TooManyCalls { limit } => format!("more than {limit} calls, rest ignored"),
             NoSubtasks => "plan has no sub-tasks".into(),
-            UnnumberedLine { line, snippet } => format!("plan line {line} is not numbered: {snippet:?}"),
-            BadNumbering { line, expected, found } => {
+            UnnumberedLine { line, snippet } => {
+                format!("plan line {line} is not numbered: {snippet:?}")
+            }
+            BadNumbering {
+                line,
+                expected,
+                found,
+            } => {
                 format!("plan line {line}: expected number {expected}, found {found}")
             }
             TooManySubtasks { limit } => format!("more than {limit} sub-tasks, rest ignored"),
             UnknownTool { name } => format!("unknown tool {name:?}"),
-            MissingRequired { tool, param } => format!("{tool}: missing required parameter {param:?}"),
-            WrongType { tool, param, expected, got } => {
+            MissingRequired { tool, param } => {
+                format!("{tool}: missing required parameter {param:?}")
+            }
+            WrongType {
+                tool,
+                param,
+                expected,
+                got,
+            } => {
                 format!("{tool}: parameter {param:?} should be {expected}, got {got}")
             }
-            NotInEnum { tool, param } => format!("{tool}: parameter {param:?} not one of the allowed values"),
+            NotInEnum { tool, param } => {
+                format!("{tool}: parameter {param:?} not one of the allowed values")
+            }
             ExtraParameter { tool, param } => format!("{tool}: unexpected parameter {param:?}"),
         }
     }

@@ -27,7 +27,10 @@ fn split_number(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let rest = &line[digits..];
-    let rest = rest.strip_prefix('.').or_else(|| rest.strip_prefix(')')).or_else(|| rest.strip_prefix(':'))?;
+    let rest = rest
+        .strip_prefix('.')
+        .or_else(|| rest.strip_prefix(')'))
+        .or_else(|| rest.strip_prefix(':'))?;
     Some((&line[..digits], rest.trim()))
 }
 
@@ -35,7 +38,9 @@ fn split_number(line: &str) -> Option<(&str, &str)> {
 pub fn parse_planner(text: &str) -> PlannerOutput {
     let mut out = PlannerOutput::default();
     let text = if text.len() > MAX_OUTPUT_BYTES {
-        out.issues.push(ParseIssue::TooLong { limit: MAX_OUTPUT_BYTES });
+        out.issues.push(ParseIssue::TooLong {
+            limit: MAX_OUTPUT_BYTES,
+        });
         clip(text, MAX_OUTPUT_BYTES)
     } else {
         text
@@ -47,14 +52,21 @@ pub fn parse_planner(text: &str) -> PlannerOutput {
     let mut issues = Vec::new();
     let thinks = find_blocks(text, "think", &mut issues);
     match thinks.len() {
-        0 => issues.push(ParseIssue::MissingTag { tag: "think".into() }),
+        0 => issues.push(ParseIssue::MissingTag {
+            tag: "think".into(),
+        }),
         1 => {}
-        _ => issues.push(ParseIssue::DuplicateTag { tag: "think".into() }),
+        _ => issues.push(ParseIssue::DuplicateTag {
+            tag: "think".into(),
+        }),
     }
     if let Some(b) = thinks.first() {
         out.think = Some(b.inner.trim().to_string());
         if !text[..b.start].trim().is_empty() {
-            issues.push(ParseIssue::TagOrder { tag: "think".into(), detail: "must come first".into() });
+            issues.push(ParseIssue::TagOrder {
+                tag: "think".into(),
+                detail: "must come first".into(),
+            });
         }
     }
     let think_range = thinks.first().map(|b| (b.start, b.end));
@@ -80,22 +92,34 @@ pub fn parse_planner(text: &str) -> PlannerOutput {
                 continue;
             }
             if out.subtasks.len() >= MAX_SUBTASKS {
-                issues.push(ParseIssue::TooManySubtasks { limit: MAX_SUBTASKS });
+                issues.push(ParseIssue::TooManySubtasks {
+                    limit: MAX_SUBTASKS,
+                });
                 break;
             }
             match split_number(l) {
                 Some((num, body)) => {
                     if num.parse::<usize>().ok() != Some(expected) {
-                        issues.push(ParseIssue::BadNumbering { line: li + 1, expected, found: num.to_string() });
+                        issues.push(ParseIssue::BadNumbering {
+                            line: li + 1,
+                            expected,
+                            found: num.to_string(),
+                        });
                     }
                     if body.is_empty() {
-                        issues.push(ParseIssue::UnnumberedLine { line: li + 1, snippet: snippet(l) });
+                        issues.push(ParseIssue::UnnumberedLine {
+                            line: li + 1,
+                            snippet: snippet(l),
+                        });
                     } else {
                         out.subtasks.push(body.to_string());
                     }
                     expected += 1;
                 }
-                None => issues.push(ParseIssue::UnnumberedLine { line: li + 1, snippet: snippet(l) }),
+                None => issues.push(ParseIssue::UnnumberedLine {
+                    line: li + 1,
+                    snippet: snippet(l),
+                }),
             }
         }
         if out.subtasks.is_empty() {
@@ -114,26 +138,45 @@ mod tests {
     fn numbered_plan() {
         let p = parse_planner("<think>a</think>\n<plan>\n1. log in as alice with password red\n2) get the balance of checking\n</plan>");
         assert!(p.issues.is_empty(), "{:?}", p.issues);
-        assert_eq!(p.subtasks, vec!["log in as alice with password red", "get the balance of checking"]);
+        assert_eq!(
+            p.subtasks,
+            vec![
+                "log in as alice with password red",
+                "get the balance of checking"
+            ]
+        );
     }
 
     #[test]
     fn reports_numbering_and_unnumbered_lines() {
         let p = parse_planner("<think>a</think><plan>\n1. x\n3. y\n- z\n</plan>");
         assert_eq!(p.subtasks, vec!["x", "y"]);
-        assert!(p.issues.contains(&ParseIssue::BadNumbering { line: 3, expected: 2, found: "3".into() }));
-        assert!(p.issues.iter().any(|i| matches!(i, ParseIssue::UnnumberedLine { line: 4, .. })));
+        assert!(p.issues.contains(&ParseIssue::BadNumbering {
+            line: 3,
+            expected: 2,
+            found: "3".into()
+        }));
+        assert!(p
+            .issues
+            .iter()
+            .any(|i| matches!(i, ParseIssue::UnnumberedLine { line: 4, .. })));
     }
 
     #[test]
     fn reports_missing_plan_and_empty_plan() {
         let p = parse_planner("<think>a</think>");
-        assert!(p.issues.contains(&ParseIssue::MissingTag { tag: "plan".into() }));
+        assert!(p
+            .issues
+            .contains(&ParseIssue::MissingTag { tag: "plan".into() }));
         let p = parse_planner("<think>a</think><plan>\n</plan>");
         assert!(p.issues.contains(&ParseIssue::NoSubtasks));
         let p = parse_planner("<plan>1. a");
-        assert!(p.issues.contains(&ParseIssue::UnclosedTag { tag: "plan".into() }));
-        assert!(p.issues.contains(&ParseIssue::MissingTag { tag: "think".into() }));
+        assert!(p
+            .issues
+            .contains(&ParseIssue::UnclosedTag { tag: "plan".into() }));
+        assert!(p.issues.contains(&ParseIssue::MissingTag {
+            tag: "think".into()
+        }));
         assert_eq!(p.subtasks, vec!["a"]);
     }
 }

@@ -13,7 +13,11 @@ pub(crate) struct Block<'a> {
 
 /// Every `<tag>` region of `text`, in order. Unclosed regions run to the next `<tag>` or the end
 /// of the text and are reported; stray `</tag>` are reported too.
-pub(crate) fn find_blocks<'a>(text: &'a str, tag: &str, issues: &mut Vec<ParseIssue>) -> Vec<Block<'a>> {
+pub(crate) fn find_blocks<'a>(
+    text: &'a str,
+    tag: &str,
+    issues: &mut Vec<ParseIssue>,
+) -> Vec<Block<'a>> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     let mut blocks = Vec::new();
@@ -24,7 +28,9 @@ pub(crate) fn find_blocks<'a>(text: &'a str, tag: &str, issues: &mut Vec<ParseIs
         let next_open = rest.find(&open).map(|i| i + pos);
         let search_end = next_open.unwrap_or(text.len());
         if !stray_reported && text[pos..search_end].contains(&close) {
-            issues.push(ParseIssue::UnopenedTag { tag: tag.to_string() });
+            issues.push(ParseIssue::UnopenedTag {
+                tag: tag.to_string(),
+            });
             stray_reported = true;
         }
         let Some(o) = next_open else { break };
@@ -34,17 +40,33 @@ pub(crate) fn find_blocks<'a>(text: &'a str, tag: &str, issues: &mut Vec<ParseIs
         let o2 = after.find(&open).map(|i| i + inner_start);
         match (c, o2) {
             (Some(c), o2) if o2.is_none_or(|o2| c < o2) => {
-                blocks.push(Block { start: o, end: c + close.len(), inner: &text[inner_start..c] });
+                blocks.push(Block {
+                    start: o,
+                    end: c + close.len(),
+                    inner: &text[inner_start..c],
+                });
                 pos = c + close.len();
             }
             (_, Some(o2)) => {
-                issues.push(ParseIssue::UnclosedTag { tag: tag.to_string() });
-                blocks.push(Block { start: o, end: o2, inner: &text[inner_start..o2] });
+                issues.push(ParseIssue::UnclosedTag {
+                    tag: tag.to_string(),
+                });
+                blocks.push(Block {
+                    start: o,
+                    end: o2,
+                    inner: &text[inner_start..o2],
+                });
                 pos = o2;
             }
             (_, None) => {
-                issues.push(ParseIssue::UnclosedTag { tag: tag.to_string() });
-                blocks.push(Block { start: o, end: text.len(), inner: &text[inner_start..] });
+                issues.push(ParseIssue::UnclosedTag {
+                    tag: tag.to_string(),
+                });
+                blocks.push(Block {
+                    start: o,
+                    end: text.len(),
+                    inner: &text[inner_start..],
+                });
                 break;
             }
         }

@@ -84,7 +84,9 @@ pub(crate) fn type_ok(v: &Value, schema: &Value, depth: usize) -> bool {
             None => true,
         },
         Value::Object(m) => match schema.get("properties").and_then(Value::as_object) {
-            Some(props) => m.iter().all(|(k, x)| props.get(k).is_none_or(|s| type_ok(x, s, depth + 1))),
+            Some(props) => m
+                .iter()
+                .all(|(k, x)| props.get(k).is_none_or(|s| type_ok(x, s, depth + 1))),
             None => true,
         },
         _ => true,
@@ -95,21 +97,33 @@ pub(crate) fn type_ok(v: &Value, schema: &Value, depth: usize) -> bool {
 /// `enum`, extra parameter.
 pub fn validate_call(call: &ToolCall, tools: &[ToolSchema]) -> Vec<ParseIssue> {
     let Some(tool) = tools.iter().find(|t| t.name == call.name) else {
-        return vec![ParseIssue::UnknownTool { name: call.name.clone() }];
+        return vec![ParseIssue::UnknownTool {
+            name: call.name.clone(),
+        }];
     };
     let mut issues = Vec::new();
     for r in tool.required() {
         if !call.arguments.contains_key(r) {
-            issues.push(ParseIssue::MissingRequired { tool: tool.name.clone(), param: r.to_string() });
+            issues.push(ParseIssue::MissingRequired {
+                tool: tool.name.clone(),
+                param: r.to_string(),
+            });
         }
     }
     for (k, v) in &call.arguments {
         let Some(prop) = tool.property(k) else {
-            issues.push(ParseIssue::ExtraParameter { tool: tool.name.clone(), param: k.clone() });
+            issues.push(ParseIssue::ExtraParameter {
+                tool: tool.name.clone(),
+                param: k.clone(),
+            });
             continue;
         };
         if !type_ok(v, prop, 0) {
-            let expected = prop.get("type").and_then(Value::as_str).unwrap_or("any").to_string();
+            let expected = prop
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("any")
+                .to_string();
             issues.push(ParseIssue::WrongType {
                 tool: tool.name.clone(),
                 param: k.clone(),
@@ -120,7 +134,10 @@ pub fn validate_call(call: &ToolCall, tools: &[ToolSchema]) -> Vec<ParseIssue> {
         }
         if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
             if !allowed.contains(v) {
-                issues.push(ParseIssue::NotInEnum { tool: tool.name.clone(), param: k.clone() });
+                issues.push(ParseIssue::NotInEnum {
+                    tool: tool.name.clone(),
+                    param: k.clone(),
+                });
             }
         }
     }
@@ -151,25 +168,47 @@ mod tests {
 
     #[test]
     fn valid_call_has_no_issues() {
-        let c = ToolCall::new("transfer", json!({"amount": 5, "to": "bob", "tags": ["a"], "unit": "usd"}));
+        let c = ToolCall::new(
+            "transfer",
+            json!({"amount": 5, "to": "bob", "tags": ["a"], "unit": "usd"}),
+        );
         assert!(validate_call(&c, &tools()).is_empty());
     }
 
     #[test]
     fn each_schema_issue_is_reported() {
         let c = ToolCall::new("nope", json!({}));
-        assert_eq!(validate_call(&c, &tools()), vec![ParseIssue::UnknownTool { name: "nope".into() }]);
-        let c = ToolCall::new("transfer", json!({"amount": "5", "tags": [1], "x": 1, "unit": "gbp"}));
+        assert_eq!(
+            validate_call(&c, &tools()),
+            vec![ParseIssue::UnknownTool {
+                name: "nope".into()
+            }]
+        );
+        let c = ToolCall::new(
+            "transfer",
+            json!({"amount": "5", "tags": [1], "x": 1, "unit": "gbp"}),
+        );
         let issues = validate_call(&c, &tools());
-        assert!(issues.contains(&ParseIssue::MissingRequired { tool: "transfer".into(), param: "to".into() }));
+        assert!(issues.contains(&ParseIssue::MissingRequired {
+            tool: "transfer".into(),
+            param: "to".into()
+        }));
         assert!(issues.contains(&ParseIssue::WrongType {
             tool: "transfer".into(),
             param: "amount".into(),
             expected: "number".into(),
             got: "string".into()
         }));
-        assert!(issues.iter().any(|i| matches!(i, ParseIssue::WrongType { param, .. } if param == "tags")));
-        assert!(issues.contains(&ParseIssue::ExtraParameter { tool: "transfer".into(), param: "x".into() }));
-        assert!(issues.contains(&ParseIssue::NotInEnum { tool: "transfer".into(), param: "unit".into() }));
+        assert!(issues
+            .iter()
+            .any(|i| matches!(i, ParseIssue::WrongType { param, .. } if param == "tags")));
+        assert!(issues.contains(&ParseIssue::ExtraParameter {
+            tool: "transfer".into(),
+            param: "x".into()
+        }));
+        assert!(issues.contains(&ParseIssue::NotInEnum {
+            tool: "transfer".into(),
+            param: "unit".into()
+        }));
     }
 }

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::parse::{
-    parse_executor, parse_planner, validate_call, ExecutorOutput, IssueClass, ParseIssue, PlannerOutput, ToolCall,
-    ToolSchema,
+    parse_executor, parse_planner, validate_call, ExecutorOutput, IssueClass, ParseIssue,
+    PlannerOutput, ToolCall, ToolSchema,
 };
 
 /// One named part of a reward.
@@ -54,7 +54,11 @@ pub struct RewardBreakdown {
 
 impl RewardBreakdown {
     fn push(&mut self, name: &str, value: f64, weight: f64) {
-        self.components.push(RewardComponent { name: name.into(), value, weight });
+        self.components.push(RewardComponent {
+            name: name.into(),
+            value,
+            weight,
+        });
     }
     fn finish(mut self) -> Self {
         self.total = self.components.iter().map(|c| c.value * c.weight).sum();
@@ -62,7 +66,10 @@ impl RewardBreakdown {
     }
     /// Value of a component by name.
     pub fn component(&self, name: &str) -> Option<f64> {
-        self.components.iter().find(|c| c.name == name).map(|c| c.value)
+        self.components
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.value)
     }
 }
 
@@ -83,7 +90,14 @@ pub struct ExecutorWeights {
 
 impl Default for ExecutorWeights {
     fn default() -> Self {
-        ExecutorWeights { format: 1.0, syntax: 1.0, semantics: 2.0, name: 0.3, param_names: 0.3, param_values: 0.4 }
+        ExecutorWeights {
+            format: 1.0,
+            syntax: 1.0,
+            semantics: 2.0,
+            name: 0.3,
+            param_names: 0.3,
+            param_values: 0.4,
+        }
     }
 }
 
@@ -106,7 +120,15 @@ pub struct PlannerWeights {
 
 impl Default for PlannerWeights {
     fn default() -> Self {
-        PlannerWeights { format: 0.5, param_level: 1.0, execution_level: 2.0, values: 0.7, count: 0.3, trajectory: 0.6, state: 0.4 }
+        PlannerWeights {
+            format: 0.5,
+            param_level: 1.0,
+            execution_level: 2.0,
+            values: 0.7,
+            count: 0.3,
+            trajectory: 0.6,
+            state: 0.4,
+        }
     }
 }
 
@@ -122,7 +144,12 @@ pub struct ToolRlConfig {
 
 impl Default for ToolRlConfig {
     fn default() -> Self {
-        ToolRlConfig { format_max: 1.0, format_min: 0.0, correct_max: 3.0, correct_min: -3.0 }
+        ToolRlConfig {
+            format_max: 1.0,
+            format_min: 0.0,
+            correct_max: 3.0,
+            correct_min: -3.0,
+        }
     }
 }
 
@@ -157,9 +184,13 @@ fn values_match(a: &Value, b: &Value) -> bool {
             (Some(p), Some(q)) => (p - q).abs() <= 1e-6 * (1.0 + q.abs()),
             _ => false,
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_match(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_match(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_match(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_match(v, w)))
         }
         _ => value_key(a) == value_key(b),
     }
@@ -174,11 +205,23 @@ pub fn call_similarity(pred: &ToolCall, gold: &ToolCall, w: &ExecutorWeights) ->
     let pk: std::collections::BTreeSet<&String> = pred.arguments.keys().collect();
     let gk: std::collections::BTreeSet<&String> = gold.arguments.keys().collect();
     let union = pk.union(&gk).count();
-    let jacc = if union == 0 { 1.0 } else { pk.intersection(&gk).count() as f64 / union as f64 };
-    let vals = if gold.arguments.is_empty() {
-        if pred.arguments.is_empty() { 1.0 } else { 0.0 }
+    let jacc = if union == 0 {
+        1.0
     } else {
-        let hit = gold.arguments.iter().filter(|(k, v)| pred.arguments.get(*k).is_some_and(|p| values_match(p, v))).count();
+        pk.intersection(&gk).count() as f64 / union as f64
+    };
+    let vals = if gold.arguments.is_empty() {
+        if pred.arguments.is_empty() {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        let hit = gold
+            .arguments
+            .iter()
+            .filter(|(k, v)| pred.arguments.get(*k).is_some_and(|p| values_match(p, v)))
+            .count();
         hit as f64 / gold.arguments.len() as f64
     };
     (w.name + w.param_names * jacc + w.param_values * vals) / sum
@@ -254,7 +297,12 @@ fn format_score(issues: &[ParseIssue], reasons: &mut Vec<String>) -> f64 {
 }
 
 /// Syntax score of parsed entries against the tool schemas, in [0, 1].
-pub fn syntax_score(out: &ExecutorOutput, tools: &[ToolSchema], calls_due: bool, reasons: &mut Vec<String>) -> f64 {
+pub fn syntax_score(
+    out: &ExecutorOutput,
+    tools: &[ToolSchema],
+    calls_due: bool,
+    reasons: &mut Vec<String>,
+) -> f64 {
     if out.entries.is_empty() {
         if calls_due {
             reasons.push("no tool call made where one was due".into());
@@ -271,13 +319,24 @@ pub fn syntax_score(out: &ExecutorOutput, tools: &[ToolSchema], calls_due: bool,
         let issues = validate_call(call, tools);
         reasons.extend(issues.iter().map(ParseIssue::message));
         let mut s = 0.25;
-        if !issues.iter().any(|i| matches!(i, ParseIssue::UnknownTool { .. })) {
+        if !issues
+            .iter()
+            .any(|i| matches!(i, ParseIssue::UnknownTool { .. }))
+        {
             s += 0.25;
-            if !issues.iter().any(|i| matches!(i, ParseIssue::MissingRequired { .. })) {
+            if !issues
+                .iter()
+                .any(|i| matches!(i, ParseIssue::MissingRequired { .. }))
+            {
                 s += 0.25;
             }
             if !issues.iter().any(|i| {
-                matches!(i, ParseIssue::WrongType { .. } | ParseIssue::ExtraParameter { .. } | ParseIssue::NotInEnum { .. })
+                matches!(
+                    i,
+                    ParseIssue::WrongType { .. }
+                        | ParseIssue::ExtraParameter { .. }
+                        | ParseIssue::NotInEnum { .. }
+                )
             }) {
                 s += 0.25;
             }
@@ -289,13 +348,23 @@ pub fn syntax_score(out: &ExecutorOutput, tools: &[ToolSchema], calls_due: bool,
 
 /// Executor reward for one step: `text` is the executor's output, `tools` the tools offered,
 /// `gold` the gold calls aligned to this step (empty when the step should answer without calls).
-pub fn executor_step_reward(text: &str, tools: &[ToolSchema], gold: &[ToolCall], cfg: &RewardConfig) -> RewardBreakdown {
+pub fn executor_step_reward(
+    text: &str,
+    tools: &[ToolSchema],
+    gold: &[ToolCall],
+    cfg: &RewardConfig,
+) -> RewardBreakdown {
     let out = parse_executor(text);
     executor_step_reward_parsed(&out, tools, gold, cfg)
 }
 
 /// [`executor_step_reward`] on an already parsed output.
-pub fn executor_step_reward_parsed(out: &ExecutorOutput, tools: &[ToolSchema], gold: &[ToolCall], cfg: &RewardConfig) -> RewardBreakdown {
+pub fn executor_step_reward_parsed(
+    out: &ExecutorOutput,
+    tools: &[ToolSchema],
+    gold: &[ToolCall],
+    cfg: &RewardConfig,
+) -> RewardBreakdown {
     let w = &cfg.executor;
     let mut b = RewardBreakdown::default();
     let format = format_score(&out.issues, &mut b.reasons);
@@ -303,7 +372,12 @@ pub fn executor_step_reward_parsed(out: &ExecutorOutput, tools: &[ToolSchema], g
     let calls = out.calls();
     let semantics = matching_score(&calls, gold, w);
     if semantics < 1.0 {
-        b.reasons.push(format!("calls match gold {:.0}% ({} made, {} expected)", 100.0 * semantics, calls.len(), gold.len()));
+        b.reasons.push(format!(
+            "calls match gold {:.0}% ({} made, {} expected)",
+            100.0 * semantics,
+            calls.len(),
+            gold.len()
+        ));
     }
     b.push("format", format, w.format);
     b.push("syntax", syntax, w.syntax);
@@ -315,13 +389,33 @@ pub fn executor_step_reward_parsed(out: &ExecutorOutput, tools: &[ToolSchema], g
 // planner
 
 fn padded_words(text: &str) -> String {
-    let t: String = text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || "@:.-_".contains(c) { c } else { ' ' }).collect();
-    format!(" {} ", t.split_whitespace().map(|w| w.trim_end_matches('.')).collect::<Vec<_>>().join(" "))
+    let t: String = text
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "@:.-_".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    format!(
+        " {} ",
+        t.split_whitespace()
+            .map(|w| w.trim_end_matches('.'))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 /// Share of the gold calls' stated (non-derived) argument values that the plan conveys, and the
 /// list of missing values.
-pub fn plan_value_coverage(subtasks: &[String], gold: &[ToolCall], derived: &[Vec<String>]) -> (f64, Vec<String>) {
+pub fn plan_value_coverage(
+    subtasks: &[String],
+    gold: &[ToolCall],
+    derived: &[Vec<String>],
+) -> (f64, Vec<String>) {
     let plan = padded_words(&subtasks.join(" "));
     let mut total = 0usize;
     let mut missing = Vec::new();
@@ -337,7 +431,11 @@ pub fn plan_value_coverage(subtasks: &[String], gold: &[ToolCall], derived: &[Ve
             }
         }
     }
-    let share = if total == 0 { 1.0 } else { (total - missing.len()) as f64 / total as f64 };
+    let share = if total == 0 {
+        1.0
+    } else {
+        (total - missing.len()) as f64 / total as f64
+    };
     (share, missing)
 }
 
@@ -362,21 +460,34 @@ pub fn planner_reward(ep: &PlanEpisode<'_>, cfg: &RewardConfig) -> RewardBreakdo
 }
 
 /// [`planner_reward`] on an already parsed plan.
-pub fn planner_reward_parsed(plan: &PlannerOutput, ep: &PlanEpisode<'_>, cfg: &RewardConfig) -> RewardBreakdown {
+pub fn planner_reward_parsed(
+    plan: &PlannerOutput,
+    ep: &PlanEpisode<'_>,
+    cfg: &RewardConfig,
+) -> RewardBreakdown {
     let w = &cfg.planner;
     let mut b = RewardBreakdown::default();
     let format = format_score(&plan.issues, &mut b.reasons);
     let (values, missing) = plan_value_coverage(&plan.subtasks, ep.gold_calls, ep.gold_derived);
     if !missing.is_empty() {
-        b.reasons.push(format!("plan does not state: {}", missing.join(", ")));
+        b.reasons
+            .push(format!("plan does not state: {}", missing.join(", ")));
     }
     let (n, m) = (plan.subtasks.len(), ep.gold_calls.len());
-    let count = if n.max(m) == 0 { 1.0 } else { 1.0 - n.abs_diff(m) as f64 / n.max(m) as f64 };
+    let count = if n.max(m) == 0 {
+        1.0
+    } else {
+        1.0 - n.abs_diff(m) as f64 / n.max(m) as f64
+    };
     if n != m {
         b.reasons.push(format!("{n} sub-tasks for {m} gold calls"));
     }
     let pl_sum = w.values + w.count;
-    let param_level = if pl_sum > 0.0 { (w.values * values + w.count * count) / pl_sum } else { 0.0 };
+    let param_level = if pl_sum > 0.0 {
+        (w.values * values + w.count * count) / pl_sum
+    } else {
+        0.0
+    };
     let align = trajectory_alignment(ep.executed, ep.gold_calls, &cfg.executor);
     let execution = match (ep.final_state, ep.gold_state) {
         (Some(f), Some(g)) => {
@@ -385,12 +496,19 @@ pub fn planner_reward_parsed(plan: &PlannerOutput, ep: &PlanEpisode<'_>, cfg: &R
                 b.reasons.push("final state differs from gold".into());
             }
             let s = w.trajectory + w.state;
-            if s > 0.0 { (w.trajectory * align + w.state * state) / s } else { 0.0 }
+            if s > 0.0 {
+                (w.trajectory * align + w.state * state) / s
+            } else {
+                0.0
+            }
         }
         _ => align,
     };
     if align < 1.0 {
-        b.reasons.push(format!("executed trajectory aligns {:.0}% with gold", 100.0 * align));
+        b.reasons.push(format!(
+            "executed trajectory aligns {:.0}% with gold",
+            100.0 * align
+        ));
     }
     b.push("format", format, w.format);
     b.push("param_level", param_level, w.param_level);
@@ -431,9 +549,15 @@ mod tests {
         let cfg = RewardConfig::default();
         let t = "<tool_call>\n{\"name\": \"add_alarm\", \"parameters\": {\"time\": \"08:30\"}}\n</tool_call>";
         let r = executor_step_reward(t, &tools(), &gold(), &cfg);
-        assert!((r.component("format").unwrap() - 0.8).abs() < 1e-9, "missing think fails one of five checks");
+        assert!(
+            (r.component("format").unwrap() - 0.8).abs() < 1e-9,
+            "missing think fails one of five checks"
+        );
         assert_eq!(r.component("syntax"), Some(1.0));
-        assert!((r.component("semantics").unwrap() - 0.6).abs() < 1e-9, "name + keys, no value");
+        assert!(
+            (r.component("semantics").unwrap() - 0.6).abs() < 1e-9,
+            "name + keys, no value"
+        );
         assert!(!r.reasons.is_empty());
     }
 
@@ -444,10 +568,20 @@ mod tests {
         let r = executor_step_reward(t, &tools(), &gold(), &cfg);
         // entry 1: 0.75 (wrong type), entry 2: 0.25 (unknown tool), entry 3: 0
         assert!((r.component("syntax").unwrap() - 1.0 / 3.0).abs() < 1e-9);
-        let none = executor_step_reward("<think>x</think><response>ok</response>", &tools(), &gold(), &cfg);
+        let none = executor_step_reward(
+            "<think>x</think><response>ok</response>",
+            &tools(),
+            &gold(),
+            &cfg,
+        );
         assert_eq!(none.component("syntax"), Some(0.0));
         assert_eq!(none.component("semantics"), Some(0.0));
-        let answer_only = executor_step_reward("<think>x</think><response>ok</response>", &tools(), &[], &cfg);
+        let answer_only = executor_step_reward(
+            "<think>x</think><response>ok</response>",
+            &tools(),
+            &[],
+            &cfg,
+        );
         assert_eq!(answer_only.component("semantics"), Some(1.0));
     }
 
@@ -464,18 +598,32 @@ mod tests {
         let w = ExecutorWeights::default();
         let a = ToolCall::new("login", json!({"username": "alice"}));
         let b = ToolCall::new("get_balance", json!({"account": "checking"}));
-        assert_eq!(trajectory_alignment(&[a.clone(), b.clone()], &[a.clone(), b.clone()], &w), 1.0);
-        assert!((trajectory_alignment(&[b.clone(), a.clone()], &[a.clone(), b.clone()], &w) - 0.5).abs() < 1e-9);
-        assert_eq!(trajectory_alignment(&[], &[a.clone()], &w), 0.0);
+        assert_eq!(
+            trajectory_alignment(&[a.clone(), b.clone()], &[a.clone(), b.clone()], &w),
+            1.0
+        );
+        assert!(
+            (trajectory_alignment(&[b.clone(), a.clone()], &[a.clone(), b.clone()], &w) - 0.5)
+                .abs()
+                < 1e-9
+        );
+        assert_eq!(trajectory_alignment(&[], std::slice::from_ref(&a), &w), 0.0);
         assert_eq!(trajectory_alignment(&[], &[], &w), 1.0);
     }
 
     #[test]
     fn planner_reward_rewards_stated_values_and_execution() {
         let cfg = RewardConfig::default();
-        let tasks = crate::worlds::builtin::generate_tasks(crate::worlds::Split::Train, 300, 4).unwrap();
-        let t = tasks.iter().find(|t| t.template.as_deref() == Some("transfer")).unwrap();
-        let plan = format!("<think>two steps</think>\n<plan>\n{}\n</plan>", crate::worlds::builtin::render_plan(&t.gold_plan));
+        let tasks =
+            crate::worlds::builtin::generate_tasks(crate::worlds::Split::Train, 300, 4).unwrap();
+        let t = tasks
+            .iter()
+            .find(|t| t.template.as_deref() == Some("transfer"))
+            .unwrap();
+        let plan = format!(
+            "<think>two steps</think>\n<plan>\n{}\n</plan>",
+            crate::worlds::builtin::render_plan(&t.gold_plan)
+        );
         let ep = PlanEpisode {
             plan_text: &plan,
             executed: &t.gold_calls,
@@ -490,7 +638,12 @@ mod tests {
         assert!((r.total - 3.5).abs() < 1e-9);
         // a vague plan that omits the amount, executed wrongly
         let vague = "<think>x</think>\n<plan>\n1. log in\n</plan>";
-        let ep2 = PlanEpisode { plan_text: vague, executed: &t.gold_calls[..1], final_state: None, ..ep };
+        let ep2 = PlanEpisode {
+            plan_text: vague,
+            executed: &t.gold_calls[..1],
+            final_state: None,
+            ..ep
+        };
         let r2 = planner_reward(&ep2, &cfg);
         assert!(r2.component("param_values").unwrap() < 0.5);
         assert!((r2.component("subtask_count").unwrap() - 0.5).abs() < 1e-9);

@@ -24,14 +24,22 @@ impl ToolRlGold {
     /// From gold calls (no response expected when there are calls, a response otherwise).
     pub fn from_calls(calls: Vec<ToolCall>) -> Self {
         let has_tool_call = !calls.is_empty();
-        ToolRlGold { calls, has_tool_call, has_response: !has_tool_call }
+        ToolRlGold {
+            calls,
+            has_tool_call,
+            has_response: !has_tool_call,
+        }
     }
 
     /// From a gold output text in ToolRL's format.
     pub fn from_text(text: &str) -> Self {
         let has_tool_call = text.contains("<tool_call>");
         let calls = extract_calls(text).unwrap_or_default();
-        ToolRlGold { calls, has_tool_call, has_response: text.contains("<response>") }
+        ToolRlGold {
+            calls,
+            has_tool_call,
+            has_response: text.contains("<response>"),
+        }
     }
 }
 
@@ -46,7 +54,13 @@ fn extract_calls(text: &str) -> Option<Vec<ToolCall>> {
     let r = re(&RE, r"(?s)<tool_call>\n(.*?)\n</tool_call>");
     let mut out = Vec::new();
     for cap in r.captures_iter(text) {
-        for line in cap.get(1)?.as_str().lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for line in cap
+            .get(1)?
+            .as_str()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
             let v: Value = serde_json::from_str(line).ok()?;
             let c: ToolCall = serde_json::from_value(v).ok()?;
             out.push(c);
@@ -99,7 +113,10 @@ fn match_score(a: &[&str], b: &[&str]) -> f64 {
     for x in b {
         *cb.entry(x).or_default() += 1;
     }
-    let inter: usize = ca.iter().map(|(k, n)| (*n).min(cb.get(k).copied().unwrap_or(0))).sum();
+    let inter: usize = ca
+        .iter()
+        .map(|(k, n)| (*n).min(cb.get(k).copied().unwrap_or(0)))
+        .sum();
     let denom = a.len() + b.len() - inter;
     if denom == 0 {
         0.0
@@ -109,7 +126,11 @@ fn match_score(a: &[&str], b: &[&str]) -> f64 {
 }
 
 fn same_call(a: &ToolCall, b: &ToolCall) -> bool {
-    a.name == b.name && crate::score::pyval::py_eq(&Value::Object(a.arguments.clone()), &Value::Object(b.arguments.clone()))
+    a.name == b.name
+        && crate::score::pyval::py_eq(
+            &Value::Object(a.arguments.clone()),
+            &Value::Object(b.arguments.clone()),
+        )
 }
 
 /// Correctness score before scaling: (score, local max).
@@ -130,7 +151,10 @@ fn correctness(gold: &[ToolCall], pred: &[ToolCall]) -> (f64, f64) {
             let pk: Vec<&str> = p.arguments.keys().map(String::as_str).collect();
             let mut s = match_score(&gk, &pk);
             for (k, v) in &g.arguments {
-                if p.arguments.get(k).is_some_and(|pv| crate::score::pyval::py_eq(pv, v)) {
+                if p.arguments
+                    .get(k)
+                    .is_some_and(|pv| crate::score::pyval::py_eq(pv, v))
+                {
                     s += 1.0;
                 }
             }
@@ -154,7 +178,8 @@ pub fn toolrl_reward(text: &str, gold: &ToolRlGold, cfg: &RewardConfig) -> Rewar
     let mut b = RewardBreakdown::default();
     let fmt = format_ok(text, gold);
     if !fmt {
-        b.reasons.push("layout does not match ToolRL's required format".into());
+        b.reasons
+            .push("layout does not match ToolRL's required format".into());
     }
     let correct = if !gold.has_tool_call {
         0.0
@@ -168,7 +193,8 @@ pub fn toolrl_reward(text: &str, gold: &ToolRlGold, cfg: &RewardConfig) -> Rewar
                 c.correct_min
             }
             Some(pred) => {
-                let exact = pred.len() == gold.calls.len() && pred.iter().zip(&gold.calls).all(|(p, g)| same_call(p, g));
+                let exact = pred.len() == gold.calls.len()
+                    && pred.iter().zip(&gold.calls).all(|(p, g)| same_call(p, g));
                 if exact {
                     c.correct_max
                 } else {
@@ -190,7 +216,10 @@ mod tests {
     use serde_json::json;
 
     fn gold() -> ToolRlGold {
-        ToolRlGold::from_calls(vec![ToolCall::new("get_weather", json!({"city": "paris", "day": "monday"}))])
+        ToolRlGold::from_calls(vec![ToolCall::new(
+            "get_weather",
+            json!({"city": "paris", "day": "monday"}),
+        )])
     }
 
     #[test]
@@ -209,10 +238,18 @@ mod tests {
         let t = "<think>\nok\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"rome\", \"day\": \"monday\"}}\n</tool_call>";
         let r = toolrl_reward(t, &gold(), &cfg);
         assert!((r.component("correctness").unwrap() - (6.0 * 3.0 / 4.0 - 3.0)).abs() < 1e-9);
-        let r = toolrl_reward("<think>\nok\n</think>\n\n<response>\nhi\n</response>", &gold(), &cfg);
+        let r = toolrl_reward(
+            "<think>\nok\n</think>\n\n<response>\nhi\n</response>",
+            &gold(),
+            &cfg,
+        );
         assert_eq!(r.component("correctness"), Some(-3.0));
         assert_eq!(r.component("format"), Some(0.0));
-        let r = toolrl_reward("<think>\nok\n</think>\n\n<tool_call>\nnot json\n</tool_call>", &gold(), &cfg);
+        let r = toolrl_reward(
+            "<think>\nok\n</think>\n\n<tool_call>\nnot json\n</tool_call>",
+            &gold(),
+            &cfg,
+        );
         assert_eq!(r.component("correctness"), Some(-3.0));
         assert_eq!(r.component("format"), Some(1.0));
     }
@@ -220,7 +257,11 @@ mod tests {
     #[test]
     fn response_only_gold() {
         let g = ToolRlGold::from_text("<think>\nx\n</think>\n\n<response>\nhello\n</response>");
-        let r = toolrl_reward("<think>\nhm\n</think>\n\n<response>\nhi\n</response>", &g, &RewardConfig::default());
+        let r = toolrl_reward(
+            "<think>\nhm\n</think>\n\n<response>\nhi\n</response>",
+            &g,
+            &RewardConfig::default(),
+        );
         assert_eq!(r.total, 1.0);
         assert_eq!(match_score(&["a", "b"], &["b", "c"]), 1.0 / 3.0);
     }

@@ -27,17 +27,24 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, Stri
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter(|p| p.file_stem().is_some_and(|s| s.to_string_lossy().starts_with("level-")))
+        .filter(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().starts_with("level-"))
+        })
         .collect();
     files.sort();
     let mut out = Vec::new();
     for path in files {
-        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         if category.is_some_and(|c| c != stem) {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let items: Vec<Value> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         for (i, it) in items.iter().enumerate() {
             let answer = match it.get("answer") {
                 Some(Value::Array(a)) => a.clone(),
@@ -52,14 +59,26 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, Stri
             out.push(ApiBankItem {
                 id: format!("{stem}-{i}"),
                 category: stem.clone(),
-                system: it.get("system").and_then(Value::as_str).unwrap_or("").to_string(),
-                user: it.get("user").and_then(Value::as_str).unwrap_or("").to_string(),
+                system: it
+                    .get("system")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                user: it
+                    .get("user")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 answer,
             });
         }
     }
     if out.is_empty() {
-        return Err(format!("{}: no API-Bank items{}", dir.display(), category.map(|c| format!(" for {c}")).unwrap_or_default()));
+        return Err(format!(
+            "{}: no API-Bank items{}",
+            dir.display(),
+            category.map(|c| format!(" for {c}")).unwrap_or_default()
+        ));
     }
     Ok(out)
 }
@@ -67,7 +86,11 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, Stri
 /// Exact match of the call list; `Err` says what differs first.
 pub fn check(item: &ApiBankItem, calls: &[ToolCall]) -> Result<(), String> {
     if calls.len() != item.answer.len() {
-        return Err(format!("expected {} call(s), got {}", item.answer.len(), calls.len()));
+        return Err(format!(
+            "expected {} call(s), got {}",
+            item.answer.len(),
+            calls.len()
+        ));
     }
     for (i, (p, g)) in calls.iter().zip(&item.answer).enumerate() {
         if p.name != g.name {
@@ -76,7 +99,10 @@ pub fn check(item: &ApiBankItem, calls: &[ToolCall]) -> Result<(), String> {
         let pa = Value::Object(p.arguments.clone());
         let ga = Value::Object(g.arguments.clone());
         if !py_eq(&pa, &ga) {
-            return Err(format!("call {i} ({}): expected parameters {ga}, got {pa}", g.name));
+            return Err(format!(
+                "call {i} ({}): expected parameters {ga}, got {pa}",
+                g.name
+            ));
         }
     }
     Ok(())

@@ -29,7 +29,11 @@ pub enum ScoreError {
     #[error("{0}")]
     Data(String),
     #[error("{path} line {line}: {msg}")]
-    Prediction { path: String, line: usize, msg: String },
+    Prediction {
+        path: String,
+        line: usize,
+        msg: String,
+    },
     #[error("unknown benchmark {0:?} (expected bfcl, api-bank, nestful or bamboogle)")]
     UnknownBench(String),
     #[error("unknown category {0:?}")]
@@ -75,10 +79,18 @@ pub struct Prediction {
 
 impl Prediction {
     pub fn from_calls(id: impl Into<String>, calls: Vec<ToolCall>) -> Self {
-        Prediction { id: id.into(), calls: Some(calls), text: None }
+        Prediction {
+            id: id.into(),
+            calls: Some(calls),
+            text: None,
+        }
     }
     pub fn from_text(id: impl Into<String>, text: impl Into<String>) -> Self {
-        Prediction { id: id.into(), calls: None, text: Some(text.into()) }
+        Prediction {
+            id: id.into(),
+            calls: None,
+            text: Some(text.into()),
+        }
     }
 
     /// The calls of this prediction: `calls` as given, or the calls parsed from `text` (executor
@@ -87,14 +99,21 @@ impl Prediction {
         if let Some(c) = &self.calls {
             return c.clone();
         }
-        let Some(text) = &self.text else { return Vec::new() };
+        let Some(text) = &self.text else {
+            return Vec::new();
+        };
         let out = parse_executor(text);
         if out.has_tool_call_block {
             return out.calls();
         }
         match serde_json::from_str::<Value>(text.trim()) {
-            Ok(Value::Array(items)) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
-            Ok(v @ Value::Object(_)) => serde_json::from_value(v).map(|c| vec![c]).unwrap_or_default(),
+            Ok(Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect(),
+            Ok(v @ Value::Object(_)) => serde_json::from_value(v)
+                .map(|c| vec![c])
+                .unwrap_or_default(),
             _ => Vec::new(),
         }
     }
@@ -110,10 +129,15 @@ impl Prediction {
 
 /// Read a predictions JSONL file.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, ScoreError> {
-    let f = std::fs::File::open(path).map_err(|e| ScoreError::Data(format!("{}: {e}", path.display())))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| ScoreError::Data(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let err = |msg: String| ScoreError::Prediction { path: path.display().to_string(), line: i + 1, msg };
+        let err = |msg: String| ScoreError::Prediction {
+            path: path.display().to_string(),
+            line: i + 1,
+            msg,
+        };
         let line = line.map_err(|e| err(e.to_string()))?;
         if line.trim().is_empty() {
             continue;
@@ -176,7 +200,12 @@ pub struct ScoreReport {
 }
 
 impl ScoreReport {
-    fn from_verdicts(bench: Bench, verdicts: Vec<Verdict>, unmatched: usize, partial_label: Option<&str>) -> Self {
+    fn from_verdicts(
+        bench: Bench,
+        verdicts: Vec<Verdict>,
+        unmatched: usize,
+        partial_label: Option<&str>,
+    ) -> Self {
         let mut per: BTreeMap<String, (CategoryScore, f64, usize)> = BTreeMap::new();
         let mut all = (CategoryScore::default(), 0.0, 0usize);
         for v in &verdicts {
@@ -208,15 +237,27 @@ impl ScoreReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let pl = self.partial_label.as_deref();
-        for (cat, c) in self.per_category.iter().chain(std::iter::once((&"overall".to_string(), &self.overall))) {
-            s.push_str(&format!("{cat:<28} {:>5}/{:<5} {:>6.2}%", c.correct, c.total, 100.0 * c.accuracy()));
+        for (cat, c) in self
+            .per_category
+            .iter()
+            .chain(std::iter::once((&"overall".to_string(), &self.overall)))
+        {
+            s.push_str(&format!(
+                "{cat:<28} {:>5}/{:<5} {:>6.2}%",
+                c.correct,
+                c.total,
+                100.0 * c.accuracy()
+            ));
             if let (Some(p), Some(label)) = (c.partial, pl) {
                 s.push_str(&format!("   {label}: {:.2}%", 100.0 * p));
             }
             s.push('\n');
         }
         if self.unmatched_predictions > 0 {
-            s.push_str(&format!("({} predictions had ids not in the data)\n", self.unmatched_predictions));
+            s.push_str(&format!(
+                "({} predictions had ids not in the data)\n",
+                self.unmatched_predictions
+            ));
         }
         s
     }
@@ -227,11 +268,22 @@ fn index_predictions(preds: &[Prediction]) -> HashMap<&str, &Prediction> {
 }
 
 fn verdict(id: &str, category: &str, result: Result<(), String>, partial: Option<f64>) -> Verdict {
-    Verdict { id: id.to_string(), correct: result.is_ok(), error: result.err(), category: Some(category.to_string()), partial }
+    Verdict {
+        id: id.to_string(),
+        correct: result.is_ok(),
+        error: result.err(),
+        category: Some(category.to_string()),
+        partial,
+    }
 }
 
 /// Score `predictions` against benchmark data in `dir`; items with no prediction count as wrong.
-pub fn score_bench(bench: Bench, dir: &Path, category: Option<&str>, predictions: &[Prediction]) -> Result<ScoreReport, ScoreError> {
+pub fn score_bench(
+    bench: Bench,
+    dir: &Path,
+    category: Option<&str>,
+    predictions: &[Prediction],
+) -> Result<ScoreReport, ScoreError> {
     let by_id = index_predictions(predictions);
     let mut used = 0usize;
     let mut verdicts = Vec::new();
@@ -277,7 +329,14 @@ pub fn score_bench(bench: Bench, dir: &Path, category: Option<&str>, predictions
                     Some(p) => {
                         used += 1;
                         let (full, part) = nestful::score(&item, &p.to_calls());
-                        (if full { Ok(()) } else { Err("call sequence differs from gold".to_string()) }, part)
+                        (
+                            if full {
+                                Ok(())
+                            } else {
+                                Err("call sequence differs from gold".to_string())
+                            },
+                            part,
+                        )
                     }
                     None => (missing(), 0.0),
                 };
@@ -288,7 +347,9 @@ pub fn score_bench(bench: Bench, dir: &Path, category: Option<&str>, predictions
         Bench::Bamboogle => {
             let tasks = bamboogle::load_tasks(dir).map_err(|e| ScoreError::Data(e.to_string()))?;
             if category.is_some_and(|c| c != "bamboogle") {
-                return Err(ScoreError::UnknownCategory(category.unwrap_or_default().to_string()));
+                return Err(ScoreError::UnknownCategory(
+                    category.unwrap_or_default().to_string(),
+                ));
             }
             for t in tasks {
                 let gold = t.gold_answer.clone().unwrap_or_default();
@@ -297,29 +358,53 @@ pub fn score_bench(bench: Bench, dir: &Path, category: Option<&str>, predictions
                         used += 1;
                         let ans = p.answer_text();
                         let em = bamboogle::exact_match(&ans, &gold);
-                        let r = if em { Ok(()) } else { Err(format!("expected {gold:?}, got {ans:?}")) };
+                        let r = if em {
+                            Ok(())
+                        } else {
+                            Err(format!("expected {gold:?}, got {ans:?}"))
+                        };
                         (r, bamboogle::contains_match(&ans, &gold))
                     }
                     None => (missing(), false),
                 };
-                verdicts.push(verdict(&t.id, "bamboogle", r, Some(if contains { 1.0 } else { 0.0 })));
+                verdicts.push(verdict(
+                    &t.id,
+                    "bamboogle",
+                    r,
+                    Some(if contains { 1.0 } else { 0.0 }),
+                ));
             }
             Some("contains (no LLM judge offline)")
         }
     };
     let unmatched = predictions.len().saturating_sub(used);
-    Ok(ScoreReport::from_verdicts(bench, verdicts, unmatched, partial_label))
+    Ok(ScoreReport::from_verdicts(
+        bench,
+        verdicts,
+        unmatched,
+        partial_label,
+    ))
 }
 
 /// Gold answers of a benchmark as predictions (used to check the scorers score 100% on gold).
-pub fn gold_predictions(bench: Bench, dir: &Path, category: Option<&str>) -> Result<Vec<Prediction>, ScoreError> {
+pub fn gold_predictions(
+    bench: Bench,
+    dir: &Path,
+    category: Option<&str>,
+) -> Result<Vec<Prediction>, ScoreError> {
     Ok(match bench {
         Bench::Bfcl => {
             let cats = bfcl::category_files(dir).map_err(ScoreError::Data)?;
             let mut out = Vec::new();
-            for (cat, _) in cats.into_iter().filter(|(c, _)| category.is_none_or(|x| x == c)) {
+            for (cat, _) in cats
+                .into_iter()
+                .filter(|(c, _)| category.is_none_or(|x| x == c))
+            {
                 for item in bfcl::load_category(dir, &cat).map_err(ScoreError::Data)? {
-                    out.push(Prediction::from_calls(item.id.clone(), bfcl::gold_calls(&item)));
+                    out.push(Prediction::from_calls(
+                        item.id.clone(),
+                        bfcl::gold_calls(&item),
+                    ));
                 }
             }
             out
@@ -337,7 +422,12 @@ pub fn gold_predictions(bench: Bench, dir: &Path, category: Option<&str>) -> Res
         Bench::Bamboogle => bamboogle::load_tasks(dir)
             .map_err(|e| ScoreError::Data(e.to_string()))?
             .into_iter()
-            .map(|t| Prediction::from_text(t.id, format!("<answer>{}</answer>", t.gold_answer.unwrap_or_default())))
+            .map(|t| {
+                Prediction::from_text(
+                    t.id,
+                    format!("<answer>{}</answer>", t.gold_answer.unwrap_or_default()),
+                )
+            })
             .collect(),
     })
 }
@@ -354,13 +444,23 @@ mod tests {
         assert_eq!(p.to_calls().len(), 1);
         let p = Prediction::from_text("a", "no calls here");
         assert!(p.to_calls().is_empty());
-        assert_eq!(Prediction::from_text("a", "<response>Paris</response>").answer_text(), "Paris");
+        assert_eq!(
+            Prediction::from_text("a", "<response>Paris</response>").answer_text(),
+            "Paris"
+        );
     }
 
     #[test]
     fn report_counts_per_category() {
-        let v = |id: &str, cat: &str, ok: bool| verdict(id, cat, if ok { Ok(()) } else { Err("e".into()) }, None);
-        let r = ScoreReport::from_verdicts(Bench::Bfcl, vec![v("1", "a", true), v("2", "a", false), v("3", "b", true)], 0, None);
+        let v = |id: &str, cat: &str, ok: bool| {
+            verdict(id, cat, if ok { Ok(()) } else { Err("e".into()) }, None)
+        };
+        let r = ScoreReport::from_verdicts(
+            Bench::Bfcl,
+            vec![v("1", "a", true), v("2", "a", false), v("3", "b", true)],
+            0,
+            None,
+        );
         assert_eq!(r.per_category["a"].correct, 1);
         assert_eq!(r.per_category["a"].total, 2);
         assert_eq!(r.overall.correct, 2);

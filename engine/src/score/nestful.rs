@@ -21,24 +21,33 @@ pub struct NestfulItem {
 }
 
 fn category_of(stem: &str) -> String {
-    stem.trim_start_matches("non-executable-").trim_end_matches("-data").to_string()
+    stem.trim_start_matches("non-executable-")
+        .trim_end_matches("-data")
+        .to_string()
 }
 
 /// Load `*-data.json` files from `dir` (or only the one whose category is `category`).
 pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut files: Vec<_> =
-        rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-data.json")).collect();
+    let mut files: Vec<_> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-data.json"))
+        .collect();
     files.sort();
     let mut out = Vec::new();
     for path in files {
-        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         let cat = category_of(&stem);
         if category.is_some_and(|c| c != cat) {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let items: Vec<Value> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         for (i, it) in items.iter().enumerate() {
             let Some(Value::Array(calls)) = it.get("output") else {
                 return Err(format!("{}: item {i} has no output list", path.display()));
@@ -52,7 +61,11 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, Stri
             out.push(NestfulItem {
                 id: format!("{stem}-{i}"),
                 category: cat.clone(),
-                input: it.get("input").and_then(Value::as_str).unwrap_or("").to_string(),
+                input: it
+                    .get("input")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 gold,
             });
         }
@@ -66,7 +79,8 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, Stri
 /// Tool schemas from a `*-spec.json` file (`query_parameters` with `required` flags).
 pub fn load_spec(path: &Path) -> Result<Vec<ToolSchema>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let specs: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let specs: Vec<Value> =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(specs
         .iter()
         .filter_map(|s| {
@@ -108,7 +122,11 @@ fn norm(v: &Value) -> Value {
 
 /// Whether two calls match (name and arguments; strings trimmed).
 pub fn call_matches(p: &ToolCall, g: &ToolCall) -> bool {
-    p.name == g.name && py_eq(&norm(&Value::Object(p.arguments.clone())), &norm(&Value::Object(g.arguments.clone())))
+    p.name == g.name
+        && py_eq(
+            &norm(&Value::Object(p.arguments.clone())),
+            &norm(&Value::Object(g.arguments.clone())),
+        )
 }
 
 /// (full-sequence match, share of gold positions matched in place).
@@ -117,7 +135,12 @@ pub fn score(item: &NestfulItem, calls: &[ToolCall]) -> (bool, f64) {
     if item.gold.is_empty() {
         return (calls.is_empty(), if calls.is_empty() { 1.0 } else { 0.0 });
     }
-    let hits = item.gold.iter().enumerate().filter(|(i, g)| calls.get(*i).is_some_and(|p| call_matches(p, g))).count();
+    let hits = item
+        .gold
+        .iter()
+        .enumerate()
+        .filter(|(i, g)| calls.get(*i).is_some_and(|p| call_matches(p, g)))
+        .count();
     let full = hits == item.gold.len() && calls.len() == item.gold.len();
     (full, hits as f64 / item.gold.len() as f64)
 }

@@ -13,15 +13,24 @@ pub const WORLD_NAME: &str = "bamboogle";
 /// Load `bamboogle.json` (`[{Question, Answer}]`) from `dir` as tasks `bamboogle-<index>`.
 pub fn load_tasks(dir: &Path) -> Result<Vec<Task>, WorldError> {
     let path = dir.join("bamboogle.json");
-    let data = |msg: String| WorldError::Data { path: path.display().to_string(), msg };
+    let data = |msg: String| WorldError::Data {
+        path: path.display().to_string(),
+        msg,
+    };
     let bytes = std::fs::read(&path).map_err(|e| data(e.to_string()))?;
     let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| data(e.to_string()))?;
     items
         .iter()
         .enumerate()
         .map(|(i, it)| {
-            let q = it.get("Question").and_then(Value::as_str).ok_or_else(|| data(format!("item {i}: no Question")))?;
-            let a = it.get("Answer").and_then(Value::as_str).ok_or_else(|| data(format!("item {i}: no Answer")))?;
+            let q = it
+                .get("Question")
+                .and_then(Value::as_str)
+                .ok_or_else(|| data(format!("item {i}: no Question")))?;
+            let a = it
+                .get("Answer")
+                .and_then(Value::as_str)
+                .ok_or_else(|| data(format!("item {i}: no Answer")))?;
             Ok(Task {
                 id: format!("bamboogle-{i}"),
                 world: WORLD_NAME.into(),
@@ -43,8 +52,21 @@ pub fn load_tasks(dir: &Path) -> Result<Vec<Task>, WorldError> {
 /// whitespace.
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
-    let no_punct: String = lower.chars().map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' }).collect();
-    no_punct.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
+    let no_punct: String = lower
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    no_punct
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Normalized exact match.
@@ -89,7 +111,10 @@ mod tests {
         assert!(contains_match("president James Madison", "james madison"));
         assert!(!contains_match("madisonville", "madison"));
         assert!(!exact_match("", ""));
-        assert_eq!(extract_answer("<think>x</think><answer> Titan IIIE </answer>"), "Titan IIIE");
+        assert_eq!(
+            extract_answer("<think>x</think><answer> Titan IIIE </answer>"),
+            "Titan IIIE"
+        );
         assert_eq!(extract_answer("<response>Paris</response>"), "Paris");
         assert_eq!(extract_answer("Rome"), "Rome");
     }

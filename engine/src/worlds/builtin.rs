@@ -70,13 +70,17 @@ pub struct BuiltinState {
 
 fn initial_state() -> &'static BuiltinState {
     static S: OnceLock<BuiltinState> = OnceLock::new();
-    S.get_or_init(|| serde_json::from_str(STATE_JSON).expect("embedded state.json is valid (checked by tests)"))
+    S.get_or_init(|| {
+        serde_json::from_str(STATE_JSON).expect("embedded state.json is valid (checked by tests)")
+    })
 }
 
 /// Tool schemas of the built-in world.
 pub fn builtin_tools() -> &'static [ToolSchema] {
     static T: OnceLock<Vec<ToolSchema>> = OnceLock::new();
-    T.get_or_init(|| serde_json::from_str(TOOLS_JSON).expect("embedded tools.json is valid (checked by tests)"))
+    T.get_or_init(|| {
+        serde_json::from_str(TOOLS_JSON).expect("embedded tools.json is valid (checked by tests)")
+    })
 }
 
 /// The built-in world; each [`World::reset`] starts from a fresh copy of the initial state.
@@ -93,7 +97,9 @@ impl Default for BuiltinWorld {
 
 impl BuiltinWorld {
     pub fn new() -> Self {
-        BuiltinWorld { state: initial_state().clone() }
+        BuiltinWorld {
+            state: initial_state().clone(),
+        }
     }
 
     /// The state as JSON (what [`World::final_state`] returns).
@@ -108,11 +114,27 @@ impl BuiltinWorld {
     }
 }
 
-const CITIES: [&str; 8] = ["paris", "london", "tokyo", "rome", "cairo", "oslo", "lima", "delhi"];
-const DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+const CITIES: [&str; 8] = [
+    "paris", "london", "tokyo", "rome", "cairo", "oslo", "lima", "delhi",
+];
+const DAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 const SKIES: [&str; 5] = ["sunny", "cloudy", "rainy", "windy", "snowy"];
-const STOCKS: [(&str, i64); 6] =
-    [("acme", 120), ("globex", 85), ("initech", 42), ("hooli", 310), ("umbrella", 230), ("wayne", 150)];
+const STOCKS: [(&str, i64); 6] = [
+    ("acme", 120),
+    ("globex", 85),
+    ("initech", 42),
+    ("hooli", 310),
+    ("umbrella", 230),
+    ("wayne", 150),
+];
 
 fn unit_factor(u: &str) -> Option<(&'static str, f64)> {
     Some(match u {
@@ -179,8 +201,13 @@ impl Args<'_> {
     }
     fn n(&self, k: &str) -> Result<f64, String> {
         match self.m.get(k) {
-            Some(Value::Number(n)) => n.as_f64().ok_or_else(|| format!("{}: bad number {k}", self.tool)),
-            Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| format!("{}: {k} must be a number", self.tool)),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| format!("{}: bad number {k}", self.tool)),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{}: {k} must be a number", self.tool)),
             Some(_) => Err(format!("{}: {k} must be a number", self.tool)),
             None => Err(format!("{}: missing {k}", self.tool)),
         }
@@ -209,20 +236,29 @@ fn check_day(d: &str) -> Result<(), String> {
 
 impl BuiltinWorld {
     fn user_of(&self, token: &str) -> Result<String, String> {
-        self.state.sessions.get(token).cloned().ok_or_else(|| "invalid or expired token".to_string())
+        self.state
+            .sessions
+            .get(token)
+            .cloned()
+            .ok_or_else(|| "invalid or expired token".to_string())
     }
 
     fn run(&mut self, call: &ToolCall) -> ToolResult {
         let tool = call.name.as_str();
-        let known: HashSet<&str> =
-            call.arguments.keys().map(String::as_str).collect();
-        let schema = builtin_tools().iter().find(|t| t.name == tool).ok_or_else(|| format!("unknown tool {tool:?}"))?;
+        let known: HashSet<&str> = call.arguments.keys().map(String::as_str).collect();
+        let schema = builtin_tools()
+            .iter()
+            .find(|t| t.name == tool)
+            .ok_or_else(|| format!("unknown tool {tool:?}"))?;
         for k in &known {
             if schema.property(k).is_none() {
                 return Err(format!("{tool}: unexpected parameter {k:?}"));
             }
         }
-        let a = Args { tool, m: &call.arguments };
+        let a = Args {
+            tool,
+            m: &call.arguments,
+        };
         let st = &mut self.state;
         match tool {
             "login" => {
@@ -272,7 +308,10 @@ impl BuiltinWorld {
                 if st.reminders.len() >= MAX_LIST_LEN {
                     return Err("too many reminders".into());
                 }
-                st.reminders.push(Reminder { text: text.clone(), time: time.clone() });
+                st.reminders.push(Reminder {
+                    text: text.clone(),
+                    time: time.clone(),
+                });
                 Ok(json!({"status": "added", "text": text, "time": time}))
             }
             "delete_reminder" => {
@@ -295,7 +334,11 @@ impl BuiltinWorld {
                 if st.meetings.len() >= MAX_LIST_LEN {
                     return Err("too many meetings".into());
                 }
-                st.meetings.push(Meeting { title: title.clone(), day: day.clone(), time: time.clone() });
+                st.meetings.push(Meeting {
+                    title: title.clone(),
+                    day: day.clone(),
+                    time: time.clone(),
+                });
                 Ok(json!({"status": "added", "title": title, "day": day, "time": time}))
             }
             "cancel_meeting" => {
@@ -315,7 +358,10 @@ impl BuiltinWorld {
             }
             "get_contact" => {
                 let name = a.s("name")?;
-                let c = st.contacts.get(&name).ok_or_else(|| format!("no contact {name:?}"))?;
+                let c = st
+                    .contacts
+                    .get(&name)
+                    .ok_or_else(|| format!("no contact {name:?}"))?;
                 Ok(json!({"name": name, "email": c.email, "phone": c.phone}))
             }
             "add_contact" => {
@@ -340,13 +386,22 @@ impl BuiltinWorld {
                 if st.outbox.len() >= MAX_LIST_LEN {
                     return Err("outbox full".into());
                 }
-                st.outbox.push(Email { to: to.clone(), subject, body });
+                st.outbox.push(Email {
+                    to: to.clone(),
+                    subject,
+                    body,
+                });
                 Ok(json!({"status": "sent", "to": to}))
             }
             "get_balance" => {
                 let (token, account) = (a.s("token")?, a.s("account")?);
                 let u = self.user_of(&token)?;
-                let bal = self.state.accounts.get(&u).and_then(|a| a.get(&account)).ok_or_else(|| format!("no account {account:?}"))?;
+                let bal = self
+                    .state
+                    .accounts
+                    .get(&u)
+                    .and_then(|a| a.get(&account))
+                    .ok_or_else(|| format!("no account {account:?}"))?;
                 Ok(json!({"account": account, "balance": bal}))
             }
             "transfer" => {
@@ -373,7 +428,12 @@ impl BuiltinWorld {
             "get_health" => {
                 let (token, metric) = (a.s("token")?, a.s("metric")?);
                 let u = self.user_of(&token)?;
-                let v = self.state.health.get(&u).and_then(|h| h.get(&metric)).ok_or_else(|| format!("no record {metric:?}"))?;
+                let v = self
+                    .state
+                    .health
+                    .get(&u)
+                    .and_then(|h| h.get(&metric))
+                    .ok_or_else(|| format!("no record {metric:?}"))?;
                 Ok(json!({"metric": metric, "value": num_json(*v)}))
             }
             "add_health" => {
@@ -386,7 +446,11 @@ impl BuiltinWorld {
                 if !value.is_finite() || !(0.0..=1e6).contains(&value) {
                     return Err("value out of range".into());
                 }
-                self.state.health.entry(u).or_default().insert(metric.clone(), value);
+                self.state
+                    .health
+                    .entry(u)
+                    .or_default()
+                    .insert(metric.clone(), value);
                 Ok(json!({"status": "recorded", "metric": metric, "value": num_json(value)}))
             }
             "convert_units" => {
@@ -399,8 +463,10 @@ impl BuiltinWorld {
                     ("c", "f") => value * 9.0 / 5.0 + 32.0,
                     ("f", "c") => (value - 32.0) * 5.0 / 9.0,
                     (f, t) => {
-                        let (fk, ff) = unit_factor(f).ok_or_else(|| format!("unknown unit {f:?}"))?;
-                        let (tk, tf) = unit_factor(t).ok_or_else(|| format!("unknown unit {t:?}"))?;
+                        let (fk, ff) =
+                            unit_factor(f).ok_or_else(|| format!("unknown unit {f:?}"))?;
+                        let (tk, tf) =
+                            unit_factor(t).ok_or_else(|| format!("unknown unit {t:?}"))?;
                         if fk != tk {
                             return Err(format!("cannot convert {fk} to {tk}"));
                         }
@@ -417,14 +483,22 @@ impl BuiltinWorld {
             "get_weather" => {
                 let (city, day) = (a.s("city")?, a.s("day")?);
                 check_day(&day)?;
-                let ci = CITIES.iter().position(|c| *c == city).ok_or_else(|| format!("no forecast for {city:?}"))?;
+                let ci = CITIES
+                    .iter()
+                    .position(|c| *c == city)
+                    .ok_or_else(|| format!("no forecast for {city:?}"))?;
                 let di = DAYS.iter().position(|d| *d == day).unwrap_or(0);
                 let h = ci * 7 + di * 3;
-                Ok(json!({"city": city, "day": day, "sky": SKIES[h % SKIES.len()], "high": 4 + (h * 5) % 27}))
+                Ok(
+                    json!({"city": city, "day": day, "sky": SKIES[h % SKIES.len()], "high": 4 + (h * 5) % 27}),
+                )
             }
             "get_stock_price" => {
                 let s = a.s("symbol")?;
-                let p = STOCKS.iter().find(|(n, _)| *n == s).ok_or_else(|| format!("unknown symbol {s:?}"))?;
+                let p = STOCKS
+                    .iter()
+                    .find(|(n, _)| *n == s)
+                    .ok_or_else(|| format!("unknown symbol {s:?}"))?;
                 Ok(json!({"symbol": s, "price": p.1}))
             }
             other => Err(format!("unknown tool {other:?}")),
@@ -441,7 +515,10 @@ impl World for BuiltinWorld {
     }
     fn reset(&mut self, task: &Task) -> Result<(), WorldError> {
         if task.world != WORLD_NAME {
-            return Err(WorldError::WrongWorld { task: task.id.clone(), world: WORLD_NAME.into() });
+            return Err(WorldError::WrongWorld {
+                task: task.id.clone(),
+                world: WORLD_NAME.into(),
+            });
         }
         self.state = initial_state().clone();
         Ok(())
@@ -481,7 +558,10 @@ fn templates() -> Result<&'static TemplateFile, WorldError> {
     static T: OnceLock<Result<TemplateFile, String>> = OnceLock::new();
     T.get_or_init(|| serde_json::from_str(TEMPLATES_JSON).map_err(|e| e.to_string()))
         .as_ref()
-        .map_err(|e| WorldError::Data { path: "assets/worlds/builtin/templates.json".into(), msg: e.clone() })
+        .map_err(|e| WorldError::Data {
+            path: "assets/worlds/builtin/templates.json".into(),
+            msg: e.clone(),
+        })
 }
 
 /// Number of task templates.
@@ -507,7 +587,10 @@ pub fn split_of(request: &str) -> Split {
 fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.as_f64().map(|f| num_json(f).to_string()).unwrap_or_else(|| n.to_string()),
+        Value::Number(n) => n
+            .as_f64()
+            .map(|f| num_json(f).to_string())
+            .unwrap_or_else(|| n.to_string()),
         other => other.to_string(),
     }
 }
@@ -532,7 +615,9 @@ fn fill(s: &str, get: &dyn Fn(&str) -> Option<Value>) -> Result<String, String> 
     while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
-        let j = after.find('}').ok_or_else(|| format!("unclosed placeholder in {s:?}"))?;
+        let j = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed placeholder in {s:?}"))?;
         let key = &after[..j];
         match get(key) {
             Some(v) => out.push_str(&value_text(&v)),
@@ -573,18 +658,31 @@ fn result_lookup(results: &[Value], key: &str) -> Option<Value> {
     results.get(step.checked_sub(1)?)?.get(field).cloned()
 }
 
-fn instantiate(t: &Template, pools: &BTreeMap<String, Vec<Value>>, rng: &mut ChaCha8Rng) -> Result<Task, WorldError> {
-    let bad = |msg: String| WorldError::BadTemplate { template: t.id.clone(), msg };
+fn instantiate(
+    t: &Template,
+    pools: &BTreeMap<String, Vec<Value>>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Task, WorldError> {
+    let bad = |msg: String| WorldError::BadTemplate {
+        template: t.id.clone(),
+        msg,
+    };
     let mut vars: BTreeMap<String, Value> = BTreeMap::new();
     let mut used: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (var, pool_name) in &t.vars {
-        let pool = pools.get(pool_name).ok_or_else(|| bad(format!("unknown pool {pool_name:?}")))?;
+        let pool = pools
+            .get(pool_name)
+            .ok_or_else(|| bad(format!("unknown pool {pool_name:?}")))?;
         if pool.is_empty() {
             return Err(bad(format!("empty pool {pool_name:?}")));
         }
         let taken = used.entry(pool_name.as_str()).or_default();
         let free: Vec<usize> = (0..pool.len()).filter(|i| !taken.contains(i)).collect();
-        let idx = if free.is_empty() { rng.random_range(0..pool.len()) } else { free[rng.random_range(0..free.len())] };
+        let idx = if free.is_empty() {
+            rng.random_range(0..pool.len())
+        } else {
+            free[rng.random_range(0..free.len())]
+        };
         taken.push(idx);
         vars.insert(var.clone(), pool[idx].clone());
     }
@@ -593,7 +691,12 @@ fn instantiate(t: &Template, pools: &BTreeMap<String, Vec<Value>>, rng: &mut Cha
         return Err(bad("no request text".into()));
     }
     let request = fill(&t.request[rng.random_range(0..t.request.len())], &getv).map_err(bad)?;
-    let gold_plan = t.plan.iter().map(|p| fill(p, &getv)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    let gold_plan = t
+        .plan
+        .iter()
+        .map(|p| fill(p, &getv))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
     let mut world = BuiltinWorld::new();
     let mut results: Vec<Value> = Vec::new();
     let mut gold_calls = Vec::new();
@@ -605,13 +708,25 @@ fn instantiate(t: &Template, pools: &BTreeMap<String, Vec<Value>>, rng: &mut Cha
             if v.as_str().is_some_and(|s| s.contains("{$")) {
                 derived.push(k.clone());
             }
-            let get = |key: &str| if key.starts_with('$') { result_lookup(&results, key) } else { lookup(&vars, key) };
+            let get = |key: &str| {
+                if key.starts_with('$') {
+                    result_lookup(&results, key)
+                } else {
+                    lookup(&vars, key)
+                }
+            };
             args.insert(k.clone(), fill_value(v, &get).map_err(bad)?);
         }
-        let concrete = ToolCall { name: call.name.clone(), arguments: args };
+        let concrete = ToolCall {
+            name: call.name.clone(),
+            arguments: args,
+        };
         let obs = world.execute(&concrete);
         if !obs.ok {
-            return Err(bad(format!("gold call {} failed: {}", concrete.name, obs.content)));
+            return Err(bad(format!(
+                "gold call {} failed: {}",
+                concrete.name, obs.content
+            )));
         }
         results.push(obs.content);
         gold_calls.push(concrete);
@@ -638,7 +753,10 @@ fn instantiate(t: &Template, pools: &BTreeMap<String, Vec<Value>>, rng: &mut Cha
 pub fn generate_tasks(split: Split, n: usize, seed: u64) -> Result<Vec<Task>, WorldError> {
     let file = templates()?;
     if file.templates.is_empty() {
-        return Err(WorldError::Data { path: "templates.json".into(), msg: "no templates".into() });
+        return Err(WorldError::Data {
+            path: "templates.json".into(),
+            msg: "no templates".into(),
+        });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut seen = HashSet::new();
@@ -668,12 +786,20 @@ pub fn generate_tasks(split: Split, n: usize, seed: u64) -> Result<Vec<Task>, Wo
 pub fn instantiate_all(seed: u64) -> Result<Vec<Task>, WorldError> {
     let file = templates()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    file.templates.iter().map(|t| instantiate(t, &file.pools, &mut rng)).collect()
+    file.templates
+        .iter()
+        .map(|t| instantiate(t, &file.pools, &mut rng))
+        .collect()
 }
 
 /// Render a plan as the planner's numbered `<plan>` lines.
 pub fn render_plan(subtasks: &[String]) -> String {
-    subtasks.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect::<Vec<_>>().join("\n")
+    subtasks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}. {s}", i + 1))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -697,7 +823,11 @@ mod tests {
                 assert!((1..=5).contains(&t.gold_calls.len()), "{:?}", t.template);
                 assert_eq!(t.gold_plan.len(), t.gold_calls.len(), "{:?}", t.template);
                 for c in &t.gold_calls {
-                    assert!(validate_call(c, builtin_tools()).is_empty(), "{:?} {c:?}", t.template);
+                    assert!(
+                        validate_call(c, builtin_tools()).is_empty(),
+                        "{:?} {c:?}",
+                        t.template
+                    );
                 }
                 assert!(!t.request.contains('{') && t.gold_plan.iter().all(|p| !p.contains('{')));
             }
@@ -713,11 +843,17 @@ mod tests {
         let dev = generate_tasks(Split::Dev, 50, 1).unwrap();
         let test = generate_tasks(Split::Test, 50, 2).unwrap();
         assert_eq!(dev.len(), 50);
-        let train_req: HashSet<_> = generate_tasks(Split::Train, 1000, 3).unwrap().into_iter().map(|t| t.request).collect();
+        let train_req: HashSet<_> = generate_tasks(Split::Train, 1000, 3)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.request)
+            .collect();
         for t in dev.iter().chain(test.iter()) {
             assert!(!train_req.contains(&t.request));
         }
-        assert!(dev.iter().all(|t| !test.iter().any(|u| u.request == t.request)));
+        assert!(dev
+            .iter()
+            .all(|t| !test.iter().any(|u| u.request == t.request)));
         let c = generate_tasks(Split::Train, 200, 2).unwrap();
         assert_ne!(a, c);
     }
@@ -725,7 +861,10 @@ mod tests {
     #[test]
     fn dependent_calls_use_earlier_results() {
         let tasks = generate_tasks(Split::Train, 400, 5).unwrap();
-        let t = tasks.iter().find(|t| t.template.as_deref() == Some("balance")).unwrap();
+        let t = tasks
+            .iter()
+            .find(|t| t.template.as_deref() == Some("balance"))
+            .unwrap();
         assert_eq!(t.gold_derived[1], vec!["token".to_string()]);
         let mut w = BuiltinWorld::new();
         w.reset(t).unwrap();
@@ -739,7 +878,10 @@ mod tests {
         let mut w = BuiltinWorld::new();
         w.reset(&tasks[0]).unwrap();
         let s0 = w.final_state();
-        assert!(w.execute(&ToolCall::new("add_alarm", json!({"time": "11:11"}))).ok);
+        assert!(
+            w.execute(&ToolCall::new("add_alarm", json!({"time": "11:11"})))
+                .ok
+        );
         assert_ne!(w.final_state(), s0);
         w.reset(&tasks[1]).unwrap();
         assert_eq!(w.final_state(), s0);
@@ -749,9 +891,17 @@ mod tests {
     #[test]
     fn tools_behave() {
         let mut w = BuiltinWorld::new();
-        let bad = w.execute(&ToolCall::new("login", json!({"username": "alice", "password": "nope"})));
+        let bad = w.execute(&ToolCall::new(
+            "login",
+            json!({"username": "alice", "password": "nope"}),
+        ));
         assert!(!bad.ok);
-        let tok = w.execute(&ToolCall::new("login", json!({"username": "alice", "password": "red7"}))).content["token"]
+        let tok = w
+            .execute(&ToolCall::new(
+                "login",
+                json!({"username": "alice", "password": "red7"}),
+            ))
+            .content["token"]
             .as_str()
             .unwrap()
             .to_string();
@@ -760,24 +910,63 @@ mod tests {
             json!({"token": tok, "from_account": "checking", "to_account": "savings", "amount": 100}),
         ));
         assert!(t.ok, "{t:?}");
-        let b = w.execute(&ToolCall::new("get_balance", json!({"token": tok, "account": "savings"})));
+        let b = w.execute(&ToolCall::new(
+            "get_balance",
+            json!({"token": tok, "account": "savings"}),
+        ));
         assert_eq!(b.content["balance"], 1300);
         let over = w.execute(&ToolCall::new(
             "transfer",
             json!({"token": tok, "from_account": "checking", "to_account": "savings", "amount": 100000}),
         ));
         assert_eq!(over.content["error"], "insufficient funds");
-        let c = w.execute(&ToolCall::new("convert_units", json!({"value": 20, "from_unit": "c", "to_unit": "f"})));
+        let c = w.execute(&ToolCall::new(
+            "convert_units",
+            json!({"value": 20, "from_unit": "c", "to_unit": "f"}),
+        ));
         assert_eq!(c.content["value"], 68);
-        let k = w.execute(&ToolCall::new("calculate", json!({"expression": "120 * 3"})));
+        let k = w.execute(&ToolCall::new(
+            "calculate",
+            json!({"expression": "120 * 3"}),
+        ));
         assert_eq!(k.content["result"], 360);
-        assert!(!w.execute(&ToolCall::new("calculate", json!({"expression": "__import__('os')"}))).ok);
-        assert!(!w.execute(&ToolCall::new("add_alarm", json!({"time": "25:00"}))).ok);
-        assert!(!w.execute(&ToolCall::new("add_alarm", json!({"time": "10:00", "x": 1}))).ok);
-        assert!(!w.execute(&ToolCall::new("get_balance", json!({"token": "forged", "account": "checking"}))).ok);
+        assert!(
+            !w.execute(&ToolCall::new(
+                "calculate",
+                json!({"expression": "__import__('os')"})
+            ))
+            .ok
+        );
+        assert!(
+            !w.execute(&ToolCall::new("add_alarm", json!({"time": "25:00"})))
+                .ok
+        );
+        assert!(
+            !w.execute(&ToolCall::new(
+                "add_alarm",
+                json!({"time": "10:00", "x": 1})
+            ))
+            .ok
+        );
+        assert!(
+            !w.execute(&ToolCall::new(
+                "get_balance",
+                json!({"token": "forged", "account": "checking"})
+            ))
+            .ok
+        );
         let long = "a".repeat(MAX_ARG_LEN + 1);
-        assert!(!w.execute(&ToolCall::new("get_contact", json!({ "name": long }))).ok);
-        assert!(w.execute(&ToolCall::new("logout", json!({"token": tok}))).ok);
-        assert!(!w.execute(&ToolCall::new("logout", json!({"token": tok}))).ok);
+        assert!(
+            !w.execute(&ToolCall::new("get_contact", json!({ "name": long })))
+                .ok
+        );
+        assert!(
+            w.execute(&ToolCall::new("logout", json!({"token": tok})))
+                .ok
+        );
+        assert!(
+            !w.execute(&ToolCall::new("logout", json!({"token": tok})))
+                .ok
+        );
     }
 }

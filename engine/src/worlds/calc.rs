@@ -11,7 +11,11 @@ pub fn eval(expr: &str) -> Result<f64, String> {
     if expr.len() > MAX_EXPR_LEN {
         return Err(format!("expression longer than {MAX_EXPR_LEN} characters"));
     }
-    let mut p = Parser { s: expr.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser {
+        s: expr.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     let v = p.expr()?;
     p.ws();
     if p.i != p.s.len() {
@@ -115,7 +119,9 @@ impl Parser<'_> {
             }
             Some(c) if c.is_ascii_digit() || c == b'.' => {
                 let start = self.i;
-                while self.i < self.s.len() && (self.s[self.i].is_ascii_digit() || self.s[self.i] == b'.') {
+                while self.i < self.s.len()
+                    && (self.s[self.i].is_ascii_digit() || self.s[self.i] == b'.')
+                {
                     self.i += 1;
                 }
                 let t = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;

@@ -99,7 +99,10 @@ impl Observation {
         Observation { ok: true, content }
     }
     pub fn error(msg: impl Into<String>) -> Self {
-        Observation { ok: false, content: serde_json::json!({ "error": msg.into() }) }
+        Observation {
+            ok: false,
+            content: serde_json::json!({ "error": msg.into() }),
+        }
     }
 }
 

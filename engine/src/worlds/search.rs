@@ -53,7 +53,10 @@ pub struct Bm25Index {
 
 /// Lowercased alphanumeric tokens.
 pub fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(|t| t.to_lowercase()).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.to_lowercase())
+        .collect()
 }
 
 impl Bm25Index {
@@ -74,13 +77,20 @@ impl Bm25Index {
             idx.docs.push(d);
         }
         let total: f64 = idx.doc_len.iter().map(|&l| f64::from(l)).sum();
-        idx.avg_len = if idx.docs.is_empty() { 0.0 } else { (total / idx.docs.len() as f64) as f32 };
+        idx.avg_len = if idx.docs.is_empty() {
+            0.0
+        } else {
+            (total / idx.docs.len() as f64) as f32
+        };
         idx
     }
 
     /// Read a JSONL corpus (`{"title", "text"}` per line; `contents` is accepted for `text`).
     pub fn from_jsonl(path: &Path) -> Result<Self, WorldError> {
-        let data = |msg: String| WorldError::Data { path: path.display().to_string(), msg };
+        let data = |msg: String| WorldError::Data {
+            path: path.display().to_string(),
+            msg,
+        };
         let f = std::fs::File::open(path).map_err(|e| data(e.to_string()))?;
         let mut docs = Vec::new();
         for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
@@ -88,9 +98,19 @@ impl Bm25Index {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).map_err(|e| data(format!("line {}: {e}", i + 1)))?;
-            let title = v.get("title").and_then(Value::as_str).unwrap_or("").to_string();
-            let text = v.get("text").or_else(|| v.get("contents")).and_then(Value::as_str).unwrap_or("").to_string();
+            let v: Value =
+                serde_json::from_str(&line).map_err(|e| data(format!("line {}: {e}", i + 1)))?;
+            let title = v
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let text = v
+                .get("text")
+                .or_else(|| v.get("contents"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if title.is_empty() && text.is_empty() {
                 return Err(data(format!("line {}: no title or text", i + 1)));
             }
@@ -119,13 +139,16 @@ impl Bm25Index {
         terms.sort();
         terms.dedup();
         for t in terms {
-            let Some(post) = self.postings.get(&t) else { continue };
+            let Some(post) = self.postings.get(&t) else {
+                continue;
+            };
             let df = post.len() as f32;
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
             for &(d, tf) in post {
                 let dl = self.doc_len.get(d as usize).copied().unwrap_or(0) as f32;
                 let tf = tf as f32;
-                let norm = tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * dl / self.avg_len.max(1e-6)));
+                let norm =
+                    tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * dl / self.avg_len.max(1e-6)));
                 *scores.entry(d).or_default() += idf * norm;
             }
         }
@@ -136,14 +159,22 @@ impl Bm25Index {
             .take(k)
             .filter_map(|(d, score)| {
                 let doc = self.docs.get(d as usize)?;
-                Some(Hit { doc: d as usize, score, title: doc.title.clone(), text: doc.text.clone() })
+                Some(Hit {
+                    doc: d as usize,
+                    score,
+                    title: doc.title.clone(),
+                    text: doc.text.clone(),
+                })
             })
             .collect()
     }
 
     /// Write the index into `dir` (created if needed).
     pub fn save(&self, dir: &Path) -> Result<(), WorldError> {
-        let data = |msg: String| WorldError::Data { path: dir.display().to_string(), msg };
+        let data = |msg: String| WorldError::Data {
+            path: dir.display().to_string(),
+            msg,
+        };
         std::fs::create_dir_all(dir).map_err(|e| data(e.to_string()))?;
         let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp).map_err(|e| data(e.to_string()))?;
@@ -156,7 +187,10 @@ impl Bm25Index {
     /// Read an index written by [`Bm25Index::save`].
     pub fn load(dir: &Path) -> Result<Self, WorldError> {
         let path = dir.join(INDEX_FILE);
-        let data = |msg: String| WorldError::Data { path: path.display().to_string(), msg };
+        let data = |msg: String| WorldError::Data {
+            path: path.display().to_string(),
+            msg,
+        };
         let bytes = std::fs::read(&path).map_err(|e| data(e.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| data(e.to_string()))
     }
@@ -181,7 +215,11 @@ pub struct SearchWorld {
 
 impl SearchWorld {
     pub fn new(name: impl Into<String>, index: Arc<Bm25Index>, top_k: usize) -> Self {
-        SearchWorld { index, top_k: top_k.clamp(1, 20), name: name.into() }
+        SearchWorld {
+            index,
+            top_k: top_k.clamp(1, 20),
+            name: name.into(),
+        }
     }
 }
 
@@ -194,7 +232,10 @@ impl World for SearchWorld {
     }
     fn reset(&mut self, task: &Task) -> Result<(), WorldError> {
         if task.world != self.name {
-            return Err(WorldError::WrongWorld { task: task.id.clone(), world: self.name.clone() });
+            return Err(WorldError::WrongWorld {
+                task: task.id.clone(),
+                world: self.name.clone(),
+            });
         }
         Ok(())
     }
@@ -224,9 +265,18 @@ mod tests {
 
     fn corpus() -> Vec<Doc> {
         vec![
-            Doc { title: "Citibank".into(), text: "Citibank was founded in 1812 in New York.".into() },
-            Doc { title: "James Madison".into(), text: "James Madison was president of the United States from 1809 to 1817.".into() },
-            Doc { title: "Uranus".into(), text: "Voyager 2 approached Uranus in 1986.".into() },
+            Doc {
+                title: "Citibank".into(),
+                text: "Citibank was founded in 1812 in New York.".into(),
+            },
+            Doc {
+                title: "James Madison".into(),
+                text: "James Madison was president of the United States from 1809 to 1817.".into(),
+            },
+            Doc {
+                title: "Uranus".into(),
+                text: "Voyager 2 approached Uranus in 1986.".into(),
+            },
         ]
     }
 
@@ -251,6 +301,9 @@ mod tests {
         assert!(obs.ok);
         assert_eq!(obs.content["results"][0]["title"], "Uranus");
         assert!(!w.execute(&ToolCall::new("search", json!({}))).ok);
-        assert!(!w.execute(&ToolCall::new("lookup", json!({"query": "x"}))).ok);
+        assert!(
+            !w.execute(&ToolCall::new("lookup", json!({"query": "x"})))
+                .ok
+        );
     }
 }

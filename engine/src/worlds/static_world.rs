@@ -15,7 +15,10 @@ pub struct StaticWorld {
 
 impl StaticWorld {
     pub fn new(name: impl Into<String>, tools: Vec<ToolSchema>) -> Self {
-        StaticWorld { name: name.into(), tools }
+        StaticWorld {
+            name: name.into(),
+            tools,
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl World for StaticWorld {
     }
     fn reset(&mut self, task: &Task) -> Result<(), WorldError> {
         if task.world != self.name {
-            return Err(WorldError::WrongWorld { task: task.id.clone(), world: self.name.clone() });
+            return Err(WorldError::WrongWorld {
+                task: task.id.clone(),
+                world: self.name.clone(),
+            });
         }
         if !task.tools.is_empty() {
             self.tools = task.tools.clone();
@@ -38,9 +44,17 @@ impl World for StaticWorld {
     fn execute(&mut self, call: &ToolCall) -> Observation {
         let issues = validate_call(call, &self.tools);
         if issues.is_empty() {
-            Observation::ok(json!({"status": "ok", "note": "simulated: this benchmark's tools are not executable"}))
+            Observation::ok(
+                json!({"status": "ok", "note": "simulated: this benchmark's tools are not executable"}),
+            )
         } else {
-            Observation::error(issues.iter().map(|i| i.message()).collect::<Vec<_>>().join("; "))
+            Observation::error(
+                issues
+                    .iter()
+                    .map(|i| i.message())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         }
     }
     fn final_state(&self) -> Option<Value> {
@@ -63,7 +77,10 @@ mod tests {
         assert!(w.execute(&ToolCall::new("f", json!({"x": 1}))).ok);
         let bad = w.execute(&ToolCall::new("f", json!({"x": "1"})));
         assert!(!bad.ok);
-        assert!(bad.content["error"].as_str().unwrap().contains("should be integer"));
+        assert!(bad.content["error"]
+            .as_str()
+            .unwrap()
+            .contains("should be integer"));
         assert!(w.final_state().is_none());
     }
 }
