@@ -81,3 +81,42 @@ fn apibank_item_ids_follow_file_stem_and_index() {
     assert_eq!(items[0].id, "level-1-0");
     assert_eq!(items.len(), 399);
 }
+
+#[test]
+fn benchmark_items_load_as_tasks_with_schema_valid_gold() {
+    use cahl_engine::parse::validate_call;
+    use cahl_engine::worlds::benchmarks::{apibank_tasks, bfcl_tasks, nestful_tasks};
+    if let Some(dir) = data_dir("api-bank") {
+        let tasks = apibank_tasks(&dir, None).unwrap();
+        assert_eq!(tasks.len(), 466);
+        let ok = tasks
+            .iter()
+            .filter(|t| {
+                t.gold_calls.iter().all(|c| {
+                    validate_call(c, &t.tools)
+                        .iter()
+                        .all(|i| !matches!(i, cahl_engine::parse::ParseIssue::UnknownTool { .. }))
+                })
+            })
+            .count();
+        println!(
+            "api-bank: gold tool names found in the system prompt for {ok}/{}",
+            tasks.len()
+        );
+        assert!(ok * 10 >= tasks.len() * 9);
+    }
+    if let Some(dir) = data_dir("bfcl") {
+        let tasks = bfcl_tasks(&dir, "simple_python").unwrap();
+        assert_eq!(tasks.len(), 400);
+        assert!(!tasks[0].request.is_empty());
+        assert_eq!(tasks[0].tools[0].name, tasks[0].gold_calls[0].name);
+    }
+    if let Some(dir) = data_dir("nestful") {
+        let tasks = nestful_tasks(&dir, None).unwrap();
+        assert_eq!(tasks.len(), 215);
+        assert!(tasks
+            .iter()
+            .any(|t| t.gold_derived.iter().any(|d| !d.is_empty())));
+        assert!(tasks.iter().all(|t| !t.tools.is_empty()));
+    }
+}

@@ -607,7 +607,7 @@ mod tests {
                 .abs()
                 < 1e-9
         );
-        assert_eq!(trajectory_alignment(&[], &[a.clone()], &w), 0.0);
+        assert_eq!(trajectory_alignment(&[], std::slice::from_ref(&a), &w), 0.0);
         assert_eq!(trajectory_alignment(&[], &[], &w), 1.0);
     }
 

@@ -829,7 +829,7 @@ mod tests {
         assert!(check(&it, &[b.clone(), a.clone()]).is_ok());
         assert!(check(&it, &[a.clone(), a.clone()]).is_err());
         assert_eq!(
-            check(&it, &[a.clone()]).unwrap_err().error_type,
+            check(&it, std::slice::from_ref(&a)).unwrap_err().error_type,
             "parallel_function_checker_no_order:wrong_count"
         );
         let irr = item("irrelevance", f, json!(null));

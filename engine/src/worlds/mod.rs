@@ -20,6 +20,7 @@
 //! assert!(!obs.ok);
 //! ```
 pub mod bamboogle;
+pub mod benchmarks;
 pub mod builtin;
 pub mod calc;
 pub mod search;
