@@ -30,6 +30,8 @@ enum Command {
     Score(cmd::score::ScoreArgs),
     /// Build a BM25 search index for the search-QA world.
     Index(cmd::index::IndexArgs),
+    /// The plan-editing debugger: edit a plan and watch the executor respond, branch by branch.
+    Debug(cmd::debug::DebugArgs),
     /// Browse a recorded run (session directory or trajectories.jsonl) without a model.
     Replay(cmd::replay::ReplayArgs),
 }
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Replay(a) => cmd::replay::run(a),
+        Command::Debug(a) => cmd::debug::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Score(a) => cmd::score::run(a),
         Command::Index(a) => cmd::index::run(a),

@@ -171,8 +171,8 @@ impl AdamW {
         let c = &self.cfg;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        for i in 0..self.vars.len() {
-            let Some(g) = &grads[i] else { continue };
+        for (i, g) in grads.iter().enumerate() {
+            let Some(g) = g else { continue };
             let g = (g.to_dtype(DType::F32)? * clip)?;
             let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;

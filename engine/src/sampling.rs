@@ -183,8 +183,7 @@ pub fn sample_group(
     };
     // `active[j]` is the row index of batch position j.
     let mut active: Vec<usize> = (0..g).collect();
-    let mut pos = prompt.len();
-    for _ in 0..params.max_tokens {
+    for pos in prompt.len()..prompt.len() + params.max_tokens {
         let mut next = Vec::with_capacity(active.len());
         for (j, &r) in active.iter().enumerate() {
             let row = &mut rows[r];
@@ -227,7 +226,6 @@ pub fn sample_group(
         let ids = Tensor::from_vec(next, (active.len(), 1), model.device())?;
         let l = model.forward_last(&ids, pos, &mut cache, adapter)?;
         logits = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        pos += 1;
     }
     Ok(rows
         .into_iter()

@@ -84,11 +84,13 @@ fn tiny_agent(seed: u64) -> Agent {
 }
 
 fn small_config() -> TrainConfig {
-    let mut c = TrainConfig::default();
-    c.seed = 5;
-    c.steps = 4;
-    c.tasks_per_step = 1;
-    c.checkpoint_every = 1;
+    let mut c = TrainConfig {
+        seed: 5,
+        steps: 4,
+        tasks_per_step: 1,
+        checkpoint_every: 1,
+        ..Default::default()
+    };
     c.rollout.plans_per_task = 2;
     c.rollout.samples_per_step = 2;
     c.rollout.max_subtasks = 2;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod debug;
 pub mod generate;
 pub mod index;
 pub mod inspect;

@@ -642,7 +642,7 @@ pub fn run(
             }
         }
         let every = trainer.cfg.checkpoint_every;
-        if every > 0 && trainer.steps_done() % every == 0 && trainer.steps_done() < total {
+        if every > 0 && trainer.steps_done().is_multiple_of(every) && trainer.steps_done() < total {
             match save(&trainer, &mut writer) {
                 Ok(Some(rec)) => {
                     last_ckpt = Some(rec.clone());
