@@ -17,9 +17,12 @@ fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CAHL_TUI_BIN:-$ROOT/target/debug/cahl-tui}
 TIMEOUT=${E2E_TIMEOUT:-20}
-if [ ! -x "$BIN" ]; then
-    (cd "$ROOT" && cargo build --bin cahl-tui)
+# Build with the same package selection as `cargo test --workspace`, so dependencies are
+# reused instead of being recompiled with another feature set.
+if [ -z "${CAHL_TUI_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build -q --workspace --all-targets)
 fi
+FIXTURE=$ROOT/target/debug/examples/make_fixture
 
 WORK=$(mktemp -d)
 SESSION="cahl-e2e-$$"
@@ -29,7 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd "$ROOT" && cargo run -q -p cahl-ui --example make_fixture -- "$WORK/run" --damage)
+[ -x "$FIXTURE" ] || (cd "$ROOT" && cargo build -q --workspace --all-targets)
+"$FIXTURE" "$WORK/run" --damage
 
 tmux new-session -d -s "$SESSION" -x 120 -y 40 \
     "TERM=xterm-256color '$BIN' replay '$WORK/run'; echo \"EXIT=\$?\"; sleep 60"
