@@ -65,7 +65,7 @@ pub struct Completion {
 }
 
 /// Decoding hooks the sampler needs from a tokenizer.
-pub trait Detok {
+pub trait Detok: Sync {
     fn decode(&self, ids: &[u32]) -> String;
     fn is_eos(&self, id: u32) -> bool;
 }
@@ -184,12 +184,28 @@ pub fn sample_group(
     // `active[j]` is the row index of batch position j.
     let mut active: Vec<usize> = (0..g).collect();
     for pos in prompt.len()..prompt.len() + params.max_tokens {
+        // Choose every active row's token in parallel (each row owns its RNG, so the result
+        // does not depend on scheduling), then check EOS / stop strings in order.
+        {
+            use rayon::prelude::*;
+            let mut slot: Vec<Option<usize>> = vec![None; rows.len()];
+            for (j, &r) in active.iter().enumerate() {
+                slot[r] = Some(j);
+            }
+            rows.par_iter_mut().enumerate().for_each(|(r, row)| {
+                if let Some(j) = slot[r] {
+                    let (tok, lp) = pick_token(&logits[j], params, &mut row.rng);
+                    row.out.tokens.push(tok);
+                    row.out.logprobs.push(lp);
+                }
+            });
+        }
         let mut next = Vec::with_capacity(active.len());
-        for (j, &r) in active.iter().enumerate() {
+        for &r in active.iter() {
             let row = &mut rows[r];
-            let (tok, lp) = pick_token(&logits[j], params, &mut row.rng);
-            row.out.tokens.push(tok);
-            row.out.logprobs.push(lp);
+            let Some(&tok) = row.out.tokens.last() else {
+                continue;
+            };
             if detok.is_eos(tok) {
                 row.done = true;
                 row.out.finish = FinishReason::Eos;
