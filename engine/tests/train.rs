@@ -315,3 +315,61 @@ fn end_to_end_and_resume_equals_uninterrupted() {
         "resumed trajectories differ"
     );
 }
+
+#[test]
+fn every_mode_runs_a_step() {
+    use cahl_engine::train::Mode;
+    for mode in [
+        Mode::Flat,
+        Mode::Separate,
+        Mode::FrozenPlanner,
+        Mode::FrozenExecutor,
+    ] {
+        let mut cfg = small_config();
+        cfg.mode = mode;
+        cfg.steps = 1;
+        let mut t = trainer(&cfg);
+        let before_p = snapshot(&t, "planner");
+        let before_e = snapshot(&t, "executor");
+        let res = t.step().unwrap();
+        assert!(res.warnings.is_empty(), "{mode:?}: {:?}", res.warnings);
+        assert_eq!(res.trajectories.len(), 1);
+        let tr = &res.trajectories[0];
+        assert_eq!(tr.mode, mode.name());
+        match mode {
+            Mode::Flat => {
+                assert!(
+                    res.metrics.planner_reward.is_nan(),
+                    "flat has no planner reward"
+                );
+                assert!(res.metrics.executor_reward.is_finite());
+                assert_eq!(tr.plans.len(), 1);
+                assert!(
+                    !tr.plans[0].steps.is_empty(),
+                    "flat mode must take at least one turn"
+                );
+                assert!(tr.plans[0].steps[0].samples.iter().all(|s| s
+                    .reward
+                    .components
+                    .contains_key("correctness")
+                    || s.reward.components.contains_key("format")));
+            }
+            Mode::Separate => {
+                // The executor works on the gold sub-tasks, once.
+                assert_eq!(tr.plans[0].subtasks, tr.task.gold_plan);
+                assert!(!tr.plans[0].steps.is_empty());
+                assert!(tr.plans[1..].iter().all(|p| p.steps.is_empty()));
+            }
+            _ => {}
+        }
+        let (after_p, after_e) = (snapshot(&t, "planner"), snapshot(&t, "executor"));
+        assert_eq!(
+            before_p != after_p,
+            mode.trains_planner() && mode != Mode::Flat,
+            "{mode:?}: planner update"
+        );
+        if !mode.trains_executor() {
+            assert_eq!(before_e, after_e, "{mode:?}: executor must stay frozen");
+        }
+    }
+}

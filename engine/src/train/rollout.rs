@@ -237,6 +237,47 @@ fn executor_step(
     })
 }
 
+/// Book-keeping shared by the hierarchical and flat loops: fold one executor step into the
+/// episode's accumulators. Returns whether the continued sample made any call.
+#[allow(clippy::too_many_arguments)]
+fn absorb_step(
+    so: StepOutcome,
+    plan_index: usize,
+    tokens: &mut usize,
+    rewards: &mut Vec<f64>,
+    components: &mut Vec<(String, f64)>,
+    executed: &mut Vec<ToolCall>,
+    final_response: &mut Option<String>,
+    groups: &mut Vec<Group>,
+    steps: &mut Vec<StepRecord>,
+) -> bool {
+    *tokens += so.tokens;
+    for s in &so.record.samples {
+        rewards.push(s.reward.total);
+        for (n, v) in &s.reward.components {
+            components.push((format!("executor/{n}"), *v));
+        }
+    }
+    let made_calls = !so.executed.is_empty();
+    executed.extend(so.executed);
+    if so.response.is_some() {
+        *final_response = so.response;
+    }
+    let mut grp = so.group;
+    grp.at = (plan_index, Some(steps.len()));
+    groups.push(grp);
+    steps.push(so.record);
+    made_calls
+}
+
+/// The gold call aligned to step `k` (by index), or none.
+fn gold_at(task: &Task, k: usize) -> &[ToolCall] {
+    task.gold_calls
+        .get(k)
+        .map(std::slice::from_ref)
+        .unwrap_or(&[])
+}
+
 fn component_list(prefix: &str, b: &RewardBreakdown, out: &mut Vec<(String, f64)>) {
     for c in &b.components {
         out.push((format!("{prefix}/{}", c.name), c.value));
@@ -305,11 +346,7 @@ pub fn rollout_task(
         if run_exec {
             for (k, st) in subtasks.iter().take(cfg.rollout.max_subtasks).enumerate() {
                 let user = prompts::executor_user(&task.request, &subtasks, k, &history);
-                let gold: &[ToolCall] = task
-                    .gold_calls
-                    .get(k)
-                    .map(std::slice::from_ref)
-                    .unwrap_or(&[]);
+                let gold = gold_at(task, k);
                 let so = executor_step(
                     agent,
                     world,
@@ -323,21 +360,17 @@ pub fn rollout_task(
                     false,
                     &mut history,
                 )?;
-                tokens += so.tokens;
-                for s in &so.record.samples {
-                    exec_rewards.push(s.reward.total);
-                    for (n, v) in &s.reward.components {
-                        components.push((format!("executor/{n}"), *v));
-                    }
-                }
-                executed.extend(so.executed);
-                if so.response.is_some() {
-                    final_response = so.response;
-                }
-                let mut grp = so.group;
-                grp.at = (pi, Some(steps.len()));
-                groups.push(grp);
-                steps.push(so.record);
+                absorb_step(
+                    so,
+                    pi,
+                    &mut tokens,
+                    &mut exec_rewards,
+                    &mut components,
+                    &mut executed,
+                    &mut final_response,
+                    &mut groups,
+                    &mut steps,
+                );
             }
         }
         let final_state = world.final_state();
@@ -449,11 +482,7 @@ pub fn rollout_flat(
     let max_turns = cfg.rollout.max_subtasks;
     for k in 0..max_turns {
         let user = prompts::flat_user(&task.request, &history);
-        let gold: &[ToolCall] = task
-            .gold_calls
-            .get(k)
-            .map(std::slice::from_ref)
-            .unwrap_or(&[]);
+        let gold = gold_at(task, k);
         let so = executor_step(
             agent,
             world,
@@ -467,23 +496,18 @@ pub fn rollout_flat(
             true,
             &mut history,
         )?;
-        tokens += so.tokens;
-        for s in &so.record.samples {
-            rewards.push(s.reward.total);
-            for (n, v) in &s.reward.components {
-                components.push((format!("executor/{n}"), *v));
-            }
-        }
-        let stop = so.executed.is_empty();
-        executed.extend(so.executed);
-        if so.response.is_some() {
-            final_response = so.response;
-        }
-        let mut grp = so.group;
-        grp.at = (0, Some(steps.len()));
-        groups.push(grp);
-        steps.push(so.record);
-        if stop {
+        let made_calls = absorb_step(
+            so,
+            0,
+            &mut tokens,
+            &mut rewards,
+            &mut components,
+            &mut executed,
+            &mut final_response,
+            &mut groups,
+            &mut steps,
+        );
+        if !made_calls {
             break;
         }
     }
