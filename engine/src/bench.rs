@@ -21,6 +21,8 @@ pub struct BenchOpts {
     pub train_batches: Vec<usize>,
     pub repeats: usize,
     pub lora: LoraConfig,
+    /// Nucleus mass used in the decode figures (1.0 = no truncation).
+    pub top_p: f64,
 }
 
 impl Default for BenchOpts {
@@ -32,6 +34,7 @@ impl Default for BenchOpts {
             train_seq: 128,
             train_batches: vec![1],
             repeats: 3,
+            top_p: 0.9,
             lora: LoraConfig {
                 r: 8,
                 lora_alpha: 16.0,
@@ -141,7 +144,7 @@ pub fn run(
 
     let params = SamplingParams {
         temperature: 1.0,
-        top_p: 0.9,
+        top_p: opts.top_p,
         max_tokens: opts.decode_tokens,
         seed: 1,
         ..Default::default()

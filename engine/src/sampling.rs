@@ -100,6 +100,32 @@ pub fn pick_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (
         }
         return (best as u32, logp(best));
     }
+    if p.top_k == 0 && p.top_p >= 1.0 {
+        // No truncation: inverse-CDF over the unsorted distribution (no sort needed).
+        let probs: Vec<f64> = (0..logits.len())
+            .map(|i| {
+                if logits[i].is_finite() {
+                    (logp(i) as f64).exp()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let total: f64 = probs.iter().sum();
+        let u: f64 = rng.random::<f64>() * total;
+        let mut c = 0.0;
+        let mut last = 0;
+        for (i, pr) in probs.iter().enumerate() {
+            if *pr > 0.0 {
+                last = i;
+                c += pr;
+                if u < c {
+                    return (i as u32, logp(i));
+                }
+            }
+        }
+        return (last as u32, logp(last));
+    }
     let mut idx: Vec<usize> = (0..logits.len())
         .filter(|&i| logits[i].is_finite())
         .collect();

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Repeats per figure (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Nucleus mass for the decode figures (1.0 = sample from the full distribution).
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
     /// Write the report as JSON here too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -71,6 +74,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         train_seq: args.train_seq,
         train_batches: args.train_batches,
         repeats: args.repeats,
+        top_p: args.top_p,
         ..Default::default()
     };
     let report = bench::run(&mut model, &name, &opts, |s| eprintln!("measuring {s}…"))?;

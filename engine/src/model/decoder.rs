@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::ModelConfig;
 use crate::model::lora::{LoraAdapter, LoraConfig, Target};
-use crate::model::ops::{frozen_matmul, rms_norm_train, softmax_train};
+use crate::model::ops::{frozen_matmul, matmul_2d, rms_norm_train, softmax_train};
 
 /// A frozen linear layer: weight `(out, in)` and optional bias.
 #[derive(Debug, Clone)]
@@ -308,8 +308,8 @@ impl Model {
         } else {
             x.clone()
         };
-        let low = xin.broadcast_matmul(&pair.a.as_tensor().t()?)?;
-        let up = low.broadcast_matmul(&pair.b.as_tensor().t()?)?;
+        let low = matmul_2d(&xin, &pair.a.as_tensor().t()?)?;
+        let up = matmul_2d(&low, &pair.b.as_tensor().t()?)?;
         base + (up * ad.scale())?
     }
 

@@ -96,8 +96,25 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
         let x = x.contiguous()?;
         x.apply_op2(w, FrozenMatmul)
     } else {
-        x.broadcast_matmul(&w.t()?)
+        matmul_2d(x, &w.t()?)
     }
+}
+
+/// `x (..., k) @ m (k, n)` as ONE 2-D matmul over all leading positions. candle's
+/// `broadcast_matmul` would run one matmul per leading index (at decode, one GEMV per sequence,
+/// each reading the whole weight matrix).
+pub fn matmul_2d(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let Some(&k) = dims.last() else {
+        candle_core::bail!("matmul_2d: input is a scalar")
+    };
+    let n = m.dim(1)?;
+    let y = x.reshape(((), k))?.matmul(m)?;
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = n;
+    }
+    y.reshape(out)
 }
 
 /// RMSNorm composed of differentiable ops (computed in f32 for 16-bit inputs).
