@@ -1,4 +1,5 @@
-//! `cahl-tui index build`: build the BM25 search index used by the `search` tool.
+//! `cahl-tui index build`: build the tantivy BM25 search index used by the `search`
+//! tool.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -13,12 +14,12 @@ pub struct IndexArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum IndexCommand {
-    /// Build a BM25 index from a JSONL corpus of `{"title", "text"}` lines.
+    /// Build a tantivy BM25 index from a JSONL corpus of `{"title", "text"}` lines.
     Build {
         /// Corpus JSONL file.
         #[arg(long)]
         corpus: PathBuf,
-        /// Output folder.
+        /// Output folder (must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
     },
@@ -27,9 +28,8 @@ pub enum IndexCommand {
 pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     match args.command {
         IndexCommand::Build { corpus, out } => {
-            let idx = Bm25Index::from_jsonl(&corpus)
-                .with_context(|| format!("reading {}", corpus.display()))?;
-            idx.save(&out)?;
+            let idx = Bm25Index::build_dir(&corpus, &out)
+                .with_context(|| format!("indexing {} into {}", corpus.display(), out.display()))?;
             println!("indexed {} documents into {}", idx.len(), out.display());
             Ok(())
         }
