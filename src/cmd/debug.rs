@@ -207,6 +207,19 @@ fn session_dir_of(trace: &Path) -> Option<PathBuf> {
     }
 }
 
+/// The latest checkpoint directory of the session that `trace` (a session directory or one of
+/// its JSONL files) belongs to.
+pub fn latest_checkpoint_of(trace: &Path) -> Option<PathBuf> {
+    let d = session_dir_of(trace)?;
+    let ck = cahl_sessions::latest_checkpoint(&d).ok().flatten()?;
+    let p = d.join(&ck.path);
+    Some(if p.exists() {
+        p
+    } else {
+        PathBuf::from(ck.path)
+    })
+}
+
 /// Build the engine backend from a model and (optionally) a checkpoint's adapters.
 pub fn engine_backend(model: &Path, checkpoint: Option<&Path>) -> Result<EngineBackend> {
     let lm = cahl_engine::load::load_model(model)?;
@@ -297,15 +310,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
     };
     let checkpoint = match (&args.checkpoint, &args.trace) {
         (Some(c), _) => Some(c.clone()),
-        (None, Some(t)) => session_dir_of(t).and_then(|d| {
-            let ck = cahl_sessions::latest_checkpoint(&d).ok().flatten()?;
-            let p = d.join(&ck.path);
-            Some(if p.exists() {
-                p
-            } else {
-                PathBuf::from(ck.path)
-            })
-        }),
+        (None, Some(t)) => latest_checkpoint_of(t),
         _ => None,
     };
     let backend: Option<Box<dyn ExecutorBackend>> = match &args.model {

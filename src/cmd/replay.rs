@@ -24,6 +24,13 @@ pub struct ReplayArgs {
     /// Where debugger sessions are saved (default: `<session>/debug/`).
     #[arg(long)]
     pub debug_dir: Option<PathBuf>,
+    /// Model for running the executor in the debugger (`d`): HF folder or .gguf file. The
+    /// adapters come from the session's latest checkpoint (or --checkpoint).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Checkpoint directory with planner/ and executor/ adapters (with --model).
+    #[arg(long, requires = "model")]
+    pub checkpoint: Option<PathBuf>,
     /// Print a text summary instead of opening the terminal UI (implied when stdout is not a
     /// terminal).
     #[arg(long)]
@@ -35,7 +42,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if args.summary || !std::io::stdout().is_terminal() {
         return print_summary(&args);
     }
+    let backend: Option<Box<dyn cahl_ui::ExecutorBackend>> = match &args.model {
+        Some(m) => {
+            let ck = args
+                .checkpoint
+                .clone()
+                .or_else(|| super::debug::latest_checkpoint_of(&args.path));
+            Some(Box::new(super::debug::engine_backend(m, ck.as_deref())?))
+        }
+        None => None,
+    };
     let opts = cahl_ui::UiOptions {
+        backend,
         fps: args.fps,
         window: args.window,
         poll_interval: Duration::from_millis(args.poll_ms.max(50)),

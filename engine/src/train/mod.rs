@@ -620,6 +620,12 @@ pub fn run(
                 for t in res.trajectories {
                     send(TrainEvent::Trajectory(Box::new(t)));
                 }
+                send(TrainEvent::Progress {
+                    step: res.metrics.step,
+                    phase: "step done".into(),
+                    tokens_per_s: res.metrics.tokens_per_s,
+                    memory_bytes: crate::bench::current_rss_bytes(),
+                });
                 send(TrainEvent::Metrics(res.metrics));
             }
             Err(e) => {
