@@ -204,14 +204,7 @@ fn kv_cache_decode_equals_full_forward() {
             );
         }
         let inc = Tensor::cat(&parts, 1).unwrap();
-        let diff = (full - inc)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&full, &inc);
         assert!(
             diff < 1e-4,
             "cached decode differs from full forward by {diff}"
@@ -227,14 +220,7 @@ fn kv_cache_decode_equals_full_forward() {
             )
             .unwrap();
         let cached = Tensor::cat(&parts, 1).unwrap();
-        let d2 = (tr - cached)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d2 = max_diff(&tr, &cached);
         assert!(
             d2 < 1e-4,
             "training path differs from inference path by {d2}"
@@ -349,6 +335,42 @@ fn greedy_sampling_is_argmax_and_stops() {
     assert_eq!(out[0].tokens[0], argmax);
 }
 
+/// Largest absolute difference between two tensors of the same shape.
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Our model's last-position logits for `ids` with the given weights, and the ids as a (1, t) tensor.
+fn our_last_logits(
+    cfg: &ModelConfig,
+    w: &HashMap<String, Tensor>,
+    ids: &[u32],
+) -> (Tensor, Tensor) {
+    let ours = Model::new(cfg, w, DType::F32, &Device::Cpu).unwrap();
+    let mine = ours
+        .forward_last(
+            &ours.ids_tensor(ids, 1).unwrap(),
+            0,
+            &mut ours.new_cache(),
+            None,
+        )
+        .unwrap();
+    (
+        mine,
+        Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap(),
+    )
+}
+
 fn parity_weights(cfg: &ModelConfig) -> HashMap<String, Tensor> {
     Model::random_weights(cfg, 11).unwrap()
 }
@@ -357,16 +379,7 @@ fn parity_weights(cfg: &ModelConfig) -> HashMap<String, Tensor> {
 fn logits_match_candle_transformers_llama() {
     let cfg = cfg_json("llama", false, "");
     let w = parity_weights(&cfg);
-    let ours = Model::new(&cfg, &w, DType::F32, &Device::Cpu).unwrap();
-    let ids = [4u32, 8, 15, 16, 23, 42];
-    let mine = ours
-        .forward_last(
-            &ours.ids_tensor(&ids, 1).unwrap(),
-            0,
-            &mut ours.new_cache(),
-            None,
-        )
-        .unwrap();
+    let (mine, ids_t) = our_last_logits(&cfg, &w, &[4, 8, 15, 16, 23, 42]);
     let lc: candle_transformers::models::llama::LlamaConfig =
         serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
     let tc = lc.into_config(false);
@@ -375,24 +388,8 @@ fn logits_match_candle_transformers_llama() {
     let mut cache =
         candle_transformers::models::llama::Cache::new(true, DType::F32, &tc, &Device::Cpu)
             .unwrap();
-    let theirs = theirs_model
-        .forward(
-            &Tensor::new(&ids[..], &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap(),
-            0,
-            &mut cache,
-        )
-        .unwrap();
-    let d = (mine - theirs)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let theirs = theirs_model.forward(&ids_t, 0, &mut cache).unwrap();
+    let d = max_diff(&mine, &theirs);
     assert!(
         d < 1e-4,
         "llama logits differ from candle-transformers by {d}"
@@ -403,16 +400,7 @@ fn logits_match_candle_transformers_llama() {
 fn logits_match_candle_transformers_qwen2() {
     let cfg = cfg_json("qwen2", true, "");
     let w = parity_weights(&cfg);
-    let ours = Model::new(&cfg, &w, DType::F32, &Device::Cpu).unwrap();
-    let ids = [4u32, 8, 15, 16, 23, 42];
-    let mine = ours
-        .forward_last(
-            &ours.ids_tensor(&ids, 1).unwrap(),
-            0,
-            &mut ours.new_cache(),
-            None,
-        )
-        .unwrap();
+    let (mine, ids_t) = our_last_logits(&cfg, &w, &[4, 8, 15, 16, 23, 42]);
     let mut j = serde_json::to_value(&cfg).unwrap();
     j["sliding_window"] = 4096.into();
     j["max_window_layers"] = 2.into();
@@ -421,25 +409,8 @@ fn logits_match_candle_transformers_qwen2() {
     let vb = candle_nn::VarBuilder::from_tensors(w, DType::F32, &Device::Cpu);
     let mut theirs_model =
         candle_transformers::models::qwen2::ModelForCausalLM::new(&qc, vb).unwrap();
-    let theirs = theirs_model
-        .forward(
-            &Tensor::new(&ids[..], &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap(),
-            0,
-        )
-        .unwrap()
-        .squeeze(1)
-        .unwrap();
-    let d = (mine - theirs)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let theirs = theirs_model.forward(&ids_t, 0).unwrap().squeeze(1).unwrap();
+    let d = max_diff(&mine, &theirs);
     assert!(
         d < 1e-4,
         "qwen2 logits differ from candle-transformers by {d}"
@@ -577,23 +548,9 @@ fn peft_save_load_round_trip() {
     let base = model
         .forward(&ids, 0, &mut model.new_cache(), None, false)
         .unwrap();
-    let d = (a.clone() - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_diff(&a.clone(), &b);
     assert_eq!(d, 0.0);
-    let d0 = (a - base)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d0 = max_diff(&a, &base);
     assert!(d0 > 1e-4, "adapter must change the output");
     // Wrong base model: clear error naming the file.
     let other = cfg_json("qwen2", true, "").clone();

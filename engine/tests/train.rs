@@ -359,6 +359,10 @@ fn every_mode_runs_a_step() {
                 assert_eq!(tr.plans[0].subtasks, tr.task.gold_plan);
                 assert!(!tr.plans[0].steps.is_empty());
                 assert!(tr.plans[1..].iter().all(|p| p.steps.is_empty()));
+                // The planner reward still averages every plan of the group.
+                let mean =
+                    tr.plans.iter().map(|p| p.reward.total).sum::<f64>() / tr.plans.len() as f64;
+                assert!((res.metrics.planner_reward - mean).abs() < 1e-12);
             }
             _ => {}
         }

@@ -23,14 +23,6 @@ impl KvCache {
             .unwrap_or(0)
     }
 
-    /// Batch size of the cached tensors (None when empty).
-    pub fn batch(&self) -> Option<usize> {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .and_then(|(k, _)| k.dim(0).ok())
-    }
-
     /// Append new keys/values for `layer` and return the full keys/values.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let slot = self

@@ -6,7 +6,7 @@
 //! matmuls through [`frozen_matmul`] so no gradient is computed for base weights.
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::{EngineError, Result};
 use crate::model::cache::KvCache;
@@ -497,10 +497,5 @@ impl Model {
             }
         }
         v
-    }
-
-    /// Tensor of per-token dim for sanity checks in tests.
-    pub fn embed_dim(&self) -> usize {
-        self.embed.dim(D::Minus1).unwrap_or(0)
     }
 }

@@ -245,18 +245,19 @@ impl Trainer {
         let mut comps: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for r in rollouts {
             mis.push(if r.record.misaligned { 1.0 } else { 0.0 });
-            for p in &r.record.plans {
+            for (pi, p) in r.record.plans.iter().enumerate() {
                 if self.cfg.mode != Mode::Flat {
                     plan_r.push(p.reward.total);
+                }
+                // In `separate` mode only plan 0 is executed (on the gold sub-tasks).
+                if self.cfg.mode == Mode::Separate && pi > 0 {
+                    continue;
                 }
                 succ.push(if p.success { 1.0 } else { 0.0 });
                 for st in &p.steps {
                     for smp in &st.samples {
                         exec_r.push(smp.reward.total);
                     }
-                }
-                if self.cfg.mode == Mode::Separate {
-                    break;
                 }
             }
             for (k, v) in &r.components {

@@ -411,13 +411,12 @@ pub fn rollout_task(
         at: (0, None),
     });
     let n_plans = plan_records.len().max(1) as f64;
-    let success_share = plan_records.iter().filter(|p| p.success).count() as f64 / n_plans;
     let record = TrajectoryRecord {
         step,
         task: task_info(task),
         seed,
         plans: plan_records,
-        success: any_success && success_share > 0.0,
+        success: any_success,
         planner_reward: plan_rewards.iter().sum::<f64>() / n_plans,
         executor_reward: mean(&exec_rewards),
         misaligned: !any_success && misaligned_all,
