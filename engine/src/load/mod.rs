@@ -2,6 +2,7 @@
 //! `tokenizer_config.json`) or a single GGUF file, converted to the engine's convention
 //! (HF tensor names, HF rotate-half Q/K layout, CPU tensors; quantized weights dequantized to
 //! f32, safetensors f16/bf16 kept as stored). Also [`inspect`], which reads metadata only.
+pub mod embedded;
 pub mod gguf;
 pub mod hf;
 
