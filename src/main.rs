@@ -26,6 +26,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Train planner and executor adapters jointly with GRPO (CAHL) or an ablation.
     Train(cmd::train::TrainArgs),
+    /// Build the embedded default model from scratch (tokenizer + small Llama on gold trajectories).
+    Pretrain(cmd::pretrain::PretrainArgs),
     /// Score predictions of any model on BFCL, API-Bank, NESTFUL or Bamboogle.
     Score(cmd::score::ScoreArgs),
     /// Build a BM25 search index for the search-QA world.
@@ -47,6 +49,7 @@ fn main() -> Result<()> {
         Command::Debug(a) => cmd::debug::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Score(a) => cmd::score::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Index(a) => cmd::index::run(a),
     }
 }

@@ -8,6 +8,7 @@ pub mod load;
 pub mod model;
 pub mod optim;
 pub mod parse;
+pub mod pretrain;
 pub mod rewards;
 pub mod sampling;
 pub mod score;

@@ -4,6 +4,7 @@ pub mod debug;
 pub mod generate;
 pub mod index;
 pub mod inspect;
+pub mod pretrain;
 pub mod replay;
 pub mod score;
 pub mod train;

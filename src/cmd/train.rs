@@ -47,6 +47,9 @@ pub struct TrainArgs {
     pub no_tui: bool,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop after this many minutes of training (final checkpoint and evaluation included).
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
 }
 
 fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
@@ -78,6 +81,9 @@ fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some(s) = args.seed {
         cfg.seed = s;
     }
+    if let Some(m) = args.max_minutes {
+        cfg.max_minutes = m;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -92,6 +98,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let mut c = TrainConfig::from_toml(&text, &p.display().to_string())?;
         if let Some(s) = args.steps {
             c.steps = s;
+        }
+        if let Some(m) = args.max_minutes {
+            c.max_minutes = m;
         }
         c
     } else {
@@ -126,6 +135,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
     let world = Box::new(BuiltinWorld::new());
     let mut trainer = Trainer::new(cfg.clone(), agent, world, tasks)?;
+    if cfg.eval.every > 0 && cfg.eval.tasks > 0 {
+        trainer.set_eval_tasks(generate_tasks(Split::Test, cfg.eval.tasks, cfg.seed)?);
+    }
 
     let (writer, dir) = if args.resume {
         let dir = args.session.clone().context("--resume needs --session")?;
@@ -191,19 +203,39 @@ fn headless(events: mpsc::Receiver<TrainEvent>) {
                 total = total_steps;
                 println!("session {} (steps {}..{})", session_dir.display(), start_step + 1, total_steps);
             }
-            TrainEvent::Metrics(m) => println!(
-                "step {:>4}/{total}  planner {:>7.3}  executor {:>7.3}  success {:>5.1}%  loss p {:>8.4} e {:>8.4}  kl p {:.4} e {:.4}  {:>6.1} tok/s  {:>7.1}s",
-                m.step,
-                m.planner_reward,
-                m.executor_reward,
-                100.0 * m.success_rate,
-                m.planner.loss,
-                m.executor.loss,
-                m.planner.kl,
-                m.executor.kl,
-                m.tokens_per_s,
-                m.elapsed_s
-            ),
+            TrainEvent::Metrics(m) => {
+                let ev = m
+                    .eval
+                    .as_ref()
+                    .map(|e| {
+                        format!(
+                            "  | {} success {:.1}% ({} tasks) planner {:.3} executor {:.3}",
+                            e.split,
+                            100.0 * e.success_rate,
+                            e.tasks,
+                            e.planner_reward,
+                            e.executor_reward
+                        )
+                    })
+                    .unwrap_or_default();
+                if m.step == 0 {
+                    println!("step    0/{total}  baseline{ev}");
+                } else {
+                    println!(
+                        "step {:>4}/{total}  planner {:>7.3}  executor {:>7.3}  success {:>5.1}%  loss p {:>8.4} e {:>8.4}  kl p {:.4} e {:.4}  {:>6.1} tok/s  {:>7.1}s{ev}",
+                        m.step,
+                        m.planner_reward,
+                        m.executor_reward,
+                        100.0 * m.success_rate,
+                        m.planner.loss,
+                        m.executor.loss,
+                        m.planner.kl,
+                        m.executor.kl,
+                        m.tokens_per_s,
+                        m.elapsed_s
+                    );
+                }
+            }
             TrainEvent::Checkpoint(c) => println!("checkpoint step {} -> {}", c.step, c.path),
             TrainEvent::Warning(w) => eprintln!("warning: {w}"),
             TrainEvent::Error(e) => eprintln!("error: {e}"),
