@@ -277,6 +277,9 @@ pub struct PretrainConfig {
     pub eval_tasks: usize,
     /// Stored dtype of the saved weights: f16 keeps the model under 10 MB.
     pub save_dtype: String,
+    /// Continue from this HF folder (an earlier `pretrain` output: its tokenizer, template and
+    /// weights) instead of starting from scratch; the shape fields are then ignored.
+    pub init: Option<String>,
 }
 
 impl Default for PretrainConfig {
@@ -299,6 +302,7 @@ impl Default for PretrainConfig {
             eval_every: 150,
             eval_tasks: 12,
             save_dtype: "f16".into(),
+            init: None,
         }
     }
 }
@@ -599,36 +603,54 @@ pub fn pretrain(
 ) -> Result<PretrainReport> {
     crate::model::ops::init_cpu_float_mode();
     let (_, texts) = builtin_gold_texts(cfg.tasks, cfg.seed)?;
-    let template = ChatTemplate::new(TINY_CHAT_TEMPLATE, None, Some("<|im_end|>"))?;
-    let corpus: Vec<String> = texts
-        .iter()
-        .map(|g| {
-            template
-                .render(
-                    &[
-                        Message::system(&g.system),
-                        Message::user(&g.user),
-                        Message::new("assistant", &g.completion),
-                    ],
-                    None,
-                    false,
-                )
-                .map_err(EngineError::from)
-        })
-        .collect::<Result<_>>()?;
-    let hf_tok = train_tokenizer(&corpus, cfg.vocab_size)?;
-    let tok_json = hf_tok
-        .to_string(false)
-        .map_err(|e| EngineError::Other(format!("tokenizer: {e}")))?;
-    let mut tok = Tokenizer::from_hf(hf_tok, None, Some("<|im_end|>".into()), &[]);
-    crate::load::add_template_eos(&mut tok, &template);
+    let (tok, tok_json, template, mut model) = match &cfg.init {
+        Some(dir) => {
+            let dir = Path::new(dir);
+            let lm = crate::load::load_model(dir)?;
+            let tok = lm.require_tokenizer()?.clone();
+            let template = lm.chat_template_or_fallback()?;
+            let p = dir.join("tokenizer.json");
+            let tok_json = std::fs::read_to_string(&p).map_err(|e| EngineError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
+            let model = Model::new(&lm.config, &lm.weights, DType::F32, &Device::Cpu)?;
+            (tok, tok_json, template, model)
+        }
+        None => {
+            let template = ChatTemplate::new(TINY_CHAT_TEMPLATE, None, Some("<|im_end|>"))?;
+            let corpus: Vec<String> = texts
+                .iter()
+                .map(|g| {
+                    template
+                        .render(
+                            &[
+                                Message::system(&g.system),
+                                Message::user(&g.user),
+                                Message::new("assistant", &g.completion),
+                            ],
+                            None,
+                            false,
+                        )
+                        .map_err(EngineError::from)
+                })
+                .collect::<Result<_>>()?;
+            let hf_tok = train_tokenizer(&corpus, cfg.vocab_size)?;
+            let tok_json = hf_tok
+                .to_string(false)
+                .map_err(|e| EngineError::Other(format!("tokenizer: {e}")))?;
+            let mut tok = Tokenizer::from_hf(hf_tok, None, Some("<|im_end|>".into()), &[]);
+            crate::load::add_template_eos(&mut tok, &template);
+            let mcfg = cfg.model_config(tok.vocab_size())?;
+            let w = Model::random_weights(&mcfg, cfg.seed)?;
+            let model = Model::new(&mcfg, &w, DType::F32, &Device::Cpu)?;
+            (tok, tok_json, template, model)
+        }
+    };
     let examples = tokenize_examples(&texts, &tok, &template, "<|im_end|>")?;
     for (r, n, p, c) in example_stats(&examples) {
         tracing::info!("{}: {n} examples, prompt {p:.0} tokens, completion {c:.0} tokens", r.name());
     }
-    let mcfg = cfg.model_config(tok.vocab_size())?;
-    let w = Model::random_weights(&mcfg, cfg.seed)?;
-    let mut model = Model::new(&mcfg, &w, DType::F32, &Device::Cpu)?;
     let named = model.make_base_trainable()?;
     let params = model.num_base_params();
     let dev_tasks = generate_tasks(Split::Dev, cfg.eval_tasks.max(1), cfg.seed)

@@ -36,6 +36,11 @@ pub struct PretrainArgs {
     /// Evaluate greedy dev-task success every N steps (0 = only at the end).
     #[arg(long)]
     pub eval_every: Option<usize>,
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Continue from an earlier pretrain output folder (its tokenizer and weights).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
@@ -43,7 +48,8 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { cfg.$f = v; } )* };
     }
-    set!(steps, max_minutes, tasks, seed, batch, lr, hidden_size, num_layers, intermediate_size, vocab_size, eval_every);
+    set!(steps, max_minutes, tasks, seed, batch, lr, hidden_size, num_layers, intermediate_size, vocab_size, eval_every, warmup);
+    cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     eprintln!(
         "pretrain: {} tasks, {} steps x batch {}, hidden {}, {} layers -> {}",
         cfg.tasks,
