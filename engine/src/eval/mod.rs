@@ -358,7 +358,11 @@ fn run_episode(
     let r = rollout_task(agent, world, task, cfg, seed, 0)?;
     let latency_s = t0.elapsed().as_secs_f64();
     let mut record = r.record;
-    record.mode = format!("eval-{}", cfg.mode.name());
+    record.mode = if cfg.mode == Mode::Flat {
+        "eval-flat".into()
+    } else {
+        "eval-hierarchical".into()
+    };
     let tools = if task.tools.is_empty() {
         world.tools()
     } else {
