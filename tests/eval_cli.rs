@@ -75,14 +75,26 @@ fn eval_report_and_compare_end_to_end() {
 
     let eval = |session: &Path, extra: &[&str]| {
         let mut c = bin();
-        c.args(["eval", "--bench", "builtin", "--limit", "2", "--max-subtasks", "2", "--quiet"])
-            .arg("--session")
-            .arg(session)
-            .args(extra);
+        c.args([
+            "eval",
+            "--bench",
+            "builtin",
+            "--limit",
+            "2",
+            "--max-subtasks",
+            "2",
+            "--quiet",
+        ])
+        .arg("--session")
+        .arg(session)
+        .args(extra);
         run_ok(&mut c)
     };
     let stdout = eval(&s1, &[]);
-    assert!(stdout.contains("builtin (hierarchical, 2 items)"), "{stdout}");
+    assert!(
+        stdout.contains("builtin (hierarchical, 2 items)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("overall"), "{stdout}");
     let out1 = s1.join("eval/builtin-hierarchical-step-1");
     let summary = read_summary(&out1).unwrap();
@@ -98,10 +110,7 @@ fn eval_report_and_compare_end_to_end() {
         assert_eq!(it.correct, it.taxonomy.is_none(), "failures carry a label");
     }
     let overall = summary.table.iter().find(|r| r.name == "overall").unwrap();
-    assert_eq!(
-        overall.correct,
-        items.iter().filter(|i| i.correct).count()
-    );
+    assert_eq!(overall.correct, items.iter().filter(|i| i.correct).count());
     // each line holds the prediction and the trajectory too
     let line = std::fs::read_to_string(out1.join("results.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -121,7 +130,12 @@ fn eval_report_and_compare_end_to_end() {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                serde_json::json!([v["id"], v["correct"], v["prediction"], v["trajectory"]["plans"][0]["raw_text"]])
+                serde_json::json!([
+                    v["id"],
+                    v["correct"],
+                    v["prediction"],
+                    v["trajectory"]["plans"][0]["raw_text"]
+                ])
             })
             .collect()
     };
@@ -151,9 +165,18 @@ fn eval_report_and_compare_end_to_end() {
             .arg("--out")
             .arg(&cmp),
     );
-    assert!(stdout.contains("| training | run-cahl | run-flat |"), "{stdout}");
-    assert!(stdout.contains("2 items evaluated by all 2 runs"), "{stdout}");
-    assert!(stdout.contains("| eval | hierarchical, step 1 | flat, step 1 |"), "{stdout}");
+    assert!(
+        stdout.contains("| training | run-cahl | run-flat |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 items evaluated by all 2 runs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| eval | hierarchical, step 1 | flat, step 1 |"),
+        "{stdout}"
+    );
     assert!(cmp.join("compare-planner-reward.svg").is_file());
 
     // bad input is reported, not a panic

@@ -36,6 +36,9 @@ pub enum ReportError {
 
 pub type Result<T> = std::result::Result<T, ReportError>;
 
+/// A labelled metric of a metrics line.
+type Metric = (&'static str, fn(&MetricsRecord) -> f64);
+
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     move |e| ReportError::Io {
         path: p.to_path_buf(),
@@ -155,7 +158,8 @@ pub fn taxonomy_markdown(counts: &BTreeMap<String, usize>, failed: usize) -> Str
     if counts.is_empty() {
         return "No misalignment taxonomy (flat run: there is no plan).\n".into();
     }
-    let mut s = String::from("| misalignment | failed tasks | share of failures (%) |\n|---|---:|---:|\n");
+    let mut s =
+        String::from("| misalignment | failed tasks | share of failures (%) |\n|---|---:|---:|\n");
     for m in Misalignment::ALL {
         let n = counts.get(m.name()).copied().unwrap_or(0);
         let share = if failed == 0 {
@@ -163,7 +167,13 @@ pub fn taxonomy_markdown(counts: &BTreeMap<String, usize>, failed: usize) -> Str
         } else {
             n as f64 / failed as f64
         };
-        let _ = writeln!(s, "| {} — {} | {n} | {} |", m.name(), m.describe(), pct(share));
+        let _ = writeln!(
+            s,
+            "| {} — {} | {n} | {} |",
+            m.name(),
+            m.describe(),
+            pct(share)
+        );
     }
     s
 }
@@ -204,7 +214,11 @@ pub fn eval_markdown(entry: &EvalEntry, base: &Path) -> String {
     s
 }
 
-fn metric_series(metrics: &[MetricsRecord], name: &str, f: impl Fn(&MetricsRecord) -> f64) -> Series {
+fn metric_series(
+    metrics: &[MetricsRecord],
+    name: &str,
+    f: impl Fn(&MetricsRecord) -> f64,
+) -> Series {
     Series {
         name: name.into(),
         points: metrics.iter().map(|m| (m.step as f64, f(m))).collect(),
@@ -422,10 +436,7 @@ pub fn session_report(session: &Path, out: &Path) -> Result<ReportOutput> {
     }
     let p = out.join("report.md");
     write_file(&p, &md)?;
-    Ok(ReportOutput {
-        markdown: p,
-        plots,
-    })
+    Ok(ReportOutput { markdown: p, plots })
 }
 
 /// One column of a comparison: a session, or a bare eval output directory.
@@ -551,8 +562,11 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
                     .unwrap_or_default()
             }),
         );
-        table_row(&mut md, "steps recorded", &cell(&|s| s.metrics.len().to_string()));
-        type Metric = (&'static str, fn(&MetricsRecord) -> f64);
+        table_row(
+            &mut md,
+            "steps recorded",
+            &cell(&|s| s.metrics.len().to_string()),
+        );
         let metrics: [Metric; 4] = [
             ("planner reward (last 10%)", |r| r.planner_reward),
             ("executor reward (last 10%)", |r| r.executor_reward),
@@ -563,12 +577,18 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
             table_row(&mut md, label, &cell(&|s| num(tail_mean(&s.metrics, f))));
         }
         md.push('\n');
-        let overlays: [(&str, &str, fn(&MetricsRecord) -> f64); 3] = [
-            ("compare-planner-reward", "Planner reward", |r| r.planner_reward),
-            ("compare-executor-reward", "Executor reward", |r| r.executor_reward),
-            ("compare-success", "Success rate", |r| r.success_rate),
+        let overlays: [(&str, Metric); 3] = [
+            (
+                "compare-planner-reward",
+                ("Planner reward", |r| r.planner_reward),
+            ),
+            (
+                "compare-executor-reward",
+                ("Executor reward", |r| r.executor_reward),
+            ),
+            ("compare-success", ("Success rate", |r| r.success_rate)),
         ];
-        for (stem, title, f) in overlays {
+        for (stem, (title, f)) in overlays {
             let series: Vec<Series> = sessions
                 .iter()
                 .map(|(n, s)| metric_series(&s.metrics, n, f))
@@ -627,7 +647,10 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
             "{} items evaluated by all {evaluated} runs that have a {bench} evaluation{}.\n",
             common.len(),
             if totals.iter().any(|t| *t != common.len()) {
-                format!(" (of {:?} items each; the tables use only the shared ones)", totals)
+                format!(
+                    " (of {:?} items each; the tables use only the shared ones)",
+                    totals
+                )
             } else {
                 String::new()
             }
@@ -654,7 +677,10 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
                     Some(e) => format!(
                         "{}{}",
                         e.summary.mode,
-                        e.summary.step.map(|s| format!(", step {s}")).unwrap_or_default()
+                        e.summary
+                            .step
+                            .map(|s| format!(", step {s}"))
+                            .unwrap_or_default()
                     ),
                     None => "—".into(),
                 })
@@ -685,13 +711,21 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
                 .collect();
             table_row(md, label, &vals);
         };
-        eff_row(&mut md, "invalid invocation rate (%)", &|e| pct(e.invalid_rate));
-        eff_row(&mut md, "calls / task", &|e| format!("{:.2}", e.calls_per_task));
+        eff_row(&mut md, "invalid invocation rate (%)", &|e| {
+            pct(e.invalid_rate)
+        });
+        eff_row(&mut md, "calls / task", &|e| {
+            format!("{:.2}", e.calls_per_task)
+        });
         eff_row(&mut md, "repeated calls / task", &|e| {
             format!("{:.2}", e.repeated_calls_per_task)
         });
-        eff_row(&mut md, "extra calls / task", &|e| opt_num(e.extra_calls_per_task));
-        eff_row(&mut md, "tokens / task", &|e| format!("{:.1}", e.tokens_per_task));
+        eff_row(&mut md, "extra calls / task", &|e| {
+            opt_num(e.extra_calls_per_task)
+        });
+        eff_row(&mut md, "tokens / task", &|e| {
+            format!("{:.1}", e.tokens_per_task)
+        });
         eff_row(&mut md, "latency / task (s)", &|e| {
             format!("{:.2}", e.latency_s_per_task)
         });
@@ -718,10 +752,7 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
     }
     let p = out.join("compare.md");
     write_file(&p, &md)?;
-    Ok(ReportOutput {
-        markdown: p,
-        plots,
-    })
+    Ok(ReportOutput { markdown: p, plots })
 }
 
 #[cfg(test)]

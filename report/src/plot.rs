@@ -106,6 +106,13 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc(x_label)
+        .x_label_formatter(&|x| {
+            if x.fract().abs() < 1e-9 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
         .y_desc(y_label)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
@@ -211,8 +218,8 @@ mod tests {
                 points: vec![(1.0, f64::NAN), (2.0, 0.5)],
             },
         ];
-        let (svg, png) = line_chart(&d.path().join("r"), "Rewards", "step", "reward", &series)
-            .unwrap();
+        let (svg, png) =
+            line_chart(&d.path().join("r"), "Rewards", "step", "reward", &series).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg"), "{}", &text[..40.min(text.len())]);
         assert!(text.contains("Rewards") && text.contains("planner"));

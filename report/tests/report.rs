@@ -4,8 +4,7 @@ use std::path::Path;
 
 use cahl_engine::eval::aggregate::Efficiency;
 use cahl_engine::eval::{
-    write_outputs, EvalRun, EvalSummary, ItemRecord, ItemResult, Label, Misalignment,
-    PredictionOut,
+    write_outputs, EvalRun, EvalSummary, ItemRecord, ItemResult, Label, Misalignment, PredictionOut,
 };
 use cahl_report::{compare, session_report};
 use cahl_sessions::records::{MetricsRecord, RunInfo, TrajectoryRecord};
@@ -102,7 +101,12 @@ fn session_report_names_its_files() {
     assert!(md.contains("### builtin · hierarchical · step 6"), "{md}");
     assert!(md.contains("| calls-2 | 1 | 3 | 33.3 |"), "{md}");
     assert!(md.contains("| 3 | 3/6 | 50.0 |"), "{md}");
-    assert!(md.contains("| plan_too_coarse — plan too coarse (fewer sub-tasks than needed) | 2 | 100.0 |"), "{md}");
+    assert!(
+        md.contains(
+            "| plan_too_coarse — plan too coarse (fewer sub-tasks than needed) | 2 | 100.0 |"
+        ),
+        "{md}"
+    );
     assert!(md.contains("eval/builtin-hierarchical-step-6/results.jsonl"));
 }
 
@@ -163,14 +167,21 @@ fn compare_two_sessions_on_shared_tasks() {
     // a on t1..t3: 2/3; b: 1/3
     assert!(md.contains("| overall | 66.7 (2/3) | 33.3 (1/3) |"), "{md}");
     assert!(md.contains("| failed: plan_too_coarse | 1 | 2 |"), "{md}");
-    assert!(md.contains("| eval | hierarchical, step 5 | hierarchical, step 5 |"), "{md}");
+    assert!(
+        md.contains("| eval | hierarchical, step 5 | hierarchical, step 5 |"),
+        "{md}"
+    );
     for f in ["compare-planner-reward.svg", "compare-success.png"] {
         assert!(md.contains(f) && out.join(f).is_file(), "{f}");
     }
     let svg = std::fs::read_to_string(out.join("compare-planner-reward.svg")).unwrap();
     assert!(svg.contains("cahl") && svg.contains("flat"));
     // an eval directory can be a column too
-    let r = compare(&[a.join("eval/builtin-hierarchical-step-1"), b], &d.path().join("c2")).unwrap();
+    let r = compare(
+        &[a.join("eval/builtin-hierarchical-step-1"), b],
+        &d.path().join("c2"),
+    )
+    .unwrap();
     let md = std::fs::read_to_string(r.markdown).unwrap();
     assert!(md.contains("| overall | 0.0 (0/3) | 33.3 (1/3) |"), "{md}");
     assert!(compare(&[a], &d.path().join("c3")).is_err());

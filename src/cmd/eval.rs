@@ -136,9 +136,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let out = match &args.out {
         Some(o) => o.clone(),
         None => match (&args.session, step) {
-            (Some(s), Some(st)) => s
-                .join("eval")
-                .join(format!("{}-{}-step-{st}", bench.name(), mode.name())),
+            (Some(s), Some(st)) => {
+                s.join("eval")
+                    .join(format!("{}-{}-step-{st}", bench.name(), mode.name()))
+            }
             _ => PathBuf::from("evals").join(format!(
                 "{}-{}-{}",
                 bench.name(),

@@ -30,7 +30,11 @@ pub fn report(args: ReportArgs) -> Result<()> {
         .unwrap_or_else(|| args.session.join("report"));
     let r = cahl_report::session_report(&args.session, &out)
         .with_context(|| format!("reporting on {}", args.session.display()))?;
-    println!("wrote {} ({} plot files)", r.markdown.display(), r.plots.len());
+    println!(
+        "wrote {} ({} plot files)",
+        r.markdown.display(),
+        r.plots.len()
+    );
     Ok(())
 }
 
@@ -45,6 +49,10 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let md = std::fs::read_to_string(&r.markdown)
         .with_context(|| format!("reading back {}", r.markdown.display()))?;
     print!("{md}");
-    println!("\nwrote {} ({} plot files)", r.markdown.display(), r.plots.len());
+    println!(
+        "\nwrote {} ({} plot files)",
+        r.markdown.display(),
+        r.plots.len()
+    );
     Ok(())
 }

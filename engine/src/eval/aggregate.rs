@@ -209,7 +209,11 @@ pub fn accuracy_table(bench: &str, items: &[ItemResult]) -> Vec<Row> {
             .filter(|r| bfcl_group(&r.name) == "live")
             .collect();
         if !live.is_empty() {
-            rows.push(weighted("live", &live, "count-weighted over live_* categories"));
+            rows.push(weighted(
+                "live",
+                &live,
+                "count-weighted over live_* categories",
+            ));
         }
         let mt: Vec<Row> = cats
             .values()
@@ -265,7 +269,10 @@ pub fn efficiency_summary(items: &[ItemResult]) -> EfficiencySummary {
     let sum = |f: &dyn Fn(&Efficiency) -> f64| items.iter().map(|i| f(&i.efficiency)).sum::<f64>();
     let attempts: usize = items.iter().map(|i| i.efficiency.call_attempts).sum();
     let invalid: usize = items.iter().map(|i| i.efficiency.invalid_calls).sum();
-    let extras: Vec<usize> = items.iter().filter_map(|i| i.efficiency.extra_calls).collect();
+    let extras: Vec<usize> = items
+        .iter()
+        .filter_map(|i| i.efficiency.extra_calls)
+        .collect();
     EfficiencySummary {
         tasks: n,
         call_attempts: attempts,
@@ -314,7 +321,7 @@ pub fn task_fingerprint(items: &[ItemResult]) -> String {
 }
 
 /// Everything `summary.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvalSummary {
     pub bench: String,
@@ -337,27 +344,6 @@ pub struct EvalSummary {
     pub taxonomy: BTreeMap<String, usize>,
     /// RFC 3339 creation time.
     pub created_at: String,
-}
-
-impl Default for EvalSummary {
-    fn default() -> Self {
-        EvalSummary {
-            bench: String::new(),
-            mode: String::new(),
-            model: String::new(),
-            checkpoint: None,
-            step: None,
-            seed: 0,
-            items: 0,
-            failed: 0,
-            task_fingerprint: String::new(),
-            table: Vec::new(),
-            partial_label: None,
-            efficiency: EfficiencySummary::default(),
-            taxonomy: BTreeMap::new(),
-            created_at: String::new(),
-        }
-    }
 }
 
 impl EvalSummary {
@@ -392,10 +378,7 @@ impl EvalSummary {
 
     /// A plain-text report: accuracy table, efficiency, taxonomy.
     pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "{} ({}, {} items)\n",
-            self.bench, self.mode, self.items
-        );
+        let mut s = format!("{} ({}, {} items)\n", self.bench, self.mode, self.items);
         for r in &self.table {
             s.push_str(&format!(
                 "{:<24} {:>5}/{:<5} {:>7.2}%",
@@ -579,7 +562,9 @@ mod tests {
         let text = s.to_text();
         assert!(text.contains("plan_too_coarse 2"), "{text}");
         assert!(text.contains("invalid calls 1/4 (25.0%)"), "{text}");
-        assert!(EvalSummary::from_items("x", "flat", &items).taxonomy.is_empty());
+        assert!(EvalSummary::from_items("x", "flat", &items)
+            .taxonomy
+            .is_empty());
     }
 
     #[test]

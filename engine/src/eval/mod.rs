@@ -530,11 +530,18 @@ pub fn run_eval(
 }
 
 /// The taxonomy label of a failed hierarchical episode.
-pub fn label_episode(task: &Task, record: &TrajectoryRecord, step_calls: &[Vec<ToolCall>]) -> Label {
+pub fn label_episode(
+    task: &Task,
+    record: &TrajectoryRecord,
+    step_calls: &[Vec<ToolCall>],
+) -> Label {
     let (parsed, subtasks) = match record.plans.first() {
         Some(p) => {
             let out = parse_planner(&p.raw_text);
-            (p.parse_error.is_none() && !p.subtasks.is_empty(), out.subtasks)
+            (
+                p.parse_error.is_none() && !p.subtasks.is_empty(),
+                out.subtasks,
+            )
         }
         None => (false, Vec::new()),
     };
@@ -590,8 +597,7 @@ pub fn read_summary(dir: &Path) -> Result<EvalSummary> {
         path: p.clone(),
         source: e,
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| EvalError::Input(format!("{}: {e}", p.display())))
+    serde_json::from_slice(&bytes).map_err(|e| EvalError::Input(format!("{}: {e}", p.display())))
 }
 
 /// Read the per-item results of `results.jsonl` (the prediction and trajectory are skipped).
@@ -630,7 +636,10 @@ mod tests {
         assert!(EvalMode::parse("x").is_err());
         let c = EvalOptions::default().rollout_config();
         assert!(c.rollout.planner.greedy && c.rollout.executor.greedy);
-        assert_eq!((c.rollout.plans_per_task, c.rollout.samples_per_step), (1, 1));
+        assert_eq!(
+            (c.rollout.plans_per_task, c.rollout.samples_per_step),
+            (1, 1)
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl Misalignment {
             Misalignment::PlanTooFine => "plan too fine (more sub-tasks than needed)",
             Misalignment::SubtaskValueMissing => "a sub-task misses or misstates a needed value",
             Misalignment::ExecutorFailed => "executor failed on a correct sub-task",
-            Misalignment::FinalStateWrong => "executor made the gold calls but the outcome is wrong",
+            Misalignment::FinalStateWrong => {
+                "executor made the gold calls but the outcome is wrong"
+            }
             Misalignment::Unclassified => "no gold call sequence to compare with",
         }
     }
@@ -223,10 +225,7 @@ mod tests {
 
     #[test]
     fn unparsable_and_counts() {
-        assert_eq!(
-            run(&[], &[], false).label,
-            Misalignment::PlanUnparsable
-        );
+        assert_eq!(run(&[], &[], false).label, Misalignment::PlanUnparsable);
         let l = run(&plan(&["log in as ana and send to bob"]), &[], true);
         assert_eq!(l.label, Misalignment::PlanTooCoarse);
         assert_eq!(l.detail, "1 sub-tasks, 2 needed");
@@ -250,8 +249,7 @@ mod tests {
         // count matches the gold plan; values present; the executor made no call
         assert_eq!(l.label, Misalignment::ExecutorFailed);
         assert_eq!(
-            l.detail,
-            "the gold calls were not all made in order",
+            l.detail, "the gold calls were not all made in order",
             "no per-step attribution when sub-tasks and gold calls are not one-to-one"
         );
     }
@@ -273,7 +271,10 @@ mod tests {
         let g = gold();
         let steps = vec![
             vec![g[0].clone()],
-            vec![ToolCall::new("send", json!({"to": "bob", "token": "WRONG"}))],
+            vec![ToolCall::new(
+                "send",
+                json!({"to": "bob", "token": "WRONG"}),
+            )],
         ];
         let l = run(&plan(&["log in as ana", "send to bob"]), &steps, true);
         assert_eq!(l.label, Misalignment::ExecutorFailed);
@@ -320,7 +321,10 @@ mod tests {
         let a = ToolCall::new("f", json!({"x": 5}));
         let b = ToolCall::new("f", json!({"x": 5.0}));
         assert!(call_matches(&a, &b));
-        assert!(!call_matches(&ToolCall::new("f", json!({"x": 5, "y": 1})), &b));
+        assert!(!call_matches(
+            &ToolCall::new("f", json!({"x": 5, "y": 1})),
+            &b
+        ));
         assert!(gold_made_in_order(&[a.clone(), b.clone()], &[b.clone(), a]));
         assert!(!gold_made_in_order(&[], &[b]));
     }
