@@ -34,6 +34,13 @@ enum Command {
     Index(cmd::index::IndexArgs),
     /// The plan-editing debugger: edit a plan and watch the executor respond, branch by branch.
     Debug(cmd::debug::DebugArgs),
+    /// Evaluate an agent greedily on the built-in world or a benchmark: accuracy tables,
+    /// efficiency, misalignment taxonomy; writes results.jsonl and summary.json.
+    Eval(cmd::eval::EvalArgs),
+    /// Markdown report of a session: reward curves (SVG and PNG) and its eval tables.
+    Report(cmd::report::ReportArgs),
+    /// Compare sessions side by side (training curves, evals on the same tasks).
+    Compare(cmd::report::CompareArgs),
     /// Browse a recorded run (session directory or trajectories.jsonl) without a model.
     Replay(cmd::replay::ReplayArgs),
 }
@@ -51,5 +58,8 @@ fn main() -> Result<()> {
         Command::Score(a) => cmd::score::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Index(a) => cmd::index::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Report(a) => cmd::report::report(a),
+        Command::Compare(a) => cmd::report::compare(a),
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod error;
+pub mod eval;
 pub mod grpo;
 pub mod load;
 pub mod model;

@@ -220,12 +220,15 @@ pub fn latest_checkpoint_of(trace: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Build the engine backend from a model and (optionally) a checkpoint's adapters.
-pub fn engine_backend(model: &Path, checkpoint: Option<&Path>) -> Result<EngineBackend> {
-    let lm = cahl_engine::load::load_model(model)?;
+/// Load a model (`""`/`"embedded"` = the embedded default model) as an [`Agent`], with the
+/// `planner` and `executor` PEFT adapters of `checkpoint` when given. Returns whether adapters
+/// were loaded.
+pub fn load_agent(model: &str, checkpoint: Option<&Path>) -> Result<(Agent, bool)> {
+    let lm = cahl_engine::load::embedded::load_spec(model)?;
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
     let mut m = Model::new(&lm.config, &lm.weights, DType::F32, &Device::Cpu)?;
+    drop(lm);
     let mut adapters = false;
     if let Some(ck) = checkpoint {
         for name in ["planner", "executor"] {
@@ -236,12 +239,23 @@ pub fn engine_backend(model: &Path, checkpoint: Option<&Path>) -> Result<EngineB
         }
         adapters = true;
     }
+    let model_name = if cahl_engine::load::embedded::is_embedded(model) {
+        cahl_engine::load::embedded::EMBEDDED.to_string()
+    } else {
+        model.to_string()
+    };
     let agent = Agent {
         model: m,
         tok,
         template,
-        model_name: model.display().to_string(),
+        model_name,
     };
+    Ok((agent, adapters))
+}
+
+/// Build the engine backend from a model and (optionally) a checkpoint's adapters.
+pub fn engine_backend(model: &Path, checkpoint: Option<&Path>) -> Result<EngineBackend> {
+    let (agent, adapters) = load_agent(&model.display().to_string(), checkpoint)?;
     Ok(EngineBackend {
         agent,
         cfg: TrainConfig::default(),
