@@ -44,8 +44,19 @@ def make_from_gguf(gguf, out):
     from transformers import AutoModelForCausalLM
 
     d, f = os.path.split(os.path.abspath(gguf))
+    from safetensors.torch import save_file
+
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
-    model.save_pretrained(out, safe_serialization=True)
+    # The GGUF loader marks the model as quantized; the weights are already dequantized to f32.
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    os.makedirs(out, exist_ok=True)
+    cfg.save_pretrained(out)
+    save_file(sd, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
     print(f"wrote {out}")
 
 
