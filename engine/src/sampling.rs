@@ -249,10 +249,10 @@ fn pick_nucleus(
     let u: f64 = rng.random::<f64>() * total;
     let mut c = 0.0;
     let mut last = cut;
-    for i in 0..logits.len() {
+    for (i, &pr) in probs.iter().enumerate() {
         if member(i) {
             last = i;
-            c += probs[i];
+            c += pr;
             if u < c {
                 return (i as u32, logp(i));
             }

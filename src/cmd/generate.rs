@@ -7,7 +7,6 @@ use cahl_engine::chat::Message;
 use cahl_engine::model::{LoraAdapter, Model};
 use cahl_engine::sampling::{sample_group, SamplingParams};
 
-
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
     /// HF model folder or .gguf file.

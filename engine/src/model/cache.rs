@@ -22,7 +22,10 @@ impl Layer {
         if self.k.dim(2)? == self.len {
             Ok((self.k.clone(), self.v.clone()))
         } else {
-            Ok((self.k.narrow(2, 0, self.len)?, self.v.narrow(2, 0, self.len)?))
+            Ok((
+                self.k.narrow(2, 0, self.len)?,
+                self.v.narrow(2, 0, self.len)?,
+            ))
         }
     }
 }

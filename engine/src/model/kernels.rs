@@ -91,7 +91,12 @@ mod avx {
     /// # Safety
     /// Needs AVX2 and FMA; every slice must have at least `k` elements.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize>(w0: &[f32], w1: &[f32], xs: [&[f32]; R], k: usize) -> [[f32; R]; 2] {
+    unsafe fn tile<const R: usize>(
+        w0: &[f32],
+        w1: &[f32],
+        xs: [&[f32]; R],
+        k: usize,
+    ) -> [[f32; R]; 2] {
         let mut a0 = [_mm256_setzero_ps(); R];
         let mut a1 = [_mm256_setzero_ps(); R];
         let k8 = k / 8 * 8;
@@ -122,6 +127,7 @@ mod avx {
     }
 
     /// Inputs in groups of `R` against one pair of weight rows, writing `out_t[(r, i)]`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn pair_rows<const R: usize>(
         x: &[f32],
@@ -263,7 +269,10 @@ impl CustomOp1 for TokenLogprobs {
         };
         let (rows, v) = l.shape().dims2()?;
         if self.targets.len() != rows {
-            candle_core::bail!("token-logprobs: {} targets for {rows} rows", self.targets.len());
+            candle_core::bail!(
+                "token-logprobs: {} targets for {rows} rows",
+                self.targets.len()
+            );
         }
         let xs = &xs[a..b];
         let inv_t = (1.0 / self.temperature) as f32;
@@ -317,24 +326,22 @@ impl CustomOp1 for TokenLogprobsGrad {
         let xs = &xs[a..b];
         let inv_t = (1.0 / self.temperature) as f32;
         let mut out = vec![0f32; rows * v];
-        out.par_chunks_mut(v.max(1))
-            .enumerate()
-            .for_each(|(r, o)| {
-                let g = self.grad[r];
-                if g == 0.0 {
-                    return;
-                }
-                let row = &xs[r * v..(r + 1) * v];
-                let (max, lse) = row_lse(row, inv_t);
-                let gs = g * inv_t;
-                for (oj, &xj) in o.iter_mut().zip(row) {
-                    *oj = -gs * (xj * inv_t - max - lse).exp();
-                }
-                let t = self.targets[r] as usize;
-                if t < v {
-                    o[t] += gs;
-                }
-            });
+        out.par_chunks_mut(v.max(1)).enumerate().for_each(|(r, o)| {
+            let g = self.grad[r];
+            if g == 0.0 {
+                return;
+            }
+            let row = &xs[r * v..(r + 1) * v];
+            let (max, lse) = row_lse(row, inv_t);
+            let gs = g * inv_t;
+            for (oj, &xj) in o.iter_mut().zip(row) {
+                *oj = -gs * (xj * inv_t - max - lse).exp();
+            }
+            let t = self.targets[r] as usize;
+            if t < v {
+                o[t] += gs;
+            }
+        });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
@@ -342,11 +349,15 @@ impl CustomOp1 for TokenLogprobsGrad {
 /// Log-probabilities `(rows,)` of `targets` under `softmax(logits / temperature)` for CPU f32
 /// logits `(rows, vocab)`, with a fused backward. `None` when it does not apply (other device or
 /// dtype), in which case the caller composes the log-softmax from tensor ops.
-pub fn token_logprobs(logits: &Tensor, targets: &[u32], temperature: f64) -> Result<Option<Tensor>> {
+pub fn token_logprobs(
+    logits: &Tensor,
+    targets: &[u32],
+    temperature: f64,
+) -> Result<Option<Tensor>> {
     if !logits.device().is_cpu() || logits.dtype() != DType::F32 || logits.rank() != 2 {
         return Ok(None);
     }
-    if !(temperature > 0.0) {
+    if temperature.is_nan() || temperature <= 0.0 {
         candle_core::bail!("token_logprobs: temperature must be > 0, got {temperature}");
     }
     let op = TokenLogprobs {
@@ -405,7 +416,10 @@ mod tests {
         let scaled = (x.as_tensor() / temp).unwrap();
         let composed = crate::model::ops::log_softmax(&scaled)
             .unwrap()
-            .gather(&Tensor::new(&t, &Device::Cpu).unwrap().unsqueeze(1).unwrap(), 1)
+            .gather(
+                &Tensor::new(&t, &Device::Cpu).unwrap().unsqueeze(1).unwrap(),
+                1,
+            )
             .unwrap()
             .squeeze(1)
             .unwrap();
@@ -416,7 +430,12 @@ mod tests {
         }
         let w = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
         let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (composed * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let d: f32 = (g1.get(&x).unwrap() - g2.get(&x).unwrap())
             .unwrap()
             .abs()
