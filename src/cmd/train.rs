@@ -12,7 +12,6 @@ use cahl_engine::worlds::Split;
 use cahl_sessions::events::TrainEvent;
 use cahl_sessions::records::RunInfo;
 use cahl_sessions::SessionWriter;
-use candle_core::Device;
 
 /// The commented default configuration (`assets/default.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
@@ -50,6 +49,12 @@ pub struct TrainArgs {
     /// Stop after this many minutes of training (final checkpoint and evaluation included).
     #[arg(long)]
     pub max_minutes: Option<f64>,
+    /// Device, overriding [model].device: cpu, cuda or cuda:N (CUDA needs `--features cuda`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Compute dtype, overriding [model].dtype: f32, bf16 (CUDA), f16.
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
@@ -109,12 +114,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if cfg.world.kind != "builtin" {
         bail!("world {:?} is not trainable yet: only the builtin world is (benchmarks are for eval/score)", cfg.world.kind);
     }
-    if cfg.model.device != "cpu" {
-        bail!(
-            "device {:?} is not available in this build (cpu only)",
-            cfg.model.device
-        );
+    if let Some(d) = &args.device {
+        cfg.model.device = d.clone();
     }
+    if let Some(d) = &args.dtype {
+        cfg.model.dtype = d.clone();
+    }
+    let device = cahl_engine::bench::parse_device(&cfg.model.device)
+        .with_context(|| format!("[model].device {:?}", cfg.model.device))?;
     let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
         .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
     if embedded::is_embedded(&cfg.model.path) {
@@ -124,7 +131,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let lm = embedded::load_spec(&cfg.model.path)?;
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
-    let model = Model::new(&lm.config, &lm.weights, dtype, &Device::Cpu)?;
+    let model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
     drop(lm);
     let agent = Agent {
         model,

@@ -310,7 +310,10 @@ impl Model {
         };
         let low = matmul_2d(&xin, &pair.a.as_tensor().t()?)?;
         let up = matmul_2d(&low, &pair.b.as_tensor().t()?)?;
-        base + (up * ad.scale())?
+        let y = (base + (up * ad.scale())?)?;
+        // Inference records no graph: without this, every activation computed from the
+        // adapter's variables would stay alive through the KV cache.
+        Ok(if train { y } else { y.detach() })
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor, train: bool) -> candle_core::Result<Tensor> {
