@@ -98,8 +98,11 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
         let x = x.contiguous()?;
         x.apply_op2(w, FrozenMatmul)
     } else {
-        if let Some(y) = crate::model::kernels::small_m_matmul(x, w)? {
-            return Ok(y);
+        // The small-m kernel records no backward: only where no gradient is wanted.
+        if !x.track_op() && !w.track_op() {
+            if let Some(y) = crate::model::kernels::small_m_matmul(x, w)? {
+                return Ok(y);
+            }
         }
         matmul_2d(x, &w.t()?)
     }
