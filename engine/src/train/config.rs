@@ -186,7 +186,7 @@ pub struct EvalSection {
 impl Default for EvalSection {
     fn default() -> Self {
         EvalSection {
-            every: 10,
+            every: 20,
             tasks: 24,
         }
     }
