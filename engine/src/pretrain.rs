@@ -477,12 +477,7 @@ pub fn snapshot_model(model: &Model) -> Result<Model> {
 /// Write an HF model folder: `config.json`, `model.safetensors` (weights in `dtype`),
 /// `tokenizer.json`, `tokenizer_config.json` (chat template, EOS). Each file is written to a
 /// temp name, synced and renamed.
-pub fn save_hf_folder(
-    dir: &Path,
-    model: &Model,
-    tokenizer_json: &str,
-    dtype: DType,
-) -> Result<()> {
+pub fn save_hf_folder(dir: &Path, model: &Model, tokenizer_json: &str, dtype: DType) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| EngineError::Io {
         path: dir.to_path_buf(),
         source: e,
@@ -622,17 +617,15 @@ pub fn pretrain(
             let corpus: Vec<String> = texts
                 .iter()
                 .map(|g| {
-                    template
-                        .render(
-                            &[
-                                Message::system(&g.system),
-                                Message::user(&g.user),
-                                Message::new("assistant", &g.completion),
-                            ],
-                            None,
-                            false,
-                        )
-                        .map_err(EngineError::from)
+                    template.render(
+                        &[
+                            Message::system(&g.system),
+                            Message::user(&g.user),
+                            Message::new("assistant", &g.completion),
+                        ],
+                        None,
+                        false,
+                    )
                 })
                 .collect::<Result<_>>()?;
             let hf_tok = train_tokenizer(&corpus, cfg.vocab_size)?;
@@ -649,7 +642,10 @@ pub fn pretrain(
     };
     let examples = tokenize_examples(&texts, &tok, &template, "<|im_end|>")?;
     for (r, n, p, c) in example_stats(&examples) {
-        tracing::info!("{}: {n} examples, prompt {p:.0} tokens, completion {c:.0} tokens", r.name());
+        tracing::info!(
+            "{}: {n} examples, prompt {p:.0} tokens, completion {c:.0} tokens",
+            r.name()
+        );
     }
     let named = model.make_base_trainable()?;
     let params = model.num_base_params();
@@ -689,11 +685,16 @@ pub fn pretrain(
     )?;
     let (dev_h, dev_f) = eval_base(&model, &tok, &template, &dev_tasks)?;
     save_hf_folder(out, &model, &tok_json, save_dtype)?;
-    let bytes_on_disk = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(out.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes_on_disk = [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::metadata(out.join(f)).ok())
+    .map(|m| m.len())
+    .sum();
     Ok(PretrainReport {
         params,
         vocab: tok.vocab_size(),

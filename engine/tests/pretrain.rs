@@ -6,7 +6,7 @@ use cahl_engine::model::{KvCache, Model};
 use cahl_engine::optim::AdamWConfig;
 use cahl_engine::parse::{parse_executor, parse_planner};
 use cahl_engine::pretrain::{
-    builtin_gold_texts, gold_texts, sft_loss, sft_run, save_hf_folder, tokenize_examples,
+    builtin_gold_texts, gold_texts, save_hf_folder, sft_loss, sft_run, tokenize_examples,
     train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
 };
 use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
@@ -123,7 +123,13 @@ fn full_parameter_training_reaches_every_weight_and_lowers_the_loss() {
         let g = grads
             .get(v.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let s = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(s > 0.0, "zero gradient for {name}");
     }
     // A short run on a handful of examples memorizes them.
@@ -143,7 +149,10 @@ fn full_parameter_training_reaches_every_weight_and_lowers_the_loss() {
         lr: 1e-2,
         ..Default::default()
     };
-    let log = sft_run(&model, None, named, &few, opt, 40, 4, 3, 0.0, 0, |_, _| Ok(None)).unwrap();
+    let log = sft_run(&model, None, named, &few, opt, 40, 4, 3, 0.0, 0, |_, _| {
+        Ok(None)
+    })
+    .unwrap();
     assert_eq!(log.len(), 40);
     let after = sft_loss(&model, None, &refs, false)
         .unwrap()
@@ -182,8 +191,13 @@ fn saved_folder_loads_back_with_the_same_logits() {
         .unwrap();
     assert!(d < 1e-5, "max logit difference {d}");
     let tok2 = lm.require_tokenizer().unwrap();
-    assert_eq!(tok2.encode("Task: x", false).unwrap(), tok.encode("Task: x", false).unwrap());
-    assert!(tok2.eos_ids().contains(&tok.token_to_id("<|im_end|>").unwrap()));
+    assert_eq!(
+        tok2.encode("Task: x", false).unwrap(),
+        tok.encode("Task: x", false).unwrap()
+    );
+    assert!(tok2
+        .eos_ids()
+        .contains(&tok.token_to_id("<|im_end|>").unwrap()));
     assert!(lm.chat_template.is_some());
 }
 

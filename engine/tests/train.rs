@@ -392,7 +392,10 @@ fn held_out_evaluation_runs_at_baseline_and_on_schedule() {
     let dir = tmp.path().join("s");
     let w = new_session(&dir, &cfg);
     let warnings = run_steps(t, w);
-    assert!(warnings.iter().all(|w| !w.contains("evaluation failed")), "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| !w.contains("evaluation failed")),
+        "{warnings:?}"
+    );
     let lines: Vec<MetricsRecord> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()

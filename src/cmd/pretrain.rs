@@ -48,7 +48,20 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { cfg.$f = v; } )* };
     }
-    set!(steps, max_minutes, tasks, seed, batch, lr, hidden_size, num_layers, intermediate_size, vocab_size, eval_every, warmup);
+    set!(
+        steps,
+        max_minutes,
+        tasks,
+        seed,
+        batch,
+        lr,
+        hidden_size,
+        num_layers,
+        intermediate_size,
+        vocab_size,
+        eval_every,
+        warmup
+    );
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     eprintln!(
         "pretrain: {} tasks, {} steps x batch {}, hidden {}, {} layers -> {}",
@@ -79,7 +92,10 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     })
     .context("pretraining failed")?;
     for (r, n, p, c) in &report.example_stats {
-        eprintln!("  {:<8} {n} examples, mean prompt {p:.0} tokens, completion {c:.0} tokens", r.name());
+        eprintln!(
+            "  {:<8} {n} examples, mean prompt {p:.0} tokens, completion {c:.0} tokens",
+            r.name()
+        );
     }
     let recipe = serde_json::json!({ "config": cfg, "report": report });
     let recipe_path = a.out.join("pretrain.json");

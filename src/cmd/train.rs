@@ -206,9 +206,19 @@ fn headless(events: mpsc::Receiver<TrainEvent>) {
     let mut total = 0;
     for ev in events {
         match ev {
-            TrainEvent::Started { total_steps, start_step, session_dir, .. } => {
+            TrainEvent::Started {
+                total_steps,
+                start_step,
+                session_dir,
+                ..
+            } => {
                 total = total_steps;
-                println!("session {} (steps {}..{})", session_dir.display(), start_step + 1, total_steps);
+                println!(
+                    "session {} (steps {}..{})",
+                    session_dir.display(),
+                    start_step + 1,
+                    total_steps
+                );
             }
             TrainEvent::Metrics(m) => {
                 let ev = m
@@ -246,7 +256,9 @@ fn headless(events: mpsc::Receiver<TrainEvent>) {
             TrainEvent::Checkpoint(c) => println!("checkpoint step {} -> {}", c.step, c.path),
             TrainEvent::Warning(w) => eprintln!("warning: {w}"),
             TrainEvent::Error(e) => eprintln!("error: {e}"),
-            TrainEvent::Finished { step, message, .. } => println!("finished at step {step}: {message}"),
+            TrainEvent::Finished { step, message, .. } => {
+                println!("finished at step {step}: {message}")
+            }
             _ => {}
         }
     }

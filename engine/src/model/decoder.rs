@@ -499,7 +499,10 @@ impl Model {
         for (i, b) in self.blocks.iter().enumerate() {
             let p = format!("model.layers.{i}");
             v.push((format!("{p}.input_layernorm.weight"), b.ln_attn.clone()));
-            v.push((format!("{p}.post_attention_layernorm.weight"), b.ln_mlp.clone()));
+            v.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                b.ln_mlp.clone(),
+            ));
             for t in Target::ALL {
                 let base = format!("{p}.{}.{}", t.parent(), t.name());
                 let lin = &b.proj[t.index()];
@@ -535,7 +538,10 @@ impl Model {
         for (i, b) in self.blocks.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
             var(format!("{p}.input_layernorm.weight"), &mut b.ln_attn)?;
-            var(format!("{p}.post_attention_layernorm.weight"), &mut b.ln_mlp)?;
+            var(
+                format!("{p}.post_attention_layernorm.weight"),
+                &mut b.ln_mlp,
+            )?;
             for t in Target::ALL {
                 let base = format!("{p}.{}.{}", t.parent(), t.name());
                 let lin = &mut b.proj[t.index()];

@@ -148,7 +148,12 @@ impl Trainer {
         if self.eval_tasks.is_empty() {
             return Ok(None);
         }
-        let q = quick_eval(&self.agent, self.world.as_mut(), &self.eval_tasks, &self.cfg)?;
+        let q = quick_eval(
+            &self.agent,
+            self.world.as_mut(),
+            &self.eval_tasks,
+            &self.cfg,
+        )?;
         let split = self.eval_tasks[0]
             .split
             .and_then(|s| serde_json::to_value(s).ok())
@@ -625,7 +630,9 @@ pub fn run(
                 send(TrainEvent::Metrics(m));
             }
             Ok(None) => {}
-            Err(e) => send(TrainEvent::Warning(format!("baseline evaluation failed: {e}"))),
+            Err(e) => send(TrainEvent::Warning(format!(
+                "baseline evaluation failed: {e}"
+            ))),
         }
     }
     while trainer.steps_done() < total && !trainer.budget_exhausted() {
