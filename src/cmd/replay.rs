@@ -48,7 +48,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 .checkpoint
                 .clone()
                 .or_else(|| super::debug::latest_checkpoint_of(&args.path));
-            Some(Box::new(super::debug::engine_backend(m, ck.as_deref())?))
+            let cfg = super::debug::session_config(&args.path);
+            Some(Box::new(super::debug::engine_backend(
+                &m.display().to_string(),
+                ck.as_deref(),
+                cfg,
+            )?))
         }
         None => None,
     };

@@ -23,7 +23,7 @@ use ratatui::crossterm::terminal::{
 use ratatui::crossterm::{cursor, execute};
 use ratatui::Terminal;
 
-use crate::backend::{BackendJob, BackendReply, ExecutorBackend};
+use crate::backend::{BackendJob, BackendLoader, ExecutorBackend};
 use crate::state::debugger::DebugInitial;
 use crate::state::trajs::plan_shape;
 use crate::state::{update, AppState, DiskBatch, Effect, Level, Mode, Msg, StateOptions};
@@ -66,6 +66,10 @@ pub struct UiOptions {
     pub poll_interval: Duration,
     /// Executor backend for the debugger opened from train/replay (`d`); `None` = no model.
     pub backend: Option<Box<dyn ExecutorBackend>>,
+    /// Loads a backend on demand (used when `backend` is `None`): nothing is loaded until the
+    /// debugger first runs the planner or executor (or `L` is pressed); loading happens on the
+    /// worker thread while the UI shows "loading model…".
+    pub loader: Option<Box<dyn BackendLoader>>,
     /// Where debugger sessions are saved (default `<session>/debug/`).
     pub debug_dir: Option<PathBuf>,
 }
@@ -80,6 +84,7 @@ impl Default for UiOptions {
             quit_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(500),
             backend: None,
+            loader: None,
             debug_dir: None,
         }
     }
@@ -95,6 +100,7 @@ impl std::fmt::Debug for UiOptions {
             .field("quit_timeout", &self.quit_timeout)
             .field("poll_interval", &self.poll_interval)
             .field("backend", &self.backend.as_ref().map(|b| b.describe()))
+            .field("loader", &self.loader.as_ref().map(|l| l.describe()))
             .field("debug_dir", &self.debug_dir)
             .finish()
     }
@@ -108,6 +114,7 @@ impl UiOptions {
             window: self.window,
             quit_timeout_ms: self.quit_timeout.as_millis() as u64,
             backend: self.backend.as_ref().map(|b| b.describe()),
+            loader: self.loader.as_ref().map(|l| l.describe()),
             debug_dir: self.debug_dir.clone(),
         }
     }
@@ -195,16 +202,20 @@ fn spawn_engine_forwarder(events: Receiver<TrainEvent>, tx: Sender<Msg>) {
         .ok();
 }
 
-fn spawn_backend_worker(
-    mut backend: Box<dyn ExecutorBackend>,
-    tx: Sender<Msg>,
-) -> Option<Sender<BackendJob>> {
+/// Starts the worker that owns the backend (and the loader that can replace it), when there is
+/// either; takes them out of `opts`.
+fn spawn_backend_worker(opts: &mut UiOptions, tx: Sender<Msg>) -> Option<Sender<BackendJob>> {
+    let mut backend = opts.backend.take();
+    let mut loader = opts.loader.take();
+    if backend.is_none() && loader.is_none() {
+        return None;
+    }
     let (jtx, jrx) = mpsc::channel::<BackendJob>();
     thread::Builder::new()
         .name(BACKEND_THREAD.into())
         .spawn(move || {
             for job in jrx {
-                let reply = job.run(backend.as_mut());
+                let reply = job.run_in(&mut backend, loader.as_deref_mut());
                 if tx.send(Msg::Backend(reply)).is_err() {
                     return;
                 }
@@ -366,17 +377,7 @@ impl Runtime {
                     .as_ref()
                     .is_some_and(|t| t.send(job.clone()).is_ok());
                 if !sent {
-                    let reply = match job {
-                        BackendJob::Step { ticket, .. } => BackendReply::Step {
-                            ticket,
-                            result: Err("no executor backend".into()),
-                        },
-                        BackendJob::Plan { ticket, .. } => BackendReply::Plan {
-                            ticket,
-                            result: Err("no planner backend".into()),
-                        },
-                    };
-                    queue.push(Msg::Backend(reply));
+                    queue.push(Msg::Backend(job.fail("no model backend")));
                 }
             }
             Effect::SaveDebug { path, json } => {
@@ -531,9 +532,7 @@ pub fn run_live(
     let mut state = AppState::new(Mode::Live, opts.state_options());
     let mut rt = Runtime::new(&opts);
     rt.commands = Some(commands);
-    if let Some(b) = opts.backend.take() {
-        rt.backend_tx = spawn_backend_worker(b, rt.tx.clone());
-    }
+    rt.backend_tx = spawn_backend_worker(&mut opts, rt.tx.clone());
     spawn_engine_forwarder(events, rt.tx.clone());
     with_terminal(&mut rt, &mut state, Vec::new())
 }
@@ -548,9 +547,7 @@ pub(crate) fn replay_setup(path: &Path, opts: &mut UiOptions) -> Result<(AppStat
     let mut rt = Runtime::new(opts);
     rt.reader = Some(reader);
     rt.follow = true;
-    if let Some(b) = opts.backend.take() {
-        rt.backend_tx = spawn_backend_worker(b, rt.tx.clone());
-    }
+    rt.backend_tx = spawn_backend_worker(opts, rt.tx.clone());
     Ok((state, rt))
 }
 
@@ -569,19 +566,19 @@ pub fn run_debugger(
     backend: Option<Box<dyn ExecutorBackend>>,
     mut opts: UiOptions,
 ) -> Result<()> {
-    opts.backend = backend;
+    if backend.is_some() {
+        opts.backend = backend;
+    }
     let (mut state, effects) = AppState::debugger(initial, opts.state_options());
     let mut rt = Runtime::new(&opts);
-    if let Some(b) = opts.backend.take() {
-        rt.backend_tx = spawn_backend_worker(b, rt.tx.clone());
-    }
+    rt.backend_tx = spawn_backend_worker(&mut opts, rt.tx.clone());
     with_terminal(&mut rt, &mut state, effects)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{DebugStepOutcome, DebugStepRequest, PlanRequest};
+    use crate::backend::{BackendReply, DebugStepOutcome, DebugStepRequest, PlanRequest};
     use crate::test_fixture as fx;
     use cahl_sessions::{RunState, SessionWriter};
     use ratatui::backend::TestBackend;
@@ -875,7 +872,11 @@ mod tests {
     #[test]
     fn backend_worker_answers_and_survives_a_panicking_backend() {
         let (tx, rx) = mpsc::channel();
-        let jobs = spawn_backend_worker(Box::new(Echo), tx).expect("worker");
+        let mut opts = UiOptions {
+            backend: Some(Box::new(Echo)),
+            ..UiOptions::default()
+        };
+        let jobs = spawn_backend_worker(&mut opts, tx).expect("worker");
         let task = crate::backend::DebugTask::default();
         jobs.send(BackendJob::Plan {
             ticket: 1,

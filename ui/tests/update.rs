@@ -410,6 +410,7 @@ fn debugger_runs_steps_and_reproduces_with_seed() {
         text: "Find the weather in Oslo".into(),
         gold_plan: vec!["Get the weather in Oslo".into()],
         gold_calls: vec![],
+        ..DebugTask::default()
     };
     let opts = StateOptions {
         backend: Some("fake".into()),

@@ -7,7 +7,48 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::trajectory::{fmt_breakdown, fmt_call};
-use crate::state::debugger::{call_divergence, plan_divergence, Branch, DebuggerState};
+use crate::state::debugger::{
+    call_divergence, plan_divergence, Branch, DebuggerState, ModelState,
+};
+
+/// The header's model status: what runs the executor, or why nothing can yet.
+fn model_spans(d: &DebuggerState) -> Vec<Span<'static>> {
+    let mut out = match &d.model {
+        ModelState::Ready { describe, .. } => vec![Span::styled(
+            format!("model: {describe}"),
+            Style::new().fg(Color::Green),
+        )],
+        ModelState::Missing => vec![Span::styled(
+            "no model: editing and comparison only (--model to run)",
+            Style::new().fg(Color::Yellow),
+        )],
+        ModelState::OnDemand(what) => vec![Span::styled(
+            format!("model: {what} · not loaded (n/r/p or L loads it)"),
+            Style::new().fg(Color::Yellow),
+        )],
+        ModelState::Loading { what, step } => vec![Span::styled(
+            format!(
+                "loading model… {what} · {}",
+                match step {
+                    Some(s) => format!("adapters of checkpoint step {s}"),
+                    None => "fresh adapters (no checkpoint yet)".into(),
+                }
+            ),
+            Style::new().fg(Color::Yellow).bold(),
+        )],
+        ModelState::Failed { error, .. } => vec![Span::styled(
+            format!("model failed to load: {error} (L retries)"),
+            Style::new().fg(Color::Red),
+        )],
+    };
+    if let Some(n) = d.newer_checkpoint {
+        out.push(Span::styled(
+            format!(" · newer checkpoint step {n}: L reloads"),
+            Style::new().fg(Color::Magenta),
+        ));
+    }
+    out
+}
 
 /// Draws the debugger into `area`.
 pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
@@ -19,25 +60,19 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
         Constraint::Length(1),
     ])
     .areas(area);
-    let model = match &d.backend {
-        Some(b) => Span::styled(format!("model: {b}"), Style::new().fg(Color::Green)),
-        None => Span::styled(
-            "no model: editing and comparison only (--model to run)",
-            Style::new().fg(Color::Yellow),
-        ),
-    };
     let id = if d.task.id.is_empty() {
         "(typed)"
     } else {
         &d.task.id
     };
+    let mut title = vec![
+        Span::styled(" cahl-tui ", Style::new().bold().reversed()),
+        Span::styled(" DEBUGGER ", Style::new().bold().fg(Color::Cyan)),
+        Span::raw(format!(" task {id} · {} · ", d.source)),
+    ];
+    title.extend(model_spans(d));
     let head_lines = vec![
-        Line::from(vec![
-            Span::styled(" cahl-tui ", Style::new().bold().reversed()),
-            Span::styled(" DEBUGGER ", Style::new().bold().fg(Color::Cyan)),
-            Span::raw(format!(" task {id} · {} · ", d.source)),
-            model,
-        ]),
+        Line::from(title),
         Line::from(vec![
             Span::styled(" request: ", Style::new().dim()),
             Span::raw(d.task.text.replace('\n', " ")),
@@ -78,9 +113,14 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
         )),
         msg,
     );
+    let reload = if d.model.loadable().is_some() {
+        " · L model"
+    } else {
+        ""
+    };
     f.render_widget(
         Paragraph::new(Line::styled(
-            " ? keys · e edit · n step · r run to end · z reset · b branch · c compare · p planner · S save · esc close",
+            format!(" ? keys · e edit · n step · r run to end · z reset · b branch · c compare · p planner · S save{reload} · esc close"),
             Style::new().dim(),
         )),
         hints,
@@ -178,7 +218,9 @@ fn draw_step(f: &mut Frame, area: Rect, d: &DebuggerState) {
         None => {
             let text = if d.busy() && i == b.steps.len() {
                 "running…".to_string()
-            } else if d.backend.is_none() {
+            } else if matches!(d.model, ModelState::Loading { .. }) {
+                "not run yet: loading the model…".to_string()
+            } else if d.model == ModelState::Missing {
                 "not run. Running the executor needs a model (--model or a session checkpoint)."
                     .to_string()
             } else {
