@@ -917,6 +917,124 @@ mod tests {
         }
     }
 
+    /// Loads [`Echo`] backends; fails for a checkpoint named `bad`, panics for `boom`.
+    struct EchoLoader {
+        loads: Arc<std::sync::Mutex<Vec<Option<PathBuf>>>>,
+    }
+    impl BackendLoader for EchoLoader {
+        fn describe(&self) -> String {
+            "echo loader".into()
+        }
+        fn load(
+            &mut self,
+            checkpoint: Option<&Path>,
+        ) -> std::result::Result<Box<dyn ExecutorBackend>, String> {
+            self.loads
+                .lock()
+                .expect("lock")
+                .push(checkpoint.map(Path::to_path_buf));
+            match checkpoint.and_then(|c| c.to_str()) {
+                Some("bad") => Err("no adapters in bad".into()),
+                Some("boom") => panic!("loader exploded"),
+                _ => Ok(Box::new(Echo)),
+            }
+        }
+    }
+
+    #[test]
+    fn backend_worker_loads_on_demand_and_survives_failed_loads() {
+        let loads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut opts = UiOptions {
+            loader: Some(Box::new(EchoLoader {
+                loads: loads.clone(),
+            })),
+            ..UiOptions::default()
+        };
+        assert_eq!(
+            opts.state_options().loader.as_deref(),
+            Some("echo loader")
+        );
+        let (tx, rx) = mpsc::channel();
+        let jobs = spawn_backend_worker(&mut opts, tx).expect("worker");
+        assert!(opts.loader.is_none(), "moved to the worker");
+        let step = |ticket| BackendJob::Step {
+            ticket,
+            req: DebugStepRequest {
+                task: crate::backend::DebugTask::default(),
+                subtasks: vec!["a".into()],
+                index: 0,
+                previous: vec![],
+                seed: 5,
+            },
+        };
+        let load = |c: Option<&str>, s: Option<u64>| BackendJob::Load {
+            checkpoint: c.map(PathBuf::from),
+            step: s,
+        };
+        for j in [
+            step(1),
+            load(None, None),
+            step(2),
+            load(Some("bad"), Some(3)),
+            step(3),
+            load(Some("boom"), Some(4)),
+            load(Some("ck/step-5"), Some(5)),
+            step(4),
+        ] {
+            jobs.send(j).expect("send");
+        }
+        let mut replies = Vec::new();
+        for _ in 0..8 {
+            match rx.recv_timeout(Duration::from_secs(5)).expect("reply") {
+                Msg::Backend(r) => replies.push(r),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let step_result = |r: &BackendReply| match r {
+            BackendReply::Step { result, .. } => result.clone().map(|o| o.raw_output),
+            other => panic!("expected a step reply, got {other:?}"),
+        };
+        assert_eq!(step_result(&replies[0]), Err("the model is not loaded".into()));
+        assert_eq!(
+            replies[1],
+            BackendReply::Loaded {
+                step: None,
+                result: Ok("echo test double".into())
+            }
+        );
+        assert_eq!(step_result(&replies[2]), Ok("step 0 seed 5".into()));
+        assert_eq!(
+            replies[3],
+            BackendReply::Loaded {
+                step: Some(3),
+                result: Err("no adapters in bad".into())
+            }
+        );
+        // A failed reload drops the old copy (at most one copy is held).
+        assert_eq!(step_result(&replies[4]), Err("the model is not loaded".into()));
+        assert!(matches!(
+            &replies[5],
+            BackendReply::Loaded { step: Some(4), result: Err(e) } if e.contains("panicked")
+        ));
+        assert!(matches!(
+            &replies[6],
+            BackendReply::Loaded {
+                step: Some(5),
+                result: Ok(_)
+            }
+        ));
+        assert_eq!(step_result(&replies[7]), Ok("step 0 seed 5".into()));
+        assert_eq!(
+            *loads.lock().expect("lock"),
+            vec![
+                None,
+                Some(PathBuf::from("bad")),
+                Some(PathBuf::from("boom")),
+                Some(PathBuf::from("ck/step-5"))
+            ]
+        );
+    }
+
     #[test]
     fn save_debug_writes_file_atomically() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -370,11 +370,19 @@ impl DebuggerState {
                 (task, source, vec![branch], 0)
             }
             DebugInitial::Task { task, plan, seed } => {
-                let source = if task.id.is_empty() {
+                let mut source = if task.id.is_empty() {
                     "typed task".to_string()
                 } else {
                     format!("task {}", task.id)
                 };
+                if !task.world.is_empty() && task.world != "builtin" {
+                    let n = task.tools.len();
+                    source = format!(
+                        "{} benchmark item, {n} tool{}",
+                        task.world,
+                        if n == 1 { "" } else { "s" }
+                    );
+                }
                 let branch = Branch {
                     name: "original".into(),
                     subtasks: plan,
@@ -663,6 +671,7 @@ impl DebuggerState {
         let reuse = self.current != 0 && cur.steps.is_empty() && !cur.from_trace;
         if reuse {
             self.branches[self.current].subtasks = plan;
+            self.branches[self.current].error = None;
             self.message = Some(format!(
                 "branch '{}' updated",
                 self.branches[self.current].name

@@ -23,7 +23,7 @@ fn model_spans(d: &DebuggerState) -> Vec<Span<'static>> {
             Style::new().fg(Color::Yellow),
         )],
         ModelState::OnDemand(what) => vec![Span::styled(
-            format!("model: {what} · not loaded (n/r/p or L loads it)"),
+            format!("model: {what} · not loaded yet: n/r/p or L loads it"),
             Style::new().fg(Color::Yellow),
         )],
         ModelState::Loading { what, step } => vec![Span::styled(
@@ -53,7 +53,7 @@ fn model_spans(d: &DebuggerState) -> Vec<Span<'static>> {
 /// Draws the debugger into `area`.
 pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
     let [head, tabs, body, msg, hints] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Length(1),
         Constraint::Min(5),
         Constraint::Length(1),
@@ -65,14 +65,16 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
     } else {
         &d.task.id
     };
-    let mut title = vec![
+    let title = vec![
         Span::styled(" cahl-tui ", Style::new().bold().reversed()),
         Span::styled(" DEBUGGER ", Style::new().bold().fg(Color::Cyan)),
-        Span::raw(format!(" task {id} · {} · ", d.source)),
+        Span::raw(format!(" task {id} · {}", d.source)),
     ];
-    title.extend(model_spans(d));
+    let mut model = vec![Span::raw(" ")];
+    model.extend(model_spans(d));
     let head_lines = vec![
         Line::from(title),
+        Line::from(model),
         Line::from(vec![
             Span::styled(" request: ", Style::new().dim()),
             Span::raw(d.task.text.replace('\n', " ")),
@@ -331,7 +333,12 @@ fn draw_compare(f: &mut Frame, area: Rect, d: &DebuggerState) {
             .collect()
     };
     gl.push(Line::styled("calls:", Style::new().dim()));
-    if d.task.gold_calls.is_empty() {
+    if let Some(a) = &d.task.gold_answer {
+        gl.push(Line::styled(
+            format!("  answer: {a}"),
+            Style::new().fg(Color::Blue),
+        ));
+    } else if d.task.gold_calls.is_empty() {
         gl.push(Line::styled("  (no gold calls)", Style::new().dim()));
     }
     gl.extend(d.task.gold_calls.iter().enumerate().map(|(i, c)| {
