@@ -53,7 +53,8 @@ pub struct DebugArgs {
     #[arg(long)]
     pub open: Option<PathBuf>,
     /// Model for running the planner/executor (HF folder, .gguf, or "embedded" for the default
-    /// model). Without it the debugger edits plans and compares branches but cannot run them.
+    /// model). Without it, --trace uses its session's model when that is found from here;
+    /// otherwise the debugger edits plans and compares branches but cannot run them.
     #[arg(long)]
     pub model: Option<String>,
     /// Checkpoint with planner/ and executor/ PEFT adapters (default: the latest of --trace's session).
@@ -409,17 +410,42 @@ pub struct SessionModelLoader {
     pub model: String,
     /// The run's configuration (sampling, rewards, dtype).
     pub cfg: TrainConfig,
-    /// Base parameter count, for the memory estimate.
-    pub params: u64,
+    /// Base parameter count when known (training: the trainer's copy), for the memory
+    /// estimate of the second copy.
+    pub params: Option<u64>,
 }
 
 impl SessionModelLoader {
-    fn bytes(&self) -> u64 {
+    fn bytes(&self) -> Option<u64> {
         let per = match self.cfg.model.dtype.as_str() {
             "f16" | "bf16" => 2,
             _ => 4,
         };
-        self.params * per
+        self.params.map(|p| p * per)
+    }
+
+    /// The model of a recorded session (its `config.toml`, else `run.json`), when it can be
+    /// loaded from here: for the debugger of `replay`, loaded on demand.
+    pub fn of_session(trace: &Path) -> Option<Self> {
+        let cfg = session_config(trace);
+        let spec = if cfg.model.path.is_empty() {
+            SessionReader::open(trace)
+                .ok()
+                .and_then(|r| r.run_info().map(|i| i.model.clone()))
+                .unwrap_or_default()
+        } else {
+            cfg.model.path.clone()
+        };
+        let loadable = if embedded::is_embedded(&spec) {
+            embedded::available()
+        } else {
+            Path::new(&spec).exists()
+        };
+        loadable.then_some(SessionModelLoader {
+            model: spec,
+            cfg,
+            params: None,
+        })
     }
 }
 
@@ -430,10 +456,10 @@ impl BackendLoader for SessionModelLoader {
             .map(|f| f.to_string_lossy().to_string())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| embedded::EMBEDDED.to_string());
-        format!(
-            "{name} (second copy, ~{:.0} MB)",
-            self.bytes() as f64 / 1e6
-        )
+        match self.bytes() {
+            Some(b) => format!("{name} (second copy, ~{:.0} MB)", b as f64 / 1e6),
+            None => format!("{name} (the session's model)"),
+        }
     }
 
     fn load(&mut self, checkpoint: Option<&Path>) -> Result<Box<dyn ExecutorBackend>, String> {
@@ -580,7 +606,13 @@ pub fn run(args: DebugArgs) -> Result<()> {
         (None, Some(t)) => latest_checkpoint_of(t),
         _ => None,
     };
-    let backend: Option<Box<dyn ExecutorBackend>> = match &args.model {
+    // Without --model, a trace's session model is used when it can be found from here.
+    let model = args.model.clone().or_else(|| {
+        let l = SessionModelLoader::of_session(args.trace.as_deref()?)?;
+        eprintln!("using the session's model {} (--model overrides)", l.model);
+        Some(l.model)
+    });
+    let backend: Option<Box<dyn ExecutorBackend>> = match &model {
         Some(m) => {
             eprintln!("loading {m}…");
             let cfg = args
@@ -771,7 +803,7 @@ mod tests {
         let mut loader = SessionModelLoader {
             model: spec.clone(),
             cfg: quick_config(),
-            params: 1_000_000,
+            params: Some(1_000_000),
         };
         assert!(loader.describe().contains("second copy, ~4 MB"), "{}", loader.describe());
         let fresh = loader.load(None).expect("fresh");

@@ -172,7 +172,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let loader = super::debug::SessionModelLoader {
             model: cfg.model.path.clone(),
             cfg: cfg.clone(),
-            params,
+            params: Some(params),
         };
         let opts = cahl_ui::UiOptions {
             loader: Some(Box::new(loader)),

@@ -543,20 +543,20 @@ impl DebuggerState {
     /// Called by the host once the model state changed: runs what was requested while loading
     /// (or drops it if loading failed).
     pub fn after_load(&mut self) -> Option<DebugAction> {
-        let what = self.deferred.take()?;
         match &self.model {
-            ModelState::Ready { .. } => match what {
-                Deferred::Step { to_end } => self.try_run(to_end),
-                Deferred::Plan => self.ask_planner(),
-            },
+            ModelState::Ready { describe, .. } => {
+                self.message = Some(format!("model ready: {describe}"));
+                match self.deferred.take()? {
+                    Deferred::Step { to_end } => self.try_run(to_end),
+                    Deferred::Plan => self.ask_planner(),
+                }
+            }
             ModelState::Failed { error, .. } => {
+                self.deferred = None;
                 self.message = Some(format!("loading the model failed: {error} (L retries)"));
                 None
             }
-            _ => {
-                self.deferred = Some(what);
-                None
-            }
+            _ => None,
         }
     }
 

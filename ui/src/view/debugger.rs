@@ -286,7 +286,12 @@ fn calls_line(b: &Branch) -> Vec<Line<'static>> {
         .flat_map(|s| s.calls.iter().map(fmt_call))
         .collect();
     if calls.is_empty() {
-        return vec![Line::styled("  (no calls yet)", Style::new().dim())];
+        let text = if b.steps.is_empty() {
+            "  (no calls yet)"
+        } else {
+            "  (no calls made)"
+        };
+        return vec![Line::styled(text, Style::new().dim())];
     }
     calls
         .into_iter()
