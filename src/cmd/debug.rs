@@ -162,10 +162,7 @@ impl EngineBackend {
             }
             bamboogle::WORLD_NAME => match &self.search {
                 Some(idx) => Box::new(SearchWorld::new(bamboogle::WORLD_NAME, idx.clone(), 5)),
-                None => Box::new(StaticWorld::new(
-                    bamboogle::WORLD_NAME,
-                    vec![search_tool()],
-                )),
+                None => Box::new(StaticWorld::new(bamboogle::WORLD_NAME, vec![search_tool()])),
             },
             other => return Err(format!("unknown world {other:?} of task {}", task.id)),
         };
@@ -360,9 +357,7 @@ pub fn engine_backend(
                     continue;
                 }
                 let a = LoraAdapter::load_peft(name, &dir, m.config(), dtype, &Device::Cpu)
-                    .with_context(|| {
-                        format!("loading the {name} adapter from {}", ck.display())
-                    })?;
+                    .with_context(|| format!("loading the {name} adapter from {}", ck.display()))?;
                 m.insert_adapter(a);
                 loaded.push(name);
             }
@@ -463,8 +458,8 @@ impl BackendLoader for SessionModelLoader {
     }
 
     fn load(&mut self, checkpoint: Option<&Path>) -> Result<Box<dyn ExecutorBackend>, String> {
-        let mut b =
-            engine_backend(&self.model, checkpoint, self.cfg.clone()).map_err(|e| format!("{e:#}"))?;
+        let mut b = engine_backend(&self.model, checkpoint, self.cfg.clone())
+            .map_err(|e| format!("{e:#}"))?;
         if checkpoint.is_none() {
             b.adapters =
                 "base model + fresh adapters (no checkpoint yet; fresh LoRA = the base model)"
@@ -736,7 +731,11 @@ mod tests {
         let q = find_bench_task(Bench::Bamboogle, &data, "bamboogle-0").expect("bamboogle");
         assert!(q.gold_answer.is_some());
         let err = find_bench_task(Bench::ApiBank, &data, "level-9-9").unwrap_err();
-        assert!(err.to_string().contains("no ApiBank item with id \"level-9-9\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no ApiBank item with id \"level-9-9\""),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         write_tiny_model(dir.path());
@@ -744,7 +743,10 @@ mod tests {
         let mut backend = engine_backend(&spec, None, quick_config()).expect("tiny model loads");
         assert!(backend.describe().contains("base model (no adapters)"));
         let task = debug_task_of(&t);
-        let plan = vec!["Modify appointment 34567890".to_string(), "Confirm".to_string()];
+        let plan = vec![
+            "Modify appointment 34567890".to_string(),
+            "Confirm".to_string(),
+        ];
         let req = |index: usize, previous: Vec<cahl_ui::PriorStep>| DebugStepRequest {
             task: task.clone(),
             subtasks: plan.clone(),
@@ -753,12 +755,24 @@ mod tests {
             seed: 11,
         };
         let first = backend.run_step(req(0, vec![])).expect("step runs");
-        assert!(first.prompt.contains("ModifyRegistration("), "{}", first.prompt);
+        assert!(
+            first.prompt.contains("ModifyRegistration("),
+            "{}",
+            first.prompt
+        );
         for k in ["format", "syntax", "semantics"] {
-            assert!(first.reward.components.contains_key(k), "{k} in {:?}", first.reward);
+            assert!(
+                first.reward.components.contains_key(k),
+                "{k} in {:?}",
+                first.reward
+            );
         }
         assert!(first.reward.total.is_finite());
-        assert_eq!(backend.run_step(req(0, vec![])).expect("again"), first, "seeded");
+        assert_eq!(
+            backend.run_step(req(0, vec![])).expect("again"),
+            first,
+            "seeded"
+        );
         // The gold call as an earlier step: the world answers with the labelled placeholder.
         let prior = cahl_ui::PriorStep {
             subtask: plan[0].clone(),
@@ -805,21 +819,37 @@ mod tests {
             cfg: quick_config(),
             params: Some(1_000_000),
         };
-        assert!(loader.describe().contains("second copy, ~4 MB"), "{}", loader.describe());
+        assert!(
+            loader.describe().contains("second copy, ~4 MB"),
+            "{}",
+            loader.describe()
+        );
         let fresh = loader.load(None).expect("fresh");
-        assert!(fresh.describe().contains("fresh adapters"), "{}", fresh.describe());
+        assert!(
+            fresh.describe().contains("fresh adapters"),
+            "{}",
+            fresh.describe()
+        );
         // A checkpoint with both adapters.
         let ck = dir.path().join("checkpoints").join("step-1");
         let lm = embedded::load_spec(&spec).expect("load");
         for name in ["planner", "executor"] {
-            LoraAdapter::new_random(name, &LoraConfig::default(), &lm.config, DType::F32, &Device::Cpu, 1)
-                .expect("adapter")
-                .save_peft(&ck.join(name), &spec)
-                .expect("save");
+            LoraAdapter::new_random(
+                name,
+                &LoraConfig::default(),
+                &lm.config,
+                DType::F32,
+                &Device::Cpu,
+                1,
+            )
+            .expect("adapter")
+            .save_peft(&ck.join(name), &spec)
+            .expect("save");
         }
         let mut b = loader.load(Some(&ck)).expect("checkpoint loads");
         assert!(
-            b.describe().ends_with("planner+executor adapters of step-1"),
+            b.describe()
+                .ends_with("planner+executor adapters of step-1"),
             "{}",
             b.describe()
         );
@@ -836,8 +866,14 @@ mod tests {
         }
         let empty = dir.path().join("checkpoints").join("step-2");
         std::fs::create_dir_all(&empty).expect("mkdir");
-        let err = loader.load(Some(&empty)).err().expect("no adapters is an error");
-        assert!(err.contains("neither a planner/ nor an executor/ adapter"), "{err}");
+        let err = loader
+            .load(Some(&empty))
+            .err()
+            .expect("no adapters is an error");
+        assert!(
+            err.contains("neither a planner/ nor an executor/ adapter"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -950,10 +950,7 @@ mod tests {
             })),
             ..UiOptions::default()
         };
-        assert_eq!(
-            opts.state_options().loader.as_deref(),
-            Some("echo loader")
-        );
+        assert_eq!(opts.state_options().loader.as_deref(), Some("echo loader"));
         let (tx, rx) = mpsc::channel();
         let jobs = spawn_backend_worker(&mut opts, tx).expect("worker");
         assert!(opts.loader.is_none(), "moved to the worker");
@@ -994,7 +991,10 @@ mod tests {
             BackendReply::Step { result, .. } => result.clone().map(|o| o.raw_output),
             other => panic!("expected a step reply, got {other:?}"),
         };
-        assert_eq!(step_result(&replies[0]), Err("the model is not loaded".into()));
+        assert_eq!(
+            step_result(&replies[0]),
+            Err("the model is not loaded".into())
+        );
         assert_eq!(
             replies[1],
             BackendReply::Loaded {
@@ -1011,7 +1011,10 @@ mod tests {
             }
         );
         // A failed reload drops the old copy (at most one copy is held).
-        assert_eq!(step_result(&replies[4]), Err("the model is not loaded".into()));
+        assert_eq!(
+            step_result(&replies[4]),
+            Err("the model is not loaded".into())
+        );
         assert!(matches!(
             &replies[5],
             BackendReply::Loaded { step: Some(4), result: Err(e) } if e.contains("panicked")

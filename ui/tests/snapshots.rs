@@ -235,7 +235,10 @@ fn debugger_benchmark_task_compare() {
     drive_backend(&mut s, &mut FakeBackend::default(), eff);
     feed(&mut s, [key('c')]);
     let out = screen(&s);
-    assert!(out.contains("task level-1-0 · api-bank benchmark item, 1 tool"), "{out}");
+    assert!(
+        out.contains("task level-1-0 · api-bank benchmark item, 1 tool"),
+        "{out}"
+    );
     assert!(out.contains("≠ gold from call #1"), "{out}");
     insta::assert_snapshot!("debugger_benchmark_compare", render(&s));
 }

@@ -3,8 +3,8 @@
 mod common;
 
 use cahl_sessions::{RunState, TrainCommand, TrainEvent};
-use cahl_ui::state::charts::{ChartKind, ChartRange};
 use cahl_ui::backend::{BackendJob, BackendReply};
+use cahl_ui::state::charts::{ChartKind, ChartRange};
 use cahl_ui::state::debugger::{DebugInitial, ModelState, NEEDS_MODEL};
 use cahl_ui::state::trajs::Filter;
 use cahl_ui::state::{update, AppState, DiskBatch, Effect, Mode, Msg, Pane, StateOptions};
@@ -601,15 +601,24 @@ fn live_debugger_loads_the_model_on_demand_then_runs_the_requested_step() {
             "sessions/run-20261121-060000/checkpoints/step-10"
         ))
     );
-    assert!(matches!(s.model, ModelState::Loading { step: Some(10), .. }));
+    assert!(matches!(
+        s.model,
+        ModelState::Loading { step: Some(10), .. }
+    ));
     assert!(screen(&s).contains("loading model…"));
     // While loading: no second load, other keys still work.
     assert!(feed(&mut s, [key('r'), key('c'), key('c')]).is_empty());
     let d = s.debugger.as_ref().expect("d");
-    assert!(d.message.as_deref().is_some_and(|m| m.contains("still loading")));
+    assert!(d
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("still loading")));
     // Ready: the step deferred while loading runs (to the end, as `r` asked last).
     let eff = feed(&mut s, [loaded(Some(10), Ok("fake test backend"))]);
-    assert!(matches!(eff.as_slice(), [Effect::Backend(BackendJob::Step { .. })]));
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Step { .. })]
+    ));
     let mut fake = FakeBackend::default();
     drive_backend(&mut s, &mut fake, eff);
     let d = s.debugger.as_ref().expect("d");
@@ -634,7 +643,10 @@ fn live_debugger_model_before_any_checkpoint_uses_fresh_adapters_and_reloads_lat
         })]
     );
     assert!(screen(&s).contains("fresh adapters (no checkpoint yet)"));
-    feed(&mut s, [loaded(None, Ok("tiny.gguf · base model + fresh adapters"))]);
+    feed(
+        &mut s,
+        [loaded(None, Ok("tiny.gguf · base model + fresh adapters"))],
+    );
     assert_eq!(s.debugger.as_ref().expect("d").newer_checkpoint, None);
     // A checkpoint arrives: the debugger offers to reload.
     feed(
@@ -666,7 +678,10 @@ fn live_debugger_model_before_any_checkpoint_uses_fresh_adapters_and_reloads_lat
     // A failure drops the deferred step instead of running it.
     assert!(feed(&mut s, [loaded(Some(4), Err("still no memory"))]).is_empty());
     let d = s.debugger.as_ref().expect("d");
-    assert!(d.message.as_deref().is_some_and(|m| m.contains("still no memory")));
+    assert!(d
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("still no memory")));
 }
 
 #[test]
@@ -680,7 +695,8 @@ fn given_backends_are_not_reloaded_and_missing_models_are_not_loaded() {
         ..StateOptions::default()
     };
     let mut s = AppState::new(Mode::Replay, opts);
-    s.trajs.push_record(Box::new(common::fixture::trajectory(1, 0)));
+    s.trajs
+        .push_record(Box::new(common::fixture::trajectory(1, 0)));
     feed(&mut s, [key('d')]);
     assert!(feed(&mut s, [key('L')]).is_empty());
     assert!(s

@@ -477,7 +477,10 @@ impl AppState {
             Some(s) => format!("adapters of checkpoint step {s}"),
             None => "fresh adapters (no checkpoint yet)".to_string(),
         };
-        self.log(Level::Info, format!("debugger: loading {what} with {adapters}"));
+        self.log(
+            Level::Info,
+            format!("debugger: loading {what} with {adapters}"),
+        );
         self.model = ModelState::Loading { what, step };
         self.sync_debugger_model();
         vec![Effect::Backend(BackendJob::Load { checkpoint, step })]
@@ -591,7 +594,10 @@ fn update_inner(s: &mut AppState, msg: Msg) -> Vec<Effect> {
                         }
                     }
                     Err(error) => {
-                        s.log(Level::Warn, format!("loading the debugger model failed: {error}"));
+                        s.log(
+                            Level::Warn,
+                            format!("loading the debugger model failed: {error}"),
+                        );
                         ModelState::Failed {
                             what,
                             error: error.clone(),

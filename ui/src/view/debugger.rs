@@ -7,9 +7,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::trajectory::{fmt_breakdown, fmt_call};
-use crate::state::debugger::{
-    call_divergence, plan_divergence, Branch, DebuggerState, ModelState,
-};
+use crate::state::debugger::{call_divergence, plan_divergence, Branch, DebuggerState, ModelState};
 
 /// The header's model status: what runs the executor, or why nothing can yet.
 fn model_spans(d: &DebuggerState) -> Vec<Span<'static>> {
