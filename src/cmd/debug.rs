@@ -625,8 +625,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
         }
         None => None,
     };
-    let mut opts = cahl_ui::UiOptions::default();
-    opts.debug_dir = args
+    let debug_dir = args
         .debug_dir
         .clone()
         .or_else(|| {
@@ -641,7 +640,11 @@ pub fn run(args: DebugArgs) -> Result<()> {
                 .and_then(Path::parent)
                 .map(Path::to_path_buf)
         })
-        .or_else(|| Some(PathBuf::from("debug")));
+        .unwrap_or_else(|| PathBuf::from("debug"));
+    let opts = cahl_ui::UiOptions {
+        debug_dir: Some(debug_dir),
+        ..cahl_ui::UiOptions::default()
+    };
     cahl_ui::run_debugger(initial, backend, opts)?;
     Ok(())
 }

@@ -513,8 +513,9 @@ impl DebuggerState {
     }
 
     /// Checks that the model can run `what`; otherwise asks for it to be loaded (remembering
-    /// `what` to run once it is ready) or explains why it cannot run.
-    fn need_model(&mut self, what: Deferred) -> Result<(), Option<DebugAction>> {
+    /// `what` to run once it is ready; `Err(true)`: the host must load it) or explains why it
+    /// cannot run (`Err(false)`).
+    fn need_model(&mut self, what: Deferred) -> Result<(), bool> {
         match &self.model {
             ModelState::Ready { .. } => Ok(()),
             ModelState::Missing => {
@@ -522,20 +523,20 @@ impl DebuggerState {
                     Deferred::Plan => NEEDS_MODEL.replace("the executor", "the planner"),
                     Deferred::Step { .. } => NEEDS_MODEL.into(),
                 });
-                Err(None)
+                Err(false)
             }
             ModelState::Loading { .. } => {
                 self.deferred = Some(what);
                 self.message =
                     Some("still loading the model… (this runs as soon as it is ready)".into());
-                Err(None)
+                Err(false)
             }
             ModelState::OnDemand(w) | ModelState::Failed { what: w, .. } => {
                 self.message = Some(format!(
                     "loading model… {w} (this runs as soon as it is ready)"
                 ));
                 self.deferred = Some(what);
-                Err(Some(DebugAction::LoadModel))
+                Err(true)
             }
         }
     }
@@ -561,8 +562,8 @@ impl DebuggerState {
     }
 
     fn ask_planner(&mut self) -> Option<DebugAction> {
-        if let Err(a) = self.need_model(Deferred::Plan) {
-            return a;
+        if let Err(load) = self.need_model(Deferred::Plan) {
+            return load.then_some(DebugAction::LoadModel);
         }
         if self.busy() {
             self.message = Some("busy: wait for the running job".into());
@@ -606,8 +607,8 @@ impl DebuggerState {
     }
 
     fn try_run(&mut self, to_end: bool) -> Option<DebugAction> {
-        if let Err(a) = self.need_model(Deferred::Step { to_end }) {
-            return a;
+        if let Err(load) = self.need_model(Deferred::Step { to_end }) {
+            return load.then_some(DebugAction::LoadModel);
         }
         if self.busy() {
             self.message = Some("busy: wait for the running step (z resets)".into());
