@@ -479,16 +479,20 @@ fn find_task(id: &str) -> Result<Task> {
     bail!("no built-in task with id {id:?} among the first 5,000 of each split (seed 0)")
 }
 
-/// The folder of `bench` under `data`: `data` itself, or `data/<bench folder>` when `data` is
-/// the parent of the benchmark folders (like ../shared/data).
-fn bench_dir(bench: Bench, data: &Path) -> PathBuf {
-    let sub = match bench {
+/// The benchmark's name as on the command line (and its folder in ../shared/data).
+fn bench_name(bench: Bench) -> &'static str {
+    match bench {
         Bench::Bfcl => "bfcl",
         Bench::ApiBank => "api-bank",
         Bench::Nestful => "nestful",
         Bench::Bamboogle => "bamboogle",
-    };
-    let nested = data.join(sub);
+    }
+}
+
+/// The folder of `bench` under `data`: `data` itself, or `data/<bench folder>` when `data` is
+/// the parent of the benchmark folders (like ../shared/data).
+fn bench_dir(bench: Bench, data: &Path) -> PathBuf {
+    let nested = data.join(bench_name(bench));
     if nested.is_dir() {
         nested
     } else {
@@ -525,7 +529,8 @@ pub fn find_bench_task(bench: Bench, data: &Path, id: &str) -> Result<Task> {
     let n = tasks.len();
     tasks.into_iter().find(|t| t.id == id).with_context(|| {
         format!(
-            "no {bench:?} item with id {id:?} in {} ({})",
+            "no {} item with id {id:?} in {} ({})",
+            bench_name(bench),
             dir.display(),
             if matches!(bench, Bench::Bfcl) {
                 "BFCL ids look like simple_python_0, multiple_3; multi-turn categories are not supported".to_string()
@@ -736,7 +741,7 @@ mod tests {
         let err = find_bench_task(Bench::ApiBank, &data, "level-9-9").unwrap_err();
         assert!(
             err.to_string()
-                .contains("no ApiBank item with id \"level-9-9\""),
+                .contains("no api-bank item with id \"level-9-9\""),
             "{err}"
         );
 
