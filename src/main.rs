@@ -26,12 +26,21 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Train planner and executor adapters jointly with GRPO (CAHL) or an ablation.
     Train(cmd::train::TrainArgs),
+    /// Build the embedded default model from scratch (tokenizer + small Llama on gold trajectories).
+    Pretrain(cmd::pretrain::PretrainArgs),
     /// Score predictions of any model on BFCL, API-Bank, NESTFUL or Bamboogle.
     Score(cmd::score::ScoreArgs),
     /// Build a BM25 search index for the search-QA world.
     Index(cmd::index::IndexArgs),
     /// The plan-editing debugger: edit a plan and watch the executor respond, branch by branch.
     Debug(cmd::debug::DebugArgs),
+    /// Evaluate an agent greedily on the built-in world or a benchmark: accuracy tables,
+    /// efficiency, misalignment taxonomy; writes results.jsonl and summary.json.
+    Eval(cmd::eval::EvalArgs),
+    /// Markdown report of a session: reward curves (SVG and PNG) and its eval tables.
+    Report(cmd::report::ReportArgs),
+    /// Compare sessions side by side (training curves, evals on the same tasks).
+    Compare(cmd::report::CompareArgs),
     /// Browse a recorded run (session directory or trajectories.jsonl) without a model.
     Replay(cmd::replay::ReplayArgs),
 }
@@ -47,6 +56,10 @@ fn main() -> Result<()> {
         Command::Debug(a) => cmd::debug::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Score(a) => cmd::score::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Index(a) => cmd::index::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Report(a) => cmd::report::report(a),
+        Command::Compare(a) => cmd::report::compare(a),
     }
 }

@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
+use crate::model::kernels::token_logprobs;
 use crate::model::ops::log_softmax;
 use crate::model::{AdapterRef, Model};
 
@@ -119,6 +120,12 @@ pub fn completion_logprobs(
         DType::F16 | DType::BF16 => logits.to_dtype(DType::F32)?,
         _ => logits,
     };
+    let mask = Tensor::from_vec(mask, (g, l), dev)?.to_dtype(DType::F32)?;
+    let temp = if temperature > 0.0 { temperature } else { 1.0 };
+    let flat_ids: Vec<u32> = c_ids.flatten_all()?.to_vec1()?;
+    if let Some(lp) = token_logprobs(&logits.reshape((g * l, ()))?, &flat_ids, temp)? {
+        return Ok((lp.reshape((g, l))?, mask));
+    }
     let logits = if (temperature - 1.0).abs() > 1e-12 && temperature > 0.0 {
         (logits / temperature)?
     } else {
@@ -128,7 +135,7 @@ pub fn completion_logprobs(
     let lp = lsm
         .gather(&c_ids.unsqueeze(D::Minus1)?, D::Minus1)?
         .squeeze(D::Minus1)?;
-    let mask = Tensor::from_vec(mask, (g, l), dev)?.to_dtype(lp.dtype())?;
+    let mask = mask.to_dtype(lp.dtype())?;
     Ok((lp, mask))
 }
 

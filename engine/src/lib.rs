@@ -3,11 +3,13 @@
 pub mod bench;
 pub mod chat;
 pub mod error;
+pub mod eval;
 pub mod grpo;
 pub mod load;
 pub mod model;
 pub mod optim;
 pub mod parse;
+pub mod pretrain;
 pub mod rewards;
 pub mod sampling;
 pub mod score;

@@ -126,16 +126,22 @@ pub fn pick_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (
         }
         return (last as u32, logp(last));
     }
+    if p.top_k == 0 {
+        return pick_nucleus(logits, p.top_p, &logp, rng);
+    }
     let mut idx: Vec<usize> = (0..logits.len())
         .filter(|&i| logits[i].is_finite())
         .collect();
     if idx.is_empty() {
         return (0, f32::NEG_INFINITY);
     }
-    idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    if p.top_k > 0 && p.top_k < idx.len() {
+    let order = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    if p.top_k < idx.len() {
+        // Partial selection of the k best, then a sort of those k only.
+        idx.select_nth_unstable_by(p.top_k - 1, order);
         idx.truncate(p.top_k);
     }
+    idx.sort_unstable_by(order);
     let probs: Vec<f64> = idx.iter().map(|&i| (logp(i) as f64).exp()).collect();
     let mut keep = probs.len();
     if p.top_p < 1.0 {
@@ -158,6 +164,101 @@ pub fn pick_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (
         }
     }
     (idx[keep - 1] as u32, logp(idx[keep - 1]))
+}
+
+/// Buckets of the logit range used to find the nucleus boundary without sorting.
+const NUCLEUS_BUCKETS: usize = 4096;
+
+/// Top-p sampling without sorting the vocabulary. The nucleus is the smallest prefix of the
+/// tokens ordered by (logit descending, id ascending) whose mass reaches `top_p`. A histogram of
+/// the mass over equal-width logit buckets finds the bucket holding the boundary; only that
+/// bucket is sorted. The boundary token `(l*, i*)` then defines membership as
+/// `l > l* || (l == l* && i <= i*)`, and the token is drawn by inverse CDF over the members in
+/// id order.
+fn pick_nucleus(
+    logits: &[f32],
+    top_p: f64,
+    logp: &dyn Fn(usize) -> f32,
+    rng: &mut ChaCha8Rng,
+) -> (u32, f32) {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &l in logits {
+        if l.is_finite() {
+            lo = lo.min(l);
+            hi = hi.max(l);
+        }
+    }
+    if lo > hi {
+        return (0, f32::NEG_INFINITY);
+    }
+    let probs: Vec<f64> = (0..logits.len())
+        .map(|i| {
+            if logits[i].is_finite() {
+                (logp(i) as f64).exp()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let scale = if hi > lo {
+        (NUCLEUS_BUCKETS - 1) as f64 / (hi - lo) as f64
+    } else {
+        0.0
+    };
+    let bucket = |l: f32| (((l - lo) as f64 * scale) as usize).min(NUCLEUS_BUCKETS - 1);
+    let mut mass = vec![0f64; NUCLEUS_BUCKETS];
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_finite() {
+            mass[bucket(l)] += probs[i];
+        }
+    }
+    // Walk buckets from the highest logits down to the one where the mass reaches top_p.
+    let mut above = 0.0;
+    let mut boundary = 0;
+    for b in (0..NUCLEUS_BUCKETS).rev() {
+        if mass[b] > 0.0 {
+            boundary = b;
+            if above + mass[b] >= top_p {
+                break;
+            }
+            above += mass[b];
+        }
+    }
+    let mut edge: Vec<usize> = (0..logits.len())
+        .filter(|&i| logits[i].is_finite() && bucket(logits[i]) == boundary)
+        .collect();
+    edge.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    let mut cut = *edge.last().unwrap_or(&0);
+    let mut c = above;
+    for &i in &edge {
+        c += probs[i];
+        if c >= top_p {
+            cut = i;
+            break;
+        }
+    }
+    let cut_l = logits[cut];
+    let member = |i: usize| {
+        let l = logits[i];
+        l.is_finite() && (l > cut_l || (l == cut_l && i <= cut))
+    };
+    let total: f64 = (0..logits.len())
+        .filter(|&i| member(i))
+        .map(|i| probs[i])
+        .sum();
+    let u: f64 = rng.random::<f64>() * total;
+    let mut c = 0.0;
+    let mut last = cut;
+    for (i, &pr) in probs.iter().enumerate() {
+        if member(i) {
+            last = i;
+            c += pr;
+            if u < c {
+                return (i as u32, logp(i));
+            }
+        }
+    }
+    (last as u32, logp(last))
 }
 
 struct Row {
@@ -286,5 +387,71 @@ impl Detok for crate::tokenizer::Tokenizer {
     }
     fn is_eos(&self, id: u32) -> bool {
         self.eos_ids().contains(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nucleus by the definition: sort by (logit desc, id asc), keep the shortest prefix
+    /// whose probability mass reaches top_p.
+    fn reference_nucleus(logits: &[f32], top_p: f64) -> Vec<u32> {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+        let mut idx: Vec<usize> = (0..logits.len()).collect();
+        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        let mut c = 0.0;
+        let mut out = Vec::new();
+        for i in idx {
+            out.push(i as u32);
+            c += ((logits[i] - max) as f64).exp() / z;
+            if c >= top_p {
+                break;
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn drawn(logits: &[f32], top_p: f64) -> Vec<u32> {
+        let p = SamplingParams {
+            top_p,
+            ..Default::default()
+        };
+        let mut seen: Vec<u32> = (0..3000)
+            .map(|s| pick_token(logits, &p, &mut stream_rng(7, s)).0)
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    }
+
+    #[test]
+    fn nucleus_without_sort_matches_the_sorted_definition() {
+        // Distinct logits with a long flat tail, ties at the boundary, and -inf entries.
+        let spread: Vec<f32> = (0..500).map(|i| ((i * 37 % 101) as f32) * 0.05).collect();
+        let mut tied = vec![0.0f32; 40];
+        tied[3] = 2.0;
+        tied[17] = 2.0;
+        let mut masked: Vec<f32> = (0..60).map(|i| (i as f32 * 0.3).sin() * 3.0).collect();
+        masked[5] = f32::NEG_INFINITY;
+        masked[9] = f32::NEG_INFINITY;
+        for (logits, top_p) in [
+            (spread.as_slice(), 0.3),
+            (tied.as_slice(), 0.2),
+            (tied.as_slice(), 0.35),
+            (masked.as_slice(), 0.5),
+        ] {
+            let want = reference_nucleus(logits, top_p);
+            let got = drawn(logits, top_p);
+            assert!(
+                got.iter().all(|t| want.contains(t)),
+                "sampled outside the nucleus: {got:?} vs {want:?}"
+            );
+            if want.len() <= 30 {
+                assert_eq!(got, want, "every nucleus member should be drawn");
+            }
+        }
     }
 }

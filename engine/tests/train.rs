@@ -377,3 +377,36 @@ fn every_mode_runs_a_step() {
         }
     }
 }
+
+#[test]
+fn held_out_evaluation_runs_at_baseline_and_on_schedule() {
+    let mut cfg = small_config();
+    cfg.steps = 3;
+    cfg.checkpoint_every = 0;
+    cfg.eval.every = 2;
+    let mut t = trainer(&cfg);
+    let eval_tasks = generate_tasks(Split::Test, 2, 9).unwrap();
+    t.set_eval_tasks(eval_tasks);
+    assert!(t.eval_enabled());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let w = new_session(&dir, &cfg);
+    let warnings = run_steps(t, w);
+    assert!(
+        warnings.iter().all(|w| !w.contains("evaluation failed")),
+        "{warnings:?}"
+    );
+    let lines: Vec<MetricsRecord> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<(u64, bool)> = lines.iter().map(|m| (m.step, m.eval.is_some())).collect();
+    // Baseline, then every 2 steps, and after the last.
+    assert_eq!(steps, vec![(0, true), (1, false), (2, true), (3, true)]);
+    let ev = lines[0].eval.as_ref().unwrap();
+    assert_eq!(ev.tasks, 2);
+    assert_eq!(ev.split, "test");
+    assert!((0.0..=1.0).contains(&ev.success_rate));
+    assert!(ev.executor_reward.is_finite() || ev.planner_reward.is_finite());
+}

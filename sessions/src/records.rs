@@ -176,6 +176,27 @@ pub struct MetricsRecord {
     /// Wall-clock seconds this step took (timing).
     #[serde(with = "float")]
     pub step_time_s: f64,
+    /// Greedy evaluation on held-out tasks, on the steps that ran one (`[eval]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<HeldOutEval>,
+}
+
+/// Greedy success on held-out tasks (one plan, one executor sample per sub-task).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HeldOutEval {
+    /// Which split the tasks come from (`test`, `dev`).
+    pub split: String,
+    /// Tasks evaluated.
+    pub tasks: usize,
+    /// Fraction of them solved.
+    #[serde(with = "float")]
+    pub success_rate: f64,
+    /// Mean planner reward of the greedy plans.
+    #[serde(with = "float")]
+    pub planner_reward: f64,
+    /// Mean executor reward of the greedy executor steps.
+    #[serde(with = "float")]
+    pub executor_reward: f64,
 }
 
 impl Default for MetricsRecord {
@@ -192,6 +213,7 @@ impl Default for MetricsRecord {
             tokens_per_s: f64::NAN,
             elapsed_s: f64::NAN,
             step_time_s: f64::NAN,
+            eval: None,
         }
     }
 }

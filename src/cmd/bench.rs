@@ -2,7 +2,6 @@
 use anyhow::{bail, Context, Result};
 use cahl_engine::bench::{self, BenchOpts};
 use cahl_engine::model::{Model, ModelConfig};
-use candle_core::Device;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -12,9 +11,12 @@ pub struct BenchArgs {
     /// Random-weight shape when no --model: qwen2.5-0.5b, smollm2-135m or tiny.
     #[arg(long, default_value = "qwen2.5-0.5b")]
     pub shape: String,
-    /// Compute dtype: f32, f16, bf16.
+    /// Compute dtype: f32, f16, bf16 (bf16 is the CUDA choice).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Prompt length for prefill and decode.
     #[arg(long, default_value_t = 128)]
     pub prompt_tokens: usize,
@@ -43,7 +45,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     let dtype = bench::parse_dtype(&args.dtype)
         .with_context(|| format!("unknown dtype {:?}", args.dtype))?;
-    let device = Device::Cpu;
+    let device = bench::parse_device(&args.device)?;
     let (mut model, name) = match &args.model {
         Some(p) => {
             let lm = cahl_engine::load::load_model(p)?;

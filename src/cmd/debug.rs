@@ -334,47 +334,38 @@ pub fn latest_checkpoint_of(trace: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Build the engine backend from a model spec (path, or ""/"embedded" for the embedded default
-/// model) and optionally a checkpoint's adapters; sampling and reward settings come from `cfg`
-/// (dtype from `[model].dtype`).
-pub fn engine_backend(
+/// Load a model (`""`/`"embedded"` = the embedded default model) on the CPU as an [`Agent`],
+/// with those of the `planner` and `executor` PEFT adapters of `checkpoint` that exist (none is
+/// an error). Returns the adapters loaded.
+fn load_agent_in(
     model: &str,
     checkpoint: Option<&Path>,
-    cfg: TrainConfig,
-) -> Result<EngineBackend> {
+    dtype: DType,
+) -> Result<(Agent, Vec<&'static str>)> {
     let lm = embedded::load_spec(model)?;
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
-    let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype).unwrap_or(DType::F32);
     let mut m = Model::new(&lm.config, &lm.weights, dtype, &Device::Cpu)?;
     drop(lm);
     let mut loaded = Vec::new();
-    let adapters = match checkpoint {
-        Some(ck) => {
-            for name in ["planner", "executor"] {
-                let dir = ck.join(name);
-                if !dir.exists() {
-                    continue;
-                }
-                let a = LoraAdapter::load_peft(name, &dir, m.config(), dtype, &Device::Cpu)
-                    .with_context(|| format!("loading the {name} adapter from {}", ck.display()))?;
-                m.insert_adapter(a);
-                loaded.push(name);
+    if let Some(ck) = checkpoint {
+        for name in ["planner", "executor"] {
+            let dir = ck.join(name);
+            if !dir.exists() {
+                continue;
             }
-            if loaded.is_empty() {
-                bail!(
-                    "{} holds neither a planner/ nor an executor/ adapter",
-                    ck.display()
-                );
-            }
-            let name = ck
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_else(|| ck.display().to_string());
-            format!("{} adapters of {name}", loaded.join("+"))
+            let a = LoraAdapter::load_peft(name, &dir, m.config(), dtype, &Device::Cpu)
+                .with_context(|| format!("loading the {name} adapter from {}", ck.display()))?;
+            m.insert_adapter(a);
+            loaded.push(name);
         }
-        None => "base model (no adapters)".to_string(),
-    };
+        if loaded.is_empty() {
+            bail!(
+                "{} holds neither a planner/ nor an executor/ adapter",
+                ck.display()
+            );
+        }
+    }
     let agent = Agent {
         model: m,
         tok,
@@ -384,6 +375,41 @@ pub fn engine_backend(
         } else {
             model.to_string()
         },
+    };
+    Ok((agent, loaded))
+}
+
+/// Load a model (`""`/`"embedded"` = the embedded default model) as an [`Agent`], with the
+/// `planner` and `executor` PEFT adapters of `checkpoint` when given. Returns whether adapters
+/// were loaded.
+pub fn load_agent(model: &str, checkpoint: Option<&Path>) -> Result<(Agent, bool)> {
+    let (agent, loaded) = load_agent_in(model, checkpoint, DType::F32)?;
+    Ok((agent, !loaded.is_empty()))
+}
+
+/// Build the engine backend (on the CPU) from a model spec (path, or ""/"embedded" for the
+/// embedded default model) and optionally a checkpoint's adapters; sampling and reward settings
+/// come from `cfg` (and the dtype from `[model].dtype` when the run is on the CPU, else f32).
+pub fn engine_backend(
+    model: &str,
+    checkpoint: Option<&Path>,
+    cfg: TrainConfig,
+) -> Result<EngineBackend> {
+    let dtype = if cfg.model.device == "cpu" {
+        cahl_engine::bench::parse_dtype(&cfg.model.dtype).unwrap_or(DType::F32)
+    } else {
+        DType::F32
+    };
+    let (agent, loaded) = load_agent_in(model, checkpoint, dtype)?;
+    let adapters = match checkpoint {
+        Some(ck) => {
+            let name = ck
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_else(|| ck.display().to_string());
+            format!("{} adapters of {name}", loaded.join("+"))
+        }
+        None => "base model (no adapters)".to_string(),
     };
     Ok(EngineBackend {
         agent,

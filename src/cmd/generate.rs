@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use cahl_engine::chat::Message;
 use cahl_engine::model::{LoraAdapter, Model};
 use cahl_engine::sampling::{sample_group, SamplingParams};
-use candle_core::{DType, Device};
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -43,16 +42,25 @@ pub struct GenerateArgs {
     /// Number of completions (sampled as one group sharing the prompt's cache).
     #[arg(long, short = 'n', default_value_t = 1)]
     pub num: usize,
+    /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, f16, bf16 (bf16 is the CUDA choice).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let lm = cahl_engine::load::load_model(&args.model)?;
     let tok = lm.require_tokenizer()?.clone();
-    let mut model = Model::new(&lm.config, &lm.weights, DType::F32, &Device::Cpu)?;
+    let device = cahl_engine::bench::parse_device(&args.device)?;
+    let dtype = cahl_engine::bench::parse_dtype(&args.dtype)
+        .with_context(|| format!("unknown dtype {:?}", args.dtype))?;
+    let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
     drop(lm.weights);
     let adapter = match &args.adapter {
         Some(dir) => {
-            let a = LoraAdapter::load_peft("cli", dir, model.config(), DType::F32, &Device::Cpu)?;
+            let a = LoraAdapter::load_peft("cli", dir, model.config(), dtype, &device)?;
             model.insert_adapter(a);
             Some("cli")
         }

@@ -1,9 +1,12 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod debug;
+pub mod eval;
 pub mod generate;
 pub mod index;
 pub mod inspect;
+pub mod pretrain;
 pub mod replay;
+pub mod report;
 pub mod score;
 pub mod train;

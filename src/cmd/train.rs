@@ -12,7 +12,6 @@ use cahl_engine::worlds::Split;
 use cahl_sessions::events::TrainEvent;
 use cahl_sessions::records::RunInfo;
 use cahl_sessions::SessionWriter;
-use candle_core::Device;
 
 /// The commented default configuration (`assets/default.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
@@ -47,6 +46,15 @@ pub struct TrainArgs {
     pub no_tui: bool,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop after this many minutes of training (final checkpoint and evaluation included).
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// Device, overriding [model].device: cpu, cuda or cuda:N (CUDA needs `--features cuda`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Compute dtype, overriding [model].dtype: f32, bf16 (CUDA), f16.
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
@@ -78,6 +86,9 @@ fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some(s) = args.seed {
         cfg.seed = s;
     }
+    if let Some(m) = args.max_minutes {
+        cfg.max_minutes = m;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -93,6 +104,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(s) = args.steps {
             c.steps = s;
         }
+        if let Some(m) = args.max_minutes {
+            c.max_minutes = m;
+        }
         c
     } else {
         resolve_config(&args)?
@@ -100,12 +114,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if cfg.world.kind != "builtin" {
         bail!("world {:?} is not trainable yet: only the builtin world is (benchmarks are for eval/score)", cfg.world.kind);
     }
-    if cfg.model.device != "cpu" {
-        bail!(
-            "device {:?} is not available in this build (cpu only)",
-            cfg.model.device
-        );
+    if let Some(d) = &args.device {
+        cfg.model.device = d.clone();
     }
+    if let Some(d) = &args.dtype {
+        cfg.model.dtype = d.clone();
+    }
+    let device = cahl_engine::bench::parse_device(&cfg.model.device)
+        .with_context(|| format!("[model].device {:?}", cfg.model.device))?;
     let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
         .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
     if embedded::is_embedded(&cfg.model.path) {
@@ -115,7 +131,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let lm = embedded::load_spec(&cfg.model.path)?;
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
-    let model = Model::new(&lm.config, &lm.weights, dtype, &Device::Cpu)?;
+    let model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
     let params = lm.param_count();
     drop(lm);
     let agent = Agent {
@@ -127,6 +143,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
     let world = Box::new(BuiltinWorld::new());
     let mut trainer = Trainer::new(cfg.clone(), agent, world, tasks)?;
+    if cfg.eval.every > 0 && cfg.eval.tasks > 0 {
+        trainer.set_eval_tasks(generate_tasks(Split::Test, cfg.eval.tasks, cfg.seed)?);
+    }
 
     let (writer, dir) = if args.resume {
         let dir = args.session.clone().context("--resume needs --session")?;
@@ -199,27 +218,59 @@ fn headless(events: mpsc::Receiver<TrainEvent>) {
     let mut total = 0;
     for ev in events {
         match ev {
-            TrainEvent::Started { total_steps, start_step, session_dir, .. } => {
+            TrainEvent::Started {
+                total_steps,
+                start_step,
+                session_dir,
+                ..
+            } => {
                 total = total_steps;
-                println!("session {} (steps {}..{})", session_dir.display(), start_step + 1, total_steps);
+                println!(
+                    "session {} (steps {}..{})",
+                    session_dir.display(),
+                    start_step + 1,
+                    total_steps
+                );
             }
-            TrainEvent::Metrics(m) => println!(
-                "step {:>4}/{total}  planner {:>7.3}  executor {:>7.3}  success {:>5.1}%  loss p {:>8.4} e {:>8.4}  kl p {:.4} e {:.4}  {:>6.1} tok/s  {:>7.1}s",
-                m.step,
-                m.planner_reward,
-                m.executor_reward,
-                100.0 * m.success_rate,
-                m.planner.loss,
-                m.executor.loss,
-                m.planner.kl,
-                m.executor.kl,
-                m.tokens_per_s,
-                m.elapsed_s
-            ),
+            TrainEvent::Metrics(m) => {
+                let ev = m
+                    .eval
+                    .as_ref()
+                    .map(|e| {
+                        format!(
+                            "  | {} success {:.1}% ({} tasks) planner {:.3} executor {:.3}",
+                            e.split,
+                            100.0 * e.success_rate,
+                            e.tasks,
+                            e.planner_reward,
+                            e.executor_reward
+                        )
+                    })
+                    .unwrap_or_default();
+                if m.step == 0 {
+                    println!("step    0/{total}  baseline{ev}");
+                } else {
+                    println!(
+                        "step {:>4}/{total}  planner {:>7.3}  executor {:>7.3}  success {:>5.1}%  loss p {:>8.4} e {:>8.4}  kl p {:.4} e {:.4}  {:>6.1} tok/s  {:>7.1}s{ev}",
+                        m.step,
+                        m.planner_reward,
+                        m.executor_reward,
+                        100.0 * m.success_rate,
+                        m.planner.loss,
+                        m.executor.loss,
+                        m.planner.kl,
+                        m.executor.kl,
+                        m.tokens_per_s,
+                        m.elapsed_s
+                    );
+                }
+            }
             TrainEvent::Checkpoint(c) => println!("checkpoint step {} -> {}", c.step, c.path),
             TrainEvent::Warning(w) => eprintln!("warning: {w}"),
             TrainEvent::Error(e) => eprintln!("error: {e}"),
-            TrainEvent::Finished { step, message, .. } => println!("finished at step {step}: {message}"),
+            TrainEvent::Finished { step, message, .. } => {
+                println!("finished at step {step}: {message}")
+            }
             _ => {}
         }
     }

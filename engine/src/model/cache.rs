@@ -1,16 +1,69 @@
 //! Key/value cache for incremental decoding and shared-prefix training.
+//!
+//! At inference (keys and values carry no autograd graph) each layer keeps a buffer with room
+//! to spare along the sequence axis and writes new positions in place, so a decode step copies
+//! only its own keys and values instead of the whole cache. Tensors that carry a graph (the
+//! training path) are concatenated instead, because an in-place write would break backprop.
 use candle_core::{Result, Tensor};
 
+/// Positions a buffer grows by at least.
+const GROW: usize = 64;
+
+#[derive(Debug)]
+struct Layer {
+    /// `(batch, kv_heads, capacity, head_dim)`; positions `len..` are unused.
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl Layer {
+    fn keys(&self) -> Result<(Tensor, Tensor)> {
+        if self.k.dim(2)? == self.len {
+            Ok((self.k.clone(), self.v.clone()))
+        } else {
+            Ok((
+                self.k.narrow(2, 0, self.len)?,
+                self.v.narrow(2, 0, self.len)?,
+            ))
+        }
+    }
+}
+
 /// Per-layer keys and values, each `(batch, kv_heads, seq, head_dim)`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<Layer>>,
+}
+
+impl Clone for KvCache {
+    /// A deep copy: in-place appends to the clone never show through the original.
+    fn clone(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().and_then(|l| {
+                    let k = l.k.narrow(2, 0, l.len).and_then(|t| t.copy()).ok()?;
+                    let v = l.v.narrow(2, 0, l.len).and_then(|t| t.copy()).ok()?;
+                    Some(Layer { k, v, len: l.len })
+                })
+            })
+            .collect();
+        KvCache { layers }
+    }
+}
+
+/// A zeroed buffer like `t` with `cap` positions on axis 2.
+fn buffer_like(t: &Tensor, cap: usize) -> Result<Tensor> {
+    let (b, h, _, d) = t.dims4()?;
+    Tensor::zeros((b, h, cap, d), t.dtype(), t.device())
 }
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
         KvCache {
-            layers: vec![None; num_layers],
+            layers: (0..num_layers).map(|_| None).collect(),
         }
     }
 
@@ -19,8 +72,7 @@ impl KvCache {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
-            .and_then(|(k, _)| k.dim(2).ok())
-            .unwrap_or(0)
+            .map_or(0, |l| l.len)
     }
 
     /// Append new keys/values for `layer` and return the full keys/values.
@@ -29,27 +81,68 @@ impl KvCache {
             .layers
             .get_mut(layer)
             .ok_or_else(|| candle_core::Error::Msg(format!("kv cache has no layer {layer}")))?;
-        let (k, v) = match slot.take() {
-            None => (k.contiguous()?, v.contiguous()?),
-            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?),
+        let t = k.dim(2)?;
+        let tracked = k.track_op() || v.track_op();
+        let next = match slot.take() {
+            None if tracked => Layer {
+                k: k.contiguous()?,
+                v: v.contiguous()?,
+                len: t,
+            },
+            None => {
+                let cap = t + GROW;
+                let (kb, vb) = (buffer_like(k, cap)?, buffer_like(v, cap)?);
+                kb.slice_set(&k.contiguous()?, 2, 0)?;
+                vb.slice_set(&v.contiguous()?, 2, 0)?;
+                Layer {
+                    k: kb,
+                    v: vb,
+                    len: t,
+                }
+            }
+            Some(old) if tracked || old.k.track_op() || old.v.track_op() => {
+                let (pk, pv) = old.keys()?;
+                Layer {
+                    k: Tensor::cat(&[&pk, k], 2)?,
+                    v: Tensor::cat(&[&pv, v], 2)?,
+                    len: old.len + t,
+                }
+            }
+            Some(mut old) => {
+                let need = old.len + t;
+                if need > old.k.dim(2)? {
+                    let cap = (2 * old.k.dim(2)?).max(need + GROW);
+                    let (pk, pv) = old.keys()?;
+                    let (kb, vb) = (buffer_like(&pk, cap)?, buffer_like(&pv, cap)?);
+                    kb.slice_set(&pk.contiguous()?, 2, 0)?;
+                    vb.slice_set(&pv.contiguous()?, 2, 0)?;
+                    old.k = kb;
+                    old.v = vb;
+                }
+                old.k.slice_set(&k.contiguous()?, 2, old.len)?;
+                old.v.slice_set(&v.contiguous()?, 2, old.len)?;
+                old.len = need;
+                old
+            }
         };
-        *slot = Some((k.clone(), v.clone()));
-        Ok((k, v))
+        let out = next.keys()?;
+        *slot = Some(next);
+        Ok(out)
     }
 
     /// Repeat a batch-1 cache `n` times along the batch dimension (a group sharing one prompt).
     pub fn expand_batch(&self, n: usize) -> Result<KvCache> {
         let mut out = KvCache::new(self.layers.len());
         for (slot, layer) in out.layers.iter_mut().zip(&self.layers) {
-            if let Some((k, v)) = layer {
-                let (b, h, t, d) = k.dims4()?;
+            if let Some(l) = layer {
+                let (b, h, c, d) = l.k.dims4()?;
                 if b != 1 {
                     candle_core::bail!("expand_batch needs a batch-1 cache, got batch {b}");
                 }
-                let k = k.broadcast_as((n, h, t, d))?.contiguous()?;
-                let (_, hv, tv, dv) = v.dims4()?;
-                let v = v.broadcast_as((n, hv, tv, dv))?.contiguous()?;
-                *slot = Some((k, v));
+                let k = l.k.broadcast_as((n, h, c, d))?.contiguous()?;
+                let (_, hv, cv, dv) = l.v.dims4()?;
+                let v = l.v.broadcast_as((n, hv, cv, dv))?.contiguous()?;
+                *slot = Some(Layer { k, v, len: l.len });
             }
         }
         Ok(out)
@@ -57,10 +150,10 @@ impl KvCache {
 
     /// Keep only the given batch rows (drop finished sequences during sampling).
     pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            let idx = Tensor::new(rows, k.device())?;
-            *k = k.index_select(&idx, 0)?;
-            *v = v.index_select(&idx, 0)?;
+        for l in self.layers.iter_mut().flatten() {
+            let idx = Tensor::new(rows, l.k.device())?;
+            l.k = l.k.index_select(&idx, 0)?;
+            l.v = l.v.index_select(&idx, 0)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! matmuls through [`frozen_matmul`] so no gradient is computed for base weights.
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor, Var};
 
 use crate::error::{EngineError, Result};
 use crate::model::cache::KvCache;
@@ -310,7 +310,10 @@ impl Model {
         };
         let low = matmul_2d(&xin, &pair.a.as_tensor().t()?)?;
         let up = matmul_2d(&low, &pair.b.as_tensor().t()?)?;
-        base + (up * ad.scale())?
+        let y = (base + (up * ad.scale())?)?;
+        // Inference records no graph: without this, every activation computed from the
+        // adapter's variables would stay alive through the KV cache.
+        Ok(if train { y } else { y.detach() })
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -481,6 +484,74 @@ impl Model {
     pub fn ids_tensor(&self, ids: &[u32], batch: usize) -> Result<Tensor> {
         let t = ids.len() / batch.max(1);
         Ok(Tensor::from_slice(ids, (batch, t), &self.device)?)
+    }
+
+    /// Base weights under their HF names (the tied head is not repeated), e.g. to save a
+    /// pre-trained model as `model.safetensors`.
+    pub fn base_weights(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![
+            ("model.embed_tokens.weight".to_string(), self.embed.clone()),
+            ("model.norm.weight".to_string(), self.norm.clone()),
+        ];
+        if self.lm_head.id() != self.embed.id() {
+            v.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            v.push((format!("{p}.input_layernorm.weight"), b.ln_attn.clone()));
+            v.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                b.ln_mlp.clone(),
+            ));
+            for t in Target::ALL {
+                let base = format!("{p}.{}.{}", t.parent(), t.name());
+                let lin = &b.proj[t.index()];
+                v.push((format!("{base}.weight"), lin.w.clone()));
+                if let Some(bias) = &lin.b {
+                    v.push((format!("{base}.bias"), bias.clone()));
+                }
+            }
+        }
+        v
+    }
+
+    /// Turn every base weight into a trainable variable (full-parameter training, used by
+    /// `cahl-tui pretrain`) and return them under their HF names. A tied head shares the
+    /// embedding's variable. Base matmuls then compute weight gradients (see
+    /// [`frozen_matmul`]); adapters are unaffected.
+    pub fn make_base_trainable(&mut self) -> Result<Vec<(String, Var)>> {
+        let tied = self.lm_head.id() == self.embed.id();
+        let mut out = Vec::new();
+        let mut var = |name: String, t: &mut Tensor| -> Result<()> {
+            let v = Var::from_tensor(&t.contiguous()?)?;
+            *t = v.as_tensor().clone();
+            out.push((name, v));
+            Ok(())
+        };
+        var("model.embed_tokens.weight".into(), &mut self.embed)?;
+        var("model.norm.weight".into(), &mut self.norm)?;
+        if tied {
+            self.lm_head = self.embed.clone();
+        } else {
+            var("lm_head.weight".into(), &mut self.lm_head)?;
+        }
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            var(format!("{p}.input_layernorm.weight"), &mut b.ln_attn)?;
+            var(
+                format!("{p}.post_attention_layernorm.weight"),
+                &mut b.ln_mlp,
+            )?;
+            for t in Target::ALL {
+                let base = format!("{p}.{}.{}", t.parent(), t.name());
+                let lin = &mut b.proj[t.index()];
+                var(format!("{base}.weight"), &mut lin.w)?;
+                if let Some(bias) = lin.b.as_mut() {
+                    var(format!("{base}.bias"), bias)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every frozen base tensor (for tests that check no gradient reaches them).

@@ -92,10 +92,18 @@ impl CustomOp2 for FrozenMatmul {
 /// `x @ w^T` where `w` (out, in) is frozen. With `track` false this is a plain matmul
 /// (inference); with `track` true it records a backward that skips the weight gradient.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
-    if track && x.track_op() {
+    // A base weight made trainable (full-parameter pre-training) is a variable: plain matmul,
+    // so its gradient is computed.
+    if track && x.track_op() && !w.track_op() {
         let x = x.contiguous()?;
         x.apply_op2(w, FrozenMatmul)
     } else {
+        // The small-m kernel records no backward: only where no gradient is wanted.
+        if !x.track_op() && !w.track_op() {
+            if let Some(y) = crate::model::kernels::small_m_matmul(x, w)? {
+                return Ok(y);
+            }
+        }
         matmul_2d(x, &w.t()?)
     }
 }

@@ -160,6 +160,9 @@ pub struct TrainConfig {
     pub tasks_per_step: usize,
     /// Save a checkpoint every N steps (0 = only at the end).
     pub checkpoint_every: u64,
+    /// Stop (with a final checkpoint and evaluation) after this many minutes of training
+    /// time; 0 = no limit.
+    pub max_minutes: f64,
     pub model: ModelSection,
     pub world: WorldSection,
     pub rollout: RolloutSection,
@@ -167,6 +170,26 @@ pub struct TrainConfig {
     pub optim: PerPolicy<AdamWConfig>,
     pub grpo: GrpoConfig,
     pub rewards: RewardConfig,
+    pub eval: EvalSection,
+}
+
+/// Held-out evaluation during training (greedy, one plan, one executor sample per sub-task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Evaluate before the first step and every N steps (and after the last); 0 = never.
+    pub every: u64,
+    /// Number of held-out tasks (the built-in world's test split, generated from `seed`).
+    pub tasks: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            every: 10,
+            tasks: 24,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -177,6 +200,7 @@ impl Default for TrainConfig {
             mode: Mode::Cahl,
             tasks_per_step: 2,
             checkpoint_every: 25,
+            max_minutes: 0.0,
             model: ModelSection::default(),
             world: WorldSection::default(),
             rollout: RolloutSection::default(),
@@ -193,6 +217,7 @@ impl Default for TrainConfig {
             },
             grpo: GrpoConfig::default(),
             rewards: RewardConfig::default(),
+            eval: EvalSection::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use cahl_sessions::events::{RunState, TrainCommand, TrainEvent};
-use cahl_sessions::records::{MetricsRecord, PolicyStats, TrajectoryRecord};
+use cahl_sessions::records::{HeldOutEval, MetricsRecord, PolicyStats, TrajectoryRecord};
 use cahl_sessions::SessionWriter;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ use crate::optim::{AdamW, GradAccum};
 use crate::tokenizer::Tokenizer;
 use crate::worlds::{Task, World};
 
-pub use config::{Continue, Mode, TrainConfig};
+pub use config::{Continue, EvalSection, Mode, TrainConfig};
 pub use rollout::{mix_seed, rollout_task, Group, Policy, TaskRollout};
 
 /// The model with its tokenizer and chat template.
@@ -77,6 +77,7 @@ pub struct Trainer {
     opt_executor: AdamW,
     step: u64,
     elapsed_s: f64,
+    eval_tasks: Vec<Task>,
 }
 
 impl Trainer {
@@ -123,7 +124,48 @@ impl Trainer {
             opt_executor,
             step: 0,
             elapsed_s: 0.0,
+            eval_tasks: Vec::new(),
         })
+    }
+
+    /// Held-out tasks for `[eval]` (none: no evaluation).
+    pub fn set_eval_tasks(&mut self, tasks: Vec<Task>) {
+        self.eval_tasks = tasks;
+    }
+
+    /// Whether `[eval]` is on and has tasks.
+    pub fn eval_enabled(&self) -> bool {
+        self.cfg.eval.every > 0 && !self.eval_tasks.is_empty()
+    }
+
+    /// True once `max_minutes` of training time are used up.
+    pub fn budget_exhausted(&self) -> bool {
+        self.cfg.max_minutes > 0.0 && self.elapsed_s >= self.cfg.max_minutes * 60.0
+    }
+
+    /// Greedy evaluation on the held-out tasks (`None` without any).
+    pub fn evaluate(&mut self) -> Result<Option<HeldOutEval>> {
+        if self.eval_tasks.is_empty() {
+            return Ok(None);
+        }
+        let q = quick_eval(
+            &self.agent,
+            self.world.as_mut(),
+            &self.eval_tasks,
+            &self.cfg,
+        )?;
+        let split = self.eval_tasks[0]
+            .split
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| "held-out".into());
+        Ok(Some(HeldOutEval {
+            split,
+            tasks: q.tasks,
+            success_rate: q.success_rate(),
+            planner_reward: q.planner_reward,
+            executor_reward: q.executor_reward,
+        }))
     }
 
     /// Steps completed so far.
@@ -211,7 +253,7 @@ impl Trainer {
         self.step = s;
         let dt = t0.elapsed().as_secs_f64();
         self.elapsed_s += dt;
-        let metrics = self.metrics(
+        let mut metrics = self.metrics(
             s,
             &rollouts,
             planner_stats,
@@ -220,6 +262,19 @@ impl Trainer {
             rollout_s,
             dt,
         );
+        let every = self.cfg.eval.every;
+        if self.eval_enabled()
+            && (s.is_multiple_of(every) || s == self.cfg.steps || self.budget_exhausted())
+        {
+            let te = Instant::now();
+            match self.evaluate() {
+                Ok(e) => metrics.eval = e,
+                Err(e) => warnings.push(format!("held-out evaluation failed: {e}")),
+            }
+            // Evaluation time counts toward the run's time (and `max_minutes`).
+            self.elapsed_s += te.elapsed().as_secs_f64();
+            metrics.elapsed_s = self.elapsed_s;
+        }
         Ok(StepResult {
             metrics,
             trajectories: rollouts.into_iter().map(|r| r.record).collect(),
@@ -288,6 +343,7 @@ impl Trainer {
             tokens_per_s: gen_tokens as f64 / rollout_s.max(1e-9),
             elapsed_s: self.elapsed_s,
             step_time_s: dt,
+            eval: None,
         }
     }
 
@@ -550,7 +606,36 @@ pub fn run(
     let mut failures = 0;
     let mut stopped = false;
     let mut last_ckpt = None;
-    while trainer.steps_done() < total {
+    if trainer.steps_done() == 0 && trainer.eval_enabled() {
+        // Baseline (step 0): the untrained adapters on the held-out tasks.
+        send(TrainEvent::Progress {
+            step: 0,
+            phase: "baseline evaluation".into(),
+            tokens_per_s: f64::NAN,
+            memory_bytes: crate::bench::current_rss_bytes(),
+        });
+        match trainer.evaluate() {
+            Ok(Some(ev)) => {
+                let m = MetricsRecord {
+                    step: 0,
+                    elapsed_s: 0.0,
+                    eval: Some(ev),
+                    ..MetricsRecord::default()
+                };
+                if let Some(wr) = writer.as_mut() {
+                    if let Err(e) = wr.append_metrics(&m) {
+                        send(TrainEvent::Error(format!("writing metrics: {e}")));
+                    }
+                }
+                send(TrainEvent::Metrics(m));
+            }
+            Ok(None) => {}
+            Err(e) => send(TrainEvent::Warning(format!(
+                "baseline evaluation failed: {e}"
+            ))),
+        }
+    }
+    while trainer.steps_done() < total && !trainer.budget_exhausted() {
         // Commands: drain without blocking; block while paused.
         loop {
             let cmd = if paused {
@@ -689,4 +774,56 @@ pub fn run(
         },
     });
     Ok(())
+}
+
+/// Greedy success of the current adapters on held-out tasks (one plan, one executor sample per
+/// sub-task), as `[eval]` reports it during training and `pretrain` during pre-training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuickEval {
+    pub tasks: usize,
+    pub successes: usize,
+    pub planner_reward: f64,
+    pub executor_reward: f64,
+}
+
+impl QuickEval {
+    pub fn success_rate(&self) -> f64 {
+        if self.tasks == 0 {
+            0.0
+        } else {
+            self.successes as f64 / self.tasks as f64
+        }
+    }
+}
+
+/// Roll out `tasks` greedily in `cfg.mode` and count successes (see [`QuickEval`]).
+pub fn quick_eval(
+    agent: &Agent,
+    world: &mut dyn World,
+    tasks: &[Task],
+    cfg: &TrainConfig,
+) -> Result<QuickEval> {
+    let mut c = cfg.clone();
+    c.rollout.planner.greedy = true;
+    c.rollout.executor.greedy = true;
+    c.rollout.plans_per_task = 1;
+    c.rollout.samples_per_step = 1;
+    let mut out = QuickEval::default();
+    let (mut pr, mut er, mut np, mut ne) = (0.0, 0.0, 0usize, 0usize);
+    for (i, t) in tasks.iter().enumerate() {
+        let r = rollout_task(agent, world, t, &c, mix_seed(&[c.seed, 7, i as u64]), 0)?;
+        out.tasks += 1;
+        out.successes += r.record.success as usize;
+        if r.record.planner_reward.is_finite() {
+            pr += r.record.planner_reward;
+            np += 1;
+        }
+        if r.record.executor_reward.is_finite() {
+            er += r.record.executor_reward;
+            ne += 1;
+        }
+    }
+    out.planner_reward = if np > 0 { pr / np as f64 } else { f64::NAN };
+    out.executor_reward = if ne > 0 { er / ne as f64 } else { f64::NAN };
+    Ok(out)
 }

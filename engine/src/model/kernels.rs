@@ -1,0 +1,449 @@
+//! Hand-written CPU kernels for the two places where candle's generic paths waste the most time.
+//!
+//! * [`small_m_matmul`]: `x (m, k) @ w^T` for a frozen weight `w (n, k)` when `m` is small
+//!   (decode steps, a handful of rows). The generic GEMM packs the whole right-hand side for
+//!   every call, which at decode means copying every weight matrix once per step; this kernel
+//!   streams each weight row once and multiplies it with all `m` input rows while it is in L1.
+//! * [`token_logprobs`]: log-softmax of a row of logits gathered at one target token, as one
+//!   pass per row forward and one pass backward (`g * (onehot - softmax)`), instead of a
+//!   composition of a dozen full-vocabulary tensors.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Largest row count that goes through [`small_m_matmul`] instead of the generic GEMM.
+pub const SMALL_M: usize = 16;
+
+/// Whether this CPU has the instructions the small-m kernel needs.
+pub fn small_m_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Weight rows per parallel task.
+const N_CHUNK: usize = 32;
+
+/// `out (m, n) = x (m, k) @ w (n, k)^T`, all row-major f32. Falls back to a scalar loop on CPUs
+/// without AVX2+FMA (callers normally check [`small_m_supported`] first).
+pub fn small_m_matmul_f32(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    debug_assert_eq!(x.len(), m * k);
+    debug_assert_eq!(w.len(), n * k);
+    // Computed transposed, (n, m), so each task owns a contiguous block of the output.
+    let mut out_t = vec![0f32; n * m];
+    out_t
+        .par_chunks_mut(N_CHUNK * m.max(1))
+        .enumerate()
+        .for_each(|(c, block)| {
+            let n0 = c * N_CHUNK;
+            let rows = block.len() / m.max(1);
+            let wb = &w[n0 * k..(n0 + rows) * k];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if small_m_supported() {
+                    // SAFETY: AVX2 and FMA were detected at run time just above.
+                    unsafe { avx::block(x, wb, m, k, rows, block) };
+                    return;
+                }
+            }
+            scalar_block(x, wb, m, k, rows, block);
+        });
+    let mut out = vec![0f32; m * n];
+    for j in 0..n {
+        for i in 0..m {
+            out[i * n + j] = out_t[j * m + i];
+        }
+    }
+    out
+}
+
+fn scalar_block(x: &[f32], w: &[f32], m: usize, k: usize, rows: usize, out_t: &mut [f32]) {
+    for r in 0..rows {
+        let wr = &w[r * k..(r + 1) * k];
+        for i in 0..m {
+            let xr = &x[i * k..(i + 1) * k];
+            out_t[r * m + i] = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Dot products of two weight rows with `R` input rows: `acc[a][b] = w_a . x_b`.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; every slice must have at least `k` elements.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const R: usize>(
+        w0: &[f32],
+        w1: &[f32],
+        xs: [&[f32]; R],
+        k: usize,
+    ) -> [[f32; R]; 2] {
+        let mut a0 = [_mm256_setzero_ps(); R];
+        let mut a1 = [_mm256_setzero_ps(); R];
+        let k8 = k / 8 * 8;
+        let mut p = 0;
+        while p < k8 {
+            // SAFETY: p + 8 <= k <= every slice's length.
+            let v0 = _mm256_loadu_ps(w0.as_ptr().add(p));
+            let v1 = _mm256_loadu_ps(w1.as_ptr().add(p));
+            for b in 0..R {
+                let xv = _mm256_loadu_ps(xs[b].as_ptr().add(p));
+                a0[b] = _mm256_fmadd_ps(v0, xv, a0[b]);
+                a1[b] = _mm256_fmadd_ps(v1, xv, a1[b]);
+            }
+            p += 8;
+        }
+        let mut out = [[0f32; R]; 2];
+        for b in 0..R {
+            let mut s0 = hsum(a0[b]);
+            let mut s1 = hsum(a1[b]);
+            for q in k8..k {
+                s0 += w0[q] * xs[b][q];
+                s1 += w1[q] * xs[b][q];
+            }
+            out[0][b] = s0;
+            out[1][b] = s1;
+        }
+        out
+    }
+
+    /// Inputs in groups of `R` against one pair of weight rows, writing `out_t[(r, i)]`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pair_rows<const R: usize>(
+        x: &[f32],
+        w0: &[f32],
+        w1: &[f32],
+        i0: usize,
+        k: usize,
+        m: usize,
+        r: usize,
+        out_t: &mut [f32],
+    ) {
+        let xs: [&[f32]; R] = std::array::from_fn(|b| &x[(i0 + b) * k..(i0 + b + 1) * k]);
+        let o = tile::<R>(w0, w1, xs, k);
+        for b in 0..R {
+            out_t[r * m + i0 + b] = o[0][b];
+            if r + 1 < out_t.len() / m {
+                out_t[(r + 1) * m + i0 + b] = o[1][b];
+            }
+        }
+    }
+
+    /// One task's block: weight rows `w (rows, k)` against all `m` inputs.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block(x: &[f32], w: &[f32], m: usize, k: usize, rows: usize, out_t: &mut [f32]) {
+        let mut r = 0;
+        while r < rows {
+            let w0 = &w[r * k..(r + 1) * k];
+            // An odd last row is paired with itself; its duplicate result is not stored.
+            let w1 = if r + 1 < rows {
+                &w[(r + 1) * k..(r + 2) * k]
+            } else {
+                w0
+            };
+            let mut i = 0;
+            while i + 4 <= m {
+                pair_rows::<4>(x, w0, w1, i, k, m, r, out_t);
+                i += 4;
+            }
+            match m - i {
+                3 => pair_rows::<3>(x, w0, w1, i, k, m, r, out_t),
+                2 => pair_rows::<2>(x, w0, w1, i, k, m, r, out_t),
+                1 => pair_rows::<1>(x, w0, w1, i, k, m, r, out_t),
+                _ => {}
+            }
+            r += 2;
+        }
+    }
+}
+
+/// `x @ w^T` for f32 CPU tensors through the small-m kernel; `x (..., k)`, `w (n, k)`.
+struct SmallM;
+
+impl CustomOp2 for SmallM {
+    fn name(&self) -> &'static str {
+        "small-m-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(xs), CpuStorage::F32(ws)) = (s1, s2) else {
+            candle_core::bail!("small-m matmul needs f32 tensors")
+        };
+        let (Some((xa, xb)), Some((wa, wb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("small-m matmul needs contiguous tensors")
+        };
+        let (n, k) = l2.shape().dims2()?;
+        let xd = l1.shape().dims();
+        if xd.last() != Some(&k) {
+            candle_core::bail!("small-m matmul: input {xd:?} does not end in {k} features");
+        }
+        let m = l1.shape().elem_count() / k.max(1);
+        let out = small_m_matmul_f32(&xs[xa..xb], &ws[wa..wb], m, k, n);
+        let mut od = xd.to_vec();
+        if let Some(last) = od.last_mut() {
+            *last = n;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(od)))
+    }
+}
+
+/// `x (..., k) @ w (n, k)^T` through the small-m kernel when it applies (CPU, f32, at most
+/// [`SMALL_M`] rows, AVX2+FMA); `None` when the caller should use the generic matmul.
+pub fn small_m_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || w.dtype() != DType::F32
+        || w.rank() != 2
+        || !small_m_supported()
+    {
+        return Ok(None);
+    }
+    let k = w.dim(1)?;
+    let m = x.elem_count() / k.max(1);
+    if m == 0 || m > SMALL_M {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    Ok(Some(x.apply_op2_no_bwd(&w, &SmallM)?))
+}
+
+/// Log-probabilities of target tokens: `out[r] = x[r, t_r]/T - logsumexp(x[r, :]/T)` for logits
+/// `x (rows, vocab)` f32 and targets `t (rows,)` u32; differentiable with respect to `x`.
+struct TokenLogprobs {
+    temperature: f64,
+    targets: Vec<u32>,
+}
+
+/// Row statistics of `x / T`: (max, log of the sum of exp(x/T - max)).
+fn row_lse(row: &[f32], inv_t: f32) -> (f32, f32) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * inv_t));
+    if !max.is_finite() {
+        return (max, 0.0);
+    }
+    let s: f32 = row.iter().map(|&v| (v * inv_t - max).exp()).sum();
+    (max, s.ln())
+}
+
+impl CustomOp1 for TokenLogprobs {
+    fn name(&self) -> &'static str {
+        "token-logprobs"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(xs) = s else {
+            candle_core::bail!("token-logprobs needs f32 logits")
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("token-logprobs needs contiguous logits")
+        };
+        let (rows, v) = l.shape().dims2()?;
+        if self.targets.len() != rows {
+            candle_core::bail!(
+                "token-logprobs: {} targets for {rows} rows",
+                self.targets.len()
+            );
+        }
+        let xs = &xs[a..b];
+        let inv_t = (1.0 / self.temperature) as f32;
+        let out: Vec<f32> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let row = &xs[r * v..(r + 1) * v];
+                let t = self.targets[r] as usize;
+                if t >= v {
+                    return f32::NAN;
+                }
+                let (max, lse) = row_lse(row, inv_t);
+                row[t] * inv_t - max - lse
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(rows)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad_res.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let op = TokenLogprobsGrad {
+            temperature: self.temperature,
+            targets: self.targets.clone(),
+            grad: g,
+        };
+        Ok(Some(arg.apply_op1_no_bwd(&op)?))
+    }
+}
+
+/// Gradient of [`TokenLogprobs`] with respect to the logits:
+/// `d x[r, j] = g_r / T * (1[j == t_r] - softmax(x[r]/T)_j)`.
+struct TokenLogprobsGrad {
+    temperature: f64,
+    targets: Vec<u32>,
+    grad: Vec<f32>,
+}
+
+impl CustomOp1 for TokenLogprobsGrad {
+    fn name(&self) -> &'static str {
+        "token-logprobs-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(xs) = s else {
+            candle_core::bail!("token-logprobs-grad needs f32 logits")
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("token-logprobs-grad needs contiguous logits")
+        };
+        let (rows, v) = l.shape().dims2()?;
+        let xs = &xs[a..b];
+        let inv_t = (1.0 / self.temperature) as f32;
+        let mut out = vec![0f32; rows * v];
+        out.par_chunks_mut(v.max(1)).enumerate().for_each(|(r, o)| {
+            let g = self.grad[r];
+            if g == 0.0 {
+                return;
+            }
+            let row = &xs[r * v..(r + 1) * v];
+            let (max, lse) = row_lse(row, inv_t);
+            let gs = g * inv_t;
+            for (oj, &xj) in o.iter_mut().zip(row) {
+                *oj = -gs * (xj * inv_t - max - lse).exp();
+            }
+            let t = self.targets[r] as usize;
+            if t < v {
+                o[t] += gs;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// Log-probabilities `(rows,)` of `targets` under `softmax(logits / temperature)` for CPU f32
+/// logits `(rows, vocab)`, with a fused backward. `None` when it does not apply (other device or
+/// dtype), in which case the caller composes the log-softmax from tensor ops.
+pub fn token_logprobs(
+    logits: &Tensor,
+    targets: &[u32],
+    temperature: f64,
+) -> Result<Option<Tensor>> {
+    if !logits.device().is_cpu() || logits.dtype() != DType::F32 || logits.rank() != 2 {
+        return Ok(None);
+    }
+    if temperature.is_nan() || temperature <= 0.0 {
+        candle_core::bail!("token_logprobs: temperature must be > 0, got {temperature}");
+    }
+    let op = TokenLogprobs {
+        temperature,
+        targets: targets.to_vec(),
+    };
+    Ok(Some(logits.contiguous()?.apply_op1(op)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn det(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + 1.0) * seed).sin()).collect()
+    }
+
+    #[test]
+    fn small_m_matches_generic_matmul_on_odd_shapes() {
+        for (m, k, n) in [(1, 7, 3), (3, 17, 5), (8, 64, 33), (5, 40, 70), (16, 9, 1)] {
+            let x = Tensor::from_vec(det(m * k, 0.37), (m, k), &Device::Cpu).unwrap();
+            let w = Tensor::from_vec(det(n * k, 0.71), (n, k), &Device::Cpu).unwrap();
+            let want = x.matmul(&w.t().unwrap()).unwrap();
+            let got = Tensor::from_vec(
+                small_m_matmul_f32(
+                    &x.flatten_all().unwrap().to_vec1().unwrap(),
+                    &w.flatten_all().unwrap().to_vec1().unwrap(),
+                    m,
+                    k,
+                    n,
+                ),
+                (m, n),
+                &Device::Cpu,
+            )
+            .unwrap();
+            let d: f32 = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(d < 1e-4, "({m},{k},{n}): max diff {d}");
+        }
+    }
+
+    #[test]
+    fn token_logprobs_match_log_softmax_and_gradient() {
+        let (rows, v) = (3, 11);
+        let x = candle_core::Var::from_vec(det(rows * v, 1.3), (rows, v), &Device::Cpu).unwrap();
+        let t = [4u32, 0, 10];
+        let temp = 0.7;
+        let fused = token_logprobs(x.as_tensor(), &t, temp).unwrap().unwrap();
+        let scaled = (x.as_tensor() / temp).unwrap();
+        let composed = crate::model::ops::log_softmax(&scaled)
+            .unwrap()
+            .gather(
+                &Tensor::new(&t, &Device::Cpu).unwrap().unsqueeze(1).unwrap(),
+                1,
+            )
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let a: Vec<f32> = fused.to_vec1().unwrap();
+        let b: Vec<f32> = composed.to_vec1().unwrap();
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+        let w = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
+        let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (composed * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let d: f32 = (g1.get(&x).unwrap() - g2.get(&x).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "gradient differs by {d}");
+    }
+}

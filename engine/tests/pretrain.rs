@@ -1,0 +1,218 @@
+//! Supervised pre-training / SFT: gold data in the rollout format, full-parameter gradients,
+//! a loss that falls, the saved HF folder loading back, and the embedded model's size.
+use cahl_engine::chat::ChatTemplate;
+use cahl_engine::load::{embedded, load_model};
+use cahl_engine::model::{KvCache, Model};
+use cahl_engine::optim::AdamWConfig;
+use cahl_engine::parse::{parse_executor, parse_planner};
+use cahl_engine::pretrain::{
+    builtin_gold_texts, gold_texts, save_hf_folder, sft_loss, sft_run, tokenize_examples,
+    train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
+};
+use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
+use cahl_engine::tokenizer::Tokenizer;
+use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
+use cahl_engine::worlds::{Split, World};
+use candle_core::{DType, Device};
+
+#[test]
+fn gold_texts_parse_back_to_the_gold_plan_and_calls() {
+    let tasks = generate_tasks(Split::Train, 40, 3).unwrap();
+    let mut world = BuiltinWorld::new();
+    let tools = world.tools();
+    let rcfg = RewardConfig::default();
+    for t in &tasks {
+        let texts = gold_texts(t, &mut world).unwrap();
+        let plans: Vec<_> = texts.iter().filter(|g| g.role == Role::Planner).collect();
+        assert_eq!(plans.len(), 1);
+        let p = parse_planner(&plans[0].completion);
+        assert!(p.is_well_formed(), "{:?}", p.issues);
+        assert_eq!(p.subtasks, t.gold_plan);
+        let execs: Vec<_> = texts.iter().filter(|g| g.role == Role::Executor).collect();
+        assert_eq!(execs.len(), t.gold_calls.len().min(t.gold_plan.len()));
+        for (k, e) in execs.iter().enumerate() {
+            let out = parse_executor(&e.completion);
+            assert!(out.issues.is_empty(), "{:?}", out.issues);
+            assert_eq!(out.calls(), vec![t.gold_calls[k].clone()]);
+            // The gold answer out-scores the same call with its arguments dropped.
+            let gold = &t.gold_calls[k..=k];
+            let rb = executor_step_reward_parsed(&out, &tools, gold, &rcfg);
+            let wrong = parse_executor(&format!(
+                "<think>x</think>\n<tool_call>\n{{\"name\": \"{}\", \"parameters\": {{}}}}\n</tool_call>",
+                t.gold_calls[k].name
+            ));
+            let rw = executor_step_reward_parsed(&wrong, &tools, gold, &rcfg);
+            if !t.gold_calls[k].arguments.is_empty() {
+                assert!(rb.total > rw.total, "{rb:?} vs {rw:?}");
+            }
+            assert!(rb.total > 0.0);
+            // Later sub-tasks see earlier calls with the world's observations.
+            if k > 0 {
+                assert!(e.user.contains(&t.gold_calls[k - 1].to_toolrl_json()));
+            }
+        }
+        // Flat: one turn per call and a final response.
+        let flats: Vec<_> = texts.iter().filter(|g| g.role == Role::Flat).collect();
+        assert_eq!(flats.len(), t.gold_calls.len() + 1);
+        assert!(parse_executor(&flats.last().unwrap().completion)
+            .calls()
+            .is_empty());
+    }
+}
+
+fn tiny_setup() -> (Tokenizer, ChatTemplate, Vec<SftExample>, Model) {
+    let (_, texts) = builtin_gold_texts(12, 1).unwrap();
+    let corpus: Vec<String> = texts
+        .iter()
+        .map(|g| format!("{}\n{}\n{}", g.system, g.user, g.completion))
+        .collect();
+    let hf = train_tokenizer(&corpus, 600).unwrap();
+    let tok = Tokenizer::from_hf(hf, None, Some("<|im_end|>".into()), &[]);
+    let template = ChatTemplate::new(TINY_CHAT_TEMPLATE, None, Some("<|im_end|>")).unwrap();
+    let examples = tokenize_examples(&texts, &tok, &template, "<|im_end|>").unwrap();
+    let cfg = PretrainConfig {
+        hidden_size: 32,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        intermediate_size: 64,
+        ..Default::default()
+    };
+    let mcfg = cfg.model_config(tok.vocab_size()).unwrap();
+    let w = Model::random_weights(&mcfg, 2).unwrap();
+    let model = Model::new(&mcfg, &w, DType::F32, &Device::Cpu).unwrap();
+    (tok, template, examples, model)
+}
+
+#[test]
+fn tokenizer_round_trips_and_keeps_special_tokens_whole() {
+    let (tok, _, examples, _) = tiny_setup();
+    let text = "<|im_start|>user\nBook table 12 for 2025-03-04<|im_end|>\n";
+    let ids = tok.encode(text, false).unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    let im_end = tok.token_to_id("<|im_end|>").unwrap();
+    assert!(ids.contains(&im_end));
+    // Digits are single tokens, so numbers can be copied digit by digit.
+    for d in "0123456789".chars() {
+        assert_eq!(tok.encode(&d.to_string(), false).unwrap().len(), 1);
+    }
+    assert!(examples
+        .iter()
+        .all(|e| e.completion.last() == Some(&im_end)));
+}
+
+#[test]
+fn full_parameter_training_reaches_every_weight_and_lowers_the_loss() {
+    let (_, _, examples, mut model) = tiny_setup();
+    let named = model.make_base_trainable().unwrap();
+    let n_vars = named.len();
+    // Every base weight gets a gradient from one batch.
+    let batch: Vec<&SftExample> = examples
+        .iter()
+        .filter(|e| e.role == Role::Executor)
+        .take(3)
+        .collect();
+    let (loss, n) = sft_loss(&model, None, &batch, true).unwrap();
+    assert_eq!(
+        n,
+        batch.iter().map(|e| e.completion.len()).sum::<usize>(),
+        "only completion tokens count"
+    );
+    let grads = loss.backward().unwrap();
+    for (name, v) in &named {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let s = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(s > 0.0, "zero gradient for {name}");
+    }
+    // A short run on a handful of examples memorizes them.
+    let few: Vec<SftExample> = examples
+        .iter()
+        .filter(|e| e.role == Role::Planner)
+        .take(4)
+        .cloned()
+        .collect();
+    let refs: Vec<&SftExample> = few.iter().collect();
+    let before = sft_loss(&model, None, &refs, false)
+        .unwrap()
+        .0
+        .to_scalar::<f32>()
+        .unwrap();
+    let opt = AdamWConfig {
+        lr: 1e-2,
+        ..Default::default()
+    };
+    let log = sft_run(&model, None, named, &few, opt, 40, 4, 3, 0.0, 0, |_, _| {
+        Ok(None)
+    })
+    .unwrap();
+    assert_eq!(log.len(), 40);
+    let after = sft_loss(&model, None, &refs, false)
+        .unwrap()
+        .0
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        after < 0.5 * before,
+        "loss {before} -> {after} after 40 steps on 4 examples ({n_vars} tensors)"
+    );
+}
+
+#[test]
+fn saved_folder_loads_back_with_the_same_logits() {
+    let (tok, _, examples, model) = tiny_setup();
+    let dir = tempfile::tempdir().unwrap();
+    let tok_json = tok.inner().to_string(false).unwrap();
+    save_hf_folder(dir.path(), &model, &tok_json, DType::F32).unwrap();
+    let lm = load_model(dir.path()).unwrap();
+    let back = Model::new(&lm.config, &lm.weights, DType::F32, &Device::Cpu).unwrap();
+    let ids = &examples[0].prompt[..20];
+    let x = model.ids_tensor(ids, 1).unwrap();
+    let a = model
+        .forward(&x, 0, &mut KvCache::new(2), None, false)
+        .unwrap();
+    let b = back
+        .forward(&x, 0, &mut KvCache::new(2), None, false)
+        .unwrap();
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-5, "max logit difference {d}");
+    let tok2 = lm.require_tokenizer().unwrap();
+    assert_eq!(
+        tok2.encode("Task: x", false).unwrap(),
+        tok.encode("Task: x", false).unwrap()
+    );
+    assert!(tok2
+        .eos_ids()
+        .contains(&tok.token_to_id("<|im_end|>").unwrap()));
+    assert!(lm.chat_template.is_some());
+}
+
+#[test]
+fn embedded_model_is_small_and_loads_when_built_in() {
+    if !embedded::available() {
+        eprintln!("skipped: this build has no embedded model (assets/model/ absent)");
+        assert!(embedded::load_spec("").is_err());
+        return;
+    }
+    assert!(
+        embedded::size_bytes() <= 10 * 1024 * 1024,
+        "embedded model is {} bytes",
+        embedded::size_bytes()
+    );
+    let lm = embedded::load_spec("embedded").unwrap();
+    assert!(lm.tokenizer.is_some() && lm.chat_template.is_some());
+}
