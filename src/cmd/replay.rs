@@ -24,8 +24,9 @@ pub struct ReplayArgs {
     /// Where debugger sessions are saved (default: `<session>/debug/`).
     #[arg(long)]
     pub debug_dir: Option<PathBuf>,
-    /// Model for running the executor in the debugger (`d`): HF folder or .gguf file. The
-    /// adapters come from the session's latest checkpoint (or --checkpoint).
+    /// Model for running the executor in the debugger (`d`): HF folder or .gguf file, loaded at
+    /// start. The adapters come from the session's latest checkpoint (or --checkpoint). Without
+    /// it, the session's own model is loaded on demand when the debugger first runs.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Checkpoint directory with planner/ and executor/ adapters (with --model).
@@ -48,12 +49,25 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 .checkpoint
                 .clone()
                 .or_else(|| super::debug::latest_checkpoint_of(&args.path));
-            Some(Box::new(super::debug::engine_backend(m, ck.as_deref())?))
+            let cfg = super::debug::session_config(&args.path);
+            Some(Box::new(super::debug::engine_backend(
+                &m.display().to_string(),
+                ck.as_deref(),
+                cfg,
+            )?))
         }
         None => None,
     };
+    // Without --model, the session's own model (if it is found from here) is offered to the
+    // debugger and loaded on demand with the latest checkpoint's adapters.
+    let loader: Option<Box<dyn cahl_ui::BackendLoader>> = match &backend {
+        Some(_) => None,
+        None => super::debug::SessionModelLoader::of_session(&args.path)
+            .map(|l| Box::new(l) as Box<dyn cahl_ui::BackendLoader>),
+    };
     let opts = cahl_ui::UiOptions {
         backend,
+        loader,
         fps: args.fps,
         window: args.window,
         poll_interval: Duration::from_millis(args.poll_ms.max(50)),

@@ -132,6 +132,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
     let model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
+    let params = lm.param_count();
     drop(lm);
     let agent = Agent {
         model,
@@ -185,7 +186,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .context("starting the trainer thread")?;
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     if tui {
-        cahl_ui::run_live(ev_rx, cmd_tx, cahl_ui::UiOptions::default())?;
+        // The debugger (`d`) gets a second copy of the model, loaded only when it first runs
+        // the planner or executor, with the latest checkpoint's adapters.
+        let loader = super::debug::SessionModelLoader {
+            model: cfg.model.path.clone(),
+            cfg: cfg.clone(),
+            params: Some(params),
+        };
+        let opts = cahl_ui::UiOptions {
+            loader: Some(Box::new(loader)),
+            ..cahl_ui::UiOptions::default()
+        };
+        cahl_ui::run_live(ev_rx, cmd_tx, opts)?;
     } else {
         drop(cmd_tx);
         headless(ev_rx);

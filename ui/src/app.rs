@@ -23,7 +23,7 @@ use ratatui::crossterm::terminal::{
 use ratatui::crossterm::{cursor, execute};
 use ratatui::Terminal;
 
-use crate::backend::{BackendJob, BackendReply, ExecutorBackend};
+use crate::backend::{BackendJob, BackendLoader, ExecutorBackend};
 use crate::state::debugger::DebugInitial;
 use crate::state::trajs::plan_shape;
 use crate::state::{update, AppState, DiskBatch, Effect, Level, Mode, Msg, StateOptions};
@@ -66,6 +66,10 @@ pub struct UiOptions {
     pub poll_interval: Duration,
     /// Executor backend for the debugger opened from train/replay (`d`); `None` = no model.
     pub backend: Option<Box<dyn ExecutorBackend>>,
+    /// Loads a backend on demand (used when `backend` is `None`): nothing is loaded until the
+    /// debugger first runs the planner or executor (or `L` is pressed); loading happens on the
+    /// worker thread while the UI shows "loading model…".
+    pub loader: Option<Box<dyn BackendLoader>>,
     /// Where debugger sessions are saved (default `<session>/debug/`).
     pub debug_dir: Option<PathBuf>,
 }
@@ -80,6 +84,7 @@ impl Default for UiOptions {
             quit_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(500),
             backend: None,
+            loader: None,
             debug_dir: None,
         }
     }
@@ -95,6 +100,7 @@ impl std::fmt::Debug for UiOptions {
             .field("quit_timeout", &self.quit_timeout)
             .field("poll_interval", &self.poll_interval)
             .field("backend", &self.backend.as_ref().map(|b| b.describe()))
+            .field("loader", &self.loader.as_ref().map(|l| l.describe()))
             .field("debug_dir", &self.debug_dir)
             .finish()
     }
@@ -108,6 +114,7 @@ impl UiOptions {
             window: self.window,
             quit_timeout_ms: self.quit_timeout.as_millis() as u64,
             backend: self.backend.as_ref().map(|b| b.describe()),
+            loader: self.loader.as_ref().map(|l| l.describe()),
             debug_dir: self.debug_dir.clone(),
         }
     }
@@ -195,16 +202,20 @@ fn spawn_engine_forwarder(events: Receiver<TrainEvent>, tx: Sender<Msg>) {
         .ok();
 }
 
-fn spawn_backend_worker(
-    mut backend: Box<dyn ExecutorBackend>,
-    tx: Sender<Msg>,
-) -> Option<Sender<BackendJob>> {
+/// Starts the worker that owns the backend (and the loader that can replace it), when there is
+/// either; takes them out of `opts`.
+fn spawn_backend_worker(opts: &mut UiOptions, tx: Sender<Msg>) -> Option<Sender<BackendJob>> {
+    let mut backend = opts.backend.take();
+    let mut loader = opts.loader.take();
+    if backend.is_none() && loader.is_none() {
+        return None;
+    }
     let (jtx, jrx) = mpsc::channel::<BackendJob>();
     thread::Builder::new()
         .name(BACKEND_THREAD.into())
         .spawn(move || {
             for job in jrx {
-                let reply = job.run(backend.as_mut());
+                let reply = job.run_in(&mut backend, loader.as_deref_mut());
                 if tx.send(Msg::Backend(reply)).is_err() {
                     return;
                 }
@@ -366,17 +377,7 @@ impl Runtime {
                     .as_ref()
                     .is_some_and(|t| t.send(job.clone()).is_ok());
                 if !sent {
-                    let reply = match job {
-                        BackendJob::Step { ticket, .. } => BackendReply::Step {
-                            ticket,
-                            result: Err("no executor backend".into()),
-                        },
-                        BackendJob::Plan { ticket, .. } => BackendReply::Plan {
-                            ticket,
-                            result: Err("no planner backend".into()),
-                        },
-                    };
-                    queue.push(Msg::Backend(reply));
+                    queue.push(Msg::Backend(job.fail("no model backend")));
                 }
             }
             Effect::SaveDebug { path, json } => {
@@ -531,9 +532,7 @@ pub fn run_live(
     let mut state = AppState::new(Mode::Live, opts.state_options());
     let mut rt = Runtime::new(&opts);
     rt.commands = Some(commands);
-    if let Some(b) = opts.backend.take() {
-        rt.backend_tx = spawn_backend_worker(b, rt.tx.clone());
-    }
+    rt.backend_tx = spawn_backend_worker(&mut opts, rt.tx.clone());
     spawn_engine_forwarder(events, rt.tx.clone());
     with_terminal(&mut rt, &mut state, Vec::new())
 }
@@ -548,9 +547,7 @@ pub(crate) fn replay_setup(path: &Path, opts: &mut UiOptions) -> Result<(AppStat
     let mut rt = Runtime::new(opts);
     rt.reader = Some(reader);
     rt.follow = true;
-    if let Some(b) = opts.backend.take() {
-        rt.backend_tx = spawn_backend_worker(b, rt.tx.clone());
-    }
+    rt.backend_tx = spawn_backend_worker(opts, rt.tx.clone());
     Ok((state, rt))
 }
 
@@ -569,19 +566,19 @@ pub fn run_debugger(
     backend: Option<Box<dyn ExecutorBackend>>,
     mut opts: UiOptions,
 ) -> Result<()> {
-    opts.backend = backend;
+    if backend.is_some() {
+        opts.backend = backend;
+    }
     let (mut state, effects) = AppState::debugger(initial, opts.state_options());
     let mut rt = Runtime::new(&opts);
-    if let Some(b) = opts.backend.take() {
-        rt.backend_tx = spawn_backend_worker(b, rt.tx.clone());
-    }
+    rt.backend_tx = spawn_backend_worker(&mut opts, rt.tx.clone());
     with_terminal(&mut rt, &mut state, effects)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{DebugStepOutcome, DebugStepRequest, PlanRequest};
+    use crate::backend::{BackendReply, DebugStepOutcome, DebugStepRequest, PlanRequest};
     use crate::test_fixture as fx;
     use cahl_sessions::{RunState, SessionWriter};
     use ratatui::backend::TestBackend;
@@ -875,7 +872,11 @@ mod tests {
     #[test]
     fn backend_worker_answers_and_survives_a_panicking_backend() {
         let (tx, rx) = mpsc::channel();
-        let jobs = spawn_backend_worker(Box::new(Echo), tx).expect("worker");
+        let mut opts = UiOptions {
+            backend: Some(Box::new(Echo)),
+            ..UiOptions::default()
+        };
+        let jobs = spawn_backend_worker(&mut opts, tx).expect("worker");
         let task = crate::backend::DebugTask::default();
         jobs.send(BackendJob::Plan {
             ticket: 1,
@@ -914,6 +915,127 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// Loads [`Echo`] backends; fails for a checkpoint named `bad`, panics for `boom`.
+    struct EchoLoader {
+        loads: Arc<std::sync::Mutex<Vec<Option<PathBuf>>>>,
+    }
+    impl BackendLoader for EchoLoader {
+        fn describe(&self) -> String {
+            "echo loader".into()
+        }
+        fn load(
+            &mut self,
+            checkpoint: Option<&Path>,
+        ) -> std::result::Result<Box<dyn ExecutorBackend>, String> {
+            self.loads
+                .lock()
+                .expect("lock")
+                .push(checkpoint.map(Path::to_path_buf));
+            match checkpoint.and_then(|c| c.to_str()) {
+                Some("bad") => Err("no adapters in bad".into()),
+                Some("boom") => panic!("loader exploded"),
+                _ => Ok(Box::new(Echo)),
+            }
+        }
+    }
+
+    #[test]
+    fn backend_worker_loads_on_demand_and_survives_failed_loads() {
+        let loads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut opts = UiOptions {
+            loader: Some(Box::new(EchoLoader {
+                loads: loads.clone(),
+            })),
+            ..UiOptions::default()
+        };
+        assert_eq!(opts.state_options().loader.as_deref(), Some("echo loader"));
+        let (tx, rx) = mpsc::channel();
+        let jobs = spawn_backend_worker(&mut opts, tx).expect("worker");
+        assert!(opts.loader.is_none(), "moved to the worker");
+        let step = |ticket| BackendJob::Step {
+            ticket,
+            req: DebugStepRequest {
+                task: crate::backend::DebugTask::default(),
+                subtasks: vec!["a".into()],
+                index: 0,
+                previous: vec![],
+                seed: 5,
+            },
+        };
+        let load = |c: Option<&str>, s: Option<u64>| BackendJob::Load {
+            checkpoint: c.map(PathBuf::from),
+            step: s,
+        };
+        for j in [
+            step(1),
+            load(None, None),
+            step(2),
+            load(Some("bad"), Some(3)),
+            step(3),
+            load(Some("boom"), Some(4)),
+            load(Some("ck/step-5"), Some(5)),
+            step(4),
+        ] {
+            jobs.send(j).expect("send");
+        }
+        let mut replies = Vec::new();
+        for _ in 0..8 {
+            match rx.recv_timeout(Duration::from_secs(5)).expect("reply") {
+                Msg::Backend(r) => replies.push(r),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let step_result = |r: &BackendReply| match r {
+            BackendReply::Step { result, .. } => result.clone().map(|o| o.raw_output),
+            other => panic!("expected a step reply, got {other:?}"),
+        };
+        assert_eq!(
+            step_result(&replies[0]),
+            Err("the model is not loaded".into())
+        );
+        assert_eq!(
+            replies[1],
+            BackendReply::Loaded {
+                step: None,
+                result: Ok("echo test double".into())
+            }
+        );
+        assert_eq!(step_result(&replies[2]), Ok("step 0 seed 5".into()));
+        assert_eq!(
+            replies[3],
+            BackendReply::Loaded {
+                step: Some(3),
+                result: Err("no adapters in bad".into())
+            }
+        );
+        // A failed reload drops the old copy (at most one copy is held).
+        assert_eq!(
+            step_result(&replies[4]),
+            Err("the model is not loaded".into())
+        );
+        assert!(matches!(
+            &replies[5],
+            BackendReply::Loaded { step: Some(4), result: Err(e) } if e.contains("panicked")
+        ));
+        assert!(matches!(
+            &replies[6],
+            BackendReply::Loaded {
+                step: Some(5),
+                result: Ok(_)
+            }
+        ));
+        assert_eq!(step_result(&replies[7]), Ok("step 0 seed 5".into()));
+        assert_eq!(
+            *loads.lock().expect("lock"),
+            vec![
+                None,
+                Some(PathBuf::from("bad")),
+                Some(PathBuf::from("boom")),
+                Some(PathBuf::from("ck/step-5"))
+            ]
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(crate) mod test_fixture;
 
 pub use app::{restore_terminal, run_debugger, run_live, run_replay, Result, UiError, UiOptions};
 pub use backend::{
-    BackendJob, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
-    PlanRequest, PriorStep,
+    BackendJob, BackendLoader, BackendReply, DebugStepOutcome, DebugStepRequest, DebugTask,
+    ExecutorBackend, PlanRequest, PriorStep,
 };
-pub use state::debugger::{DebugInitial, DebugSessionFile};
+pub use state::debugger::{DebugInitial, DebugSessionFile, ModelState};

@@ -160,3 +160,85 @@ fn replay_with_problem_banner() {
     assert!(out.contains("REPLAY"));
     insta::assert_snapshot!("replay_problem_banner", render(&s));
 }
+
+#[test]
+fn debugger_live_model_loading_and_ready() {
+    use cahl_ui::backend::{BackendJob, BackendReply};
+    let mut s = AppState::new(
+        Mode::Live,
+        StateOptions {
+            loader: Some("tiny.gguf (second copy, ~1 MB)".into()),
+            ..StateOptions::default()
+        },
+    );
+    feed(&mut s, recorded_events(12).into_iter().map(Msg::Engine));
+    feed(&mut s, [key('d')]);
+    assert!(screen(&s).contains("not loaded yet: n/r/p or L loads it"));
+    let eff = feed(&mut s, [key('z'), key('n')]);
+    assert!(matches!(
+        eff.as_slice(),
+        [cahl_ui::state::Effect::Backend(BackendJob::Load { .. })]
+    ));
+    let out = screen(&s);
+    assert!(out.contains("loading model… tiny.gguf"), "{out}");
+    assert!(out.contains("adapters of checkpoint step 10"), "{out}");
+    insta::assert_snapshot!("debugger_live_loading", render(&s));
+    let eff = feed(
+        &mut s,
+        [Msg::Backend(BackendReply::Loaded {
+            step: Some(10),
+            result: Ok("tiny.gguf · planner+executor adapters of step-10".into()),
+        })],
+    );
+    drive_backend(&mut s, &mut FakeBackend::default(), eff);
+    feed(
+        &mut s,
+        [Msg::Engine(cahl_sessions::TrainEvent::Checkpoint(
+            cahl_sessions::CheckpointRecord {
+                step: 20,
+                path: "checkpoints/step-20".into(),
+                created_at: String::new(),
+            },
+        ))],
+    );
+    let out = screen(&s);
+    assert!(out.contains("adapters of step-10"), "{out}");
+    assert!(out.contains("newer checkpoint step 20"), "{out}");
+    insta::assert_snapshot!("debugger_live_ready_newer_checkpoint", render(&s));
+}
+
+#[test]
+fn debugger_benchmark_task_compare() {
+    let task = cahl_ui::DebugTask {
+        id: "level-1-0".into(),
+        text: "Can you please modify my appointment scheduled for March 25th with Dr. Kim to March 26th with Dr. Lee?".into(),
+        world: "api-bank".into(),
+        tools: vec![serde_json::json!({"name": "ModifyRegistration", "description": "", "parameters": {"type": "object", "properties": {}}})],
+        gold_calls: vec![cahl_sessions::CallRecord {
+            name: "ModifyRegistration".into(),
+            arguments: serde_json::json!({"appointment_id": "34567890", "new_appointment_date": "2023-03-26", "new_appointment_doctor": "Dr. Lee"}),
+        }],
+        ..cahl_ui::DebugTask::default()
+    };
+    let (mut s, _) = AppState::debugger(
+        DebugInitial::Task {
+            task,
+            plan: vec!["Modify appointment 34567890 to 2023-03-26 with Dr. Lee".into()],
+            seed: 0,
+        },
+        StateOptions {
+            backend: Some("fake test backend".into()),
+            ..StateOptions::default()
+        },
+    );
+    let eff = feed(&mut s, [key('r')]);
+    drive_backend(&mut s, &mut FakeBackend::default(), eff);
+    feed(&mut s, [key('c')]);
+    let out = screen(&s);
+    assert!(
+        out.contains("task level-1-0 · api-bank benchmark item, 1 tool"),
+        "{out}"
+    );
+    assert!(out.contains("≠ gold from call #1"), "{out}");
+    insta::assert_snapshot!("debugger_benchmark_compare", render(&s));
+}

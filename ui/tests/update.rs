@@ -3,8 +3,9 @@
 mod common;
 
 use cahl_sessions::{RunState, TrainCommand, TrainEvent};
+use cahl_ui::backend::{BackendJob, BackendReply};
 use cahl_ui::state::charts::{ChartKind, ChartRange};
-use cahl_ui::state::debugger::{DebugInitial, NEEDS_MODEL};
+use cahl_ui::state::debugger::{DebugInitial, ModelState, NEEDS_MODEL};
 use cahl_ui::state::trajs::Filter;
 use cahl_ui::state::{update, AppState, DiskBatch, Effect, Mode, Msg, Pane, StateOptions};
 use cahl_ui::DebugTask;
@@ -410,6 +411,7 @@ fn debugger_runs_steps_and_reproduces_with_seed() {
         text: "Find the weather in Oslo".into(),
         gold_plan: vec!["Get the weather in Oslo".into()],
         gold_calls: vec![],
+        ..DebugTask::default()
     };
     let opts = StateOptions {
         backend: Some("fake".into()),
@@ -552,4 +554,181 @@ fn expanded_view_scrolls_within_its_content() {
     assert!(screen(&s).contains("trajectory t-2"));
     feed(&mut s, [code(KeyCode::Enter)]);
     assert!(!s.trajs.expanded);
+}
+
+/// A live state whose debugger model loads on demand (like `cahl-tui train`).
+fn live_with_loader(steps: u64) -> AppState {
+    let mut s = AppState::new(
+        Mode::Live,
+        StateOptions {
+            loader: Some("tiny.gguf (second copy, ~1 MB)".into()),
+            ..StateOptions::default()
+        },
+    );
+    feed(&mut s, recorded_events(steps).into_iter().map(Msg::Engine));
+    s
+}
+
+fn loaded(step: Option<u64>, result: Result<&str, &str>) -> Msg {
+    Msg::Backend(BackendReply::Loaded {
+        step,
+        result: result.map(str::to_string).map_err(str::to_string),
+    })
+}
+
+#[test]
+fn live_debugger_loads_the_model_on_demand_then_runs_the_requested_step() {
+    let mut s = live_with_loader(12);
+    assert_eq!(
+        s.model,
+        ModelState::OnDemand("tiny.gguf (second copy, ~1 MB)".into())
+    );
+    // Opening the debugger loads nothing.
+    assert!(feed(&mut s, [key('d')]).is_empty());
+    assert!(matches!(
+        s.debugger.as_ref().expect("open").model,
+        ModelState::OnDemand(_)
+    ));
+    // The first run asks for the model, with the latest checkpoint's adapters.
+    let eff = feed(&mut s, [key('z'), key('n')]);
+    let [Effect::Backend(BackendJob::Load { checkpoint, step })] = eff.as_slice() else {
+        panic!("expected a load job, got {eff:?}");
+    };
+    assert_eq!(*step, Some(10));
+    assert_eq!(
+        checkpoint.as_deref(),
+        Some(std::path::Path::new(
+            "sessions/run-20261121-060000/checkpoints/step-10"
+        ))
+    );
+    assert!(matches!(
+        s.model,
+        ModelState::Loading { step: Some(10), .. }
+    ));
+    assert!(screen(&s).contains("loading model…"));
+    // While loading: no second load, other keys still work.
+    assert!(feed(&mut s, [key('r'), key('c'), key('c')]).is_empty());
+    let d = s.debugger.as_ref().expect("d");
+    assert!(d
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("still loading")));
+    // Ready: the step deferred while loading runs (to the end, as `r` asked last).
+    let eff = feed(&mut s, [loaded(Some(10), Ok("fake test backend"))]);
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Step { .. })]
+    ));
+    let mut fake = FakeBackend::default();
+    drive_backend(&mut s, &mut fake, eff);
+    let d = s.debugger.as_ref().expect("d");
+    assert!(d.model.ready());
+    assert_eq!(d.branch().steps.len(), d.branch().subtasks.len());
+    assert_eq!(d.newer_checkpoint, None);
+    // The model stays loaded when the debugger closes and reopens.
+    feed(&mut s, [code(KeyCode::Esc), key('d')]);
+    assert!(s.debugger.as_ref().expect("reopened").model.ready());
+}
+
+#[test]
+fn live_debugger_model_before_any_checkpoint_uses_fresh_adapters_and_reloads_later() {
+    let mut s = live_with_loader(3);
+    feed(&mut s, [key('d')]);
+    let eff = feed(&mut s, [key('L')]);
+    assert_eq!(
+        eff,
+        vec![Effect::Backend(BackendJob::Load {
+            checkpoint: None,
+            step: None
+        })]
+    );
+    assert!(screen(&s).contains("fresh adapters (no checkpoint yet)"));
+    feed(
+        &mut s,
+        [loaded(None, Ok("tiny.gguf · base model + fresh adapters"))],
+    );
+    assert_eq!(s.debugger.as_ref().expect("d").newer_checkpoint, None);
+    // A checkpoint arrives: the debugger offers to reload.
+    feed(
+        &mut s,
+        [Msg::Engine(TrainEvent::Checkpoint(
+            cahl_sessions::CheckpointRecord {
+                step: 4,
+                path: "checkpoints/step-4".into(),
+                created_at: String::new(),
+            },
+        ))],
+    );
+    assert_eq!(s.debugger.as_ref().expect("d").newer_checkpoint, Some(4));
+    assert!(screen(&s).contains("newer checkpoint step 4: L reloads"));
+    let eff = feed(&mut s, [key('L')]);
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Load { step: Some(4), .. })]
+    ));
+    // A failed load is shown and can be retried.
+    feed(&mut s, [loaded(Some(4), Err("out of memory"))]);
+    assert!(matches!(s.model, ModelState::Failed { .. }));
+    assert!(screen(&s).contains("model failed to load: out of memory"));
+    let eff = feed(&mut s, [key('n')]);
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Load { step: Some(4), .. })]
+    ));
+    // A failure drops the deferred step instead of running it.
+    assert!(feed(&mut s, [loaded(Some(4), Err("still no memory"))]).is_empty());
+    let d = s.debugger.as_ref().expect("d");
+    assert!(d
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("still no memory")));
+}
+
+#[test]
+fn given_backends_are_not_reloaded_and_missing_models_are_not_loaded() {
+    let mut s = live_state(3);
+    feed(&mut s, [key('d')]);
+    assert!(feed(&mut s, [key('L'), key('n')]).is_empty());
+    assert_eq!(s.model, ModelState::Missing);
+    let opts = StateOptions {
+        backend: Some("fake".into()),
+        ..StateOptions::default()
+    };
+    let mut s = AppState::new(Mode::Replay, opts);
+    s.trajs
+        .push_record(Box::new(common::fixture::trajectory(1, 0)));
+    feed(&mut s, [key('d')]);
+    assert!(feed(&mut s, [key('L')]).is_empty());
+    assert!(s
+        .debugger
+        .as_ref()
+        .expect("d")
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("given at start")));
+}
+
+#[test]
+fn benchmark_tasks_show_their_world_and_gold_answer() {
+    let task = DebugTask {
+        id: "bamboogle-3".into(),
+        text: "Who was president when the Titan IIIE first flew?".into(),
+        world: "bamboogle".into(),
+        tools: vec![serde_json::json!({"name": "search", "description": "", "parameters": {}})],
+        gold_answer: Some("Richard Nixon".into()),
+        ..DebugTask::default()
+    };
+    let (mut s, eff) = AppState::debugger(
+        DebugInitial::Task {
+            task,
+            plan: vec![],
+            seed: 0,
+        },
+        StateOptions::default(),
+    );
+    assert!(eff.is_empty(), "no model: nothing is asked");
+    let d = s.debugger.as_ref().expect("d");
+    assert_eq!(d.source, "bamboogle benchmark item, 1 tool");
+    feed(&mut s, [key('c')]);
+    assert!(screen(&s).contains("answer: Richard Nixon"));
 }

@@ -18,6 +18,79 @@ pub const DEBUG_FILE_VERSION: u32 = 1;
 pub const NEEDS_MODEL: &str =
     "running the executor needs a model: start with --model PATH or from a session with a checkpoint";
 
+/// The debugger's model, as far as the UI knows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ModelState {
+    /// No model: the debugger edits plans and compares branches only.
+    #[default]
+    Missing,
+    /// A model can be loaded on demand: what would be loaded, and what it costs.
+    OnDemand(String),
+    /// Loading, with the adapters of checkpoint `step` (`None`: fresh adapters).
+    Loading {
+        /// What is being loaded.
+        what: String,
+        /// Checkpoint step of the adapters.
+        step: Option<u64>,
+    },
+    /// Ready to run.
+    Ready {
+        /// The backend's description.
+        describe: String,
+        /// Checkpoint step of the adapters, when loaded on demand (`None`: fresh adapters, or
+        /// a backend given at start).
+        step: Option<u64>,
+        /// Loaded on demand, so `L` can reload it with a newer checkpoint.
+        reloadable: bool,
+    },
+    /// Loading failed; `L` (or running) tries again.
+    Failed {
+        /// What was being loaded.
+        what: String,
+        /// Why it failed.
+        error: String,
+    },
+}
+
+impl ModelState {
+    /// The state for a backend given at start (`Some` description) or none.
+    pub fn given(backend: Option<String>) -> Self {
+        match backend {
+            Some(describe) => ModelState::Ready {
+                describe,
+                step: None,
+                reloadable: false,
+            },
+            None => ModelState::Missing,
+        }
+    }
+
+    /// The model can run now.
+    pub fn ready(&self) -> bool {
+        matches!(self, ModelState::Ready { .. })
+    }
+
+    /// What a (re)load would load, if the model can be loaded on demand.
+    pub fn loadable(&self) -> Option<&str> {
+        match self {
+            ModelState::OnDemand(w) | ModelState::Failed { what: w, .. } => Some(w),
+            ModelState::Ready {
+                describe,
+                reloadable: true,
+                ..
+            } => Some(describe),
+            _ => None,
+        }
+    }
+}
+
+/// A run requested while the model was still loading; carried out once it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    Step { to_end: bool },
+    Plan,
+}
+
 /// One plan variant and what the executor did with it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -121,6 +194,9 @@ pub enum DebugAction {
         /// Contents.
         json: String,
     },
+    /// Load (or reload) the model on demand with the latest checkpoint's adapters; the host
+    /// answers with a [`BackendReply::Loaded`].
+    LoadModel,
     /// Leave the debugger.
     Close,
 }
@@ -151,13 +227,16 @@ pub struct DebuggerState {
     pub detail_scroll: usize,
     /// Side-by-side comparison of original, current and gold.
     pub compare: bool,
-    /// Description of the executor backend; `None` when no model is available.
-    pub backend: Option<String>,
+    /// The model that runs the planner and executor (kept in sync by the host).
+    pub model: ModelState,
+    /// A checkpoint newer than the loaded adapters exists (its step): `L` reloads.
+    pub newer_checkpoint: Option<u64>,
     /// Last message for the user.
     pub message: Option<String>,
     /// Where `S` saves the session.
     pub save_path: Option<PathBuf>,
     pending: Option<Pending>,
+    deferred: Option<Deferred>,
     next_ticket: u64,
 }
 
@@ -246,8 +325,8 @@ pub fn parse_plan_lines(lines: &[String]) -> Vec<String> {
 }
 
 impl DebuggerState {
-    /// Builds the debugger. `backend` describes the executor backend, `None` if no model.
-    pub fn new(initial: DebugInitial, backend: Option<String>) -> Self {
+    /// Builds the debugger with the state of its model.
+    pub fn new(initial: DebugInitial, model: ModelState) -> Self {
         let (task, source, branches, current) = match initial {
             DebugInitial::Trajectory { record, plan_index } => {
                 let task = DebugTask {
@@ -255,6 +334,7 @@ impl DebuggerState {
                     text: record.task.text.clone(),
                     gold_plan: record.task.gold_plan.clone(),
                     gold_calls: record.task.gold_calls.clone(),
+                    ..DebugTask::default()
                 };
                 let idx = plan_index
                     .filter(|i| *i < record.plans.len())
@@ -290,11 +370,19 @@ impl DebuggerState {
                 (task, source, vec![branch], 0)
             }
             DebugInitial::Task { task, plan, seed } => {
-                let source = if task.id.is_empty() {
+                let mut source = if task.id.is_empty() {
                     "typed task".to_string()
                 } else {
                     format!("task {}", task.id)
                 };
+                if !task.world.is_empty() && task.world != "builtin" {
+                    let n = task.tools.len();
+                    source = format!(
+                        "{} benchmark item, {n} tool{}",
+                        task.world,
+                        if n == 1 { "" } else { "s" }
+                    );
+                }
                 let branch = Branch {
                     name: "original".into(),
                     subtasks: plan,
@@ -324,10 +412,12 @@ impl DebuggerState {
             selected_step: 0,
             detail_scroll: 0,
             compare: false,
-            backend,
+            model,
+            newer_checkpoint: None,
             message: None,
             save_path: None,
             pending: None,
+            deferred: None,
             next_ticket: 1,
         }
     }
@@ -335,7 +425,7 @@ impl DebuggerState {
     /// The job to start with: a plan request when the original plan is empty and a backend is
     /// available.
     pub fn initial_job(&mut self) -> Option<BackendJob> {
-        if self.backend.is_some()
+        if self.model.ready()
             && self.branches.len() == 1
             && self.branches[0].subtasks.is_empty()
             && self.branches[0].steps.is_empty()
@@ -422,10 +512,103 @@ impl DebuggerState {
         Some(BackendJob::Step { ticket, req })
     }
 
-    fn try_run(&mut self, to_end: bool) -> Option<DebugAction> {
-        if self.backend.is_none() {
-            self.message = Some(NEEDS_MODEL.into());
+    /// Checks that the model can run `what`; otherwise asks for it to be loaded (remembering
+    /// `what` to run once it is ready; `Err(true)`: the host must load it) or explains why it
+    /// cannot run (`Err(false)`).
+    fn need_model(&mut self, what: Deferred) -> Result<(), bool> {
+        match &self.model {
+            ModelState::Ready { .. } => Ok(()),
+            ModelState::Missing => {
+                self.message = Some(match what {
+                    Deferred::Plan => NEEDS_MODEL.replace("the executor", "the planner"),
+                    Deferred::Step { .. } => NEEDS_MODEL.into(),
+                });
+                Err(false)
+            }
+            ModelState::Loading { .. } => {
+                self.deferred = Some(what);
+                self.message =
+                    Some("still loading the model… (this runs as soon as it is ready)".into());
+                Err(false)
+            }
+            ModelState::OnDemand(w) | ModelState::Failed { what: w, .. } => {
+                self.message = Some(format!(
+                    "loading model… {w} (this runs as soon as it is ready)"
+                ));
+                self.deferred = Some(what);
+                Err(true)
+            }
+        }
+    }
+
+    /// Called by the host once the model state changed: runs what was requested while loading
+    /// (or drops it if loading failed).
+    pub fn after_load(&mut self) -> Option<DebugAction> {
+        match &self.model {
+            ModelState::Ready { describe, .. } => {
+                self.message = Some(format!("model ready: {describe}"));
+                match self.deferred.take()? {
+                    Deferred::Step { to_end } => self.try_run(to_end),
+                    Deferred::Plan => self.ask_planner(),
+                }
+            }
+            ModelState::Failed { error, .. } => {
+                self.deferred = None;
+                self.message = Some(format!("loading the model failed: {error} (L retries)"));
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn ask_planner(&mut self) -> Option<DebugAction> {
+        if let Err(load) = self.need_model(Deferred::Plan) {
+            return load.then_some(DebugAction::LoadModel);
+        }
+        if self.busy() {
+            self.message = Some("busy: wait for the running job".into());
             return None;
+        }
+        let seed = self.branch().seed;
+        self.branches.push(Branch {
+            name: format!("planner seed {seed}"),
+            seed,
+            ..Branch::default()
+        });
+        self.current = self.branches.len() - 1;
+        self.request_plan(self.current).map(DebugAction::Job)
+    }
+
+    fn reload_model(&mut self) -> Option<DebugAction> {
+        match &self.model {
+            ModelState::Loading { .. } => {
+                self.message = Some("the model is already loading…".into());
+                None
+            }
+            ModelState::Missing => {
+                self.message = Some(NEEDS_MODEL.into());
+                None
+            }
+            ModelState::Ready {
+                reloadable: false, ..
+            } => {
+                self.message = Some("this model was given at start and is not reloaded".into());
+                None
+            }
+            _ if self.busy() => {
+                self.message = Some("busy: wait for the running job".into());
+                None
+            }
+            _ => {
+                self.message = Some("loading model…".into());
+                Some(DebugAction::LoadModel)
+            }
+        }
+    }
+
+    fn try_run(&mut self, to_end: bool) -> Option<DebugAction> {
+        if let Err(load) = self.need_model(Deferred::Step { to_end }) {
+            return load.then_some(DebugAction::LoadModel);
         }
         if self.busy() {
             self.message = Some("busy: wait for the running step (z resets)".into());
@@ -489,6 +672,7 @@ impl DebuggerState {
         let reuse = self.current != 0 && cur.steps.is_empty() && !cur.from_trace;
         if reuse {
             self.branches[self.current].subtasks = plan;
+            self.branches[self.current].error = None;
             self.message = Some(format!(
                 "branch '{}' updated",
                 self.branches[self.current].name
@@ -549,22 +733,8 @@ impl DebuggerState {
             }
             KeyCode::Char('+') | KeyCode::Char('=') => self.change_seed(1),
             KeyCode::Char('-') => self.change_seed(-1),
-            KeyCode::Char('p') => {
-                if self.backend.is_none() {
-                    self.message = Some(NEEDS_MODEL.replace("the executor", "the planner"));
-                } else if self.busy() {
-                    self.message = Some("busy: wait for the running job".into());
-                } else {
-                    let seed = self.branch().seed;
-                    self.branches.push(Branch {
-                        name: format!("planner seed {seed}"),
-                        seed,
-                        ..Branch::default()
-                    });
-                    self.current = self.branches.len() - 1;
-                    return self.request_plan(self.current).map(DebugAction::Job);
-                }
-            }
+            KeyCode::Char('p') => return self.ask_planner(),
+            KeyCode::Char('L') => return self.reload_model(),
             KeyCode::Char('S') | KeyCode::Char('s') if !ctrl => {
                 let Some(path) = self.save_path.clone() else {
                     self.message = Some("no save path for this debugger session".into());
@@ -608,6 +778,7 @@ impl DebuggerState {
         let (ticket, is_step) = match &reply {
             BackendReply::Step { ticket, .. } => (*ticket, true),
             BackendReply::Plan { ticket, .. } => (*ticket, false),
+            BackendReply::Loaded { .. } => return self.after_load(),
         };
         let pending = self.pending.filter(|p| p.ticket == ticket)?;
         self.pending = None;
@@ -645,7 +816,7 @@ impl DebuggerState {
                     self.branches[bi].error = Some(e);
                 }
             },
-            BackendReply::Step { .. } => {}
+            BackendReply::Step { .. } | BackendReply::Loaded { .. } => {}
         }
         None
     }

@@ -16,7 +16,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::backend::{BackendJob, BackendReply};
 use charts::{ChartKind, ChartRange};
-use debugger::{DebugAction, DebugInitial, DebuggerState};
+use debugger::{DebugAction, DebugInitial, DebuggerState, ModelState};
 use trajs::TrajList;
 
 /// Default number of steps in the recent-window chart view.
@@ -189,6 +189,8 @@ pub struct StateOptions {
     pub quit_timeout_ms: u64,
     /// Whether an executor backend is available for the debugger, and its description.
     pub backend: Option<String>,
+    /// Without `backend`: a model that can be loaded on demand (what, and its cost).
+    pub loader: Option<String>,
     /// Directory where debugger sessions are saved.
     pub debug_dir: Option<PathBuf>,
 }
@@ -201,6 +203,7 @@ impl Default for StateOptions {
             window: DEFAULT_WINDOW,
             quit_timeout_ms: 120_000,
             backend: None,
+            loader: None,
             debug_dir: None,
         }
     }
@@ -249,6 +252,8 @@ pub struct AppState {
     pub help: bool,
     /// Open debugger.
     pub debugger: Option<Box<DebuggerState>>,
+    /// The debugger's model (outlives an open debugger).
+    pub model: ModelState,
     /// Transient status message.
     pub flash: Option<String>,
     /// Set when `q` asked the trainer to stop: quit at this tick time at the latest.
@@ -296,6 +301,11 @@ impl AppState {
             input: None,
             help: false,
             debugger: None,
+            model: match (&opts.backend, &opts.loader) {
+                (Some(_), _) => ModelState::given(opts.backend.clone()),
+                (None, Some(l)) => ModelState::OnDemand(l.clone()),
+                (None, None) => ModelState::Missing,
+            },
             flash: None,
             quit_deadline_ms: None,
             engine_connected: mode == Mode::Live,
@@ -309,10 +319,11 @@ impl AppState {
     /// State for the standalone debugger.
     pub fn debugger(initial: DebugInitial, opts: StateOptions) -> (Self, Vec<Effect>) {
         let mut s = AppState::new(Mode::Debug, opts);
-        let mut d = DebuggerState::new(initial, s.opts.backend.clone());
+        let mut d = DebuggerState::new(initial, s.model.clone());
         d.save_path = s.debug_save_path(&d.task.id);
         let job = d.initial_job();
         s.debugger = Some(Box::new(d));
+        s.sync_debugger_model();
         (s, job.map(Effect::Backend).into_iter().collect())
     }
 
@@ -401,9 +412,10 @@ impl AppState {
                     record: rec.clone(),
                     plan_index: None,
                 };
-                let mut d = DebuggerState::new(initial, self.opts.backend.clone());
+                let mut d = DebuggerState::new(initial, self.model.clone());
                 d.save_path = self.debug_save_path(&d.task.id);
                 self.debugger = Some(Box::new(d));
+                self.sync_debugger_model();
                 Vec::new()
             }
             None => {
@@ -412,6 +424,66 @@ impl AppState {
                 vec![load_effect(item)]
             }
         }
+    }
+
+    /// The newest committed checkpoint: its directory (resolved against the session
+    /// directory) and step.
+    pub fn latest_checkpoint(&self) -> Option<(PathBuf, u64)> {
+        let ck = self.checkpoints.iter().max_by_key(|c| c.step)?;
+        let rel = PathBuf::from(&ck.path);
+        let path = match &self.session_path {
+            Some(p) if rel.is_relative() => {
+                // replay may open a JSONL file of the session rather than its directory
+                let dir = if p.extension().is_some_and(|e| e == "jsonl") {
+                    p.parent().map(PathBuf::from).unwrap_or_default()
+                } else {
+                    p.clone()
+                };
+                dir.join(rel)
+            }
+            _ => rel,
+        };
+        Some((path, ck.step))
+    }
+
+    /// Copies the model state (and whether a newer checkpoint exists) into the open debugger.
+    fn sync_debugger_model(&mut self) {
+        let newest = self.checkpoints.iter().map(|c| c.step).max();
+        let Some(d) = self.debugger.as_mut() else {
+            return;
+        };
+        d.model = self.model.clone();
+        d.newer_checkpoint = match &self.model {
+            ModelState::Ready {
+                step,
+                reloadable: true,
+                ..
+            } => newest.filter(|n| step.is_none_or(|s| *n > s)),
+            _ => None,
+        };
+    }
+
+    /// Starts loading the model on demand with the latest checkpoint's adapters.
+    fn load_model(&mut self) -> Vec<Effect> {
+        let Some(what) = self.model.loadable().map(str::to_string) else {
+            return Vec::new();
+        };
+        let what = self.opts.loader.clone().unwrap_or(what);
+        let (checkpoint, step) = match self.latest_checkpoint() {
+            Some((p, s)) => (Some(p), Some(s)),
+            None => (None, None),
+        };
+        let adapters = match step {
+            Some(s) => format!("adapters of checkpoint step {s}"),
+            None => "fresh adapters (no checkpoint yet)".to_string(),
+        };
+        self.log(
+            Level::Info,
+            format!("debugger: loading {what} with {adapters}"),
+        );
+        self.model = ModelState::Loading { what, step };
+        self.sync_debugger_model();
+        vec![Effect::Backend(BackendJob::Load { checkpoint, step })]
     }
 
     fn quit(&mut self) -> Vec<Effect> {
@@ -440,6 +512,12 @@ fn load_effect(item: &trajs::TrajItem) -> Effect {
 
 /// Applies one message to the state and returns the work it implies.
 pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
+    let out = update_inner(s, msg);
+    s.sync_debugger_model();
+    out
+}
+
+fn update_inner(s: &mut AppState, msg: Msg) -> Vec<Effect> {
     match msg {
         Msg::Key(k) => {
             if k.kind == KeyEventKind::Release {
@@ -500,10 +578,39 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             }
             Vec::new()
         }
-        Msg::Backend(reply) => match s.debugger.as_mut().and_then(|d| d.on_reply(reply)) {
-            Some(a) => debug_action(s, a),
-            None => Vec::new(),
-        },
+        Msg::Backend(reply) => {
+            if let BackendReply::Loaded { step, result } = &reply {
+                let what = match &s.model {
+                    ModelState::Loading { what, .. } => what.clone(),
+                    other => other.loadable().unwrap_or("the model").to_string(),
+                };
+                s.model = match result {
+                    Ok(describe) => {
+                        s.log(Level::Info, format!("debugger model ready: {describe}"));
+                        ModelState::Ready {
+                            describe: describe.clone(),
+                            step: *step,
+                            reloadable: true,
+                        }
+                    }
+                    Err(error) => {
+                        s.log(
+                            Level::Warn,
+                            format!("loading the debugger model failed: {error}"),
+                        );
+                        ModelState::Failed {
+                            what,
+                            error: error.clone(),
+                        }
+                    }
+                };
+                s.sync_debugger_model();
+            }
+            match s.debugger.as_mut().and_then(|d| d.on_reply(reply)) {
+                Some(a) => debug_action(s, a),
+                None => Vec::new(),
+            }
+        }
         Msg::Saved(r) => {
             let text = match r {
                 Ok(p) => format!("debugger session saved to {}", p.display()),
@@ -522,6 +629,7 @@ fn debug_action(s: &mut AppState, a: DebugAction) -> Vec<Effect> {
     match a {
         DebugAction::Job(j) => vec![Effect::Backend(j)],
         DebugAction::Save { path, json } => vec![Effect::SaveDebug { path, json }],
+        DebugAction::LoadModel => s.load_model(),
         DebugAction::Close => {
             if s.mode == Mode::Debug {
                 vec![Effect::Quit]

@@ -7,37 +7,72 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::trajectory::{fmt_breakdown, fmt_call};
-use crate::state::debugger::{call_divergence, plan_divergence, Branch, DebuggerState};
+use crate::state::debugger::{call_divergence, plan_divergence, Branch, DebuggerState, ModelState};
+
+/// The header's model status: what runs the executor, or why nothing can yet.
+fn model_spans(d: &DebuggerState) -> Vec<Span<'static>> {
+    let mut out = match &d.model {
+        ModelState::Ready { describe, .. } => vec![Span::styled(
+            format!("model: {describe}"),
+            Style::new().fg(Color::Green),
+        )],
+        ModelState::Missing => vec![Span::styled(
+            "no model: editing and comparison only (--model to run)",
+            Style::new().fg(Color::Yellow),
+        )],
+        ModelState::OnDemand(what) => vec![Span::styled(
+            format!("model: {what} · not loaded yet: n/r/p or L loads it"),
+            Style::new().fg(Color::Yellow),
+        )],
+        ModelState::Loading { what, step } => vec![Span::styled(
+            format!(
+                "loading model… {what} · {}",
+                match step {
+                    Some(s) => format!("adapters of checkpoint step {s}"),
+                    None => "fresh adapters (no checkpoint yet)".into(),
+                }
+            ),
+            Style::new().fg(Color::Yellow).bold(),
+        )],
+        ModelState::Failed { error, .. } => vec![Span::styled(
+            format!("model failed to load: {error} (L retries)"),
+            Style::new().fg(Color::Red),
+        )],
+    };
+    if let Some(n) = d.newer_checkpoint {
+        out.push(Span::styled(
+            format!(" · newer checkpoint step {n}: L reloads"),
+            Style::new().fg(Color::Magenta),
+        ));
+    }
+    out
+}
 
 /// Draws the debugger into `area`.
 pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
     let [head, tabs, body, msg, hints] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Length(1),
         Constraint::Min(5),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(area);
-    let model = match &d.backend {
-        Some(b) => Span::styled(format!("model: {b}"), Style::new().fg(Color::Green)),
-        None => Span::styled(
-            "no model: editing and comparison only (--model to run)",
-            Style::new().fg(Color::Yellow),
-        ),
-    };
     let id = if d.task.id.is_empty() {
         "(typed)"
     } else {
         &d.task.id
     };
+    let title = vec![
+        Span::styled(" cahl-tui ", Style::new().bold().reversed()),
+        Span::styled(" DEBUGGER ", Style::new().bold().fg(Color::Cyan)),
+        Span::raw(format!(" task {id} · {}", d.source)),
+    ];
+    let mut model = vec![Span::raw(" ")];
+    model.extend(model_spans(d));
     let head_lines = vec![
-        Line::from(vec![
-            Span::styled(" cahl-tui ", Style::new().bold().reversed()),
-            Span::styled(" DEBUGGER ", Style::new().bold().fg(Color::Cyan)),
-            Span::raw(format!(" task {id} · {} · ", d.source)),
-            model,
-        ]),
+        Line::from(title),
+        Line::from(model),
         Line::from(vec![
             Span::styled(" request: ", Style::new().dim()),
             Span::raw(d.task.text.replace('\n', " ")),
@@ -78,9 +113,14 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
         )),
         msg,
     );
+    let reload = if d.model.loadable().is_some() {
+        " · L model"
+    } else {
+        ""
+    };
     f.render_widget(
         Paragraph::new(Line::styled(
-            " ? keys · e edit · n step · r run to end · z reset · b branch · c compare · p planner · S save · esc close",
+            format!(" ? keys · e edit · n step · r run to end · z reset · b branch · c compare · p planner · S save{reload} · esc close"),
             Style::new().dim(),
         )),
         hints,
@@ -178,7 +218,9 @@ fn draw_step(f: &mut Frame, area: Rect, d: &DebuggerState) {
         None => {
             let text = if d.busy() && i == b.steps.len() {
                 "running…".to_string()
-            } else if d.backend.is_none() {
+            } else if matches!(d.model, ModelState::Loading { .. }) {
+                "not run yet: loading the model…".to_string()
+            } else if d.model == ModelState::Missing {
                 "not run. Running the executor needs a model (--model or a session checkpoint)."
                     .to_string()
             } else {
@@ -242,7 +284,12 @@ fn calls_line(b: &Branch) -> Vec<Line<'static>> {
         .flat_map(|s| s.calls.iter().map(fmt_call))
         .collect();
     if calls.is_empty() {
-        return vec![Line::styled("  (no calls yet)", Style::new().dim())];
+        let text = if b.steps.is_empty() {
+            "  (no calls yet)"
+        } else {
+            "  (no calls made)"
+        };
+        return vec![Line::styled(text, Style::new().dim())];
     }
     calls
         .into_iter()
@@ -289,7 +336,12 @@ fn draw_compare(f: &mut Frame, area: Rect, d: &DebuggerState) {
             .collect()
     };
     gl.push(Line::styled("calls:", Style::new().dim()));
-    if d.task.gold_calls.is_empty() {
+    if let Some(a) = &d.task.gold_answer {
+        gl.push(Line::styled(
+            format!("  answer: {a}"),
+            Style::new().fg(Color::Blue),
+        ));
+    } else if d.task.gold_calls.is_empty() {
         gl.push(Line::styled("  (no gold calls)", Style::new().dim()));
     }
     gl.extend(d.task.gold_calls.iter().enumerate().map(|(i, c)| {

@@ -36,6 +36,10 @@ pub const DEBUGGER_KEYS: &[(&str, &str)] = &[
     ("+ / -", "change the branch seed (resets it)"),
     ("p", "ask the planner for a new plan (new branch)"),
     ("c", "compare original / current / gold side by side"),
+    (
+        "L",
+        "load / reload the model with the latest checkpoint (train, replay)",
+    ),
     ("S", "save the debugger session"),
     ("esc / q", "close the debugger"),
 ];
