@@ -13,13 +13,13 @@
 //! reached).
 //!
 //! ```no_run
-//! # fn agent() -> cahl_engine::train::Agent { unimplemented!() }
 //! use cahl_engine::eval::{load_tasks, run_eval, EvalBench, EvalOptions};
-//! let bench = EvalBench::Builtin;
-//! let tasks = load_tasks(bench, None, Some(20), 0, None).unwrap();
-//! let mut agent = agent();
-//! let run = run_eval(&mut agent, bench, None, None, &tasks, &EvalOptions::default(), &mut |_, _| {}).unwrap();
-//! println!("{}", run.summary.to_text());
+//! fn evaluate(agent: &mut cahl_engine::train::Agent) {
+//!     let bench = EvalBench::Builtin;
+//!     let tasks = load_tasks(bench, None, Some(20), 0, None).unwrap();
+//!     let run = run_eval(agent, bench, None, None, &tasks, &EvalOptions::default(), &mut |_, _| {}).unwrap();
+//!     println!("{}", run.summary.to_text());
+//! }
 //! ```
 pub mod aggregate;
 pub mod taxonomy;
