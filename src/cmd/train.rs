@@ -21,7 +21,7 @@ pub struct TrainArgs {
     /// TOML configuration (unknown keys are rejected). Defaults: assets/default.toml.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Model: HF folder or .gguf file (overrides [model].path).
+    /// Model: HF folder or .gguf file (overrides [model].path; default: the embedded model).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// World: builtin (generated tasks).
