@@ -28,6 +28,9 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// Build the embedded default model from scratch (tokenizer + small Llama on gold trajectories).
     Pretrain(cmd::pretrain::PretrainArgs),
+    /// Supervised warm start of the planner and executor adapters on gold plans and gold calls
+    /// (then `train --init-adapters DIR`).
+    Sft(cmd::sft::SftArgs),
     /// Score predictions of any model on BFCL, API-Bank, NESTFUL or Bamboogle.
     Score(cmd::score::ScoreArgs),
     /// Build a BM25 search index for the search-QA world.
@@ -57,6 +60,7 @@ fn main() -> Result<()> {
         Command::Train(a) => cmd::train::run(a),
         Command::Score(a) => cmd::score::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Sft(a) => cmd::sft::run(a),
         Command::Index(a) => cmd::index::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Report(a) => cmd::report::report(a),

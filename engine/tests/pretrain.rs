@@ -216,3 +216,90 @@ fn embedded_model_is_small_and_loads_when_built_in() {
     let lm = embedded::load_spec("embedded").unwrap();
     assert!(lm.tokenizer.is_some() && lm.chat_template.is_some());
 }
+
+#[test]
+fn adapter_sft_trains_both_adapters_and_leaves_the_base_alone() {
+    fn q_proj0(m: &Model) -> candle_core::Tensor {
+        m.base_weights()
+            .into_iter()
+            .find(|(k, _)| k == "model.layers.0.self_attn.q_proj.weight")
+            .unwrap()
+            .1
+    }
+    use cahl_engine::model::LoraConfig;
+    use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
+    use cahl_engine::train::{Agent, TrainConfig};
+    let (tok, template, _, mut model) = tiny_setup();
+    let lcfg = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..Default::default()
+    };
+    model.add_adapter("planner", &lcfg, 1).unwrap();
+    model.add_adapter("executor", &lcfg, 2).unwrap();
+    let base_before: Vec<f32> = q_proj0(&model).flatten_all().unwrap().to_vec1().unwrap();
+    let snap = |m: &Model, name: &str| -> Vec<Vec<f32>> {
+        m.adapter(name)
+            .unwrap()
+            .named_vars()
+            .into_iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    let (p0, e0) = (snap(&model, "planner"), snap(&model, "executor"));
+    let agent = Agent {
+        model,
+        tok,
+        template,
+        model_name: "tiny".into(),
+    };
+    let tasks = generate_tasks(Split::Train, 6, 4).unwrap();
+    let held = generate_tasks(Split::Test, 2, 4).unwrap();
+    let mut world = BuiltinWorld::new();
+    let mut eval_cfg = TrainConfig::default();
+    eval_cfg.rollout.planner.max_tokens = 8;
+    eval_cfg.rollout.executor.max_tokens = 8;
+    eval_cfg.rollout.max_subtasks = 1;
+    let cfg = AdapterSftConfig {
+        steps: 12,
+        batch: 4,
+        lr: 1e-2,
+        warmup: 2,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let report = sft_adapters(
+        &agent,
+        &tasks,
+        &mut world,
+        &held,
+        &eval_cfg,
+        &cfg,
+        |name, p| seen.push((name.to_string(), p.step)),
+    )
+    .unwrap();
+    assert_eq!(seen.len(), 24, "12 steps per adapter reported");
+    assert_eq!(report.roles.len(), 2);
+    for r in &report.roles {
+        assert_eq!(r.steps_done, 12);
+        assert!(r.examples > 0);
+        assert!(
+            r.final_loss < r.first_loss,
+            "{}: loss {} -> {}",
+            r.adapter,
+            r.first_loss,
+            r.final_loss
+        );
+    }
+    assert_eq!(report.before.unwrap().tasks, 2);
+    assert_eq!(report.after.unwrap().tasks, 2);
+    // Both adapters moved; the base did not.
+    assert_ne!(snap(&agent.model, "planner"), p0);
+    assert_ne!(snap(&agent.model, "executor"), e0);
+    let base_after: Vec<f32> = q_proj0(&agent.model)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(base_before, base_after);
+}

@@ -9,4 +9,5 @@ pub mod pretrain;
 pub mod replay;
 pub mod report;
 pub mod score;
+pub mod sft;
 pub mod train;

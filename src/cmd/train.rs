@@ -4,11 +4,15 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
+use cahl_engine::eval::EvalBench;
 use cahl_engine::load::embedded;
+use cahl_engine::model::LoraAdapter;
 use cahl_engine::model::Model;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
+use cahl_engine::worlds::benchmarks;
 use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
-use cahl_engine::worlds::Split;
+use cahl_engine::worlds::static_world::StaticWorld;
+use cahl_engine::worlds::{Split, Task, World};
 use cahl_sessions::events::TrainEvent;
 use cahl_sessions::records::RunInfo;
 use cahl_sessions::SessionWriter;
@@ -16,7 +20,7 @@ use cahl_sessions::SessionWriter;
 /// The commented default configuration (`assets/default.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub struct TrainArgs {
     /// TOML configuration (unknown keys are rejected). Defaults: assets/default.toml.
     #[arg(long)]
@@ -24,7 +28,8 @@ pub struct TrainArgs {
     /// Model: HF folder or .gguf file (overrides [model].path; default: the embedded model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// World: builtin (generated tasks).
+    /// World: builtin (generated tasks), or toolrl, api-bank, bfcl, nestful with --data (their
+    /// items with gold calls, a seeded held-out part for [eval]; tools answered by a static world).
     #[arg(long)]
     pub world: Option<String>,
     /// Data path for benchmark worlds.
@@ -55,9 +60,134 @@ pub struct TrainArgs {
     /// Compute dtype, overriding [model].dtype: f32, bf16 (CUDA), f16.
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Start the planner and executor adapters from a `cahl-tui sft` output (or any folder with
+    /// PEFT `planner/` and `executor/` sub-folders, e.g. a checkpoint) instead of PEFT's init.
+    #[arg(long, value_name = "DIR")]
+    pub init_adapters: Option<PathBuf>,
 }
 
-fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
+/// The model of `[model]` (the embedded one when the path is empty or "embedded") with its
+/// tokenizer and chat template on `[model].device` in `[model].dtype`; and its parameter count.
+pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
+    let device = cahl_engine::bench::parse_device(&cfg.model.device)
+        .with_context(|| format!("[model].device {:?}", cfg.model.device))?;
+    let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
+        .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
+    if embedded::is_embedded(&cfg.model.path) {
+        cfg.model.path = embedded::EMBEDDED.to_string();
+    }
+    eprintln!("loading {}…", cfg.model.path);
+    let lm = embedded::load_spec(&cfg.model.path)?;
+    let tok = lm.require_tokenizer()?.clone();
+    let template = lm.chat_template_or_fallback()?;
+    let model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
+    let params = lm.param_count();
+    drop(lm);
+    let agent = Agent {
+        model,
+        tok,
+        template,
+        model_name: cfg.model.path.clone(),
+    };
+    Ok((agent, params))
+}
+
+/// Training tasks, held-out tasks and the world of `[world]`.
+///
+/// * `builtin`: `train_tasks` generated train-split tasks; held out: `[eval].tasks` test-split
+///   tasks.
+/// * `toolrl`, `api-bank`, `bfcl`, `nestful` (`data` = the benchmark's folder): the items with
+///   gold calls, shuffled with `seed`; `[eval].tasks` of them are held out (at most half), the
+///   rest (at most `train_tasks`) are trained on. Their tools are not executable: a static world
+///   answers each valid call with a placeholder observation and rewards compare against the gold
+///   calls. Gold plans are synthesized from the gold calls (one sub-task per call).
+pub fn load_world(cfg: &TrainConfig) -> Result<(Vec<Task>, Vec<Task>, Box<dyn World>)> {
+    let kind = cfg.world.kind.as_str();
+    if kind == "builtin" {
+        let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
+        let held = if cfg.eval.every > 0 && cfg.eval.tasks > 0 {
+            generate_tasks(Split::Test, cfg.eval.tasks, cfg.seed)?
+        } else {
+            Vec::new()
+        };
+        return Ok((tasks, held, Box::new(BuiltinWorld::new())));
+    }
+    if cfg.world.data.is_empty() {
+        bail!("[world].kind {kind:?} needs a data folder: --data DIR (e.g. ../shared/data/{kind})");
+    }
+    let data = std::path::Path::new(&cfg.world.data);
+    let all = match kind {
+        "toolrl" => benchmarks::toolrl_tasks(data)?,
+        "api-bank" | "bfcl" | "nestful" => {
+            let bench = EvalBench::parse(kind)?;
+            cahl_engine::eval::load_tasks(bench, Some(data), None, cfg.seed, None)?
+        }
+        "bamboogle" => bail!(
+            "world \"bamboogle\" is for eval only (it needs a search corpus index): train on builtin, toolrl, api-bank, bfcl or nestful"
+        ),
+        other => bail!(
+            "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
+        ),
+    };
+    let mut usable: Vec<Task> = all
+        .into_iter()
+        .filter(|t| !t.gold_calls.is_empty())
+        .collect();
+    if usable.is_empty() {
+        bail!("{}: no items with gold calls to train on", data.display());
+    }
+    for t in &mut usable {
+        if t.gold_plan.is_empty() {
+            t.gold_plan = benchmarks::synth_gold_plan(t);
+        }
+    }
+    let held_n = if cfg.eval.every > 0 {
+        cfg.eval.tasks
+    } else {
+        0
+    };
+    let (mut train, held) = benchmarks::split_held_out(usable, held_n, cfg.seed);
+    train.truncate(cfg.world.train_tasks.max(1));
+    eprintln!(
+        "world {kind}: {} training items, {} held out ({})",
+        train.len(),
+        held.len(),
+        data.display()
+    );
+    Ok((train, held, Box::new(StaticWorld::new(kind, Vec::new()))))
+}
+
+/// Load `dir/planner` and `dir/executor` (PEFT) as the starting adapters.
+fn load_init_adapters(agent: &mut Agent, dir: &std::path::Path, cfg: &TrainConfig) -> Result<()> {
+    for name in ["planner", "executor"] {
+        let sub = dir.join(name);
+        let a = LoraAdapter::load_peft(
+            name,
+            &sub,
+            agent.model.config(),
+            agent.model.dtype(),
+            agent.model.device(),
+        )
+        .with_context(|| format!("--init-adapters: loading {}", sub.display()))?;
+        let want = if name == "planner" {
+            &cfg.lora.planner
+        } else {
+            &cfg.lora.executor
+        };
+        if a.config.r != want.r {
+            eprintln!(
+                "note: {} has rank {} (config says {}); the loaded adapter is used as is",
+                sub.display(),
+                a.config.r,
+                want.r
+            );
+        }
+        agent.model.insert_adapter(a);
+    }
+    Ok(())
+}
+
+pub fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
             let text =
@@ -111,40 +241,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         resolve_config(&args)?
     };
-    if cfg.world.kind != "builtin" {
-        bail!("world {:?} is not trainable yet: only the builtin world is (benchmarks are for eval/score)", cfg.world.kind);
-    }
+    // Fail on a bad world or data path before the model loads.
+    let (tasks, held_out, world) = load_world(&cfg)?;
     if let Some(d) = &args.device {
         cfg.model.device = d.clone();
     }
     if let Some(d) = &args.dtype {
         cfg.model.dtype = d.clone();
     }
-    let device = cahl_engine::bench::parse_device(&cfg.model.device)
-        .with_context(|| format!("[model].device {:?}", cfg.model.device))?;
-    let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
-        .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
-    if embedded::is_embedded(&cfg.model.path) {
-        cfg.model.path = embedded::EMBEDDED.to_string();
+    let (agent, params) = load_agent_for(&mut cfg)?;
+    let mut agent = agent;
+    if let Some(dir) = &args.init_adapters {
+        if args.resume {
+            bail!("--init-adapters starts a new run; --resume takes the adapters from the session's checkpoint");
+        }
+        load_init_adapters(&mut agent, dir, &cfg)?;
     }
-    eprintln!("loading {}…", cfg.model.path);
-    let lm = embedded::load_spec(&cfg.model.path)?;
-    let tok = lm.require_tokenizer()?.clone();
-    let template = lm.chat_template_or_fallback()?;
-    let model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
-    let params = lm.param_count();
-    drop(lm);
-    let agent = Agent {
-        model,
-        tok,
-        template,
-        model_name: cfg.model.path.clone(),
-    };
-    let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
-    let world = Box::new(BuiltinWorld::new());
     let mut trainer = Trainer::new(cfg.clone(), agent, world, tasks)?;
     if cfg.eval.every > 0 && cfg.eval.tasks > 0 {
-        trainer.set_eval_tasks(generate_tasks(Split::Test, cfg.eval.tasks, cfg.seed)?);
+        trainer.set_eval_tasks(held_out);
     }
 
     let (writer, dir) = if args.resume {
