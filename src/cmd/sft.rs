@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
 use cahl_engine::train::mix_seed;
 
-use super::train::{load_agent_for, load_world, resolve_config, TrainArgs};
+use super::train::{load_agent_for, load_world, resolve_config, TrainArgs, WorldTasks};
 
 #[derive(clap::Args, Debug)]
 pub struct SftArgs {
@@ -68,7 +68,11 @@ pub fn run(args: SftArgs) -> Result<()> {
     if let Some(d) = &args.dtype {
         cfg.model.dtype = d.clone();
     }
-    let (tasks, held_out, mut world) = load_world(&cfg)?;
+    let WorldTasks {
+        train: tasks,
+        held_out,
+        mut world,
+    } = load_world(&cfg)?;
     let (mut agent, _) = load_agent_for(&mut cfg)?;
     agent
         .model

@@ -92,6 +92,14 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
     Ok((agent, params))
 }
 
+/// What `[world]` gives a run.
+pub struct WorldTasks {
+    pub train: Vec<Task>,
+    /// Held-out tasks for `[eval]` (empty when it is off).
+    pub held_out: Vec<Task>,
+    pub world: Box<dyn World>,
+}
+
 /// Training tasks, held-out tasks and the world of `[world]`.
 ///
 /// * `builtin`: `train_tasks` generated train-split tasks; held out: `[eval].tasks` test-split
@@ -101,7 +109,7 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
 ///   rest (at most `train_tasks`) are trained on. Their tools are not executable: a static world
 ///   answers each valid call with a placeholder observation and rewards compare against the gold
 ///   calls. Gold plans are synthesized from the gold calls (one sub-task per call).
-pub fn load_world(cfg: &TrainConfig) -> Result<(Vec<Task>, Vec<Task>, Box<dyn World>)> {
+pub fn load_world(cfg: &TrainConfig) -> Result<WorldTasks> {
     let kind = cfg.world.kind.as_str();
     if kind == "builtin" {
         let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
@@ -110,7 +118,11 @@ pub fn load_world(cfg: &TrainConfig) -> Result<(Vec<Task>, Vec<Task>, Box<dyn Wo
         } else {
             Vec::new()
         };
-        return Ok((tasks, held, Box::new(BuiltinWorld::new())));
+        return Ok(WorldTasks {
+            train: tasks,
+            held_out: held,
+            world: Box::new(BuiltinWorld::new()),
+        });
     }
     if cfg.world.data.is_empty() {
         bail!("[world].kind {kind:?} needs a data folder: --data DIR (e.g. ../shared/data/{kind})");
@@ -154,7 +166,11 @@ pub fn load_world(cfg: &TrainConfig) -> Result<(Vec<Task>, Vec<Task>, Box<dyn Wo
         held.len(),
         data.display()
     );
-    Ok((train, held, Box::new(StaticWorld::new(kind, Vec::new()))))
+    Ok(WorldTasks {
+        train,
+        held_out: held,
+        world: Box::new(StaticWorld::new(kind, Vec::new())),
+    })
 }
 
 /// Load `dir/planner` and `dir/executor` (PEFT) as the starting adapters.
@@ -242,7 +258,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resolve_config(&args)?
     };
     // Fail on a bad world or data path before the model loads.
-    let (tasks, held_out, world) = load_world(&cfg)?;
+    let WorldTasks {
+        train: tasks,
+        held_out,
+        world,
+    } = load_world(&cfg)?;
     if let Some(d) = &args.device {
         cfg.model.device = d.clone();
     }
