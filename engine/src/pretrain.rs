@@ -280,6 +280,10 @@ pub struct PretrainConfig {
     /// Continue from this HF folder (an earlier `pretrain` output: its tokenizer, template and
     /// weights) instead of starting from scratch; the shape fields are then ignored.
     pub init: Option<String>,
+    /// Which conversations to train on, with repeats as weights: `[planner, planner, executor,
+    /// flat]` trains on every role and shows each planner conversation twice per epoch. Empty:
+    /// every role once.
+    pub roles: Vec<Role>,
 }
 
 impl Default for PretrainConfig {
@@ -303,6 +307,7 @@ impl Default for PretrainConfig {
             eval_tasks: 12,
             save_dtype: "f16".into(),
             init: None,
+            roles: Vec::new(),
         }
     }
 }
@@ -587,6 +592,22 @@ pub fn eval_base(
     Ok((h, f))
 }
 
+/// Keep the conversations of the roles in `roles`, each as often as its role is listed (empty:
+/// all, once).
+pub fn weight_roles(texts: Vec<GoldText>, roles: &[Role]) -> Vec<GoldText> {
+    if roles.is_empty() {
+        return texts;
+    }
+    let mut out = Vec::new();
+    for r in Role::ALL {
+        let n = roles.iter().filter(|x| **x == r).count();
+        for _ in 0..n {
+            out.extend(texts.iter().filter(|g| g.role == r).cloned());
+        }
+    }
+    out
+}
+
 /// Build the embedded default model from scratch: train the tokenizer on the gold
 /// conversations of `cfg.tasks` train-split tasks, initialise a small Llama, train every
 /// weight on those conversations, and write an HF folder to `out`. `on_progress` sees every
@@ -598,6 +619,7 @@ pub fn pretrain(
 ) -> Result<PretrainReport> {
     crate::model::ops::init_cpu_float_mode();
     let (_, texts) = builtin_gold_texts(cfg.tasks, cfg.seed)?;
+    let texts = weight_roles(texts, &cfg.roles);
     let (tok, tok_json, template, mut model) = match &cfg.init {
         Some(dir) => {
             let dir = Path::new(dir);

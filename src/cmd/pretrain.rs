@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cahl_engine::pretrain::{pretrain, PretrainConfig};
+use cahl_engine::pretrain::{pretrain, PretrainConfig, Role};
 
 #[derive(clap::Args, Debug)]
 pub struct PretrainArgs {
@@ -41,6 +41,10 @@ pub struct PretrainArgs {
     /// Continue from an earlier pretrain output folder (its tokenizer and weights).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Conversations to train on, repeats as weights (e.g. planner,planner,executor,flat shows
+    /// each plan twice per epoch); default: every role once.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
@@ -63,6 +67,13 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         warmup
     );
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
+    for r in &a.roles {
+        let role = Role::ALL
+            .into_iter()
+            .find(|x| x.name() == r.trim())
+            .with_context(|| format!("unknown --roles entry {r:?} (planner, executor, flat)"))?;
+        cfg.roles.push(role);
+    }
     eprintln!(
         "pretrain: {} tasks, {} steps x batch {}, hidden {}, {} layers -> {}",
         cfg.tasks,
