@@ -564,3 +564,90 @@ fn peft_save_load_round_trip() {
         "{err}"
     );
 }
+
+/// The whole policy-gradient loop learns: sampling with the adapter, group advantages, the
+/// clipped GRPO loss with KL, backward and AdamW on the adapter raise a verifiable reward (here:
+/// the fraction of generated tokens from a fixed set of 8 of the 61 ids) well above its start.
+/// A sign error anywhere (advantages, ratio, old log-probs, optimizer) makes it fall instead.
+#[test]
+fn grpo_loop_raises_a_verifiable_reward() {
+    struct NoText;
+    impl Detok for NoText {
+        fn decode(&self, _: &[u32]) -> String {
+            String::new()
+        }
+        fn is_eos(&self, _: u32) -> bool {
+            false
+        }
+    }
+    let cfg = cfg_json("llama", true, "");
+    // Random init gives near-uniform logits that no hidden state can move far (the tied head's
+    // rows are tiny); scale the embeddings so the policy has room to change.
+    let mut w = Model::random_weights(&cfg, 3).unwrap();
+    let e = w.get("model.embed_tokens.weight").unwrap().clone();
+    w.insert("model.embed_tokens.weight".into(), (e * 6.0).unwrap());
+    let mut model = Model::new(&cfg, &w, DType::F32, &Device::Cpu).unwrap();
+    let lcfg = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..Default::default()
+    };
+    model.add_adapter("policy", &lcfg, 5).unwrap();
+    let named: Vec<(String, Var)> = model
+        .adapter("policy")
+        .unwrap()
+        .named_vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = cahl_engine::optim::AdamW::new(
+        named,
+        cahl_engine::optim::AdamWConfig {
+            lr: 5e-3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let gcfg = GrpoConfig::default();
+    let reward =
+        |toks: &[u32]| toks.iter().filter(|&&t| t >= 40).count() as f64 / toks.len() as f64;
+    let prompt = [1u32, 5, 9, 2];
+    let mut means = Vec::new();
+    for step in 0..40u64 {
+        let params = SamplingParams {
+            max_tokens: 6,
+            seed: 1000 + step,
+            ..Default::default()
+        };
+        let group = sample_group(&model, Some("policy"), &prompt, 8, 0, &params, &NoText).unwrap();
+        let rewards: Vec<f64> = group.iter().map(|c| reward(&c.tokens)).collect();
+        means.push(rewards.iter().sum::<f64>() / rewards.len() as f64);
+        let adv = group_advantages(&rewards, true);
+        let comps: Vec<&[u32]> = group.iter().map(|c| c.tokens.as_slice()).collect();
+        let old: Vec<f32> = group.iter().flat_map(|c| c.logprobs.clone()).collect();
+        let (lp, mask) =
+            completion_logprobs(&model, Some("policy"), &prompt, &comps, 1.0, true).unwrap();
+        let old = Tensor::from_vec(old, (8, 6), &Device::Cpu).unwrap();
+        let (reference, _) =
+            completion_logprobs(&model, None, &prompt, &comps, 1.0, false).unwrap();
+        let batch = GrpoBatch {
+            logprobs: &lp,
+            old_logprobs: &old,
+            ref_logprobs: Some(&reference),
+            advantages: &adv,
+            mask: &mask,
+        };
+        let out = grpo_loss(&gcfg, &batch, 48.0).unwrap();
+        let grads = out.loss.backward().unwrap();
+        let mut acc = GradAccum::new(vars.clone());
+        acc.add(&grads).unwrap();
+        opt.step(acc.grads()).unwrap();
+    }
+    let first: f64 = means[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = means[35..].iter().sum::<f64>() / 5.0;
+    assert!(
+        last > first + 0.3 && last > 0.6,
+        "mean reward {first:.3} (first 5 steps) -> {last:.3} (last 5): {means:?}"
+    );
+}
