@@ -4,7 +4,7 @@
 # checkpoint and the untrained base ("SFT-only": the embedded model is itself supervised on gold
 # trajectories) evaluated greedily on the same test-split tasks.
 #
-#   bench/ablation.sh [OUT_DIR]     MINUTES=5 SEED=0 LIMIT=100 PAR=2 to override
+#   bench/ablation.sh [OUT_DIR]     MINUTES=5 SEED=0 LIMIT=100 PAR=2 CONFIG=FILE to override
 #
 # PAR runs go side by side, each on one thread (CANDLE_NUM_THREADS=1), so every mode gets the
 # same share of this 2-core machine; the budget is wall-clock (`--max-minutes`, evaluation
@@ -23,8 +23,8 @@ export CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=1
 run_mode() {
   local m=$1
   rm -rf "$out/$m"
-  "$bin" train --no-tui --mode "$m" --steps 100000 --max-minutes "$minutes" --seed "$seed" \
-    --session "$out/$m" > "$out/$m.log" 2>&1
+  /usr/bin/time -v "$bin" train --no-tui --mode "$m" --steps 100000 --max-minutes "$minutes" \
+    --seed "$seed" --session "$out/$m" ${CONFIG:+--config "$CONFIG"} > "$out/$m.log" 2> "$out/$m.time"
   "$bin" eval --bench builtin --limit "$limit" --seed "$seed" --session "$out/$m" --quiet \
     --out "$out/eval-$m" > "$out/eval-$m.log" 2>&1
 }
@@ -57,11 +57,16 @@ def summ(d):
     cells = [f"{rows[c]['correct']}/{rows[c]['total']}" if c in rows else "" for c in cats]
     o = rows["overall"]
     return cells, f"{o['correct']}/{o['total']} ({100*o['correct']/max(o['total'],1):.1f}%)"
-print("| variant | steps | planner reward (sampled) first5 -> last5 | executor reward (sampled) first5 -> last5 | held-out success (24 tasks) step 0 -> last | calls-1 | calls-2 | calls-3 | calls-4 | calls-5 | test overall |")
-print("|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
+def rss(m):
+    for l in open(f"{out}/{m}.time"):
+        if "Maximum resident set size" in l:
+            return int(l.split(":")[1]) / 1024
+    return float("nan")
+print("| variant | steps | s/step | peak RSS MB | planner reward (sampled) first5 -> last5 | executor reward (sampled) first5 -> last5 | in-run held-out success step 0 -> last | calls-1 | calls-2 | calls-3 | calls-4 | calls-5 | test overall |")
+print("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
 for name, d in [("SFT-only (embedded base, hierarchical)", "eval-base"), ("SFT-only (embedded base, flat)", "eval-base-flat")]:
     cells, o = summ(d)
-    print(f"| {name} | 0 | | | | " + " | ".join(cells) + f" | {o} |")
+    print(f"| {name} | 0 | | | | | | " + " | ".join(cells) + f" | {o} |")
 for m in modes:
     rows = [json.loads(l) for l in open(f"{out}/{m}/metrics.jsonl")]
     steps = [r for r in rows if r["step"] > 0]
@@ -71,6 +76,7 @@ for m in modes:
     er = (mean([r["executor_reward"] for r in f5]), mean([r["executor_reward"] for r in l5]))
     b, f = evals[0]["eval"], evals[-1]["eval"]
     cells, o = summ(f"eval-{m}")
-    print(f"| {m} | {len(steps)} | {pr[0]:.3f} -> {pr[1]:.3f} | {er[0]:.3f} -> {er[1]:.3f} | "
+    sps = steps[-1]["elapsed_s"] / len(steps)
+    print(f"| {m} | {len(steps)} | {sps:.2f} | {rss(m):.0f} | {pr[0]:.3f} -> {pr[1]:.3f} | {er[0]:.3f} -> {er[1]:.3f} | "
           f"{100*b['success_rate']:.1f}% -> {100*f['success_rate']:.1f}% | " + " | ".join(cells) + f" | {o} |")
 PY

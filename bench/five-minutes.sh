@@ -3,10 +3,10 @@
 # training time per mode on this machine, then compare the held-out (test split) greedy
 # success and the rewards at the start and at the end of the run.
 #
-#   bench/five-minutes.sh [OUT_DIR]        MODES="cahl flat" MINUTES=5 SEED=0 to override
+#   bench/five-minutes.sh [OUT_DIR]        MODES="cahl flat" MINUTES=5 SEED=0 CONFIG=FILE BIN=… to override
 #
 # Each run is `cahl-tui train --no-tui --max-minutes $MINUTES` with the default config (held-out
-# evaluation on 24 test-split tasks before step 1, every 10 steps and after the last step; the
+# evaluation on 24 test-split tasks before step 1, every 20 steps and after the last step; the
 # evaluation time counts toward the 5 minutes). The summary compares the mean rewards of the
 # first and last 5 steps and the baseline vs final held-out success.
 set -euo pipefail
@@ -14,14 +14,14 @@ out="${1:-bench-out/five-minutes}"
 modes="${MODES:-cahl}"
 minutes="${MINUTES:-5}"
 seed="${SEED:-0}"
-cargo build --release --quiet
-bin=target/release/cahl-tui
+bin="${BIN:-target/release/cahl-tui}"
+[ -n "${BIN:-}" ] || cargo build --release --workspace --quiet
 mkdir -p "$out"
 for m in $modes; do
   rm -rf "$out/$m"
   echo "== $m: $minutes minutes" >&2
   /usr/bin/time -v "$bin" train --no-tui --mode "$m" --steps 100000 --max-minutes "$minutes" \
-    --seed "$seed" --session "$out/$m" > "$out/$m.log" 2> "$out/$m.time" || { cat "$out/$m.time" >&2; exit 1; }
+    --seed "$seed" --session "$out/$m" ${CONFIG:+--config "$CONFIG"} > "$out/$m.log" 2> "$out/$m.time" || { cat "$out/$m.time" >&2; exit 1; }
 done
 python3 - "$out" $modes <<'PY'
 import json, math, sys
