@@ -9,9 +9,9 @@ use cahl_engine::sampling::{sample_group, SamplingParams};
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// HF model folder or .gguf file.
+    /// HF model folder or .gguf file (default, or "embedded": the embedded default model).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -51,7 +51,12 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let lm = cahl_engine::load::load_model(&args.model)?;
+    let spec = args
+        .model
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let lm = cahl_engine::load::embedded::load_spec(&spec)?;
     let tok = lm.require_tokenizer()?.clone();
     let device = cahl_engine::bench::parse_device(&args.device)?;
     let dtype = cahl_engine::bench::parse_dtype(&args.dtype)
