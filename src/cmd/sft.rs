@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
 use cahl_engine::train::mix_seed;
 
-use super::train::{load_agent_for, load_world, resolve_config, TrainArgs, WorldTasks};
+use super::train::{load_agent_for, load_world, resolve_config, TrainArgs};
+use cahl_engine::eval::TrainingWorld;
 
 #[derive(clap::Args, Debug)]
 pub struct SftArgs {
@@ -68,7 +69,7 @@ pub fn run(args: SftArgs) -> Result<()> {
     if let Some(d) = &args.dtype {
         cfg.model.dtype = d.clone();
     }
-    let WorldTasks {
+    let TrainingWorld {
         train: tasks,
         held_out,
         mut world,

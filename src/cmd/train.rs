@@ -4,15 +4,11 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
-use cahl_engine::eval::EvalBench;
+use cahl_engine::eval::{training_world, TrainingWorld};
 use cahl_engine::load::embedded;
 use cahl_engine::model::LoraAdapter;
 use cahl_engine::model::Model;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
-use cahl_engine::worlds::benchmarks;
-use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
-use cahl_engine::worlds::static_world::StaticWorld;
-use cahl_engine::worlds::{Split, Task, World};
 use cahl_sessions::events::TrainEvent;
 use cahl_sessions::records::RunInfo;
 use cahl_sessions::SessionWriter;
@@ -92,85 +88,20 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
     Ok((agent, params))
 }
 
-/// What `[world]` gives a run.
-pub struct WorldTasks {
-    pub train: Vec<Task>,
-    /// Held-out tasks for `[eval]` (empty when it is off).
-    pub held_out: Vec<Task>,
-    pub world: Box<dyn World>,
-}
-
-/// Training tasks, held-out tasks and the world of `[world]`.
-///
-/// * `builtin`: `train_tasks` generated train-split tasks; held out: `[eval].tasks` test-split
-///   tasks.
-/// * `toolrl`, `api-bank`, `bfcl`, `nestful` (`data` = the benchmark's folder): the items with
-///   gold calls, shuffled with `seed`; `[eval].tasks` of them are held out (at most half), the
-///   rest (at most `train_tasks`) are trained on. Their tools are not executable: a static world
-///   answers each valid call with a placeholder observation and rewards compare against the gold
-///   calls. Gold plans are synthesized from the gold calls (one sub-task per call).
-pub fn load_world(cfg: &TrainConfig) -> Result<WorldTasks> {
-    let kind = cfg.world.kind.as_str();
-    if kind == "builtin" {
-        let tasks = generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?;
-        let held = if cfg.eval.every > 0 && cfg.eval.tasks > 0 {
-            generate_tasks(Split::Test, cfg.eval.tasks, cfg.seed)?
-        } else {
-            Vec::new()
-        };
-        return Ok(WorldTasks {
-            train: tasks,
-            held_out: held,
-            world: Box::new(BuiltinWorld::new()),
-        });
+/// The world of `[world]` with its training and held-out tasks (see
+/// [`cahl_engine::eval::training_world`]).
+pub fn load_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
+    let w = training_world(cfg)?;
+    if cfg.world.kind != "builtin" {
+        eprintln!(
+            "world {}: {} training items, {} held out ({})",
+            cfg.world.kind,
+            w.train.len(),
+            w.held_out.len(),
+            cfg.world.data
+        );
     }
-    if cfg.world.data.is_empty() {
-        bail!("[world].kind {kind:?} needs a data folder: --data DIR (e.g. ../shared/data/{kind})");
-    }
-    let data = std::path::Path::new(&cfg.world.data);
-    let all = match kind {
-        "toolrl" => benchmarks::toolrl_tasks(data)?,
-        "api-bank" | "bfcl" | "nestful" => {
-            let bench = EvalBench::parse(kind)?;
-            cahl_engine::eval::load_tasks(bench, Some(data), None, cfg.seed, None)?
-        }
-        "bamboogle" => bail!(
-            "world \"bamboogle\" is for eval only (it needs a search corpus index): train on builtin, toolrl, api-bank, bfcl or nestful"
-        ),
-        other => bail!(
-            "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
-        ),
-    };
-    let mut usable: Vec<Task> = all
-        .into_iter()
-        .filter(|t| !t.gold_calls.is_empty())
-        .collect();
-    if usable.is_empty() {
-        bail!("{}: no items with gold calls to train on", data.display());
-    }
-    for t in &mut usable {
-        if t.gold_plan.is_empty() {
-            t.gold_plan = benchmarks::synth_gold_plan(t);
-        }
-    }
-    let held_n = if cfg.eval.every > 0 {
-        cfg.eval.tasks
-    } else {
-        0
-    };
-    let (mut train, held) = benchmarks::split_held_out(usable, held_n, cfg.seed);
-    train.truncate(cfg.world.train_tasks.max(1));
-    eprintln!(
-        "world {kind}: {} training items, {} held out ({})",
-        train.len(),
-        held.len(),
-        data.display()
-    );
-    Ok(WorldTasks {
-        train,
-        held_out: held,
-        world: Box::new(StaticWorld::new(kind, Vec::new())),
-    })
+    Ok(w)
 }
 
 /// Load `dir/planner` and `dir/executor` (PEFT) as the starting adapters.
@@ -258,7 +189,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resolve_config(&args)?
     };
     // Fail on a bad world or data path before the model loads.
-    let WorldTasks {
+    let TrainingWorld {
         train: tasks,
         held_out,
         world,

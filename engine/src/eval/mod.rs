@@ -243,6 +243,83 @@ pub fn load_tasks(
         .collect())
 }
 
+/// What `[world]` gives a training run.
+pub struct TrainingWorld {
+    pub train: Vec<Task>,
+    /// Held-out tasks for `[eval]` (empty when it is off).
+    pub held_out: Vec<Task>,
+    pub world: Box<dyn World>,
+}
+
+/// Training tasks, held-out tasks and the world of a run's `[world]`.
+///
+/// * `builtin`: `train_tasks` generated train-split tasks; held out: `[eval].tasks` test-split
+///   tasks.
+/// * `toolrl`, `api-bank`, `bfcl`, `nestful` (`data` = the benchmark's folder): the items with
+///   gold calls, shuffled with `seed`; `[eval].tasks` of them are held out (at most half), the
+///   rest (at most `train_tasks`) are trained on. Their tools are not executable: a static world
+///   answers each valid call with a placeholder observation and rewards compare against the gold
+///   calls. Gold plans are synthesized from the gold calls (one sub-task per call).
+pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
+    let kind = cfg.world.kind.as_str();
+    let held_n = if cfg.eval.every > 0 {
+        cfg.eval.tasks
+    } else {
+        0
+    };
+    if kind == "builtin" {
+        return Ok(TrainingWorld {
+            train: generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?,
+            held_out: generate_tasks(Split::Test, held_n, cfg.seed)?,
+            world: Box::new(BuiltinWorld::new()),
+        });
+    }
+    if cfg.world.data.is_empty() {
+        return Err(EvalError::Input(format!(
+            "[world].kind {kind:?} needs a data folder: --data DIR (e.g. ../shared/data/{kind})"
+        )));
+    }
+    let data = Path::new(&cfg.world.data);
+    let all = match kind {
+        "toolrl" => benchmarks::toolrl_tasks(data)?,
+        "api-bank" | "bfcl" | "nestful" => {
+            load_tasks(EvalBench::parse(kind)?, Some(data), None, cfg.seed, None)?
+        }
+        "bamboogle" => {
+            return Err(EvalError::Input(
+                "world \"bamboogle\" is for eval only (it needs a search corpus index): train on \
+                 builtin, toolrl, api-bank, bfcl or nestful"
+                    .into(),
+            ))
+        }
+        other => return Err(EvalError::Input(format!(
+            "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
+        ))),
+    };
+    let mut usable: Vec<Task> = all
+        .into_iter()
+        .filter(|t| !t.gold_calls.is_empty())
+        .collect();
+    if usable.is_empty() {
+        return Err(EvalError::Input(format!(
+            "{}: no items with gold calls to train on",
+            data.display()
+        )));
+    }
+    for t in &mut usable {
+        if t.gold_plan.is_empty() {
+            t.gold_plan = benchmarks::synth_gold_plan(t);
+        }
+    }
+    let (mut train, held_out) = benchmarks::split_held_out(usable, held_n, cfg.seed);
+    train.truncate(cfg.world.train_tasks.max(1));
+    Ok(TrainingWorld {
+        train,
+        held_out,
+        world: Box::new(StaticWorld::new(kind, Vec::new())),
+    })
+}
+
 /// The world a benchmark's tasks run in. Bamboogle needs a search index (a directory written
 /// by `cahl-tui index build`).
 pub fn make_world(bench: EvalBench, index: Option<&Path>) -> Result<Box<dyn World>> {
