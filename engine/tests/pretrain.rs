@@ -303,3 +303,27 @@ fn adapter_sft_trains_both_adapters_and_leaves_the_base_alone() {
         .unwrap();
     assert_eq!(base_before, base_after);
 }
+
+#[test]
+fn role_weights_repeat_and_select_conversations() {
+    use cahl_engine::pretrain::weight_roles;
+    let (_, texts) = builtin_gold_texts(6, 2).unwrap();
+    let count =
+        |v: &[cahl_engine::pretrain::GoldText], r: Role| v.iter().filter(|g| g.role == r).count();
+    let (p, e, f) = (
+        count(&texts, Role::Planner),
+        count(&texts, Role::Executor),
+        count(&texts, Role::Flat),
+    );
+    assert!(p > 0 && e > 0 && f > 0);
+    // empty: everything once
+    assert_eq!(weight_roles(texts.clone(), &[]).len(), texts.len());
+    let w = weight_roles(
+        texts.clone(),
+        &[Role::Planner, Role::Executor, Role::Planner, Role::Planner],
+    );
+    assert_eq!(count(&w, Role::Planner), 3 * p);
+    assert_eq!(count(&w, Role::Executor), e);
+    assert_eq!(count(&w, Role::Flat), 0, "unlisted roles are left out");
+    assert_eq!(w.len(), 3 * p + e);
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
-use cahl_engine::train::mix_seed;
+use cahl_engine::train::add_missing_adapters;
 
 use super::train::{load_agent_for, load_world, resolve_config, TrainArgs};
 use cahl_engine::eval::TrainingWorld;
@@ -32,7 +32,7 @@ pub struct SftArgs {
     /// Conversations per step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Peak learning rate (cosine schedule, linear warm-up of 10 steps).
+    /// Peak learning rate (cosine schedule after a linear warm-up of min(10, steps/5) steps).
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
     /// Wall-clock budget for both adapters together (each gets half).
@@ -75,12 +75,7 @@ pub fn run(args: SftArgs) -> Result<()> {
         mut world,
     } = load_world(&cfg)?;
     let (mut agent, _) = load_agent_for(&mut cfg)?;
-    agent
-        .model
-        .add_adapter("planner", &cfg.lora.planner, mix_seed(&[cfg.seed, 11]))?;
-    agent
-        .model
-        .add_adapter("executor", &cfg.lora.executor, mix_seed(&[cfg.seed, 12]))?;
+    add_missing_adapters(&mut agent.model, &cfg)?;
     let out = match &args.out {
         Some(d) => d.clone(),
         None => cahl_sessions::new_session_dir(std::path::Path::new("sft"))?,

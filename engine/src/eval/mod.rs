@@ -280,22 +280,23 @@ pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
         )));
     }
     let data = Path::new(&cfg.world.data);
-    let all = match kind {
-        "toolrl" => benchmarks::toolrl_tasks(data)?,
-        "api-bank" | "bfcl" | "nestful" => {
-            load_tasks(EvalBench::parse(kind)?, Some(data), None, cfg.seed, None)?
-        }
-        "bamboogle" => {
-            return Err(EvalError::Input(
+    let all =
+        match kind {
+            "toolrl" => benchmarks::toolrl_tasks(data)?,
+            "api-bank" | "bfcl" | "nestful" => {
+                load_tasks(EvalBench::parse(kind)?, Some(data), None, cfg.seed, None)?
+            }
+            "bamboogle" => return Err(EvalError::Input(
                 "world \"bamboogle\" is for eval only (it needs a search corpus index): train on \
                  builtin, toolrl, api-bank, bfcl or nestful"
                     .into(),
-            ))
-        }
-        other => return Err(EvalError::Input(format!(
+            )),
+            other => {
+                return Err(EvalError::Input(format!(
             "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
-        ))),
-    };
+        )))
+            }
+        };
     let mut usable: Vec<Task> = all
         .into_iter()
         .filter(|t| !t.gold_calls.is_empty())

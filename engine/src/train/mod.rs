@@ -67,6 +67,23 @@ struct TrainerState {
     seed: u64,
 }
 
+/// Add the `planner` and `executor` adapters of `cfg.lora` with their seeded PEFT init
+/// (derived from `cfg.seed`) where the model does not have them yet. `Trainer::new` and
+/// `cahl-tui sft` both start from this, so an SFT warm start and a run without one begin from
+/// the same initial adapters.
+pub fn add_missing_adapters(model: &mut Model, cfg: &TrainConfig) -> Result<()> {
+    let names = model.adapter_names();
+    for (name, lora, k) in [
+        ("planner", &cfg.lora.planner, 11),
+        ("executor", &cfg.lora.executor, 12),
+    ] {
+        if !names.iter().any(|n| n == name) {
+            model.add_adapter(name, lora, mix_seed(&[cfg.seed, k]))?;
+        }
+    }
+    Ok(())
+}
+
 /// Joint GRPO trainer.
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -93,17 +110,7 @@ impl Trainer {
         if tasks.is_empty() {
             return Err(EngineError::Config("no training tasks".into()));
         }
-        let names = agent.model.adapter_names();
-        if !names.iter().any(|n| n == "planner") {
-            agent
-                .model
-                .add_adapter("planner", &cfg.lora.planner, mix_seed(&[cfg.seed, 11]))?;
-        }
-        if !names.iter().any(|n| n == "executor") {
-            agent
-                .model
-                .add_adapter("executor", &cfg.lora.executor, mix_seed(&[cfg.seed, 12]))?;
-        }
+        add_missing_adapters(&mut agent.model, &cfg)?;
         let named = |n: &str| -> Result<Vec<(String, candle_core::Var)>> {
             Ok(agent
                 .model
