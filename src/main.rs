@@ -49,20 +49,30 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    cahl_engine::model::ops::init_cpu_float_mode();
+    // candle's element-wise kernels hand chunks to a spinning pool of their own, one caller at
+    // a time; our parallelism is at the level of matmuls and of independent work (see
+    // docs/PERFORMANCE.md), so that pool gets no threads unless the user asks for them. This
+    // runs before any other thread exists.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    cahl_engine::model::ops::init_compute_pool(0);
     let cli = Cli::parse();
+    // Batch commands run on a thread of the compute pool (see `on_compute_pool`); the ones with
+    // a terminal UI keep the main thread and move their model work onto the pool themselves.
+    use cahl_engine::model::ops::on_compute_pool as pooled;
     match cli.command {
-        Command::Generate(a) => cmd::generate::run(a),
+        Command::Generate(a) => pooled(|| cmd::generate::run(a)),
         Command::Inspect(a) => cmd::inspect::run(a),
-        Command::Bench(a) => cmd::bench::run(a),
+        Command::Bench(a) => pooled(|| cmd::bench::run(a)),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Debug(a) => cmd::debug::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Score(a) => cmd::score::run(a),
-        Command::Pretrain(a) => cmd::pretrain::run(a),
-        Command::Sft(a) => cmd::sft::run(a),
+        Command::Pretrain(a) => pooled(|| cmd::pretrain::run(a)),
+        Command::Sft(a) => pooled(|| cmd::sft::run(a)),
         Command::Index(a) => cmd::index::run(a),
-        Command::Eval(a) => cmd::eval::run(a),
+        Command::Eval(a) => pooled(|| cmd::eval::run(a)),
         Command::Report(a) => cmd::report::report(a),
         Command::Compare(a) => cmd::report::compare(a),
     }

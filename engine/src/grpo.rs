@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, Result};
 use crate::model::kernels::token_logprobs;
 use crate::model::ops::log_softmax;
-use crate::model::{AdapterRef, Model};
+use crate::model::{AdapterRef, Model, Prefix};
 
 /// How per-token losses are reduced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,21 @@ pub fn completion_logprobs(
     temperature: f64,
     train: bool,
 ) -> Result<(Tensor, Tensor)> {
+    completion_logprobs_with(model, adapter, None, prompt, completions, temperature, train)
+}
+
+/// [`completion_logprobs`] where the prompt's leading positions shared with `prefix` (computed
+/// under the same adapter) come from its cache instead of being recomputed. With a
+/// [`Prefix::detached`] prefix, gradients stop at its leaves (see [`crate::model::prefix`]).
+pub fn completion_logprobs_with(
+    model: &Model,
+    adapter: AdapterRef,
+    prefix: Option<&Prefix>,
+    prompt: &[u32],
+    completions: &[&[u32]],
+    temperature: f64,
+    train: bool,
+) -> Result<(Tensor, Tensor)> {
     let g = completions.len();
     let l = completions.iter().map(|c| c.len()).max().unwrap_or(0);
     if g == 0 || l == 0 || prompt.is_empty() {
@@ -92,11 +107,15 @@ pub fn completion_logprobs(
         ));
     }
     let dev = model.device();
-    let mut cache = model.new_cache();
-    let p_ids = model.ids_tensor(prompt, 1)?;
-    let hp = model.forward_hidden(&p_ids, 0, &mut cache, adapter, train)?; // (1, P, h)
+    // The shared part of the prompt comes from `prefix`; the rest runs here.
+    let (mut cache, start) = match prefix.and_then(|p| p.reusable_len(prompt).map(|n| (p, n))) {
+        Some((p, n)) => (p.cache_for(n)?, n),
+        None => (model.new_cache(), 0),
+    };
+    let p_ids = model.ids_tensor(&prompt[start..], 1)?;
+    let hp = model.forward_hidden(&p_ids, start, &mut cache, adapter, train)?; // (1, P', h)
     let hdim = hp.dim(2)?;
-    let last_p = hp.narrow(1, prompt.len() - 1, 1)?; // (1, 1, h)
+    let last_p = hp.narrow(1, prompt.len() - start - 1, 1)?; // (1, 1, h)
     let mut ids = Vec::with_capacity(g * l);
     let mut mask = Vec::with_capacity(g * l);
     for c in completions {

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod error;
 pub mod eval;
 pub mod grpo;
+pub mod lanes;
 pub mod load;
 pub mod model;
 pub mod optim;

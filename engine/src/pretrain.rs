@@ -584,11 +584,11 @@ pub fn eval_base(
         template: template.clone(),
         model_name: "pretrain".into(),
     };
-    let mut world = BuiltinWorld::new();
+    let world = BuiltinWorld::new();
     let mut cfg = TrainConfig::default();
-    let h = quick_eval(&agent, &mut world, tasks, &cfg)?;
+    let h = quick_eval(&agent, &world, tasks, &cfg)?;
     cfg.mode = Mode::Flat;
-    let f = quick_eval(&agent, &mut world, tasks, &cfg)?;
+    let f = quick_eval(&agent, &world, tasks, &cfg)?;
     Ok((h, f))
 }
 

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::{AdapterRef, Model};
+use crate::model::{AdapterRef, Model, Prefix};
 
 /// Sampling settings (vLLM / TRL names where they exist).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -278,6 +278,22 @@ pub fn sample_group(
     params: &SamplingParams,
     detok: &dyn Detok,
 ) -> Result<Vec<Completion>> {
+    sample_group_with(model, adapter, None, prompt, g, first_stream, params, detok)
+}
+
+/// [`sample_group`] where the prompt's leading positions shared with `prefix` (computed under
+/// the same adapter and weights) come from its cache: only the rest of the prompt is prefilled.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_group_with(
+    model: &Model,
+    adapter: AdapterRef,
+    prefix: Option<&Prefix>,
+    prompt: &[u32],
+    g: usize,
+    first_stream: u64,
+    params: &SamplingParams,
+    detok: &dyn Detok,
+) -> Result<Vec<Completion>> {
     if prompt.is_empty() {
         return Err(EngineError::Other(
             "cannot sample from an empty prompt".into(),
@@ -286,9 +302,12 @@ pub fn sample_group(
     if g == 0 {
         return Ok(Vec::new());
     }
-    let mut cache = model.new_cache();
-    let ids = model.ids_tensor(prompt, 1)?;
-    let last = model.forward_last(&ids, 0, &mut cache, adapter)?; // (1, V)
+    let (mut cache, start) = match prefix.and_then(|p| p.reusable_len(prompt).map(|n| (p, n))) {
+        Some((p, n)) => (p.cache_for(n)?, n),
+        None => (model.new_cache(), 0),
+    };
+    let ids = model.ids_tensor(&prompt[start..], 1)?;
+    let last = model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
     let mut rows: Vec<Row> = (0..g as u64)
         .map(|i| Row {
             rng: stream_rng(params.seed, first_stream + i),

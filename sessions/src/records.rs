@@ -176,6 +176,9 @@ pub struct MetricsRecord {
     /// Wall-clock seconds this step took (timing).
     #[serde(with = "float")]
     pub step_time_s: f64,
+    /// Of `step_time_s`, the seconds spent sampling rollouts (the rest is the updates).
+    #[serde(with = "float")]
+    pub rollout_s: f64,
     /// Greedy evaluation on held-out tasks, on the steps that ran one (`[eval]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<HeldOutEval>,
@@ -213,6 +216,7 @@ impl Default for MetricsRecord {
             tokens_per_s: f64::NAN,
             elapsed_s: f64::NAN,
             step_time_s: f64::NAN,
+            rollout_s: f64::NAN,
             eval: None,
         }
     }

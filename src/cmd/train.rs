@@ -209,6 +209,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         load_init_adapters(&mut agent, dir, &cfg)?;
     }
     let mut trainer = Trainer::new(cfg.clone(), agent, world, tasks)?;
+    if trainer.workers() > 1 {
+        cahl_engine::lanes::single_threaded_candle_matmuls();
+    }
+    eprintln!("workers: {} (config `workers`)", trainer.workers());
     if cfg.eval.every > 0 && cfg.eval.tasks > 0 {
         trainer.set_eval_tasks(held_out);
     }
@@ -248,7 +252,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     });
     let handle = std::thread::Builder::new()
         .name("trainer".into())
-        .spawn(move || train::run(trainer, Some(writer), ev_tx, cmd_rx))
+        .spawn(move || {
+            cahl_engine::model::ops::on_compute_pool(|| {
+                train::run(trainer, Some(writer), ev_tx, cmd_rx)
+            })
+        })
         .context("starting the trainer thread")?;
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     if tui {

@@ -38,7 +38,7 @@ pub use taxonomy::{classify, EpisodeView, Label, Misalignment};
 use crate::error::EngineError;
 use crate::parse::{parse_executor, parse_planner, validate_call, ToolCall, ToolSchema};
 use crate::score::{score_bench, Bench, Prediction, ScoreError};
-use crate::train::{rollout_task, Agent, Mode, TrainConfig};
+use crate::train::{rollout_task_with, Agent, Mode, Prefixes, TrainConfig};
 use crate::worlds::builtin::{generate_tasks, BuiltinWorld};
 use crate::worlds::search::{Bm25Index, SearchWorld};
 use crate::worlds::static_world::StaticWorld;
@@ -431,9 +431,10 @@ fn run_episode(
     task: &Task,
     cfg: &TrainConfig,
     seed: u64,
+    prefixes: &Prefixes,
 ) -> Result<Episode> {
     let t0 = Instant::now();
-    let r = rollout_task(agent, world, task, cfg, seed, 0)?;
+    let r = rollout_task_with(agent, world, task, cfg, seed, 0, prefixes)?;
     let latency_s = t0.elapsed().as_secs_f64();
     let mut record = r.record;
     record.mode = if cfg.mode == Mode::Flat {
@@ -496,11 +497,14 @@ pub fn run_eval(
     ensure_adapters(agent)?;
     let cfg = opts.rollout_config();
     let mut world = make_world(bench, index)?;
+    // The system prompts (tool lists) are computed once for all episodes; tasks that bring
+    // their own tools share less and prefill more.
+    let prefixes = Prefixes::for_rollouts(agent, &world.tools(), cfg.mode)?;
     let mut episodes: Vec<std::result::Result<Episode, (String, String)>> = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
         let seed = crate::train::mix_seed(&[opts.seed, i as u64]);
         episodes.push(
-            run_episode(agent, world.as_mut(), task, &cfg, seed)
+            run_episode(agent, world.as_mut(), task, &cfg, seed, &prefixes)
                 .map_err(|e| (category_of(task), format!("episode failed: {e}"))),
         );
         progress(i + 1, tasks.len());

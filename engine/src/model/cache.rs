@@ -148,6 +148,59 @@ impl KvCache {
         Ok(out)
     }
 
+    /// The first `len` positions as a cache of their own. Untracked (inference) tensors are
+    /// copied into fresh buffers, so appending to the result never writes into `self`; tracked
+    /// ones are narrowed, keeping their graph.
+    pub fn truncated(&self, len: usize) -> Result<KvCache> {
+        if len > self.seq_len() {
+            candle_core::bail!(
+                "kv cache holds {} positions, cannot keep {len}",
+                self.seq_len()
+            );
+        }
+        let mut out = KvCache::new(self.layers.len());
+        for (slot, layer) in out.layers.iter_mut().zip(&self.layers) {
+            let Some(l) = layer else { continue };
+            let (k, v) = (l.k.narrow(2, 0, len)?, l.v.narrow(2, 0, len)?);
+            *slot = Some(if l.k.track_op() || l.v.track_op() {
+                Layer { k, v, len }
+            } else {
+                let (kb, vb) = (buffer_like(&k, len + GROW)?, buffer_like(&v, len + GROW)?);
+                kb.slice_set(&k.contiguous()?, 2, 0)?;
+                vb.slice_set(&v.contiguous()?, 2, 0)?;
+                Layer { k: kb, v: vb, len }
+            });
+        }
+        Ok(out)
+    }
+
+    /// Each layer's cached keys and values (`None` for a layer that holds nothing).
+    pub fn layer_tensors(&self) -> Result<Vec<Option<(Tensor, Tensor)>>> {
+        self.layers
+            .iter()
+            .map(|l| l.as_ref().map(|l| l.keys()).transpose())
+            .collect()
+    }
+
+    /// A cache holding exactly the given keys and values per layer (all of one length).
+    pub fn from_layer_tensors(layers: Vec<Option<(Tensor, Tensor)>>) -> Result<KvCache> {
+        let mut len = None;
+        let mut out = Vec::with_capacity(layers.len());
+        for l in layers {
+            out.push(match l {
+                None => None,
+                Some((k, v)) => {
+                    let t = k.dim(2)?;
+                    if *len.get_or_insert(t) != t || v.dim(2)? != t {
+                        candle_core::bail!("kv cache layers differ in length");
+                    }
+                    Some(Layer { k, v, len: t })
+                }
+            });
+        }
+        Ok(KvCache { layers: out })
+    }
+
     /// Keep only the given batch rows (drop finished sequences during sampling).
     pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
         for l in self.layers.iter_mut().flatten() {

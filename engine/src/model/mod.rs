@@ -5,8 +5,10 @@ pub mod decoder;
 pub mod kernels;
 pub mod lora;
 pub mod ops;
+pub mod prefix;
 
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig, TokenIds};
 pub use decoder::{AdapterRef, FrozenLinear, Model};
+pub use prefix::Prefix;
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Target};

@@ -199,3 +199,35 @@ pub fn init_cpu_float_mode() {
     set_flush_denormals();
     rayon::broadcast(|_| set_flush_denormals());
 }
+
+/// Run `f` on a thread of rayon's global pool (the pool candle's CPU kernels use).
+///
+/// Every parallel candle kernel called from outside the pool hands its job to a pool thread
+/// and sleeps until it is done: a wake-up and a futex wait per tensor op. For small models that
+/// hand-off costs more than the op itself. Called from inside the pool, the same kernels run
+/// on the calling thread and the others steal work. The pool's threads have the stack size
+/// set in [`init_compute_pool`].
+pub fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| {
+        set_flush_denormals();
+        f()
+    })
+}
+
+/// Build rayon's global pool (once; later calls are no-ops) with large stacks, so that work
+/// run by [`on_compute_pool`] has the room of a main thread, and flush-to-zero set on every
+/// worker. `threads` 0 keeps rayon's default (`RAYON_NUM_THREADS` or the number of cores).
+pub fn init_compute_pool(threads: usize) {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(COMPUTE_STACK_BYTES)
+        .start_handler(|_| set_flush_denormals())
+        .build_global();
+    init_cpu_float_mode();
+}
+
+/// Stack size of the compute pool's threads (address space; pages are touched only if used).
+pub const COMPUTE_STACK_BYTES: usize = 64 << 20;

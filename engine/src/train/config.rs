@@ -163,6 +163,11 @@ pub struct TrainConfig {
     /// Stop (with a final checkpoint and evaluation) after this many minutes of training
     /// time; 0 = no limit.
     pub max_minutes: f64,
+    /// Concurrent single-threaded workers that roll out tasks, evaluate and run update
+    /// micro-batches side by side ([`crate::lanes::Lanes`]); 0 = automatic: one per core for
+    /// models up to 50M parameters, 1 (every op on all cores) for larger ones. Results do not
+    /// depend on it, except with LoRA dropout, which forces 1.
+    pub workers: usize,
     pub model: ModelSection,
     pub world: WorldSection,
     pub rollout: RolloutSection,
@@ -201,6 +206,7 @@ impl Default for TrainConfig {
             tasks_per_step: 2,
             checkpoint_every: 25,
             max_minutes: 0.0,
+            workers: 0,
             model: ModelSection::default(),
             world: WorldSection::default(),
             rollout: RolloutSection::default(),

@@ -23,14 +23,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
-use crate::grpo::{completion_logprobs, group_advantages, grpo_loss, GrpoBatch, LossAgg};
-use crate::model::Model;
+use crate::grpo::{
+    completion_logprobs_with, group_advantages, grpo_loss, GrpoBatch, GrpoConfig, LossAgg,
+};
+use crate::lanes::Lanes;
+use crate::model::prefix::add_leaf_grads;
+use crate::model::{Model, Prefix};
 use crate::optim::{AdamW, GradAccum};
 use crate::tokenizer::Tokenizer;
 use crate::worlds::{Task, World};
 
 pub use config::{Continue, EvalSection, Mode, TrainConfig};
-pub use rollout::{mix_seed, rollout_task, Group, Policy, TaskRollout};
+pub use rollout::{
+    mix_seed, rollout_task, rollout_task_with, shared_prompt_ids, Group, Policy, Prefixes,
+    TaskRollout,
+};
 
 /// The model with its tokenizer and chat template.
 pub struct Agent {
@@ -95,6 +102,127 @@ pub struct Trainer {
     step: u64,
     elapsed_s: f64,
     eval_tasks: Vec<Task>,
+    lanes: Lanes,
+}
+
+/// The number of side-by-side workers for `cfg` (see [`TrainConfig::workers`]).
+pub fn worker_count(cfg: &TrainConfig, model: &Model) -> usize {
+    if cfg.lora.planner.lora_dropout > 0.0 || cfg.lora.executor.lora_dropout > 0.0 {
+        // Dropout masks come from one RNG per adapter: concurrent draws would reorder them.
+        return 1;
+    }
+    match cfg.workers {
+        0 => Lanes::auto_count(model.num_base_params()),
+        n => n,
+    }
+}
+
+/// One micro-batch of an update: a group's completions `idx` with their advantages.
+struct MicroBatch<'a> {
+    group: &'a Group,
+    idx: Vec<usize>,
+    advs: Vec<f64>,
+}
+
+/// What one micro-batch contributes: its gradients and loss statistics (or a skip).
+struct MicroOut {
+    grads: Option<candle_core::backprop::GradStore>,
+    /// Gradients on the shared prefix's leaves (see [`crate::model::prefix`]).
+    leaf_grads: Vec<Option<(Tensor, Tensor)>>,
+    loss: f64,
+    kl_sum: f64,
+    clipped: f64,
+    tokens: f64,
+}
+
+/// Shared prompt prefixes of one update: the policy's (detached leaves, plus the graph they
+/// came from) and the reference model's.
+struct UpdatePrefixes {
+    graph: Prefix,
+    leaves: Prefix,
+    reference: Option<Prefix>,
+}
+
+/// Forward, GRPO loss and backward of one micro-batch.
+fn micro_batch_grads(
+    agent: &Agent,
+    adapter: &str,
+    gcfg: &GrpoConfig,
+    mb: &MicroBatch,
+    temperature: f64,
+    norm: f64,
+    prefixes: Option<&UpdatePrefixes>,
+) -> Result<MicroOut> {
+    let g = mb.group;
+    let dev = agent.model.device().clone();
+    let comps: Vec<&[u32]> = mb
+        .idx
+        .iter()
+        .map(|&i| g.completions[i].tokens.as_slice())
+        .collect();
+    let l = comps.iter().map(|c| c.len()).max().unwrap_or(0);
+    let old: Vec<f32> = mb
+        .idx
+        .iter()
+        .flat_map(|&i| {
+            let lp = &g.completions[i].logprobs;
+            (0..l).map(move |j| lp.get(j).copied().unwrap_or(0.0))
+        })
+        .collect();
+    let (lp, mask) = completion_logprobs_with(
+        &agent.model,
+        Some(adapter),
+        prefixes.map(|p| &p.leaves),
+        &g.prompt,
+        &comps,
+        temperature,
+        true,
+    )?;
+    let old = Tensor::from_vec(old, (mb.idx.len(), l), &dev)?.to_dtype(lp.dtype())?;
+    let reference = if gcfg.beta > 0.0 {
+        Some(
+            completion_logprobs_with(
+                &agent.model,
+                None,
+                prefixes.and_then(|p| p.reference.as_ref()),
+                &g.prompt,
+                &comps,
+                temperature,
+                false,
+            )?
+            .0,
+        )
+    } else {
+        None
+    };
+    let batch = GrpoBatch {
+        logprobs: &lp,
+        old_logprobs: &old,
+        ref_logprobs: reference.as_ref(),
+        advantages: &mb.advs,
+        mask: &mask,
+    };
+    let out = grpo_loss(gcfg, &batch, norm)?;
+    let lv = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !lv.is_finite() {
+        return Ok(MicroOut {
+            grads: None,
+            leaf_grads: Vec::new(),
+            loss: lv,
+            kl_sum: 0.0,
+            clipped: 0.0,
+            tokens: 0.0,
+        });
+    }
+    let grads = out.loss.backward()?;
+    Ok(MicroOut {
+        leaf_grads: prefixes.map_or_else(Vec::new, |p| p.leaves.leaf_grads(&grads)),
+        grads: Some(grads),
+        loss: lv,
+        kl_sum: out.kl_sum,
+        clipped: out.clipped_tokens,
+        tokens: out.tokens,
+    })
 }
 
 impl Trainer {
@@ -122,6 +250,7 @@ impl Trainer {
         };
         let opt_planner = AdamW::new(named("planner")?, cfg.optim.planner.clone())?;
         let opt_executor = AdamW::new(named("executor")?, cfg.optim.executor.clone())?;
+        let lanes = Lanes::new(worker_count(&cfg, &agent.model))?;
         Ok(Trainer {
             cfg,
             agent,
@@ -132,7 +261,13 @@ impl Trainer {
             step: 0,
             elapsed_s: 0.0,
             eval_tasks: Vec::new(),
+            lanes,
         })
+    }
+
+    /// Side-by-side workers in use (see [`TrainConfig::workers`]).
+    pub fn workers(&self) -> usize {
+        self.lanes.len()
     }
 
     /// Held-out tasks for `[eval]` (none: no evaluation).
@@ -155,11 +290,12 @@ impl Trainer {
         if self.eval_tasks.is_empty() {
             return Ok(None);
         }
-        let q = quick_eval(
+        let q = quick_eval_on(
             &self.agent,
-            self.world.as_mut(),
+            self.world.as_ref(),
             &self.eval_tasks,
             &self.cfg,
+            &self.lanes,
         )?;
         let split = self.eval_tasks[0]
             .split
@@ -193,12 +329,28 @@ impl Trainer {
         let s = self.step + 1;
         let mut warnings = Vec::new();
         let mut rollouts = Vec::new();
-        for (i, ti) in self.tasks_for_step(s).into_iter().enumerate() {
-            let task = self.tasks[ti].clone();
-            let seed = mix_seed(&[self.cfg.seed, s, i as u64]);
-            match rollout_task(&self.agent, self.world.as_mut(), &task, &self.cfg, seed, s) {
+        // Tasks roll out side by side, each in its own copy of the world; every task's seed
+        // depends only on (seed, step, index), so the results do not depend on the lanes.
+        let jobs: Vec<(usize, Task, Box<dyn World>)> = self
+            .tasks_for_step(s)
+            .into_iter()
+            .enumerate()
+            .map(|(i, ti)| (i, self.tasks[ti].clone(), self.world.fork()))
+            .collect();
+        let tools = self.world.tools();
+        let prefixes = Prefixes::for_rollouts(&self.agent, &tools, self.cfg.mode)?;
+        let (agent, cfg, prefixes) = (&self.agent, &self.cfg, &prefixes);
+        let results = self.lanes.map(jobs, |(i, task, mut world)| {
+            let seed = mix_seed(&[cfg.seed, s, i as u64]);
+            (
+                task.id.clone(),
+                rollout_task_with(agent, world.as_mut(), &task, cfg, seed, s, prefixes),
+            )
+        });
+        for (id, r) in results {
+            match r {
                 Ok(r) => rollouts.push(r),
-                Err(e) => warnings.push(format!("task {}: rollout failed: {e}", task.id)),
+                Err(e) => warnings.push(format!("task {id}: rollout failed: {e}")),
             }
         }
         let rollout_s = t0.elapsed().as_secs_f64();
@@ -350,6 +502,7 @@ impl Trainer {
             tokens_per_s: gen_tokens as f64 / rollout_s.max(1e-9),
             elapsed_s: self.elapsed_s,
             step_time_s: dt,
+            rollout_s,
             eval: None,
         }
     }
@@ -400,71 +553,80 @@ impl Trainer {
         }
         let mut accum = GradAccum::new(vars);
         let (mut loss_sum, mut kl_sum, mut clipped, mut toks) = (0.0, 0.0, 0.0, 0.0);
-        let dev = self.agent.model.device().clone();
+        // The system prompt every group's prompt starts with runs once for the policy (its
+        // gradient flows back once, below) and once for the reference.
+        let shared = rollout::shared_prompt_ids(
+            &self.agent,
+            &self.world.tools(),
+            policy,
+            self.cfg.mode,
+        )?;
+        let prefixes = if shared.len() >= crate::model::prefix::MIN_PREFIX {
+            let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
+            Some(UpdatePrefixes {
+                leaves: graph.detached()?,
+                graph,
+                reference: if gcfg.beta > 0.0 {
+                    Some(Prefix::build(&self.agent.model, None, &shared, false)?)
+                } else {
+                    None
+                },
+            })
+        } else {
+            None
+        };
+        let mut leaf_grads = Vec::new();
+        let mut batches = Vec::new();
         for (g, adv) in useful {
             let idx: Vec<usize> = (0..g.completions.len())
                 .filter(|&i| !g.completions[i].tokens.is_empty())
                 .collect();
             for chunk in idx.chunks(gcfg.micro_batch.max(1)) {
-                let comps: Vec<&[u32]> = chunk
-                    .iter()
-                    .map(|&i| g.completions[i].tokens.as_slice())
-                    .collect();
-                let advs: Vec<f64> = chunk.iter().map(|&i| adv[i]).collect();
-                let l = comps.iter().map(|c| c.len()).max().unwrap_or(0);
-                let old: Vec<f32> = chunk
-                    .iter()
-                    .flat_map(|&i| {
-                        let lp = &g.completions[i].logprobs;
-                        (0..l).map(move |j| lp.get(j).copied().unwrap_or(0.0))
-                    })
-                    .collect();
-                let (lp, mask) = completion_logprobs(
-                    &self.agent.model,
-                    Some(adapter),
-                    &g.prompt,
-                    &comps,
-                    temperature,
-                    true,
-                )?;
-                let old = Tensor::from_vec(old, (chunk.len(), l), &dev)?.to_dtype(lp.dtype())?;
-                let reference = if gcfg.beta > 0.0 {
-                    Some(
-                        completion_logprobs(
-                            &self.agent.model,
-                            None,
-                            &g.prompt,
-                            &comps,
-                            temperature,
-                            false,
-                        )?
-                        .0,
-                    )
-                } else {
-                    None
-                };
-                let batch = GrpoBatch {
-                    logprobs: &lp,
-                    old_logprobs: &old,
-                    ref_logprobs: reference.as_ref(),
-                    advantages: &advs,
-                    mask: &mask,
-                };
-                let out = grpo_loss(&gcfg, &batch, norm)?;
-                let lv = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                if !lv.is_finite() {
-                    warnings.push(format!(
-                        "{adapter}: non-finite loss in a micro-batch; update skipped"
-                    ));
-                    stats.skipped = true;
-                    continue;
+                batches.push(MicroBatch {
+                    group: g,
+                    idx: chunk.to_vec(),
+                    advs: chunk.iter().map(|&i| adv[i]).collect(),
+                });
+            }
+        }
+        // Micro-batches run side by side in waves of one per lane; their gradients are summed
+        // in micro-batch order, so the sum does not depend on the number of lanes, and at most
+        // one gradient per lane is held at a time.
+        let agent = &self.agent;
+        let mut rest = batches;
+        while !rest.is_empty() {
+            let tail = rest.split_off(self.lanes.len().min(rest.len()));
+            let wave = std::mem::replace(&mut rest, tail);
+            let pre = prefixes.as_ref();
+            let outs = self.lanes.map(wave, |mb| {
+                micro_batch_grads(agent, adapter, &gcfg, &mb, temperature, norm, pre)
+            });
+            for out in outs {
+                let out = out?;
+                match &out.grads {
+                    None => {
+                        warnings.push(format!(
+                            "{adapter}: non-finite loss in a micro-batch; update skipped"
+                        ));
+                        stats.skipped = true;
+                    }
+                    Some(grads) => {
+                        accum.add(grads)?;
+                        add_leaf_grads(&mut leaf_grads, out.leaf_grads)?;
+                        loss_sum += out.loss;
+                        kl_sum += out.kl_sum;
+                        clipped += out.clipped;
+                        toks += out.tokens;
+                    }
                 }
-                let grads = out.loss.backward()?;
-                accum.add(&grads)?;
-                loss_sum += lv;
-                kl_sum += out.kl_sum;
-                clipped += out.clipped_tokens;
-                toks += out.tokens;
+            }
+        }
+        // The shared prefix's share of the gradient, through its graph, once.
+        if let Some(p) = &prefixes {
+            if !stats.skipped && !leaf_grads.is_empty() {
+                if let Some(g) = p.graph.backward_into(&leaf_grads)? {
+                    accum.add(&g)?;
+                }
             }
         }
         stats.loss = loss_sum;
@@ -806,9 +968,20 @@ impl QuickEval {
 /// Roll out `tasks` greedily in `cfg.mode` and count successes (see [`QuickEval`]).
 pub fn quick_eval(
     agent: &Agent,
-    world: &mut dyn World,
+    world: &dyn World,
     tasks: &[Task],
     cfg: &TrainConfig,
+) -> Result<QuickEval> {
+    quick_eval_on(agent, world, tasks, cfg, &Lanes::new(1)?)
+}
+
+/// [`quick_eval`] with the tasks spread over `lanes` (same result for any lane count).
+pub fn quick_eval_on(
+    agent: &Agent,
+    world: &dyn World,
+    tasks: &[Task],
+    cfg: &TrainConfig,
+    lanes: &Lanes,
 ) -> Result<QuickEval> {
     let mut c = cfg.clone();
     c.rollout.planner.greedy = true;
@@ -817,8 +990,19 @@ pub fn quick_eval(
     c.rollout.samples_per_step = 1;
     let mut out = QuickEval::default();
     let (mut pr, mut er, mut np, mut ne) = (0.0, 0.0, 0usize, 0usize);
-    for (i, t) in tasks.iter().enumerate() {
-        let r = rollout_task(agent, world, t, &c, mix_seed(&[c.seed, 7, i as u64]), 0)?;
+    let jobs: Vec<(usize, &Task, Box<dyn World>)> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i, t, world.fork()))
+        .collect();
+    let c = &c;
+    let prefixes = Prefixes::for_rollouts(agent, &world.tools(), c.mode)?;
+    let prefixes = &prefixes;
+    let results = lanes.map(jobs, |(i, t, mut w)| {
+        rollout_task_with(agent, w.as_mut(), t, c, mix_seed(&[c.seed, 7, i as u64]), 0, prefixes)
+    });
+    for r in results {
+        let r = r?;
         out.tasks += 1;
         out.successes += r.record.success as usize;
         if r.record.planner_reward.is_finite() {

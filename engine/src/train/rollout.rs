@@ -12,7 +12,8 @@ use crate::rewards::{
     executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
     RewardBreakdown, ToolRlGold,
 };
-use crate::sampling::{sample_group, Completion, SamplingParams};
+use crate::model::Prefix;
+use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
 use crate::train::Agent;
@@ -31,6 +32,58 @@ impl Policy {
             Policy::Planner => "planner",
             Policy::Executor => "executor",
         }
+    }
+}
+
+/// Shared system-prompt prefixes of one batch of rollouts (see [`crate::model::prefix`]),
+/// computed under the adapters' current weights. Empty: every prompt prefills in full.
+#[derive(Debug, Default)]
+pub struct Prefixes {
+    pub planner: Option<Prefix>,
+    pub executor: Option<Prefix>,
+}
+
+/// Token ids of the system-prompt part that every prompt of `policy` shares for `tools`: the
+/// prompt rendered with an empty user message (the longest common prefix with a real prompt
+/// decides what is reused).
+pub fn shared_prompt_ids(
+    agent: &Agent,
+    tools: &[ToolSchema],
+    policy: Policy,
+    mode: Mode,
+) -> Result<Vec<u32>> {
+    let system = match (policy, mode) {
+        (Policy::Planner, _) => prompts::planner_system(tools),
+        (Policy::Executor, Mode::Flat) => prompts::flat_system(tools),
+        (Policy::Executor, _) => prompts::executor_system(tools),
+    };
+    agent.prompt_ids(&system, "")
+}
+
+impl Prefixes {
+    /// The planner's and the executor's shared prefixes for the world's tools, under their
+    /// adapters (flat mode: the executor's only).
+    pub fn for_rollouts(agent: &Agent, tools: &[ToolSchema], mode: Mode) -> Result<Prefixes> {
+        let build = |policy: Policy| -> Result<Option<Prefix>> {
+            let ids = shared_prompt_ids(agent, tools, policy, mode)?;
+            if ids.len() < crate::model::prefix::MIN_PREFIX {
+                return Ok(None);
+            }
+            Ok(Some(Prefix::build(
+                &agent.model,
+                Some(policy.adapter()),
+                &ids,
+                false,
+            )?))
+        };
+        Ok(Prefixes {
+            planner: if mode == Mode::Flat {
+                None
+            } else {
+                build(Policy::Planner)?
+            },
+            executor: build(Policy::Executor)?,
+        })
     }
 }
 
@@ -158,13 +211,15 @@ fn executor_step(
     seed: u64,
     flat: bool,
     history: &mut Vec<HistoryItem>,
+    prefix: Option<&Prefix>,
 ) -> Result<StepOutcome> {
     let prompt = agent.prompt_ids(system, &user)?;
     let params = params_with_seed(&cfg.rollout.executor, seed);
     let g = cfg.rollout.samples_per_step;
-    let comps = sample_group(
+    let comps = sample_group_with(
         &agent.model,
         Some("executor"),
+        prefix,
         &prompt,
         g,
         0,
@@ -293,8 +348,21 @@ pub fn rollout_task(
     seed: u64,
     step: u64,
 ) -> Result<TaskRollout> {
+    rollout_task_with(agent, world, task, cfg, seed, step, &Prefixes::default())
+}
+
+/// [`rollout_task`] reusing the shared system-prompt prefixes in `prefixes`.
+pub fn rollout_task_with(
+    agent: &Agent,
+    world: &mut dyn World,
+    task: &Task,
+    cfg: &TrainConfig,
+    seed: u64,
+    step: u64,
+    prefixes: &Prefixes,
+) -> Result<TaskRollout> {
     if cfg.mode == Mode::Flat {
-        return rollout_flat(agent, world, task, cfg, seed, step);
+        return rollout_flat(agent, world, task, cfg, seed, step, prefixes);
     }
     world
         .reset(task)
@@ -304,9 +372,10 @@ pub fn rollout_task(
     let pprompt = agent.prompt_ids(&psys, &task.request)?;
     let gh = cfg.rollout.plans_per_task;
     let pparams = params_with_seed(&cfg.rollout.planner, mix_seed(&[seed, 1]));
-    let plans = sample_group(
+    let plans = sample_group_with(
         &agent.model,
         Some("planner"),
+        prefixes.planner.as_ref(),
         &pprompt,
         gh,
         0,
@@ -359,6 +428,7 @@ pub fn rollout_task(
                     mix_seed(&[seed, 2, pi as u64, k as u64]),
                     false,
                     &mut history,
+                    prefixes.executor.as_ref(),
                 )?;
                 absorb_step(
                     so,
@@ -464,6 +534,7 @@ pub fn rollout_flat(
     cfg: &TrainConfig,
     seed: u64,
     step: u64,
+    prefixes: &Prefixes,
 ) -> Result<TaskRollout> {
     world
         .reset(task)
@@ -494,6 +565,7 @@ pub fn rollout_flat(
             mix_seed(&[seed, 3, k as u64]),
             true,
             &mut history,
+            prefixes.executor.as_ref(),
         )?;
         let made_calls = absorb_step(
             so,

@@ -532,6 +532,10 @@ impl World for BuiltinWorld {
     fn final_state(&self) -> Option<Value> {
         Some(self.state_json())
     }
+
+    fn fork(&self) -> Box<dyn World> {
+        Box::new(self.clone())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

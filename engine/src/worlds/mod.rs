@@ -124,4 +124,7 @@ pub trait World: Send {
     fn execute(&mut self, call: &ToolCall) -> Observation;
     /// Final state for comparison with [`Task::gold_final_state`]; `None` for stateless worlds.
     fn final_state(&self) -> Option<Value>;
+    /// An independent copy of this world (same definition), so that tasks can be rolled out
+    /// concurrently; each episode still starts with [`World::reset`].
+    fn fork(&self) -> Box<dyn World>;
 }

@@ -451,6 +451,10 @@ impl World for SearchWorld {
     fn final_state(&self) -> Option<Value> {
         None
     }
+
+    fn fork(&self) -> Box<dyn World> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]

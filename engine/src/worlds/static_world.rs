@@ -60,6 +60,10 @@ impl World for StaticWorld {
     fn final_state(&self) -> Option<Value> {
         None
     }
+
+    fn fork(&self) -> Box<dyn World> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]

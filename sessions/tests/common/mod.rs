@@ -55,6 +55,7 @@ pub fn metrics(step: u64) -> MetricsRecord {
         tokens_per_s: 1234.5,
         elapsed_s: 10.0 * step as f64,
         step_time_s: 10.0,
+        rollout_s: 6.0,
         eval: None,
     }
 }

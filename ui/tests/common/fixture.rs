@@ -65,6 +65,7 @@ pub fn metrics(step: u64) -> MetricsRecord {
         tokens_per_s: 1500.0,
         elapsed_s: 12.0 * t,
         step_time_s: 12.0,
+        rollout_s: 8.0,
         eval: None,
     }
 }
