@@ -112,10 +112,6 @@ pub fn completion_logprobs_with(
         Some((p, n)) => (p.cache_for(n)?, n),
         None => (model.new_cache(), 0),
     };
-    let p_ids = model.ids_tensor(&prompt[start..], 1)?;
-    let hp = model.forward_hidden(&p_ids, start, &mut cache, adapter, train)?; // (1, P', h)
-    let hdim = hp.dim(2)?;
-    let last_p = hp.narrow(1, prompt.len() - start - 1, 1)?; // (1, 1, h)
     let mut ids = Vec::with_capacity(g * l);
     let mut mask = Vec::with_capacity(g * l);
     for c in completions {
@@ -124,15 +120,29 @@ pub fn completion_logprobs_with(
             mask.push(if j < c.len() { 1f32 } else { 0f32 });
         }
     }
-    let c_ids = Tensor::from_vec(ids, (g, l), dev)?;
-    let pred = if l > 1 {
-        let mut gcache = if g > 1 { cache.expand_batch(g)? } else { cache };
-        let inp = c_ids.narrow(1, 0, l - 1)?;
-        let hc = model.forward_hidden(&inp, prompt.len(), &mut gcache, adapter, train)?; // (G, L-1, h)
-        let lp = last_p.broadcast_as((g, 1, hdim))?;
-        Tensor::cat(&[&lp, &hc], 1)?
+    let c_ids = Tensor::from_vec(ids.clone(), (g, l), dev)?;
+    let flat_ids = ids;
+    let tail = prompt.len() - start;
+    let pred = if g == 1 {
+        // One sequence: prompt tail and completion in one pass (larger matmuls, same math).
+        let mut seq = prompt[start..].to_vec();
+        seq.extend_from_slice(&flat_ids[..l - 1]);
+        let h = model.forward_hidden(&model.ids_tensor(&seq, 1)?, start, &mut cache, adapter, train)?;
+        h.narrow(1, tail - 1, l)? // (1, L, h)
     } else {
-        last_p.broadcast_as((g, 1, hdim))?.contiguous()?
+        let p_ids = model.ids_tensor(&prompt[start..], 1)?;
+        let hp = model.forward_hidden(&p_ids, start, &mut cache, adapter, train)?; // (1, P', h)
+        let hdim = hp.dim(2)?;
+        let last_p = hp.narrow(1, tail - 1, 1)?; // (1, 1, h)
+        if l > 1 {
+            let mut gcache = cache.expand_batch(g)?;
+            let inp = c_ids.narrow(1, 0, l - 1)?;
+            let hc = model.forward_hidden(&inp, prompt.len(), &mut gcache, adapter, train)?; // (G, L-1, h)
+            let lp = last_p.broadcast_as((g, 1, hdim))?;
+            Tensor::cat(&[&lp, &hc], 1)?
+        } else {
+            last_p.broadcast_as((g, 1, hdim))?.contiguous()?
+        }
     };
     let logits = model.logits(&pred, train)?;
     let logits = match logits.dtype() {
@@ -141,7 +151,6 @@ pub fn completion_logprobs_with(
     };
     let mask = Tensor::from_vec(mask, (g, l), dev)?.to_dtype(DType::F32)?;
     let temp = if temperature > 0.0 { temperature } else { 1.0 };
-    let flat_ids: Vec<u32> = c_ids.flatten_all()?.to_vec1()?;
     if let Some(lp) = token_logprobs(&logits.reshape((g * l, ()))?, &flat_ids, temp)? {
         return Ok((lp.reshape((g, l))?, mask));
     }

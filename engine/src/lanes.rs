@@ -11,6 +11,12 @@
 //! Large models use one lane: each op then uses all cores (rayon's global pool).
 use crate::error::{EngineError, Result};
 
+thread_local! {
+    /// Set on the threads of lanes: a `map` from inside a lane runs inline (its one thread is
+    /// busy with the caller).
+    static ON_LANE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Models up to this many parameters get one lane per core by default.
 pub const SMALL_MODEL_PARAMS: usize = 50_000_000;
 
@@ -47,7 +53,10 @@ impl Lanes {
                     .num_threads(1)
                     .thread_name(move |_| format!("lane-{i}"))
                     .stack_size(crate::model::ops::COMPUTE_STACK_BYTES)
-                    .start_handler(|_| crate::model::ops::set_flush_denormals())
+                    .start_handler(|_| {
+                        crate::model::ops::set_flush_denormals();
+                        ON_LANE.with(|f| f.set(true));
+                    })
                     .build()
                     .map_err(|e| EngineError::Other(format!("starting worker lane {i}: {e}")))
             })
@@ -83,7 +92,7 @@ impl Lanes {
         F: Fn(T) -> R + Sync,
     {
         let n = self.pools.len();
-        if n <= 1 || items.len() <= 1 {
+        if n <= 1 || items.len() <= 1 || ON_LANE.with(|f| f.get()) {
             return items.into_iter().map(f).collect();
         }
         let total = items.len();
@@ -139,6 +148,13 @@ mod tests {
                 assert!(out.iter().all(|(_, t)| *t == 1));
             }
         }
+    }
+
+    #[test]
+    fn map_from_inside_a_lane_runs_inline() {
+        let lanes = Lanes::new(2).unwrap();
+        let out = lanes.map(vec![1, 2], |x: i32| lanes.map(vec![x, x + 10], |y| y * 2));
+        assert_eq!(out, vec![vec![2, 22], vec![4, 24]]);
     }
 
     #[test]

@@ -63,6 +63,27 @@ impl GradAccum {
         Ok(())
     }
 
+    /// The gradients `grads` holds for `vars`, in order (to keep them without the whole store,
+    /// which also holds gradients of every intermediate tensor).
+    pub fn pick(vars: &[Var], grads: &GradStore) -> Vec<Option<Tensor>> {
+        vars.iter()
+            .map(|v| grads.get(v.as_tensor()).cloned())
+            .collect()
+    }
+
+    /// Add gradients picked with [`GradAccum::pick`] for the same variables.
+    pub fn add_picked(&mut self, picked: Vec<Option<Tensor>>) -> Result<()> {
+        for (g, s) in picked.into_iter().zip(self.sums.iter_mut()) {
+            if let Some(g) = g {
+                *s = Some(match s.take() {
+                    None => g,
+                    Some(prev) => (prev + g)?,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Indices of variables that received no gradient at all.
     pub fn missing(&self) -> Vec<usize> {
         self.sums

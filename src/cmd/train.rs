@@ -50,6 +50,10 @@ pub struct TrainArgs {
     /// Stop after this many minutes of training (final checkpoint and evaluation included).
     #[arg(long)]
     pub max_minutes: Option<f64>,
+    /// Side-by-side single-threaded workers, overriding `workers` (0 = one per core for models
+    /// up to 50M parameters, else 1). The run's numbers do not depend on it.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Device, overriding [model].device: cpu, cuda or cuda:N (CUDA needs `--features cuda`).
     #[arg(long)]
     pub device: Option<String>,
@@ -166,6 +170,9 @@ pub fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some(m) = args.max_minutes {
         cfg.max_minutes = m;
     }
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -183,6 +190,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         if let Some(m) = args.max_minutes {
             c.max_minutes = m;
+        }
+        if let Some(w) = args.workers {
+            c.workers = w;
         }
         c
     } else {

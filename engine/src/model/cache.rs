@@ -165,7 +165,9 @@ impl KvCache {
             *slot = Some(if l.k.track_op() || l.v.track_op() {
                 Layer { k, v, len }
             } else {
-                let (kb, vb) = (buffer_like(&k, len + GROW)?, buffer_like(&v, len + GROW)?);
+                // Room for a prompt tail and a completion without regrowing.
+                let cap = len + 4 * GROW;
+                let (kb, vb) = (buffer_like(&k, cap)?, buffer_like(&v, cap)?);
                 kb.slice_set(&k.contiguous()?, 2, 0)?;
                 vb.slice_set(&v.contiguous()?, 2, 0)?;
                 Layer { k: kb, v: vb, len }

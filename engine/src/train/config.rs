@@ -248,6 +248,9 @@ impl TrainConfig {
         if self.rollout.max_subtasks == 0 {
             return bad("rollout.max_subtasks must be >= 1");
         }
+        if self.workers > 64 {
+            return bad("workers must be at most 64 (0 = automatic)");
+        }
         if self.grpo.micro_batch == 0 {
             return bad("grpo.micro_batch must be >= 1");
         }

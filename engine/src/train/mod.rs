@@ -107,7 +107,13 @@ pub struct Trainer {
 
 /// The number of side-by-side workers for `cfg` (see [`TrainConfig::workers`]).
 pub fn worker_count(cfg: &TrainConfig, model: &Model) -> usize {
-    if cfg.lora.planner.lora_dropout > 0.0 || cfg.lora.executor.lora_dropout > 0.0 {
+    // The adapters' own settings count (a warm start or checkpoint may bring its dropout).
+    let dropout = ["planner", "executor"].iter().any(|n| {
+        model
+            .adapter(n)
+            .is_ok_and(|a| a.config.lora_dropout > 0.0)
+    });
+    if dropout || cfg.lora.planner.lora_dropout > 0.0 || cfg.lora.executor.lora_dropout > 0.0 {
         // Dropout masks come from one RNG per adapter: concurrent draws would reorder them.
         return 1;
     }
@@ -126,7 +132,8 @@ struct MicroBatch<'a> {
 
 /// What one micro-batch contributes: its gradients and loss statistics (or a skip).
 struct MicroOut {
-    grads: Option<candle_core::backprop::GradStore>,
+    /// The adapter variables' gradients (see [`GradAccum::pick`]); `None` for a skipped batch.
+    grads: Option<Vec<Option<Tensor>>>,
     /// Gradients on the shared prefix's leaves (see [`crate::model::prefix`]).
     leaf_grads: Vec<Option<(Tensor, Tensor)>>,
     loss: f64,
@@ -144,6 +151,7 @@ struct UpdatePrefixes {
 }
 
 /// Forward, GRPO loss and backward of one micro-batch.
+#[allow(clippy::too_many_arguments)]
 fn micro_batch_grads(
     agent: &Agent,
     adapter: &str,
@@ -152,6 +160,7 @@ fn micro_batch_grads(
     temperature: f64,
     norm: f64,
     prefixes: Option<&UpdatePrefixes>,
+    vars: &[candle_core::Var],
 ) -> Result<MicroOut> {
     let g = mb.group;
     let dev = agent.model.device().clone();
@@ -214,10 +223,12 @@ fn micro_batch_grads(
             tokens: 0.0,
         });
     }
+    // Keep only what the update needs; the store itself (every intermediate's gradient) is
+    // dropped here, inside the lane.
     let grads = out.loss.backward()?;
     Ok(MicroOut {
         leaf_grads: prefixes.map_or_else(Vec::new, |p| p.leaves.leaf_grads(&grads)),
-        grads: Some(grads),
+        grads: Some(GradAccum::pick(vars, &grads)),
         loss: lv,
         kl_sum: out.kl_sum,
         clipped: out.clipped_tokens,
@@ -551,7 +562,7 @@ impl Trainer {
             stats.grad_norm = 0.0;
             return Ok(stats);
         }
-        let mut accum = GradAccum::new(vars);
+        let mut accum = GradAccum::new(vars.clone());
         let (mut loss_sum, mut kl_sum, mut clipped, mut toks) = (0.0, 0.0, 0.0, 0.0);
         // The system prompt every group's prompt starts with runs once for the policy (its
         // gradient flows back once, below) and once for the reference.
@@ -599,11 +610,11 @@ impl Trainer {
             let wave = std::mem::replace(&mut rest, tail);
             let pre = prefixes.as_ref();
             let outs = self.lanes.map(wave, |mb| {
-                micro_batch_grads(agent, adapter, &gcfg, &mb, temperature, norm, pre)
+                micro_batch_grads(agent, adapter, &gcfg, &mb, temperature, norm, pre, &vars)
             });
             for out in outs {
                 let out = out?;
-                match &out.grads {
+                match out.grads {
                     None => {
                         warnings.push(format!(
                             "{adapter}: non-finite loss in a micro-batch; update skipped"
@@ -611,7 +622,7 @@ impl Trainer {
                         stats.skipped = true;
                     }
                     Some(grads) => {
-                        accum.add(grads)?;
+                        accum.add_picked(grads)?;
                         add_leaf_grads(&mut leaf_grads, out.leaf_grads)?;
                         loss_sum += out.loss;
                         kl_sum += out.kl_sum;
