@@ -84,7 +84,15 @@ pub fn completion_logprobs(
     temperature: f64,
     train: bool,
 ) -> Result<(Tensor, Tensor)> {
-    completion_logprobs_with(model, adapter, None, prompt, completions, temperature, train)
+    completion_logprobs_with(
+        model,
+        adapter,
+        None,
+        prompt,
+        completions,
+        temperature,
+        train,
+    )
 }
 
 /// [`completion_logprobs`] where the prompt's leading positions shared with `prefix` (computed
@@ -127,7 +135,13 @@ pub fn completion_logprobs_with(
         // One sequence: prompt tail and completion in one pass (larger matmuls, same math).
         let mut seq = prompt[start..].to_vec();
         seq.extend_from_slice(&flat_ids[..l - 1]);
-        let h = model.forward_hidden(&model.ids_tensor(&seq, 1)?, start, &mut cache, adapter, train)?;
+        let h = model.forward_hidden(
+            &model.ids_tensor(&seq, 1)?,
+            start,
+            &mut cache,
+            adapter,
+            train,
+        )?;
         h.narrow(1, tail - 1, l)? // (1, L, h)
     } else {
         let p_ids = model.ids_tensor(&prompt[start..], 1)?;

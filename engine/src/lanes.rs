@@ -109,9 +109,7 @@ impl Lanes {
                 .map(|(work, pool)| {
                     s.spawn(move || {
                         pool.install(move || {
-                            work.into_iter()
-                                .map(|(i, t)| (i, f(t)))
-                                .collect::<Vec<_>>()
+                            work.into_iter().map(|(i, t)| (i, f(t))).collect::<Vec<_>>()
                         })
                     })
                 })

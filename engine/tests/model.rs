@@ -684,8 +684,7 @@ fn shared_prefix_gradients_equal_full_recomputation() {
     let mut full = GradAccum::new(vars.clone());
     for (p, comps) in &groups {
         let refs: Vec<&[u32]> = comps.iter().map(|c| c.as_slice()).collect();
-        let (lp, mask) =
-            completion_logprobs(&model, Some("planner"), p, &refs, 1.0, true).unwrap();
+        let (lp, mask) = completion_logprobs(&model, Some("planner"), p, &refs, 1.0, true).unwrap();
         full.add(&loss_of(lp, mask).backward().unwrap()).unwrap();
     }
     // Shared prefix.
@@ -704,12 +703,21 @@ fn shared_prefix_gradients_equal_full_recomputation() {
         acc.add(&g).unwrap();
         add_leaf_grads(&mut leaf_grads, leaves.leaf_grads(&g)).unwrap();
     }
-    let through = graph.backward_into(&leaf_grads).unwrap().expect("prefix has a graph");
+    let through = graph
+        .backward_into(&leaf_grads)
+        .unwrap()
+        .expect("prefix has a graph");
     acc.add(&through).unwrap();
     let mut checked = 0;
     for (a, b) in full.grads().iter().zip(acc.grads()) {
         let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(scale > 0.0);
         let d = (a - b)
             .unwrap()
@@ -719,7 +727,10 @@ fn shared_prefix_gradients_equal_full_recomputation() {
             .unwrap()
             .to_scalar::<f64>()
             .unwrap();
-        assert!(d <= 1e-9 * scale.max(1.0), "gradient differs by {d} (scale {scale})");
+        assert!(
+            d <= 1e-9 * scale.max(1.0),
+            "gradient differs by {d} (scale {scale})"
+        );
         checked += 1;
     }
     assert_eq!(checked, vars.len());

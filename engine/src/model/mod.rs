@@ -10,5 +10,5 @@ pub mod prefix;
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig, TokenIds};
 pub use decoder::{AdapterRef, FrozenLinear, Model};
-pub use prefix::Prefix;
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Target};
+pub use prefix::Prefix;

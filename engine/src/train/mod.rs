@@ -108,11 +108,9 @@ pub struct Trainer {
 /// The number of side-by-side workers for `cfg` (see [`TrainConfig::workers`]).
 pub fn worker_count(cfg: &TrainConfig, model: &Model) -> usize {
     // The adapters' own settings count (a warm start or checkpoint may bring its dropout).
-    let dropout = ["planner", "executor"].iter().any(|n| {
-        model
-            .adapter(n)
-            .is_ok_and(|a| a.config.lora_dropout > 0.0)
-    });
+    let dropout = ["planner", "executor"]
+        .iter()
+        .any(|n| model.adapter(n).is_ok_and(|a| a.config.lora_dropout > 0.0));
     if dropout || cfg.lora.planner.lora_dropout > 0.0 || cfg.lora.executor.lora_dropout > 0.0 {
         // Dropout masks come from one RNG per adapter: concurrent draws would reorder them.
         return 1;
@@ -566,12 +564,8 @@ impl Trainer {
         let (mut loss_sum, mut kl_sum, mut clipped, mut toks) = (0.0, 0.0, 0.0, 0.0);
         // The system prompt every group's prompt starts with runs once for the policy (its
         // gradient flows back once, below) and once for the reference.
-        let shared = rollout::shared_prompt_ids(
-            &self.agent,
-            &self.world.tools(),
-            policy,
-            self.cfg.mode,
-        )?;
+        let shared =
+            rollout::shared_prompt_ids(&self.agent, &self.world.tools(), policy, self.cfg.mode)?;
         let prefixes = if shared.len() >= crate::model::prefix::MIN_PREFIX {
             let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
             Some(UpdatePrefixes {
@@ -1010,7 +1004,15 @@ pub fn quick_eval_on(
     let prefixes = Prefixes::for_rollouts(agent, &world.tools(), c.mode)?;
     let prefixes = &prefixes;
     let results = lanes.map(jobs, |(i, t, mut w)| {
-        rollout_task_with(agent, w.as_mut(), t, c, mix_seed(&[c.seed, 7, i as u64]), 0, prefixes)
+        rollout_task_with(
+            agent,
+            w.as_mut(),
+            t,
+            c,
+            mix_seed(&[c.seed, 7, i as u64]),
+            0,
+            prefixes,
+        )
     });
     for r in results {
         let r = r?;

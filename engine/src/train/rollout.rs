@@ -7,12 +7,12 @@ use cahl_sessions::records::{
 use serde_json::Value;
 
 use crate::error::Result;
+use crate::model::Prefix;
 use crate::parse::{parse_executor, parse_planner, ToolCall, ToolSchema};
 use crate::rewards::{
     executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
     RewardBreakdown, ToolRlGold,
 };
-use crate::model::Prefix;
 use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
