@@ -53,6 +53,10 @@ pub struct EvalArgs {
     /// At most this many sub-tasks (flat: turns) per task.
     #[arg(long, default_value_t = 6)]
     pub max_subtasks: usize,
+    /// Episodes side by side on this many single-threaded workers (0 = one per core for models
+    /// up to 50M parameters, else 1). Results do not depend on it; latencies are per episode.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -157,10 +161,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .unwrap_or_default()
     );
     let (mut agent, _) = load_agent(&model, checkpoint.as_deref())?;
+    let workers = match args.workers {
+        0 => cahl_engine::lanes::Lanes::auto_count(agent.model.num_base_params()),
+        n => n,
+    };
+    if workers > 1 {
+        cahl_engine::lanes::single_threaded_candle_matmuls();
+    }
     let opts = EvalOptions {
         mode,
         seed: args.seed,
         max_subtasks: args.max_subtasks,
+        workers,
         ..Default::default()
     };
     let bar = if args.quiet {

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use aggregate::{EvalSummary, ItemResult};
 pub use taxonomy::{classify, EpisodeView, Label, Misalignment};
 
+use crate::lanes::Lanes;
 use crate::error::EngineError;
 use crate::parse::{parse_executor, parse_planner, validate_call, ToolCall, ToolSchema};
 use crate::score::{score_bench, Bench, Prediction, ScoreError};
@@ -126,6 +127,10 @@ pub struct EvalOptions {
     pub max_subtasks: usize,
     pub planner_max_tokens: usize,
     pub executor_max_tokens: usize,
+    /// Episodes run side by side on this many single-threaded lanes (0 = automatic, see
+    /// [`crate::lanes::Lanes::auto_count`]); results and per-episode latencies are those of
+    /// one thread per episode.
+    pub workers: usize,
 }
 
 impl Default for EvalOptions {
@@ -137,6 +142,7 @@ impl Default for EvalOptions {
             max_subtasks: r.max_subtasks,
             planner_max_tokens: r.planner.max_tokens,
             executor_max_tokens: r.executor.max_tokens,
+            workers: 0,
         }
     }
 }
@@ -496,18 +502,32 @@ pub fn run_eval(
 ) -> Result<EvalRun> {
     ensure_adapters(agent)?;
     let cfg = opts.rollout_config();
-    let mut world = make_world(bench, index)?;
+    let world = make_world(bench, index)?;
     // The system prompts (tool lists) are computed once for all episodes; tasks that bring
     // their own tools share less and prefill more.
     let prefixes = Prefixes::for_rollouts(agent, &world.tools(), cfg.mode)?;
+    let lanes = Lanes::new(match opts.workers {
+        0 => Lanes::auto_count(agent.model.num_base_params()),
+        n => n,
+    })?;
+    let agent: &Agent = agent;
     let mut episodes: Vec<std::result::Result<Episode, (String, String)>> = Vec::new();
-    for (i, task) in tasks.iter().enumerate() {
-        let seed = crate::train::mix_seed(&[opts.seed, i as u64]);
-        episodes.push(
-            run_episode(agent, world.as_mut(), task, &cfg, seed, &prefixes)
-                .map_err(|e| (category_of(task), format!("episode failed: {e}"))),
-        );
-        progress(i + 1, tasks.len());
+    // Waves of a few episodes per lane, each in its own copy of the world, so progress is
+    // reported as they finish; every episode's seed depends only on its index.
+    let wave = lanes.len() * 2;
+    let mut done = 0;
+    while done < tasks.len() {
+        let end = (done + wave).min(tasks.len());
+        let jobs: Vec<(usize, &Task, Box<dyn World>)> =
+            (done..end).map(|i| (i, &tasks[i], world.fork())).collect();
+        let (cfg, prefixes) = (&cfg, &prefixes);
+        episodes.extend(lanes.map(jobs, |(i, task, mut w)| {
+            let seed = crate::train::mix_seed(&[opts.seed, i as u64]);
+            run_episode(agent, w.as_mut(), task, cfg, seed, prefixes)
+                .map_err(|e| (category_of(task), format!("episode failed: {e}")))
+        }));
+        done = end;
+        progress(done, tasks.len());
     }
     // Scoring
     let mut verdicts: HashMap<String, (bool, Option<String>, Option<f64>)> = HashMap::new();
