@@ -756,17 +756,20 @@ fn prefix_cached_sampling_equals_full_prefill() {
         ..Default::default()
     };
     let full = sample_group(&model, Some("planner"), &prompt, 3, 0, &params, &ToyDetok).unwrap();
-    let cached = sample_group_with(
-        &model,
-        Some("planner"),
-        Some(&prefix),
-        &prompt,
-        3,
-        0,
-        &params,
-        &ToyDetok,
-    )
-    .unwrap();
+    let with_prefix = || {
+        sample_group_with(
+            &model,
+            Some("planner"),
+            Some(&prefix),
+            &prompt,
+            3,
+            0,
+            &params,
+            &ToyDetok,
+        )
+        .unwrap()
+    };
+    let cached = with_prefix();
     for (a, b) in full.iter().zip(&cached) {
         assert_eq!(a.tokens, b.tokens);
         for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
@@ -774,16 +777,5 @@ fn prefix_cached_sampling_equals_full_prefill() {
         }
     }
     // The prefix itself is untouched by the sampling that reused it.
-    let again = sample_group_with(
-        &model,
-        Some("planner"),
-        Some(&prefix),
-        &prompt,
-        3,
-        0,
-        &params,
-        &ToyDetok,
-    )
-    .unwrap();
-    assert_eq!(cached, again);
+    assert_eq!(cached, with_prefix());
 }

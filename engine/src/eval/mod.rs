@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 pub use aggregate::{EvalSummary, ItemResult};
 pub use taxonomy::{classify, EpisodeView, Label, Misalignment};
 
-use crate::lanes::Lanes;
 use crate::error::EngineError;
+use crate::lanes::Lanes;
 use crate::parse::{parse_executor, parse_planner, validate_call, ToolCall, ToolSchema};
 use crate::score::{score_bench, Bench, Prediction, ScoreError};
 use crate::train::{rollout_task_with, Agent, Mode, Prefixes, TrainConfig};
