@@ -140,6 +140,12 @@ fn eval_report_and_compare_end_to_end() {
             .collect()
     };
     assert_eq!(strip(&out1), strip(&again));
+    // episodes side by side on two workers give the same results as one worker
+    let (one, two) = (d.path().join("one"), d.path().join("two"));
+    eval(&s1, &["--workers", "1", "--out", one.to_str().unwrap()]);
+    eval(&s1, &["--workers", "2", "--out", two.to_str().unwrap()]);
+    assert_eq!(strip(&one), strip(&two));
+    assert_eq!(strip(&out1), strip(&one));
 
     // the flat session defaults to flat mode
     let stdout = eval(&s2, &[]);
