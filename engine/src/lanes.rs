@@ -157,13 +157,23 @@ mod tests {
 
     #[test]
     fn lanes_run_side_by_side() {
-        // Two items that each wait for the other can only finish if they run concurrently.
+        // Each item waits for the other's message: run one after the other, the first would
+        // time out instead of receiving it.
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
         let lanes = Lanes::new(2).unwrap();
-        let barrier = std::sync::Barrier::new(2);
-        let out = lanes.map(vec![1, 2], |x: i32| {
-            barrier.wait();
-            x * 10
+        // Item i receives on rx_i and sends to the other item's channel.
+        let (tx0, rx0) = channel::<i32>();
+        let (tx1, rx1) = channel::<i32>();
+        let links = [
+            std::sync::Mutex::new((tx1, rx0)),
+            std::sync::Mutex::new((tx0, rx1)),
+        ];
+        let out = lanes.map(vec![0usize, 1], |i| {
+            let link = links[i].lock().unwrap();
+            link.0.send(i as i32).unwrap();
+            link.1.recv_timeout(Duration::from_secs(10)).ok()
         });
-        assert_eq!(out, vec![10, 20]);
+        assert_eq!(out, vec![Some(1), Some(0)]);
     }
 }

@@ -10,7 +10,7 @@ pub mod config;
 pub mod prompts;
 pub mod rollout;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -103,6 +103,8 @@ pub struct Trainer {
     elapsed_s: f64,
     eval_tasks: Vec<Task>,
     lanes: Lanes,
+    /// The base model's (reference policy's) shared-prompt prefixes, by token ids.
+    reference_prefixes: HashMap<Vec<u32>, Prefix>,
 }
 
 /// The number of side-by-side workers for `cfg` (see [`TrainConfig::workers`]).
@@ -142,10 +144,10 @@ struct MicroOut {
 
 /// Shared prompt prefixes of one update: the policy's (detached leaves, plus the graph they
 /// came from) and the reference model's.
-struct UpdatePrefixes {
+struct UpdatePrefixes<'a> {
     graph: Prefix,
     leaves: Prefix,
-    reference: Option<Prefix>,
+    reference: Option<&'a Prefix>,
 }
 
 /// Forward, GRPO loss and backward of one micro-batch.
@@ -157,7 +159,7 @@ fn micro_batch_grads(
     mb: &MicroBatch,
     temperature: f64,
     norm: f64,
-    prefixes: Option<&UpdatePrefixes>,
+    prefixes: Option<&UpdatePrefixes<'_>>,
     vars: &[candle_core::Var],
 ) -> Result<MicroOut> {
     let g = mb.group;
@@ -191,7 +193,7 @@ fn micro_batch_grads(
             completion_logprobs_with(
                 &agent.model,
                 None,
-                prefixes.and_then(|p| p.reference.as_ref()),
+                prefixes.and_then(|p| p.reference),
                 &g.prompt,
                 &comps,
                 temperature,
@@ -271,6 +273,7 @@ impl Trainer {
             elapsed_s: 0.0,
             eval_tasks: Vec::new(),
             lanes,
+            reference_prefixes: HashMap::new(),
         })
     }
 
@@ -567,15 +570,19 @@ impl Trainer {
         let shared =
             rollout::shared_prompt_ids(&self.agent, &self.world.tools(), policy, self.cfg.mode)?;
         let prefixes = if shared.len() >= crate::model::prefix::MIN_PREFIX {
+            // The base model never changes during training: its prefix is computed once.
+            if gcfg.beta > 0.0 && !self.reference_prefixes.contains_key(&shared) {
+                let p = Prefix::build(&self.agent.model, None, &shared, false)?;
+                self.reference_prefixes.insert(shared.clone(), p);
+            }
             let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
             Some(UpdatePrefixes {
                 leaves: graph.detached()?,
                 graph,
-                reference: if gcfg.beta > 0.0 {
-                    Some(Prefix::build(&self.agent.model, None, &shared, false)?)
-                } else {
-                    None
-                },
+                reference: self
+                    .reference_prefixes
+                    .get(&shared)
+                    .filter(|_| gcfg.beta > 0.0),
             })
         } else {
             None
@@ -597,14 +604,10 @@ impl Trainer {
         // Micro-batches run side by side in waves of one per lane; their gradients are summed
         // in micro-batch order, so the sum does not depend on the number of lanes, and at most
         // one gradient per lane is held at a time.
-        let agent = &self.agent;
-        let mut rest = batches;
-        while !rest.is_empty() {
-            let tail = rest.split_off(self.lanes.len().min(rest.len()));
-            let wave = std::mem::replace(&mut rest, tail);
-            let pre = prefixes.as_ref();
-            let outs = self.lanes.map(wave, |mb| {
-                micro_batch_grads(agent, adapter, &gcfg, &mb, temperature, norm, pre, &vars)
+        let (agent, pre) = (&self.agent, prefixes.as_ref());
+        for wave in batches.chunks(self.lanes.len()) {
+            let outs = self.lanes.map(wave.iter().collect(), |mb| {
+                micro_batch_grads(agent, adapter, &gcfg, mb, temperature, norm, pre, &vars)
             });
             for out in outs {
                 let out = out?;
