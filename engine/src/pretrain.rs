@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -72,14 +72,56 @@ pub struct GoldText {
 
 /// The gold planner answer for a task.
 pub fn gold_plan_text(task: &Task) -> String {
+    plan_text(task, &task.gold_plan)
+}
+
+/// A planner answer for `task` with the sub-tasks `plan` (the `<think>` line names the gold
+/// calls).
+pub fn plan_text(task: &Task, plan: &[String]) -> String {
     let names: Vec<&str> = task.gold_calls.iter().map(|c| c.name.as_str()).collect();
     let n = task.gold_plan.len();
     format!(
         "<think>{n} step{}: {}.</think>\n<plan>\n{}\n</plan>",
         if n == 1 { "" } else { "s" },
         names.join(", "),
-        render_plan(&task.gold_plan)
+        render_plan(plan)
     )
+}
+
+/// The gold plan with its last two sub-tasks written as one ("A, then B"): the coarse plan of
+/// an imperfect demonstration. `None` for single-step plans.
+pub fn merged_plan(plan: &[String]) -> Option<Vec<String>> {
+    let n = plan.len();
+    if n < 2 {
+        return None;
+    }
+    let mut out = plan[..n - 2].to_vec();
+    out.push(format!("{}, then {}", plan[n - 2], plan[n - 1]));
+    Some(out)
+}
+
+/// Replace the planner answer of a `merged` fraction of the multi-step tasks with a coarse
+/// plan ([`merged_plan`]), chosen deterministically from `seed`. `texts` holds the
+/// conversations of `tasks` in order, each task's planner conversation first (as
+/// [`builtin_gold_texts`] returns them). Returns how many plans were merged.
+pub fn merge_some_plans(tasks: &[Task], texts: &mut [GoldText], merged: f64, seed: u64) -> usize {
+    if merged <= 0.0 {
+        return 0;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_7267_6564);
+    let mut planner = texts.iter_mut().filter(|g| g.role == Role::Planner);
+    let mut count = 0;
+    for t in tasks {
+        let Some(g) = planner.next() else { break };
+        let draw: f64 = rng.random();
+        if let Some(plan) = merged_plan(&t.gold_plan) {
+            if draw < merged {
+                g.completion = plan_text(t, &plan);
+                count += 1;
+            }
+        }
+    }
+    count
 }
 
 /// The gold executor answer for one call.
@@ -284,6 +326,10 @@ pub struct PretrainConfig {
     /// flat]` trains on every role and shows each planner conversation twice per epoch. Empty:
     /// every role once.
     pub roles: Vec<Role>,
+    /// Fraction of multi-step tasks whose planner demonstration merges the last two sub-tasks
+    /// into one (imperfect demonstrations; the executor is only ever shown single-call
+    /// sub-tasks). 0 = gold plans only.
+    pub merged_plans: f64,
 }
 
 impl Default for PretrainConfig {
@@ -308,6 +354,7 @@ impl Default for PretrainConfig {
             save_dtype: "f16".into(),
             init: None,
             roles: Vec::new(),
+            merged_plans: 0.0,
         }
     }
 }
@@ -564,6 +611,8 @@ pub struct PretrainReport {
     pub dev_hierarchical: QuickEval,
     pub dev_flat: QuickEval,
     pub bytes_on_disk: u64,
+    /// Planner demonstrations written as coarse (merged) plans (`merged_plans`).
+    pub merged_plans: usize,
 }
 
 /// Greedy dev success of a (snapshot of a) base model with fresh adapters, hierarchical and
@@ -618,7 +667,11 @@ pub fn pretrain(
     mut on_progress: impl FnMut(&SftProgress),
 ) -> Result<PretrainReport> {
     crate::model::ops::init_cpu_float_mode();
-    let (_, texts) = builtin_gold_texts(cfg.tasks, cfg.seed)?;
+    let (tasks, mut texts) = builtin_gold_texts(cfg.tasks, cfg.seed)?;
+    let merged = merge_some_plans(&tasks, &mut texts, cfg.merged_plans, cfg.seed);
+    if merged > 0 {
+        tracing::info!("{merged} of {} planner demonstrations merged", tasks.len());
+    }
     let texts = weight_roles(texts, &cfg.roles);
     let (tok, tok_json, template, mut model) = match &cfg.init {
         Some(dir) => {
@@ -728,6 +781,7 @@ pub fn pretrain(
         dev_hierarchical: dev_h,
         dev_flat: dev_f,
         bytes_on_disk,
+        merged_plans: merged,
     })
 }
 

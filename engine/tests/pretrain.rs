@@ -6,7 +6,7 @@ use cahl_engine::model::{KvCache, Model};
 use cahl_engine::optim::AdamWConfig;
 use cahl_engine::parse::{parse_executor, parse_planner};
 use cahl_engine::pretrain::{
-    builtin_gold_texts, gold_texts, save_hf_folder, sft_loss, sft_run, tokenize_examples,
+    builtin_gold_texts, gold_texts, merge_some_plans, save_hf_folder, sft_loss, sft_run, tokenize_examples,
     train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
 };
 use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
@@ -58,6 +58,61 @@ fn gold_texts_parse_back_to_the_gold_plan_and_calls() {
             .calls()
             .is_empty());
     }
+}
+
+#[test]
+fn merged_plans_join_the_last_two_subtasks_of_the_chosen_fraction() {
+    let (tasks, gold) = builtin_gold_texts(200, 5).unwrap();
+    let multi = tasks.iter().filter(|t| t.gold_plan.len() >= 2).count();
+    assert!(multi > 50, "{multi}");
+    let mut none = gold.clone();
+    assert_eq!(merge_some_plans(&tasks, &mut none, 0.0, 5), 0);
+    let mut all = gold.clone();
+    assert_eq!(merge_some_plans(&tasks, &mut all, 1.0, 5), multi);
+    let mut some = gold.clone();
+    let n = merge_some_plans(&tasks, &mut some, 0.6, 5);
+    assert!(
+        (n as f64) > 0.45 * multi as f64 && (n as f64) < 0.75 * multi as f64,
+        "{n} of {multi}"
+    );
+    // Same seed, same choice.
+    let mut again = gold.clone();
+    assert_eq!(merge_some_plans(&tasks, &mut again, 0.6, 5), n);
+    let planners = |v: &[cahl_engine::pretrain::GoldText]| -> Vec<String> {
+        v.iter()
+            .filter(|g| g.role == Role::Planner)
+            .map(|g| g.completion.clone())
+            .collect()
+    };
+    assert_eq!(planners(&some), planners(&again));
+    assert_eq!(planners(&none), planners(&gold));
+    let mut changed = 0;
+    for ((t, g), m) in tasks.iter().zip(planners(&gold)).zip(planners(&some)) {
+        let p = parse_planner(&m);
+        assert!(p.issues.is_empty(), "{m}");
+        if g == m {
+            assert_eq!(p.subtasks, t.gold_plan);
+            continue;
+        }
+        changed += 1;
+        // One sub-task fewer: the last two gold sub-tasks as one, values and all.
+        let k = t.gold_plan.len();
+        assert_eq!(p.subtasks.len(), k - 1);
+        assert_eq!(p.subtasks[..k - 2], t.gold_plan[..k - 2]);
+        assert_eq!(
+            p.subtasks[k - 2],
+            format!("{}, then {}", t.gold_plan[k - 2], t.gold_plan[k - 1])
+        );
+    }
+    assert_eq!(changed, n);
+    // Executor and flat conversations never change.
+    let others = |v: &[cahl_engine::pretrain::GoldText]| -> Vec<String> {
+        v.iter()
+            .filter(|g| g.role != Role::Planner)
+            .map(|g| g.user.clone() + &g.completion)
+            .collect()
+    };
+    assert_eq!(others(&some), others(&gold));
 }
 
 fn tiny_setup() -> (Tokenizer, ChatTemplate, Vec<SftExample>, Model) {

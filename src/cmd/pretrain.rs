@@ -45,6 +45,10 @@ pub struct PretrainArgs {
     /// each plan twice per epoch); default: every role once.
     #[arg(long, value_delimiter = ',')]
     pub roles: Vec<String>,
+    /// Fraction of multi-step tasks whose planner demonstration merges the last two
+    /// sub-tasks into one ("A, then B"): imperfect demonstrations (default 0: gold plans).
+    #[arg(long)]
+    pub merged_plans: Option<f64>,
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
@@ -64,8 +68,12 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         intermediate_size,
         vocab_size,
         eval_every,
-        warmup
+        warmup,
+        merged_plans
     );
+    if !(0.0..=1.0).contains(&cfg.merged_plans) {
+        anyhow::bail!("--merged-plans must be in [0, 1], got {}", cfg.merged_plans);
+    }
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     for r in &a.roles {
         let role = Role::ALL

@@ -191,8 +191,8 @@ pub struct EvalSection {
 impl Default for EvalSection {
     fn default() -> Self {
         EvalSection {
-            every: 20,
-            tasks: 24,
+            every: 50,
+            tasks: 100,
         }
     }
 }
