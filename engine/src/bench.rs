@@ -222,11 +222,19 @@ pub fn run(
             runs,
         });
     }
-    let weight_bytes = (model.num_base_params() * model.dtype().size_in_bytes()) as u64;
+    let weight_bytes = (model.num_base_params() * model.base_weight_dtype().size_in_bytes()) as u64;
     Ok(BenchReport {
         model: name.to_string(),
         params: model.num_base_params(),
-        dtype: format!("{:?}", model.dtype()),
+        dtype: if model.base_weight_dtype() == model.dtype() {
+            format!("{:?}", model.dtype())
+        } else {
+            format!(
+                "{:?} (base weights {:?})",
+                model.dtype(),
+                model.base_weight_dtype()
+            )
+        },
         threads: candle_core::utils::get_num_threads(),
         figures,
         peak_rss_bytes: peak_rss_bytes(),

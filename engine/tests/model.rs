@@ -228,6 +228,77 @@ fn kv_cache_decode_equals_full_forward() {
     }
 }
 
+#[test]
+fn f16_stored_base_weights_compute_like_f32_on_the_rounded_weights() {
+    let cfg = cfg_json("qwen2", false, "");
+    let w = Model::random_weights(&cfg, 4).unwrap();
+    // The matrices rounded to f16 and back; norms and biases untouched.
+    let rounded: HashMap<String, Tensor> = w
+        .iter()
+        .map(|(k, v)| {
+            let matrix = k.ends_with("proj.weight")
+                || k.ends_with("embed_tokens.weight")
+                || k == "lm_head.weight";
+            let v = if matrix {
+                v.to_dtype(DType::F16)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let mut want = Model::new(&cfg, &rounded, DType::F32, &Device::Cpu).unwrap();
+    let mut got = Model::new(&cfg, &w, DType::F32, &Device::Cpu).unwrap();
+    got.store_base_weights(DType::F16).unwrap();
+    assert_eq!(got.base_weight_dtype(), DType::F16);
+    assert_eq!(got.dtype(), DType::F32);
+    for m in [&mut want, &mut got] {
+        m.add_adapter("executor", &lora_all(), 1).unwrap();
+        randomize_b(m.adapter("executor").unwrap(), 1);
+    }
+    let ids: Vec<u32> = vec![1, 5, 9, 13, 2, 40, 33, 7];
+    for adapter in [None, Some("executor")] {
+        for train in [false, true] {
+            let run = |m: &Model| {
+                m.forward(
+                    &m.ids_tensor(&ids, 1).unwrap(),
+                    0,
+                    &mut m.new_cache(),
+                    adapter,
+                    train,
+                )
+                .unwrap()
+            };
+            let d = max_diff(&run(&want), &run(&got));
+            assert!(d < 1e-4, "full forward (train {train}) differs by {d}");
+        }
+        // Token by token: the small-m kernel reads the f16 weights directly.
+        let step = |m: &Model| {
+            let mut cache = m.new_cache();
+            let parts: Vec<Tensor> = ids
+                .iter()
+                .enumerate()
+                .map(|(p, &t)| {
+                    m.forward(
+                        &m.ids_tensor(&[t], 1).unwrap(),
+                        p,
+                        &mut cache,
+                        adapter,
+                        false,
+                    )
+                    .unwrap()
+                })
+                .collect();
+            Tensor::cat(&parts, 1).unwrap()
+        };
+        let d = max_diff(&step(&want), &step(&got));
+        assert!(d < 1e-4, "decode differs by {d}");
+    }
+}
+
 struct ToyDetok;
 impl Detok for ToyDetok {
     fn decode(&self, ids: &[u32]) -> String {

@@ -6,8 +6,8 @@ use cahl_engine::model::{KvCache, Model};
 use cahl_engine::optim::AdamWConfig;
 use cahl_engine::parse::{parse_executor, parse_planner};
 use cahl_engine::pretrain::{
-    builtin_gold_texts, gold_texts, merge_some_plans, save_hf_folder, sft_loss, sft_run, tokenize_examples,
-    train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
+    builtin_gold_texts, gold_texts, merge_some_plans, save_hf_folder, sft_loss, sft_run,
+    tokenize_examples, train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
 };
 use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
 use cahl_engine::tokenizer::Tokenizer;

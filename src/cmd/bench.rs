@@ -14,6 +14,10 @@ pub struct BenchArgs {
     /// Compute dtype: f32, f16, bf16 (bf16 is the CUDA choice).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Store the frozen base matrices in this dtype (f16) and widen them as they are read, on
+    /// the CPU; default: the compute dtype.
+    #[arg(long)]
+    pub base_dtype: Option<String>,
     /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -69,6 +73,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             )
         }
     };
+    if let Some(b) = &args.base_dtype {
+        let dt = bench::parse_dtype(b).with_context(|| format!("unknown --base-dtype {b:?}"))?;
+        model.store_base_weights(dt)?;
+    }
     let opts = BenchOpts {
         prompt_tokens: args.prompt_tokens,
         decode_tokens: args.decode_tokens,

@@ -427,11 +427,11 @@ impl Model {
                 self.rope.cos.dim(0)?
             )));
         }
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.cfg.hidden_size,
-        ))?;
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(self.dtype)?
+            .reshape((b, t, self.cfg.hidden_size))?;
         for i in 0..self.blocks.len() {
             let blk = &self.blocks[i];
             let h = self.norm(&x, &blk.ln_attn, train)?;
@@ -552,6 +552,41 @@ impl Model {
             }
         }
         Ok(out)
+    }
+
+    /// Keep the frozen matrices (projections, embedding, head) in `dt` (e.g. f16) while the
+    /// model computes in its own dtype: each matmul widens the weight as it reads it (decode's
+    /// small-m kernel on the fly, larger matmuls one matrix at a time), so memory and the bytes
+    /// streamed per decode step halve at the cost of rounding the base weights once. Norms,
+    /// biases and adapters keep the compute dtype. Not for a base made trainable.
+    pub fn store_base_weights(&mut self, dt: DType) -> Result<()> {
+        if dt == self.embed.dtype() {
+            return Ok(());
+        }
+        if !self.device.is_cpu() {
+            return Err(EngineError::Other(
+                "16-bit base-weight storage is a CPU option; on a GPU use --dtype".into(),
+            ));
+        }
+        let tied = self.lm_head.id() == self.embed.id();
+        let conv = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(dt)?.contiguous()?) };
+        self.embed = conv(&self.embed)?;
+        self.lm_head = if tied {
+            self.embed.clone()
+        } else {
+            conv(&self.lm_head)?
+        };
+        for b in &mut self.blocks {
+            for p in &mut b.proj {
+                p.w = conv(&p.w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The dtype the frozen matrices are stored in ([`Model::store_base_weights`]).
+    pub fn base_weight_dtype(&self) -> DType {
+        self.embed.dtype()
     }
 
     /// Every frozen base tensor (for tests that check no gradient reaches them).

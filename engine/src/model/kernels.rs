@@ -13,11 +13,14 @@ use rayon::prelude::*;
 /// Largest row count that goes through [`small_m_matmul`] instead of the generic GEMM.
 pub const SMALL_M: usize = 16;
 
-/// Whether this CPU has the instructions the small-m kernel needs.
+/// Whether this CPU has the instructions the small-m kernel needs (AVX2, FMA, and F16C for
+/// 16-bit weights).
 pub fn small_m_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -28,9 +31,55 @@ pub fn small_m_supported() -> bool {
 /// Weight rows per parallel task.
 const N_CHUNK: usize = 32;
 
-/// `out (m, n) = x (m, k) @ w (n, k)^T`, all row-major f32. Falls back to a scalar loop on CPUs
-/// without AVX2+FMA (callers normally check [`small_m_supported`] first).
-pub fn small_m_matmul_f32(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+/// A weight element the small-m kernel reads: f32 as it is, f16 widened to f32 as it is loaded
+/// (half the bytes streamed from memory per decode step, f32 arithmetic).
+pub trait WeightElem: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// Eight consecutive elements from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable and the CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl WeightElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl WeightElem for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded from the caller: 8 f16 = 16 readable bytes, F16C present.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
+
+/// `out (m, n) = x (m, k) @ w (n, k)^T`, row-major, f32 inputs and f32 or f16 weights. Falls
+/// back to a scalar loop on CPUs without the instructions (callers normally check
+/// [`small_m_supported`] first).
+pub fn small_m_matmul_f32<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
     debug_assert_eq!(x.len(), m * k);
     debug_assert_eq!(w.len(), n * k);
     // Computed transposed, (n, m), so each task owns a contiguous block of the output.
@@ -45,7 +94,7 @@ pub fn small_m_matmul_f32(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) ->
             #[cfg(target_arch = "x86_64")]
             {
                 if small_m_supported() {
-                    // SAFETY: AVX2 and FMA were detected at run time just above.
+                    // SAFETY: AVX2, FMA and F16C were detected at run time just above.
                     unsafe { avx::block(x, wb, m, k, rows, block) };
                     return;
                 }
@@ -61,18 +110,26 @@ pub fn small_m_matmul_f32(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) ->
     out
 }
 
-fn scalar_block(x: &[f32], w: &[f32], m: usize, k: usize, rows: usize, out_t: &mut [f32]) {
+fn scalar_block<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    m: usize,
+    k: usize,
+    rows: usize,
+    out_t: &mut [f32],
+) {
     for r in 0..rows {
         let wr = &w[r * k..(r + 1) * k];
         for i in 0..m {
             let xr = &x[i * k..(i + 1) * k];
-            out_t[r * m + i] = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
+            out_t[r * m + i] = wr.iter().zip(xr).map(|(a, b)| a.to_f32() * b).sum();
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
+    use super::WeightElem;
     use std::arch::x86_64::*;
 
     /// Sum of the 8 lanes.
@@ -89,11 +146,11 @@ mod avx {
     /// Dot products of two weight rows with `R` input rows: `acc[a][b] = w_a . x_b`.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; every slice must have at least `k` elements.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize>(
-        w0: &[f32],
-        w1: &[f32],
+    /// Needs AVX2, FMA and F16C; every slice must have at least `k` elements.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<W: WeightElem, const R: usize>(
+        w0: &[W],
+        w1: &[W],
         xs: [&[f32]; R],
         k: usize,
     ) -> [[f32; R]; 2] {
@@ -103,8 +160,8 @@ mod avx {
         let mut p = 0;
         while p < k8 {
             // SAFETY: p + 8 <= k <= every slice's length.
-            let v0 = _mm256_loadu_ps(w0.as_ptr().add(p));
-            let v1 = _mm256_loadu_ps(w1.as_ptr().add(p));
+            let v0 = W::load8(w0.as_ptr().add(p));
+            let v1 = W::load8(w1.as_ptr().add(p));
             for b in 0..R {
                 let xv = _mm256_loadu_ps(xs[b].as_ptr().add(p));
                 a0[b] = _mm256_fmadd_ps(v0, xv, a0[b]);
@@ -117,8 +174,8 @@ mod avx {
             let mut s0 = hsum(a0[b]);
             let mut s1 = hsum(a1[b]);
             for q in k8..k {
-                s0 += w0[q] * xs[b][q];
-                s1 += w1[q] * xs[b][q];
+                s0 += w0[q].to_f32() * xs[b][q];
+                s1 += w1[q].to_f32() * xs[b][q];
             }
             out[0][b] = s0;
             out[1][b] = s1;
@@ -128,11 +185,11 @@ mod avx {
 
     /// Inputs in groups of `R` against one pair of weight rows, writing `out_t[(r, i)]`.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn pair_rows<const R: usize>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair_rows<W: WeightElem, const R: usize>(
         x: &[f32],
-        w0: &[f32],
-        w1: &[f32],
+        w0: &[W],
+        w1: &[W],
         i0: usize,
         k: usize,
         m: usize,
@@ -140,7 +197,7 @@ mod avx {
         out_t: &mut [f32],
     ) {
         let xs: [&[f32]; R] = std::array::from_fn(|b| &x[(i0 + b) * k..(i0 + b + 1) * k]);
-        let o = tile::<R>(w0, w1, xs, k);
+        let o = tile::<W, R>(w0, w1, xs, k);
         for b in 0..R {
             out_t[r * m + i0 + b] = o[0][b];
             if r + 1 < out_t.len() / m {
@@ -152,9 +209,16 @@ mod avx {
     /// One task's block: weight rows `w (rows, k)` against all `m` inputs.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(x: &[f32], w: &[f32], m: usize, k: usize, rows: usize, out_t: &mut [f32]) {
+    /// Needs AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn block<W: WeightElem>(
+        x: &[f32],
+        w: &[W],
+        m: usize,
+        k: usize,
+        rows: usize,
+        out_t: &mut [f32],
+    ) {
         let mut r = 0;
         while r < rows {
             let w0 = &w[r * k..(r + 1) * k];
@@ -166,13 +230,13 @@ mod avx {
             };
             let mut i = 0;
             while i + 4 <= m {
-                pair_rows::<4>(x, w0, w1, i, k, m, r, out_t);
+                pair_rows::<W, 4>(x, w0, w1, i, k, m, r, out_t);
                 i += 4;
             }
             match m - i {
-                3 => pair_rows::<3>(x, w0, w1, i, k, m, r, out_t),
-                2 => pair_rows::<2>(x, w0, w1, i, k, m, r, out_t),
-                1 => pair_rows::<1>(x, w0, w1, i, k, m, r, out_t),
+                3 => pair_rows::<W, 3>(x, w0, w1, i, k, m, r, out_t),
+                2 => pair_rows::<W, 2>(x, w0, w1, i, k, m, r, out_t),
+                1 => pair_rows::<W, 1>(x, w0, w1, i, k, m, r, out_t),
                 _ => {}
             }
             r += 2;
@@ -180,7 +244,8 @@ mod avx {
     }
 }
 
-/// `x @ w^T` for f32 CPU tensors through the small-m kernel; `x (..., k)`, `w (n, k)`.
+/// `x @ w^T` for f32 CPU inputs and f32 or f16 weights through the small-m kernel; `x (..., k)`,
+/// `w (n, k)`.
 struct SmallM;
 
 impl CustomOp2 for SmallM {
@@ -195,8 +260,8 @@ impl CustomOp2 for SmallM {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(xs), CpuStorage::F32(ws)) = (s1, s2) else {
-            candle_core::bail!("small-m matmul needs f32 tensors")
+        let CpuStorage::F32(xs) = s1 else {
+            candle_core::bail!("small-m matmul needs f32 inputs")
         };
         let (Some((xa, xb)), Some((wa, wb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
         else {
@@ -208,7 +273,12 @@ impl CustomOp2 for SmallM {
             candle_core::bail!("small-m matmul: input {xd:?} does not end in {k} features");
         }
         let m = l1.shape().elem_count() / k.max(1);
-        let out = small_m_matmul_f32(&xs[xa..xb], &ws[wa..wb], m, k, n);
+        let x = &xs[xa..xb];
+        let out = match s2 {
+            CpuStorage::F32(ws) => small_m_matmul_f32(x, &ws[wa..wb], m, k, n),
+            CpuStorage::F16(ws) => small_m_matmul_f32(x, &ws[wa..wb], m, k, n),
+            _ => candle_core::bail!("small-m matmul needs f32 or f16 weights"),
+        };
         let mut od = xd.to_vec();
         if let Some(last) = od.last_mut() {
             *last = n;
@@ -217,12 +287,13 @@ impl CustomOp2 for SmallM {
     }
 }
 
-/// `x (..., k) @ w (n, k)^T` through the small-m kernel when it applies (CPU, f32, at most
-/// [`SMALL_M`] rows, AVX2+FMA); `None` when the caller should use the generic matmul.
+/// `x (..., k) @ w (n, k)^T` through the small-m kernel when it applies (CPU, f32 input, f32
+/// or f16 weight, at most [`SMALL_M`] rows, AVX2+FMA+F16C); `None` when the caller should use
+/// the generic matmul.
 pub fn small_m_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     if !x.device().is_cpu()
         || x.dtype() != DType::F32
-        || w.dtype() != DType::F32
+        || !matches!(w.dtype(), DType::F32 | DType::F16)
         || w.rank() != 2
         || !small_m_supported()
     {
@@ -385,7 +456,7 @@ mod tests {
             let got = Tensor::from_vec(
                 small_m_matmul_f32(
                     &x.flatten_all().unwrap().to_vec1().unwrap(),
-                    &w.flatten_all().unwrap().to_vec1().unwrap(),
+                    &w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                     m,
                     k,
                     n,
@@ -403,6 +474,26 @@ mod tests {
                 .to_scalar()
                 .unwrap();
             assert!(d < 1e-4, "({m},{k},{n}): max diff {d}");
+        }
+    }
+
+    #[test]
+    fn small_m_reads_f16_weights_like_their_f32_values() {
+        for (m, k, n) in [(1, 7, 3), (3, 17, 5), (8, 64, 33), (16, 40, 9)] {
+            let x = det(m * k, 0.37);
+            let w16: Vec<half::f16> = det(n * k, 0.71)
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect();
+            let w32: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+            let a = small_m_matmul_f32(&x, &w16, m, k, n);
+            let b = small_m_matmul_f32(&x, &w32, m, k, n);
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-5, "({m},{k},{n}): max diff {d}");
         }
     }
 

@@ -49,8 +49,16 @@ impl CustomOp2 for FrozenMatmul {
         let (m, k, n, out_shape) = Self::dims(l1, l2)?;
         let (off, _) = l1.contiguous_offsets().unwrap_or((l1.start_offset(), 0));
         let lhs_l = Layout::contiguous_with_offset((m, k), off);
-        let rhs_l = l2.transpose(0, 1)?;
-        let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &rhs_l)?;
+        // A 16-bit stored weight is widened for this call only (the graph keeps the 16-bit one).
+        let widened;
+        let (w, wl) = if s2.dtype() != s1.dtype() {
+            widened = s2.to_dtype(l2, s1.dtype())?;
+            (&widened, Layout::contiguous((n, k)))
+        } else {
+            (s2, l2.clone())
+        };
+        let rhs_l = wl.transpose(0, 1)?;
+        let out = s1.matmul(w, (1, m, n, k), &lhs_l, &rhs_l)?;
         Ok((out, out_shape))
     }
 
@@ -80,7 +88,11 @@ impl CustomOp2 for FrozenMatmul {
         let dims = grad_res.dims().to_vec();
         let n = *dims.last().unwrap_or(&1);
         let g2 = grad_res.contiguous()?.reshape(((), n))?;
-        let gx = g2.matmul(w)?;
+        let gx = if w.dtype() == g2.dtype() {
+            g2.matmul(w)?
+        } else {
+            g2.matmul(&w.to_dtype(g2.dtype())?)?
+        };
         let mut xd = dims;
         if let Some(last) = xd.last_mut() {
             *last = w.dim(1)?;
@@ -94,17 +106,27 @@ impl CustomOp2 for FrozenMatmul {
 pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
     // A base weight made trainable (full-parameter pre-training) is a variable: plain matmul,
     // so its gradient is computed.
+    // A weight stored in 16 bits (`Model::store_base_weights`) is widened to the input's dtype
+    // where it is used, one matrix at a time.
+    let widen = |w: &Tensor| -> Result<Tensor> {
+        if w.dtype() == x.dtype() {
+            Ok(w.clone())
+        } else {
+            w.to_dtype(x.dtype())
+        }
+    };
     if track && x.track_op() && !w.track_op() {
         let x = x.contiguous()?;
         x.apply_op2(w, FrozenMatmul)
     } else {
-        // The small-m kernel records no backward: only where no gradient is wanted.
+        // The small-m kernel records no backward: only where no gradient is wanted. It reads
+        // f16 weights directly.
         if !x.track_op() && !w.track_op() {
             if let Some(y) = crate::model::kernels::small_m_matmul(x, w)? {
                 return Ok(y);
             }
         }
-        matmul_2d(x, &w.t()?)
+        matmul_2d(x, &widen(w)?.t()?)
     }
 }
 
