@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// Compute dtype, overriding [model].dtype: f32, bf16 (CUDA), f16.
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Store the frozen base matrices in this dtype on the CPU (f16: half the memory, faster
+    /// sampling), overriding [model].base_dtype.
+    #[arg(long)]
+    pub base_dtype: Option<String>,
     /// Start the planner and executor adapters from a `cahl-tui sft` output (or any folder with
     /// PEFT `planner/` and `executor/` sub-folders, e.g. a checkpoint) instead of PEFT's init.
     #[arg(long, value_name = "DIR")]
@@ -80,7 +84,12 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
     let lm = embedded::load_spec(&cfg.model.path)?;
     let tok = lm.require_tokenizer()?.clone();
     let template = lm.chat_template_or_fallback()?;
-    let model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
+    let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
+    if !cfg.model.base_dtype.is_empty() {
+        let bd = cahl_engine::bench::parse_dtype(&cfg.model.base_dtype)
+            .with_context(|| format!("unknown [model].base_dtype {:?}", cfg.model.base_dtype))?;
+        model.store_base_weights(bd)?;
+    }
     let params = lm.param_count();
     drop(lm);
     let agent = Agent {
@@ -209,6 +218,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if let Some(d) = &args.dtype {
         cfg.model.dtype = d.clone();
+    }
+    if let Some(d) = &args.base_dtype {
+        cfg.model.base_dtype = d.clone();
     }
     let (agent, params) = load_agent_for(&mut cfg)?;
     let mut agent = agent;

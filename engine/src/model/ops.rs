@@ -7,15 +7,24 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-/// `x @ w^T` for a frozen weight `w` of shape `(out, in)`; `x` is `(..., in)`.
-/// Backward returns the gradient for `x` only; none is computed for `w`.
-struct FrozenMatmul;
+/// `x @ w^T` (`t`, the forward of a linear layer: `w` is `(out, in)`) or `x @ w` (not `t`, its
+/// input gradient: `w` is `(in, out)`) for a frozen weight; `x` is `(..., in)`. Backward returns
+/// the gradient for `x` only; none is computed for `w`. A weight stored in f16 is widened into a
+/// per-thread scratch buffer for the call (no fresh allocation, so no page faults per matmul).
+struct FrozenMatmul {
+    t: bool,
+}
+
+thread_local! {
+    static WIDE_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl FrozenMatmul {
-    /// (m, k, n) for a contiguous x of shape (.., k) and w (n, k).
-    fn dims(l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, Shape)> {
+    /// (m, k, n, output shape) for a contiguous x of shape (.., k).
+    fn dims(&self, l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, Shape)> {
         let xd = l1.shape().dims();
-        let (n, k) = l2.shape().dims2()?;
+        let (r, c) = l2.shape().dims2()?;
+        let (k, n) = if self.t { (c, r) } else { (r, c) };
         let Some(&kx) = xd.last() else {
             candle_core::bail!("frozen_matmul: input is a scalar")
         };
@@ -32,6 +41,15 @@ impl FrozenMatmul {
         }
         Ok((m, k, n, Shape::from(out)))
     }
+
+    /// The weight's layout as the (k, n) right-hand side.
+    fn rhs(&self, wl: &Layout) -> Result<Layout> {
+        if self.t {
+            wl.transpose(0, 1)
+        } else {
+            Ok(wl.clone())
+        }
+    }
 }
 
 impl CustomOp2 for FrozenMatmul {
@@ -46,20 +64,35 @@ impl CustomOp2 for FrozenMatmul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, k, n, out_shape) = Self::dims(l1, l2)?;
+        let (m, k, n, out_shape) = self.dims(l1, l2)?;
         let (off, _) = l1.contiguous_offsets().unwrap_or((l1.start_offset(), 0));
         let lhs_l = Layout::contiguous_with_offset((m, k), off);
-        // A 16-bit stored weight is widened for this call only (the graph keeps the 16-bit one).
-        let widened;
-        let (w, wl) = if s2.dtype() != s1.dtype() {
-            widened = s2.to_dtype(l2, s1.dtype())?;
-            (&widened, Layout::contiguous((n, k)))
-        } else {
-            (s2, l2.clone())
+        if s2.dtype() == s1.dtype() {
+            let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &self.rhs(l2)?)?;
+            return Ok((out, out_shape));
+        }
+        let (CpuStorage::F16(v), DType::F32, Some((a, b))) =
+            (s2, s1.dtype(), l2.contiguous_offsets())
+        else {
+            let w = s2.to_dtype(l2, s1.dtype())?;
+            let wl = self.rhs(&Layout::contiguous(l2.shape().clone()))?;
+            return Ok((s1.matmul(&w, (1, m, n, k), &lhs_l, &wl)?, out_shape));
         };
-        let rhs_l = wl.transpose(0, 1)?;
-        let out = s1.matmul(w, (1, m, n, k), &lhs_l, &rhs_l)?;
-        Ok((out, out_shape))
+        // A 16-bit stored weight, widened for this call only (the graph keeps the 16-bit one).
+        let mut buf = WIDE_SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        buf.resize(b - a, 0.0);
+        crate::model::kernels::widen_f16_into(&v[a..b], &mut buf);
+        let w = CpuStorage::F32(buf);
+        let out = s1.matmul(
+            &w,
+            (1, m, n, k),
+            &lhs_l,
+            &self.rhs(&Layout::contiguous(l2.shape().clone()))?,
+        );
+        if let CpuStorage::F32(buf) = w {
+            WIDE_SCRATCH.with(|c| *c.borrow_mut() = buf);
+        }
+        Ok((out?, out_shape))
     }
 
     #[cfg(feature = "cuda")]
@@ -70,11 +103,10 @@ impl CustomOp2 for FrozenMatmul {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (m, k, n, out_shape) = Self::dims(l1, l2)?;
+        let (m, k, n, out_shape) = self.dims(l1, l2)?;
         let (off, _) = l1.contiguous_offsets().unwrap_or((l1.start_offset(), 0));
         let lhs_l = Layout::contiguous_with_offset((m, k), off);
-        let rhs_l = l2.transpose(0, 1)?;
-        let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &rhs_l)?;
+        let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &self.rhs(l2)?)?;
         Ok((out, out_shape))
     }
 
@@ -85,19 +117,9 @@ impl CustomOp2 for FrozenMatmul {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dims = grad_res.dims().to_vec();
-        let n = *dims.last().unwrap_or(&1);
-        let g2 = grad_res.contiguous()?.reshape(((), n))?;
-        let gx = if w.dtype() == g2.dtype() {
-            g2.matmul(w)?
-        } else {
-            g2.matmul(&w.to_dtype(g2.dtype())?)?
-        };
-        let mut xd = dims;
-        if let Some(last) = xd.last_mut() {
-            *last = w.dim(1)?;
-        }
-        Ok((Some(gx.reshape(xd)?), None))
+        let g = grad_res.contiguous()?;
+        let back = FrozenMatmul { t: !self.t };
+        Ok((Some(g.apply_op2_no_bwd(w, &back)?), None))
     }
 }
 
@@ -108,16 +130,10 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
     // so its gradient is computed.
     // A weight stored in 16 bits (`Model::store_base_weights`) is widened to the input's dtype
     // where it is used, one matrix at a time.
-    let widen = |w: &Tensor| -> Result<Tensor> {
-        if w.dtype() == x.dtype() {
-            Ok(w.clone())
-        } else {
-            w.to_dtype(x.dtype())
-        }
-    };
+    let widen = |w: &Tensor| crate::model::kernels::widen(w, x.dtype());
     if track && x.track_op() && !w.track_op() {
         let x = x.contiguous()?;
-        x.apply_op2(w, FrozenMatmul)
+        x.apply_op2(w, FrozenMatmul { t: true })
     } else {
         // The small-m kernel records no backward: only where no gradient is wanted. It reads
         // f16 weights directly.
@@ -125,6 +141,11 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
             if let Some(y) = crate::model::kernels::small_m_matmul(x, w)? {
                 return Ok(y);
             }
+        }
+        if w.dtype() != x.dtype() && x.device().is_cpu() {
+            return x
+                .contiguous()?
+                .apply_op2_no_bwd(w, &FrozenMatmul { t: true });
         }
         matmul_2d(x, &widen(w)?.t()?)
     }

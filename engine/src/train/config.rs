@@ -70,6 +70,10 @@ pub struct ModelSection {
     pub dtype: String,
     /// cpu or cuda.
     pub device: String,
+    /// Storage dtype of the frozen base matrices on the CPU: "" = the compute dtype; "f16"
+    /// halves their memory and the bytes read per decode step (weights rounded to f16 once,
+    /// arithmetic in the compute dtype).
+    pub base_dtype: String,
 }
 
 impl Default for ModelSection {
@@ -78,6 +82,7 @@ impl Default for ModelSection {
             path: String::new(),
             dtype: "f32".into(),
             device: "cpu".into(),
+            base_dtype: String::new(),
         }
     }
 }
