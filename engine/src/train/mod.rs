@@ -178,16 +178,8 @@ fn micro_batch_grads(
             (0..l).map(move |j| lp.get(j).copied().unwrap_or(0.0))
         })
         .collect();
-    let (lp, mask) = completion_logprobs_with(
-        &agent.model,
-        Some(adapter),
-        prefixes.map(|p| &p.leaves),
-        &g.prompt,
-        &comps,
-        temperature,
-        true,
-    )?;
-    let old = Tensor::from_vec(old, (mb.idx.len(), l), &dev)?.to_dtype(lp.dtype())?;
+    // The reference pass first: its activations are freed before the policy's graph is built,
+    // so the two never add up in the peak.
     let reference = if gcfg.beta > 0.0 {
         Some(
             completion_logprobs_with(
@@ -204,6 +196,16 @@ fn micro_batch_grads(
     } else {
         None
     };
+    let (lp, mask) = completion_logprobs_with(
+        &agent.model,
+        Some(adapter),
+        prefixes.map(|p| &p.leaves),
+        &g.prompt,
+        &comps,
+        temperature,
+        true,
+    )?;
+    let old = Tensor::from_vec(old, (mb.idx.len(), l), &dev)?.to_dtype(lp.dtype())?;
     let batch = GrpoBatch {
         logprobs: &lp,
         old_logprobs: &old,
