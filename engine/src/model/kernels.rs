@@ -244,51 +244,13 @@ mod avx {
     }
 }
 
-/// f16 -> f32 of a whole slice in parallel chunks (F16C where the CPU has it): widening a
-/// stored base matrix for one matmul costs a memory pass, not a scalar loop.
-pub fn widen_f16(src: &[half::f16]) -> Vec<f32> {
-    let mut out = vec![0f32; src.len()];
-    widen_f16_into(src, &mut out);
-    out
-}
-
-/// [`widen_f16`] into an existing buffer of the same length.
+/// f16 -> f32 of a whole slice into `out` (same length), in parallel chunks (F16C where the CPU
+/// has it): widening a stored base matrix for one matmul costs a memory pass, not a scalar loop.
 pub fn widen_f16_into(src: &[half::f16], out: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
     out.par_chunks_mut(1 << 15)
         .zip(src.par_chunks(1 << 15))
         .for_each(|(o, s)| s.convert_to_f32_slice(o));
-}
-
-/// An f16 CPU tensor widened to f32 with [`widen_f16`] (no backward: frozen weights only).
-struct Widen;
-
-impl CustomOp1 for Widen {
-    fn name(&self) -> &'static str {
-        "widen-f16"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F16(v) = s else {
-            candle_core::bail!("widen-f16 needs an f16 tensor")
-        };
-        let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("widen-f16 needs a contiguous tensor")
-        };
-        Ok((CpuStorage::F32(widen_f16(&v[a..b])), l.shape().clone()))
-    }
-}
-
-/// `w` in `dt`: a contiguous f16 CPU tensor to f32 through [`widen_f16`], anything else through
-/// `to_dtype`.
-pub fn widen(w: &Tensor, dt: DType) -> Result<Tensor> {
-    if w.dtype() == dt {
-        return Ok(w.clone());
-    }
-    if w.device().is_cpu() && w.dtype() == DType::F16 && dt == DType::F32 && w.is_contiguous() {
-        return w.apply_op1_no_bwd(&Widen);
-    }
-    w.to_dtype(dt)
 }
 
 /// `x @ w^T` for f32 CPU inputs and f32 or f16 weights through the small-m kernel; `x (..., k)`,

@@ -128,26 +128,24 @@ impl CustomOp2 for FrozenMatmul {
 pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
     // A base weight made trainable (full-parameter pre-training) is a variable: plain matmul,
     // so its gradient is computed.
-    // A weight stored in 16 bits (`Model::store_base_weights`) is widened to the input's dtype
-    // where it is used, one matrix at a time.
-    let widen = |w: &Tensor| crate::model::kernels::widen(w, x.dtype());
+    // A weight stored in 16 bits (`Model::store_base_weights`) goes through `FrozenMatmul`,
+    // which widens it for the call (the small-m kernel reads it directly).
     if track && x.track_op() && !w.track_op() {
         let x = x.contiguous()?;
         x.apply_op2(w, FrozenMatmul { t: true })
     } else {
-        // The small-m kernel records no backward: only where no gradient is wanted. It reads
-        // f16 weights directly.
+        // The small-m kernel records no backward: only where no gradient is wanted.
         if !x.track_op() && !w.track_op() {
             if let Some(y) = crate::model::kernels::small_m_matmul(x, w)? {
                 return Ok(y);
             }
         }
-        if w.dtype() != x.dtype() && x.device().is_cpu() {
+        if w.dtype() != x.dtype() {
             return x
                 .contiguous()?
                 .apply_op2_no_bwd(w, &FrozenMatmul { t: true });
         }
-        matmul_2d(x, &widen(w)?.t()?)
+        matmul_2d(x, &w.t()?)
     }
 }
 
