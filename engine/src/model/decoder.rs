@@ -568,6 +568,12 @@ impl Model {
                 "16-bit base-weight storage is a CPU option; on a GPU use --dtype".into(),
             ));
         }
+        if self.embed.is_variable() {
+            return Err(EngineError::Other(
+                "the base is being trained (full-parameter); its weights stay in the compute dtype"
+                    .into(),
+            ));
+        }
         let tied = self.lm_head.id() == self.embed.id();
         let conv = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(dt)?.contiguous()?) };
         self.embed = conv(&self.embed)?;
