@@ -56,6 +56,7 @@ fn main() -> Result<()> {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    cahl_engine::model::ops::tune_allocator();
     cahl_engine::model::ops::init_compute_pool(0);
     let cli = Cli::parse();
     // Batch commands run on a thread of the compute pool (see `on_compute_pool`); the ones with

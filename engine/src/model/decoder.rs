@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::ModelConfig;
+use crate::model::fused;
 use crate::model::lora::{LoraAdapter, LoraConfig, Target};
 use crate::model::ops::{frozen_matmul, matmul_2d, rms_norm_train, softmax_train};
 
@@ -308,16 +309,19 @@ impl Model {
         } else {
             x.clone()
         };
-        let low = matmul_2d(&xin, &pair.a.as_tensor().t()?)?;
+        // The scale is applied to the rank-r intermediate (r values per position, not out).
+        let low = (matmul_2d(&xin, &pair.a.as_tensor().t()?)? * ad.scale())?;
         let up = matmul_2d(&low, &pair.b.as_tensor().t()?)?;
-        let y = (base + (up * ad.scale())?)?;
+        let y = (base + up)?;
         // Inference records no graph: without this, every activation computed from the
         // adapter's variables would stay alive through the KV cache.
         Ok(if train { y } else { y.detach() })
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if train {
+        if train && fused::fused_ok(x) {
+            fused::rms_norm(x, w, self.cfg.rms_norm_eps)
+        } else if train {
             rms_norm_train(x, w, self.cfg.rms_norm_eps)
         } else {
             candle_nn::ops::rms_norm(&x.contiguous()?, w, self.cfg.rms_norm_eps as f32)
@@ -353,17 +357,38 @@ impl Model {
         let q = self.proj(layer, Target::Q, x, lora, train)?;
         let k = self.proj(layer, Target::K, x, lora, train)?;
         let v = self.proj(layer, Target::V, x, lora, train)?;
-        let q = q.reshape((b, t, nh, d))?.transpose(1, 2)?;
-        let k = k.reshape((b, t, nkv, d))?.transpose(1, 2)?;
         let v = v.reshape((b, t, nkv, d))?.transpose(1, 2)?.contiguous()?;
-        let q = self.rope(&q, offset, train)?;
-        let k = self.rope(&k, offset, train)?;
+        // On the CPU in f32/f64 one op rotates and transposes to (b, heads, t, d).
+        let fused = fused::fused_ok(x);
+        let (q, k) = if fused {
+            let cos = self.rope.cos.narrow(0, offset, t)?;
+            let sin = self.rope.sin.narrow(0, offset, t)?;
+            let il = self.cfg.rope_interleaved;
+            (
+                fused::rope_bthd(&q.reshape((b, t, nh, d))?, &cos, &sin, il, train)?,
+                fused::rope_bthd(&k.reshape((b, t, nkv, d))?, &cos, &sin, il, train)?,
+            )
+        } else {
+            let q = q.reshape((b, t, nh, d))?.transpose(1, 2)?;
+            let k = k.reshape((b, t, nkv, d))?.transpose(1, 2)?;
+            (self.rope(&q, offset, train)?, self.rope(&k, offset, train)?)
+        };
         let (k, v) = cache.append(layer, &k, &v)?;
         let total = k.dim(2)?;
         // Grouped-query attention without copying K/V: fold the heads sharing a KV head into
         // the query length. HF maps query head h to KV head h / rep.
         let q = q.contiguous()?.reshape((b, nkv, rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
+        if fused {
+            // Scale, causal mask and softmax in one op.
+            let att = fused::causal_softmax(&q.matmul(&k.t()?)?, scale, t, offset, train)?;
+            let y = att.matmul(&v)?; // (b, nkv, rep*t, d)
+            let y = y
+                .reshape((b, nh, t, d))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * d))?;
+            return self.proj(layer, Target::O, &y, lora, train);
+        }
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         if t > 1 {
             let mask: Vec<f32> = (0..rep * t)
@@ -404,7 +429,11 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         let g = self.proj(layer, Target::Gate, x, lora, train)?;
         let u = self.proj(layer, Target::Up, x, lora, train)?;
-        let h = (candle_nn::Activation::Silu.forward(&g)? * u)?;
+        let h = if fused::fused_ok(&g) {
+            fused::swiglu(&g, &u)?
+        } else {
+            (candle_nn::Activation::Silu.forward(&g)? * u)?
+        };
         self.proj(layer, Target::Down, &h, lora, train)
     }
 

@@ -2,6 +2,7 @@
 pub mod cache;
 pub mod config;
 pub mod decoder;
+pub mod fused;
 pub mod kernels;
 pub mod lora;
 pub mod ops;

@@ -258,6 +258,43 @@ pub fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Keep freed memory in the process instead of handing it back to the kernel after every tensor.
+///
+/// glibc serves allocations above its mmap threshold (128 KB at first, adapted up to 32 MB) with
+/// fresh `mmap`s and gives heap tops above 128 KB back on `free`, so every activation, gradient
+/// and temporary of a training step arrives as new zeroed pages: on the Qwen2.5-0.5B shape a
+/// LoRA step spent 21% of its time in page faults (`clear_page_erms`). This fixes the threshold
+/// at its maximum (32 MB: larger blocks are still mapped and unmapped) and keeps freed heap
+/// memory for reuse. Peak RSS is the high-water mark either way. Skipped when the user set
+/// `GLIBC_TUNABLES`, `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_`, and on other C
+/// libraries. Returns whether the settings were applied.
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = [
+            "GLIBC_TUNABLES",
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+        if user_set {
+            return false;
+        }
+        // SAFETY: mallopt only changes allocator parameters; it is called before other threads
+        // allocate much, and glibc takes its own lock.
+        unsafe {
+            let a = libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            let b = libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            a == 1 && b == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Build rayon's global pool (once; later calls are no-ops) with large stacks, so that work
 /// run by [`on_compute_pool`] has the room of a main thread, and flush-to-zero set on every
 /// worker. `threads` 0 keeps rayon's default (`RAYON_NUM_THREADS` or the number of cores).
