@@ -585,7 +585,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        let v: Vec<f64> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
