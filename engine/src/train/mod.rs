@@ -405,6 +405,7 @@ impl Trainer {
             }
         }
         let mode = self.cfg.mode;
+        log_memory(s, "after rollouts");
         let planner_stats = if mode.trains_planner() && mode != Mode::Flat {
             let temp = self.cfg.rollout.planner.temperature;
             self.update(Policy::Planner, &planner_groups, temp, &mut warnings)?
@@ -414,9 +415,12 @@ impl Trainer {
                 ..PolicyStats::default()
             }
         };
+        log_memory(s, "after the planner update");
         let executor_stats = if mode.trains_executor() {
             let temp = self.cfg.rollout.executor.temperature;
-            self.update(Policy::Executor, &executor_groups, temp, &mut warnings)?
+            let st = self.update(Policy::Executor, &executor_groups, temp, &mut warnings)?;
+            log_memory(s, "after the executor update");
+            st
         } else {
             PolicyStats {
                 lr: 0.0,
@@ -1035,4 +1039,17 @@ pub fn quick_eval_on(
     out.planner_reward = if np > 0 { pr / np as f64 } else { f64::NAN };
     out.executor_reward = if ne > 0 { er / ne as f64 } else { f64::NAN };
     Ok(out)
+}
+
+/// Current and peak RSS at a point of step `step`, at debug level (`CAHL_LOG=debug`).
+fn log_memory(step: u64, at: &str) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let mb = |b: Option<u64>| b.map_or(-1.0, |b| b as f64 / 1e6);
+        tracing::debug!(
+            step,
+            rss_mb = mb(crate::bench::current_rss_bytes()),
+            peak_mb = mb(crate::bench::peak_rss_bytes()),
+            "memory {at}"
+        );
+    }
 }
