@@ -1,9 +1,10 @@
 //! Numerical building blocks with correct backward passes, and CPU float-mode setup.
 //!
 //! candle's fused rope / rms_norm / softmax_last_dim record no backward, and its matmul backward
-//! also computes the gradient of the right-hand side. The training path therefore uses the
-//! compositions here, and every frozen weight goes through [`frozen_matmul`], whose backward
-//! returns only the input gradient.
+//! also computes the gradient of the right-hand side. On the CPU in f32/f64 the training path uses
+//! the fused ops of [`super::fused`] (each with its own backward); elsewhere it uses the
+//! compositions here, which compute the same functions. Every frozen weight goes through
+//! [`frozen_matmul`], whose backward returns only the input gradient.
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
