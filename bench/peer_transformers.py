@@ -5,6 +5,7 @@ Usage:
   peer_transformers.py make-qwen DIR          write a random Qwen2.5-0.5B-shape checkpoint (safetensors)
   peer_transformers.py make-from-gguf GGUF DIR  dequantize a GGUF (e.g. SmolLM2-135M Q4_1) to an HF folder
   peer_transformers.py bench DIR [--batches 1,8] [--train-batches 1,8] [--repeats 3] [--json OUT]
+                            [--decode-lora 1]   (prefill and decode through the PEFT model)
   peer_transformers.py membw                  memory read bandwidth with torch's threads
 
 Figures (medians of --repeats after a warm-up), matching engine/src/bench.rs:
@@ -80,7 +81,7 @@ def median(v):
     return s[len(s) // 2]
 
 
-def bench(path, batches, train_batches, repeats, out_json):
+def bench(path, batches, train_batches, repeats, out_json, decode_lora=False):
     import torch
     from transformers import AutoModelForCausalLM
     from peft import LoraConfig, get_peft_model
@@ -105,6 +106,20 @@ def bench(path, batches, train_batches, repeats, out_json):
             model(prompt.repeat(b, 1), use_cache=True, logits_to_keep=1)
             return time.perf_counter() - t
 
+    lcfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    pm = None
+    if decode_lora:
+        # Prefill and decode through the (unmerged) PEFT model, as TRL samples from a PEFT
+        # policy without vLLM, and as cahl-tui's bench does (its `bench` adapter is active).
+        pm = get_peft_model(model, lcfg)
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                with torch.no_grad():
+                    p.fill_(1e-3)
+        pm.eval()
+        model = pm
+
     prefill(1)
     fig(f"prefill 1x{P}", [P / prefill(1) for _ in range(repeats)], "tok/s")
     for b in batches:
@@ -122,13 +137,12 @@ def bench(path, batches, train_batches, repeats, out_json):
             runs.append((out.shape[1] - P) * b / max(dt, 1e-9))
         fig(f"decode batch {b} (total)", runs, "tok/s")
 
-    lcfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
-    pm = get_peft_model(model, lcfg)
-    for n, p in pm.named_parameters():
-        if "lora_B" in n:
-            with torch.no_grad():
-                p.fill_(1e-3)
+    if pm is None:
+        pm = get_peft_model(model, lcfg)
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                with torch.no_grad():
+                    p.fill_(1e-3)
     pm.train()
     T = 128
     half = T // 2
@@ -165,7 +179,8 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "membw":
         return membw()
     if len(argv) >= 3 and argv[1] == "bench":
-        opts = {"--batches": "1,8", "--train-batches": "1", "--repeats": "3", "--json": None}
+        opts = {"--batches": "1,8", "--train-batches": "1", "--repeats": "3", "--json": None,
+                "--decode-lora": "0"}
         rest = argv[3:]
         for k, v in zip(rest[::2], rest[1::2]):
             if k not in opts:
@@ -173,7 +188,7 @@ def main(argv):
             opts[k] = v
         ints = lambda s: [int(x) for x in s.split(",") if x]
         return bench(argv[2], ints(opts["--batches"]), ints(opts["--train-batches"]),
-                     int(opts["--repeats"]), opts["--json"])
+                     int(opts["--repeats"]), opts["--json"], opts["--decode-lora"] == "1")
     sys.exit(__doc__)
 
 
