@@ -108,15 +108,20 @@ def bench(path, batches, train_batches, repeats, out_json, decode_lora=False):
 
     lcfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
-    pm = None
-    if decode_lora:
-        # Prefill and decode through the (unmerged) PEFT model, as TRL samples from a PEFT
-        # policy without vLLM, and as cahl-tui's bench does (its `bench` adapter is active).
+    def peft_model():
+        # B non-zero so the adapter path does real work (as in engine/src/bench.rs).
         pm = get_peft_model(model, lcfg)
         for n, p in pm.named_parameters():
             if "lora_B" in n:
                 with torch.no_grad():
                     p.fill_(1e-3)
+        return pm
+
+    pm = None
+    if decode_lora:
+        # Prefill and decode through the (unmerged) PEFT model, as TRL samples from a PEFT
+        # policy without vLLM, and as cahl-tui's bench does (its `bench` adapter is active).
+        pm = peft_model()
         pm.eval()
         model = pm
 
@@ -138,11 +143,7 @@ def bench(path, batches, train_batches, repeats, out_json, decode_lora=False):
         fig(f"decode batch {b} (total)", runs, "tok/s")
 
     if pm is None:
-        pm = get_peft_model(model, lcfg)
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                with torch.no_grad():
-                    p.fill_(1e-3)
+        pm = peft_model()
     pm.train()
     T = 128
     half = T // 2
