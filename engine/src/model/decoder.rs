@@ -1,9 +1,10 @@
 //! The decoder: Llama / Qwen2 blocks (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP) over
 //! one frozen copy of the base weights, with any number of named LoRA adapters.
 //!
-//! Two paths share the code: inference (`train = false`) uses candle's fused kernels and builds no
-//! graph; training (`train = true`) uses only ops whose backward is correct and routes frozen
-//! matmuls through [`frozen_matmul`] so no gradient is computed for base weights.
+//! Two paths share the code: inference (`train = false`) uses fused kernels (ours from
+//! [`crate::model::fused`] on the CPU in f32/f64, candle's otherwise) and builds no graph; training
+//! (`train = true`) uses only ops whose backward is correct and routes frozen matmuls through
+//! [`frozen_matmul`] so no gradient is computed for base weights.
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -379,38 +380,34 @@ impl Model {
         // the query length. HF maps query head h to KV head h / rep.
         let q = q.contiguous()?.reshape((b, nkv, rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        if fused {
+        let scores = q.matmul(&k.t()?)?;
+        let att = if fused {
             // Scale, causal mask and softmax in one op.
-            let att = fused::causal_softmax(&q.matmul(&k.t()?)?, scale, t, offset, train)?;
-            let y = att.matmul(&v)?; // (b, nkv, rep*t, d)
-            let y = y
-                .reshape((b, nh, t, d))?
-                .transpose(1, 2)?
-                .reshape((b, t, nh * d))?;
-            return self.proj(layer, Target::O, &y, lora, train);
-        }
-        let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if t > 1 {
-            let mask: Vec<f32> = (0..rep * t)
-                .flat_map(|row| {
-                    let i = row % t;
-                    (0..total).map(move |j| {
-                        if j > offset + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            let mask =
-                Tensor::from_vec(mask, (rep * t, total), x.device())?.to_dtype(att.dtype())?;
-            att = att.broadcast_add(&mask)?;
-        }
-        let att = if train {
-            softmax_train(&att)?
+            fused::causal_softmax(&scores, scale, t, offset, train)?
         } else {
-            candle_nn::ops::softmax_last_dim(&att)?
+            let mut att = (scores * scale)?;
+            if t > 1 {
+                let mask: Vec<f32> = (0..rep * t)
+                    .flat_map(|row| {
+                        let i = row % t;
+                        (0..total).map(move |j| {
+                            if j > offset + i {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
+                    })
+                    .collect();
+                let mask =
+                    Tensor::from_vec(mask, (rep * t, total), x.device())?.to_dtype(att.dtype())?;
+                att = att.broadcast_add(&mask)?;
+            }
+            if train {
+                softmax_train(&att)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&att)?
+            }
         };
         let y = att.matmul(&v)?; // (b, nkv, rep*t, d)
         let y = y
