@@ -31,6 +31,11 @@ pub struct GrpoConfig {
     pub loss_agg: LossAgg,
     /// Sequences per forward/backward micro-batch (gradient accumulation bounds memory).
     pub micro_batch: usize,
+    /// Tokens per micro-batch run with a graph (the prompt's unshared tail once, plus every
+    /// completion padded to the micro-batch's longest); 0 = no token limit. Bounds the update's
+    /// activation memory whatever lengths a step samples (verl's dynamic batch size). A single
+    /// sequence longer than this runs alone.
+    pub micro_batch_tokens: usize,
 }
 
 impl Default for GrpoConfig {
@@ -42,8 +47,41 @@ impl Default for GrpoConfig {
             scale_rewards: true,
             loss_agg: LossAgg::TokenMean,
             micro_batch: 4,
+            micro_batch_tokens: 320,
         }
     }
+}
+
+/// Split one group's completions into micro-batches. `lens[i]` is completion `i`'s length
+/// (completions of length 0 are left out); `tail` is the number of prompt tokens a micro-batch
+/// runs besides its completions. Completions are taken shortest first (less padding) and packed
+/// greedily: a micro-batch holds at most `max_seqs` of them and, when `max_tokens > 0`, at most
+/// `max_tokens` tokens counted as `tail + n * longest`; a completion that alone exceeds the
+/// token limit gets a micro-batch of its own. Returns completion indices per micro-batch.
+pub fn pack_micro_batches(
+    lens: &[usize],
+    tail: usize,
+    max_seqs: usize,
+    max_tokens: usize,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).filter(|&i| lens[i] > 0).collect();
+    order.sort_by_key(|&i| lens[i]);
+    let max_seqs = max_seqs.max(1);
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    for i in order {
+        // Sorted ascending: `lens[i]` is the longest of `cur` plus `i`.
+        let tokens = tail + (cur.len() + 1) * lens[i];
+        let over = max_tokens > 0 && tokens > max_tokens;
+        if !cur.is_empty() && (cur.len() == max_seqs || over) {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Group-normalised advantages: `(r - mean)`, divided by `(std + 1e-4)` when `scale_std`.
@@ -260,4 +298,44 @@ pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss>
         clipped_tokens,
         tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pack_micro_batches;
+
+    #[test]
+    fn packing_by_count_takes_shortest_first_and_skips_empty() {
+        let lens = [5, 0, 3, 9, 1, 7];
+        assert_eq!(
+            pack_micro_batches(&lens, 10, 2, 0),
+            vec![vec![4, 2], vec![0, 5], vec![3]]
+        );
+    }
+
+    #[test]
+    fn packing_by_tokens_respects_the_limit() {
+        // tail 10: [1] 11, [1,3] 16, [1,3,5] 25 > 20 -> new batch.
+        let lens = [5, 3, 1, 9, 7];
+        let mbs = pack_micro_batches(&lens, 10, 8, 20);
+        assert_eq!(mbs, vec![vec![2, 1], vec![0], vec![4], vec![3]]);
+        for mb in &mbs {
+            let longest = mb.iter().map(|&i| lens[i]).max().unwrap();
+            let cost = 10 + mb.len() * longest;
+            assert!(mb.len() == 1 || cost <= 20, "{mb:?} costs {cost}");
+        }
+        // Every non-empty completion appears exactly once.
+        let mut all: Vec<usize> = mbs.concat();
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_sequence_over_the_limit_runs_alone() {
+        assert_eq!(
+            pack_micro_batches(&[50, 2, 60], 0, 4, 40),
+            vec![vec![1], vec![0], vec![2]]
+        );
+        assert!(pack_micro_batches(&[0, 0], 5, 4, 40).is_empty());
+    }
 }

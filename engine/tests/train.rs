@@ -204,19 +204,9 @@ fn grpo_update_changes_only_the_active_adapter() {
     );
 }
 
-/// One GRPO update moves log-probability toward the samples with positive advantage and away
-/// from those with negative advantage (no KL, so only the policy term acts). Guards the sign and
-/// the pairing of advantages with completions through the whole update path (lanes, shared
-/// prefix, micro-batches).
-#[test]
-fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
-    use cahl_engine::grpo::completion_logprobs;
-    let mut cfg = small_config();
-    cfg.grpo.beta = 0.0;
-    cfg.grpo.micro_batch = 2;
-    cfg.optim.executor.lr = 2e-3;
-    cfg.workers = 2;
-    let mut t = trainer(&cfg);
+/// Three executor groups of 4 sampled completions with fixed rewards (prompts of the built-in
+/// world).
+fn executor_groups(t: &Trainer, cfg: &TrainConfig) -> Vec<(Group, Vec<f64>)> {
     let world = BuiltinWorld::new();
     let mut groups = Vec::new();
     for (k, user) in ["log in as bob", "add 3 and 4", "record weight 70"]
@@ -253,6 +243,23 @@ fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
             adv,
         ));
     }
+    groups
+}
+
+/// One GRPO update moves log-probability toward the samples with positive advantage and away
+/// from those with negative advantage (no KL, so only the policy term acts). Guards the sign and
+/// the pairing of advantages with completions through the whole update path (lanes, shared
+/// prefix, micro-batches).
+#[test]
+fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
+    use cahl_engine::grpo::completion_logprobs;
+    let mut cfg = small_config();
+    cfg.grpo.beta = 0.0;
+    cfg.grpo.micro_batch = 2;
+    cfg.optim.executor.lr = 2e-3;
+    cfg.workers = 2;
+    let mut t = trainer(&cfg);
+    let groups = executor_groups(&t, &cfg);
     let seq_logp = |t: &Trainer| -> Vec<Vec<f64>> {
         groups
             .iter()
@@ -288,6 +295,34 @@ fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
         score > 0.0,
         "advantage-weighted log-prob change {score} should be positive"
     );
+}
+
+/// How an update's sequences are cut into micro-batches (by count, by token budget, sorted by
+/// length) changes the summation order only: the adapter after the update is the same.
+#[test]
+fn micro_batch_partition_does_not_change_the_update() {
+    let mut cfg = small_config();
+    cfg.optim.executor.lr = 2e-3;
+    let mut after = Vec::new();
+    for (seqs, tokens) in [(4, 0), (1, 0), (3, 16), (4, 60)] {
+        cfg.grpo.micro_batch = seqs;
+        cfg.grpo.micro_batch_tokens = tokens;
+        let mut t = trainer(&cfg);
+        let groups = executor_groups(&t, &cfg);
+        let before = snapshot(&t, "executor");
+        let mut warnings = Vec::new();
+        t.update(Policy::Executor, &groups, 1.0, &mut warnings)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let now = snapshot(&t, "executor");
+        assert_ne!(before, now, "the update must move the adapter");
+        after.push(now);
+    }
+    for other in &after[1..] {
+        for (a, b) in after[0].iter().flatten().zip(other.iter().flatten()) {
+            assert!((a - b).abs() <= 1e-5 + 1e-4 * a.abs(), "{a} vs {b}");
+        }
+    }
 }
 
 fn run_steps(t: Trainer, writer: SessionWriter) -> Vec<String> {

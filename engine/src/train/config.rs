@@ -259,6 +259,9 @@ impl TrainConfig {
         if self.grpo.micro_batch == 0 {
             return bad("grpo.micro_batch must be >= 1");
         }
+        if self.grpo.micro_batch_tokens > 0 && self.grpo.micro_batch_tokens < 16 {
+            return bad("grpo.micro_batch_tokens must be 0 (no limit) or at least 16");
+        }
         self.lora.planner.targets()?;
         self.lora.executor.targets()?;
         Ok(())

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
+use crate::grpo::pack_micro_batches;
 use crate::grpo::{
     completion_logprobs_with, group_advantages, grpo_loss, GrpoBatch, GrpoConfig, LossAgg,
 };
@@ -142,10 +143,10 @@ struct MicroOut {
     tokens: f64,
 }
 
-/// Shared prompt prefixes of one update: the policy's (detached leaves, plus the graph they
-/// came from) and the reference model's.
+/// Shared prompt prefixes of one update: the policy's (detached leaves; the graph they came from
+/// is dropped and recomputed for the one backward through it at the end of the update, so it is
+/// never alive beside a micro-batch's) and the reference model's.
 struct UpdatePrefixes<'a> {
-    graph: Prefix,
     leaves: Prefix,
     reference: Option<&'a Prefix>,
 }
@@ -581,10 +582,13 @@ impl Trainer {
                 let p = Prefix::build(&self.agent.model, None, &shared, false)?;
                 self.reference_prefixes.insert(shared.clone(), p);
             }
+            // Built with a graph (the same kernels as the recomputation below, so the leaves
+            // hold exactly the values that graph produces), detached, and the graph dropped.
             let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
+            let leaves = graph.detached()?;
+            drop(graph);
             Some(UpdatePrefixes {
-                leaves: graph.detached()?,
-                graph,
+                leaves,
                 reference: self
                     .reference_prefixes
                     .get(&shared)
@@ -595,18 +599,33 @@ impl Trainer {
         };
         let mut leaf_grads = Vec::new();
         let mut batches = Vec::new();
+        let mut most_tokens = 0;
         for (g, adv) in useful {
-            let idx: Vec<usize> = (0..g.completions.len())
-                .filter(|&i| !g.completions[i].tokens.is_empty())
-                .collect();
-            for chunk in idx.chunks(gcfg.micro_batch.max(1)) {
+            let lens: Vec<usize> = g.completions.iter().map(|c| c.tokens.len()).collect();
+            // Prompt positions a micro-batch runs itself (those of the shared prefix come
+            // from its cache).
+            let shared_len = prefixes
+                .as_ref()
+                .and_then(|p| p.leaves.reusable_len(&g.prompt))
+                .unwrap_or(0);
+            let tail = g.prompt.len() - shared_len;
+            for idx in pack_micro_batches(&lens, tail, gcfg.micro_batch, gcfg.micro_batch_tokens) {
+                let longest = idx.iter().map(|&i| lens[i]).max().unwrap_or(0);
+                most_tokens = most_tokens.max(tail + idx.len() * longest);
                 batches.push(MicroBatch {
                     group: g,
-                    idx: chunk.to_vec(),
-                    advs: chunk.iter().map(|&i| adv[i]).collect(),
+                    advs: idx.iter().map(|&i| adv[i]).collect(),
+                    idx,
                 });
             }
         }
+        tracing::debug!(
+            policy = adapter,
+            micro_batches = batches.len(),
+            most_tokens,
+            prefix = shared.len(),
+            "update"
+        );
         // Micro-batches run side by side in waves of one per lane; their gradients are summed
         // in micro-batch order, so the sum does not depend on the number of lanes, and at most
         // one gradient per lane is held at a time.
@@ -635,12 +654,14 @@ impl Trainer {
                 }
             }
         }
-        // The shared prefix's share of the gradient, through its graph, once.
-        if let Some(p) = &prefixes {
-            if !stats.skipped && !leaf_grads.is_empty() {
-                if let Some(g) = p.graph.backward_into(&leaf_grads)? {
-                    accum.add(&g)?;
-                }
+        // The shared prefix's share of the gradient, through its graph, once: the prefix is
+        // recomputed with a graph now (activation checkpointing of the prefix), after every
+        // micro-batch's activations are gone.
+        if prefixes.is_some() && !stats.skipped && !leaf_grads.is_empty() {
+            drop(prefixes);
+            let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
+            if let Some(g) = graph.backward_into(&leaf_grads)? {
+                accum.add(&g)?;
             }
         }
         stats.loss = loss_sum;
