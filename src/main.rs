@@ -56,8 +56,9 @@ fn main() -> Result<()> {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    let pool_threads = cahl_engine::model::ops::pin_matmul_threads();
     cahl_engine::model::ops::tune_allocator();
-    cahl_engine::model::ops::init_compute_pool(0);
+    cahl_engine::model::ops::init_compute_pool(pool_threads);
     let cli = Cli::parse();
     // Batch commands run on a thread of the compute pool (see `on_compute_pool`); the ones with
     // a terminal UI keep the main thread and move their model work onto the pool themselves.

@@ -296,6 +296,24 @@ pub fn tune_allocator() -> bool {
     }
 }
 
+/// Fix the thread count candle's CPU matmul asks for on every call. Without `RAYON_NUM_THREADS`
+/// candle answers with `num_cpus::get_physical()`, which opens and parses `/proc/cpuinfo` each
+/// time (about 80 µs on the 2-core machine of docs/PERFORMANCE.md; a decoded token of a 30-layer
+/// model runs some 300 such matmuls). This computes candle's answer once and sets the variable to
+/// it, so the matmuls split exactly as before. Returns the size rayon's global pool would have
+/// had without the variable (pass it to [`init_compute_pool`]), or 0 when the user set
+/// `RAYON_NUM_THREADS` themselves (rayon then reads it as usual). Call it before any other
+/// thread exists (it sets an environment variable).
+pub fn pin_matmul_threads() -> usize {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return 0;
+    }
+    let pool = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let matmul = candle_core::utils::get_num_threads();
+    std::env::set_var("RAYON_NUM_THREADS", matmul.to_string());
+    pool
+}
+
 /// Build rayon's global pool (once; later calls are no-ops) with large stacks, so that work
 /// run by [`on_compute_pool`] has the room of a main thread, and flush-to-zero set on every
 /// worker. `threads` 0 keeps rayon's default (`RAYON_NUM_THREADS` or the number of cores).
