@@ -294,9 +294,20 @@ impl Model {
         lora: Option<&LoraAdapter>,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        let base = self.blocks[layer].proj[t.index()].forward(x, train)?;
-        let Some(ad) = lora else { return Ok(base) };
-        let Some(pair) = ad.pair(layer, t) else {
+        let lin = &self.blocks[layer].proj[t.index()];
+        let pair = lora.and_then(|ad| ad.pair(layer, t).map(|p| (ad, p)));
+        if let (false, Some((ad, pair))) = (train, pair) {
+            // A decode step's adapted projection as one op (CPU, a few rows).
+            let (a, b) = (pair.a.as_tensor(), pair.b.as_tensor());
+            if let Some(y) = crate::model::kernels::small_m_lora(x, &lin.w, a, b, ad.scale())? {
+                return match &lin.b {
+                    Some(bias) => y.broadcast_add(bias),
+                    None => Ok(y),
+                };
+            }
+        }
+        let base = lin.forward(x, train)?;
+        let Some((ad, pair)) = pair else {
             return Ok(base);
         };
         let xin = if train {
