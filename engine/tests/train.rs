@@ -304,7 +304,10 @@ fn micro_batch_partition_does_not_change_the_update() {
     let mut cfg = small_config();
     cfg.optim.executor.lr = 2e-3;
     let mut after = Vec::new();
-    for (seqs, tokens) in [(4, 0), (1, 0), (3, 16), (4, 60)] {
+    // The groups' prompts share the system prefix; each tail is ~7 tokens and completions
+    // at most 6: (1, 0) runs sequences alone, (3, 0) splits groups 3 + 1, (4, 20) into pairs by
+    // the token budget (7 + 2 * 6 <= 20 < 7 + 3 * 6).
+    for (seqs, tokens) in [(4, 0), (1, 0), (3, 0), (4, 20)] {
         cfg.grpo.micro_batch = seqs;
         cfg.grpo.micro_batch_tokens = tokens;
         let mut t = trainer(&cfg);
@@ -564,4 +567,43 @@ fn held_out_evaluation_runs_at_baseline_and_on_schedule() {
     assert_eq!(ev.split, "test");
     assert!((0.0..=1.0).contains(&ev.success_rate));
     assert!(ev.executor_reward.is_finite() || ev.planner_reward.is_finite());
+}
+
+/// With LoRA dropout, a prefix built again from the same dropout-RNG state has the same keys and
+/// values (what `Trainer::update` relies on when it recomputes the shared prefix's graph for its
+/// one backward), while a build from a later state differs (the masks are really drawn).
+#[test]
+fn prefix_rebuilt_from_the_same_dropout_state_is_identical() {
+    use cahl_engine::model::Prefix;
+    let mut cfg = small_config();
+    cfg.lora.planner.lora_dropout = 0.3;
+    let t = trainer(&cfg);
+    let world = BuiltinWorld::new();
+    let ids = t
+        .agent
+        .prompt_ids(&prompts::executor_system(&world.tools()), "log in as bob")
+        .unwrap();
+    let model = &t.agent.model;
+    let ad = model.adapter("executor").unwrap();
+    let kv = |p: &Prefix| -> Vec<f32> {
+        p.cache_for(ids.len())
+            .unwrap()
+            .layer_tensors()
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .flat_map(|(k, v)| {
+                let mut a = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                a.extend(v.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                a
+            })
+            .collect()
+    };
+    let state = ad.dropout_rng_state().unwrap();
+    let first = kv(&Prefix::build(model, Some("executor"), &ids, true).unwrap());
+    let later = kv(&Prefix::build(model, Some("executor"), &ids, true).unwrap());
+    ad.set_dropout_rng_state(state);
+    let again = kv(&Prefix::build(model, Some("executor"), &ids, true).unwrap());
+    assert_eq!(first, again, "same dropout state, same prefix");
+    assert_ne!(first, later, "dropout must change the prefix between draws");
 }

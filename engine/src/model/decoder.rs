@@ -301,7 +301,7 @@ impl Model {
             let (a, b) = (pair.a.as_tensor(), pair.b.as_tensor());
             if let Some(y) = crate::model::kernels::small_m_lora(x, &lin.w, a, b, ad.scale())? {
                 return match &lin.b {
-                    Some(bias) => y.broadcast_add(bias),
+                    Some(bias) => Ok(y.broadcast_add(bias)?.detach()),
                     None => Ok(y),
                 };
             }

@@ -576,6 +576,7 @@ impl Trainer {
         // gradient flows back once, below) and once for the reference.
         let shared =
             rollout::shared_prompt_ids(&self.agent, &self.world.tools(), policy, self.cfg.mode)?;
+        let mut prefix_rng = None;
         let prefixes = if shared.len() >= crate::model::prefix::MIN_PREFIX {
             // The base model never changes during training: its prefix is computed once.
             if gcfg.beta > 0.0 && !self.reference_prefixes.contains_key(&shared) {
@@ -584,6 +585,9 @@ impl Trainer {
             }
             // Built with a graph (the same kernels as the recomputation below, so the leaves
             // hold exactly the values that graph produces), detached, and the graph dropped.
+            // With LoRA dropout the recomputation must draw the same masks: the dropout RNG's
+            // state before this build is kept for it.
+            prefix_rng = self.agent.model.adapter(adapter)?.dropout_rng_state();
             let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
             let leaves = graph.detached()?;
             drop(graph);
@@ -657,9 +661,18 @@ impl Trainer {
         // The shared prefix's share of the gradient, through its graph, once: the prefix is
         // recomputed with a graph now (activation checkpointing of the prefix), after every
         // micro-batch's activations are gone.
-        if prefixes.is_some() && !stats.skipped && !leaf_grads.is_empty() {
+        if prefixes.is_some() && !stats.skipped && leaf_grads.iter().any(Option::is_some) {
             drop(prefixes);
+            let ad = self.agent.model.adapter(adapter)?;
+            let after = ad.dropout_rng_state();
+            if let Some(r) = prefix_rng.take() {
+                ad.set_dropout_rng_state(r);
+            }
             let graph = Prefix::build(&self.agent.model, Some(adapter), &shared, true)?;
+            if let Some(r) = after {
+                // Later draws continue as if the prefix had been built once.
+                ad.set_dropout_rng_state(r);
+            }
             if let Some(g) = graph.backward_into(&leaf_grads)? {
                 accum.add(&g)?;
             }
