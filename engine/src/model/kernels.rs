@@ -296,10 +296,9 @@ impl CustomOp2 for SmallM {
     }
 }
 
-/// `x (..., k) @ w (n, k)^T` through the small-m kernel when it applies (CPU, f32 input, f32
-/// or f16 weight, at most [`SMALL_M`] rows, AVX2+FMA+F16C); `None` when the caller should use
-/// the generic matmul.
-pub fn small_m_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+/// The row count of `x (..., k)` when `x @ w^T` can go through the small-m kernel (CPU, f32
+/// input, f32 or f16 weight `(n, k)`, 1 to [`SMALL_M`] rows, AVX2+FMA+F16C).
+fn small_m_rows(x: &Tensor, w: &Tensor) -> Result<Option<usize>> {
     if !x.device().is_cpu()
         || x.dtype() != DType::F32
         || !matches!(w.dtype(), DType::F32 | DType::F16)
@@ -308,9 +307,15 @@ pub fn small_m_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     {
         return Ok(None);
     }
-    let k = w.dim(1)?;
-    let m = x.elem_count() / k.max(1);
-    if m == 0 || m > SMALL_M {
+    let m = x.elem_count() / w.dim(1)?.max(1);
+    Ok((1..=SMALL_M).contains(&m).then_some(m))
+}
+
+/// `x (..., k) @ w (n, k)^T` through the small-m kernel when it applies (CPU, f32 input, f32
+/// or f16 weight, at most [`SMALL_M`] rows, AVX2+FMA+F16C); `None` when the caller should use
+/// the generic matmul.
+pub fn small_m_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if small_m_rows(x, w)?.is_none() {
         return Ok(None);
     }
     let x = x.contiguous()?;
@@ -412,21 +417,10 @@ pub fn small_m_lora(
     if a.dtype() != DType::F32 || b.dtype() != DType::F32 || !a.device().is_cpu() {
         return Ok(None);
     }
-    if x.track_op() {
+    if x.track_op() || small_m_rows(x, w)?.is_none() {
         return Ok(None);
     }
-    // The same conditions as the plain kernel.
-    if !x.device().is_cpu()
-        || x.dtype() != DType::F32
-        || !matches!(w.dtype(), DType::F32 | DType::F16)
-        || w.rank() != 2
-        || !small_m_supported()
-    {
-        return Ok(None);
-    }
-    let k = w.dim(1)?;
-    let m = x.elem_count() / k.max(1);
-    if m == 0 || m > SMALL_M || a.dims2()?.1 != k || b.dims2()?.0 != w.dim(0)? {
+    if a.dims2()?.1 != w.dim(1)? || b.dims2()?.0 != w.dim(0)? {
         return Ok(None);
     }
     let op = SmallMLora {

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
-use crate::grpo::pack_micro_batches;
 use crate::grpo::{
-    completion_logprobs_with, group_advantages, grpo_loss, GrpoBatch, GrpoConfig, LossAgg,
+    completion_logprobs_with, group_advantages, grpo_loss, pack_micro_batches, GrpoBatch,
+    GrpoConfig, LossAgg,
 };
 use crate::lanes::Lanes;
 use crate::model::prefix::add_leaf_grads;
