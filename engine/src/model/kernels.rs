@@ -569,6 +569,17 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     fn det(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + 1.0) * seed).sin()).collect()
     }
@@ -591,14 +602,7 @@ mod tests {
                 &Device::Cpu,
             )
             .unwrap();
-            let d: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = max_abs_diff(&want, &got);
             assert!(d < 1e-4, "({m},{k},{n}): max diff {d}");
         }
     }
@@ -642,30 +646,16 @@ mod tests {
             let b = candle_core::Var::from_vec(det(n * r, 0.29), (n, r), &dev).unwrap();
             let scale = 2.0;
             let low = (x.matmul(&a.as_tensor().t().unwrap()).unwrap() * scale).unwrap();
-            let want = (x.matmul(&w.t().unwrap()).unwrap()
-                + low.matmul(&b.as_tensor().t().unwrap()).unwrap())
-            .unwrap();
+            let up = low.matmul(&b.as_tensor().t().unwrap()).unwrap();
             for w in [w.clone(), w.to_dtype(DType::F16).unwrap()] {
-                let want = if w.dtype() == DType::F16 {
-                    let w32 = w.to_dtype(DType::F32).unwrap();
-                    (x.matmul(&w32.t().unwrap()).unwrap()
-                        + low.matmul(&b.as_tensor().t().unwrap()).unwrap())
-                    .unwrap()
-                } else {
-                    want.clone()
-                };
+                // The weight's own values (an f16 weight as the kernel widens it).
+                let w32 = w.to_dtype(DType::F32).unwrap();
+                let want = (x.matmul(&w32.t().unwrap()).unwrap() + &up).unwrap();
                 let got = small_m_lora(&x, &w, a.as_tensor(), b.as_tensor(), scale)
                     .unwrap()
                     .expect("applies: CPU, f32, few rows");
                 assert!(!got.track_op(), "inference output records no graph");
-                let d: f32 = (want - got)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let d = max_abs_diff(&want, &got);
                 assert!(d < 1e-3, "({m},{k},{n},{r}) {:?}: max diff {d}", w.dtype());
             }
         }
@@ -711,14 +701,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let d: f32 = (g1.get(&x).unwrap() - g2.get(&x).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
         assert!(d < 1e-5, "gradient differs by {d}");
     }
 }
