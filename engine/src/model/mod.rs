@@ -3,6 +3,7 @@ pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod fused;
+pub mod gemm;
 pub mod kernels;
 pub mod lora;
 pub mod ops;

@@ -43,6 +43,42 @@ impl FrozenMatmul {
         Ok((m, k, n, Shape::from(out)))
     }
 
+    /// Our packed GEMM ([`crate::model::gemm`]) for an f32 input and a contiguous f32 or f16
+    /// weight on a CPU with AVX2/FMA/F16C; `None` where it does not apply (or is switched off
+    /// with `CAHL_GEMM=candle`, for comparisons).
+    #[allow(clippy::too_many_arguments)]
+    fn packed_gemm(
+        &self,
+        s1: &CpuStorage,
+        off: usize,
+        s2: &CpuStorage,
+        l2: &Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Option<Vec<f32>> {
+        use crate::model::gemm::{gemm, WeightLayout};
+        let (CpuStorage::F32(x), Some((wa, wb))) = (s1, l2.contiguous_offsets()) else {
+            return None;
+        };
+        if !packed_gemm_enabled() {
+            return None;
+        }
+        let x = &x[off..off + m * k];
+        let layout = if self.t {
+            WeightLayout::Transposed
+        } else {
+            WeightLayout::Plain
+        };
+        let mut out = vec![0f32; m * n];
+        match s2 {
+            CpuStorage::F32(w) => gemm(x, m, k, &w[wa..wb], n, layout, &mut out),
+            CpuStorage::F16(w) => gemm(x, m, k, &w[wa..wb], n, layout, &mut out),
+            _ => return None,
+        }
+        Some(out)
+    }
+
     /// The weight's layout as the (k, n) right-hand side.
     fn rhs(&self, wl: &Layout) -> Result<Layout> {
         if self.t {
@@ -67,6 +103,9 @@ impl CustomOp2 for FrozenMatmul {
     ) -> Result<(CpuStorage, Shape)> {
         let (m, k, n, out_shape) = self.dims(l1, l2)?;
         let (off, _) = l1.contiguous_offsets().unwrap_or((l1.start_offset(), 0));
+        if let Some(out) = self.packed_gemm(s1, off, s2, l2, m, k, n) {
+            return Ok((CpuStorage::F32(out), out_shape));
+        }
         let lhs_l = Layout::contiguous_with_offset((m, k), off);
         if s2.dtype() == s1.dtype() {
             let out = s1.matmul(s2, (1, m, n, k), &lhs_l, &self.rhs(l2)?)?;
@@ -124,6 +163,16 @@ impl CustomOp2 for FrozenMatmul {
     }
 }
 
+/// Whether frozen matmuls use [`crate::model::gemm`] (CPU with AVX2/FMA/F16C, unless
+/// `CAHL_GEMM=candle` asks for candle's GEMM, for comparisons). Read once.
+pub fn packed_gemm_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        crate::model::gemm::supported()
+            && std::env::var("CAHL_GEMM").map_or(true, |v| v != "candle")
+    })
+}
+
 /// `x @ w^T` where `w` (out, in) is frozen. With `track` false this is a plain matmul
 /// (inference); with `track` true it records a backward that skips the weight gradient.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
@@ -141,7 +190,13 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
                 return Ok(y);
             }
         }
-        if w.dtype() != x.dtype() {
+        let untracked = !x.track_op() && !w.track_op();
+        if w.dtype() != x.dtype()
+            || (untracked
+                && x.device().is_cpu()
+                && x.dtype() == DType::F32
+                && packed_gemm_enabled())
+        {
             return x
                 .contiguous()?
                 .apply_op2_no_bwd(w, &FrozenMatmul { t: true });
@@ -328,3 +383,62 @@ pub fn init_compute_pool(threads: usize) {
 
 /// Stack size of the compute pool's threads (address space; pages are touched only if used).
 pub const COMPUTE_STACK_BYTES: usize = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The frozen matmul (our packed GEMM on CPUs that have it) against candle's matmul with
+    /// full autograd: same output, same input gradient, no weight gradient.
+    #[test]
+    fn frozen_matmul_matches_candles_matmul_forward_and_backward() {
+        let dev = Device::Cpu;
+        for &(m, k, n) in &[
+            (1usize, 8usize, 5usize),
+            (7, 33, 17),
+            (2 * 64, 96, 40),
+            (130, 300, 20),
+        ] {
+            let x0 = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let r = Tensor::randn(0f32, 1.0, (m, n), &dev).unwrap();
+            for w in [w.clone(), w.to_dtype(DType::F16).unwrap()] {
+                let wf = w.to_dtype(DType::F32).unwrap();
+                let x = Var::from_tensor(&x0).unwrap();
+                let y = frozen_matmul(x.as_tensor(), &w, true).unwrap();
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let gx = grads.get(x.as_tensor()).unwrap();
+                assert!(grads.get(&w).is_none(), "a frozen weight got a gradient");
+                let xr = Var::from_tensor(&x0).unwrap();
+                let yr = xr.as_tensor().matmul(&wf.t().unwrap()).unwrap();
+                let gr = (&yr * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let gxr = gr.get(xr.as_tensor()).unwrap();
+                let diff = |a: &Tensor, b: &Tensor| {
+                    (a - b)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                };
+                let tol = 1e-4 * (k.max(n) as f32).sqrt();
+                assert!(diff(&y, &yr) < tol, "{m}x{k}x{n} {:?}: forward", w.dtype());
+                assert!(
+                    diff(gx, gxr) < tol,
+                    "{m}x{k}x{n} {:?}: input gradient",
+                    w.dtype()
+                );
+                // Without tracking (inference) the same product.
+                let yi = frozen_matmul(&x0, &w, false).unwrap();
+                assert!(
+                    diff(&yi, &yr) < tol,
+                    "{m}x{k}x{n} {:?}: inference",
+                    w.dtype()
+                );
+            }
+        }
+    }
+}
