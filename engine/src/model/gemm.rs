@@ -22,6 +22,8 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Length of a slice of `k` packed at a time.
 const KC: usize = 256;
+/// Most cache lines one tile prefetches for the next packed block.
+const MAX_PF: usize = 512;
 
 /// How the weight holds `B`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +135,7 @@ pub fn reference<W: WeightElem>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{WeightLayout, KC, MR, NR};
+    use super::{WeightLayout, KC, MAX_PF, MR, NR};
     use crate::model::kernels::WeightElem;
     use std::arch::x86_64::*;
 
@@ -167,6 +169,7 @@ mod avx {
         buf.resize(KC * NR + 16, 0.0);
         let skip = buf.as_ptr().align_offset(64).min(16);
         let bp = &mut buf[skip..skip + KC * NR];
+        let mut pf = [std::ptr::null::<i8>(); MAX_PF];
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
@@ -188,7 +191,7 @@ mod avx {
                     nr: NR.min(n - np * NR),
                 });
                 let lines = ahead.map_or(0, |b| b.lines::<W>(layout));
-                let per_tile = lines.div_ceil(row_panels);
+                let per_tile = lines.div_ceil(row_panels).min(MAX_PF);
                 // SAFETY: forwarded; the block lies inside `w`.
                 unsafe {
                     match layout {
@@ -202,10 +205,13 @@ mod avx {
                     // Pull the next block of the weight toward L2 while this one computes:
                     // packing reads a row per `k` index, too scattered for the hardware
                     // prefetcher to hide (a third of the time went there without this).
+                    // The tile spreads them over its `k` loop: issued in one burst, they
+                    // stalled on the miss buffers.
+                    let mut cnt = 0;
                     if let Some(b) = ahead {
                         for line in rp * per_tile..((rp + 1) * per_tile).min(lines) {
-                            // `line_ptr` stays inside `w` (a prefetch never faults anyway).
-                            _mm_prefetch::<_MM_HINT_T1>(b.line_ptr(w, n, k, layout, line));
+                            pf[cnt] = b.line_ptr(w, n, k, layout, line);
+                            cnt += 1;
                         }
                     }
                     // SAFETY: rows `i0..i0 + mr` and columns `j0..j0 + nr` are inside `out`
@@ -221,6 +227,7 @@ mod avx {
                             mr,
                             nr,
                             k0 == 0,
+                            &pf[..cnt],
                         )
                     };
                 }
@@ -409,6 +416,7 @@ mod avx {
         mr: usize,
         nr: usize,
         first: bool,
+        pf: &[*const i8],
     ) {
         debug_assert!(bp.len() >= kc * NR && (1..=MR).contains(&mr));
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -416,8 +424,8 @@ mod avx {
         // SAFETY: each row pointer is one of the caller's `mr` rows.
         let rows: [*const f32; MR] = std::array::from_fn(|r| unsafe { a.add(r.min(mr - 1) * lda) });
         let mut b = bp.as_ptr();
-        for p in 0..kc {
-            // SAFETY: `p < kc` stays inside every row and inside `bp`.
+        let mut step = |p: usize| {
+            // SAFETY: the callers pass `p < kc`, inside every row and inside `bp`.
             unsafe {
                 let b0 = _mm256_load_ps(b);
                 let b1 = _mm256_load_ps(b.add(8));
@@ -427,6 +435,25 @@ mod avx {
                     row[1] = _mm256_fmadd_ps(av, b1, row[1]);
                 }
                 b = b.add(NR);
+            }
+        };
+        // One group of prefetches per 8 steps.
+        let blocks = kc / 8;
+        let per = pf.len().div_ceil(blocks.max(1));
+        for blk in 0..blocks {
+            for q in 0..8 {
+                step(blk * 8 + q);
+            }
+            for &line in pf.iter().skip(blk * per).take(per) {
+                _mm_prefetch::<_MM_HINT_T1>(line);
+            }
+        }
+        for p in blocks * 8..kc {
+            step(p);
+        }
+        if blocks == 0 {
+            for &line in pf {
+                _mm_prefetch::<_MM_HINT_T1>(line);
             }
         }
         if mr == MR && nr == NR {
