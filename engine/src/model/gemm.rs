@@ -46,18 +46,35 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `out (m, n) = a (m, k) @ B`, `B` from `w` as `layout` says. `out` is overwritten.
-///
-/// Panics if the slice lengths do not match the dimensions (callers check shapes first).
-pub fn gemm<W: WeightElem>(
+/// `a (m, k) @ B` into a new vector, `B` from `w` as `layout` says. The vector is not
+/// zero-filled first (every element is written by the kernel): a step's largest output, the
+/// logits, would otherwise be cleared twice (by the OS and by a memset) before being written.
+pub fn gemm_new<W: WeightElem>(
     a: &[f32],
     m: usize,
     k: usize,
     w: &[W],
     n: usize,
     layout: WeightLayout,
-    out: &mut [f32],
-) {
+) -> Vec<f32> {
+    if k == 0 || m == 0 || n == 0 || !supported() {
+        let mut out = vec![0f32; m * n];
+        gemm(a, m, k, w, n, layout, &mut out);
+        return out;
+    }
+    check_lens(a, m, k, w, n);
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: `out` has room for `m * n` floats; `run` writes every one of them (each row
+    // panel and column panel is a tile whose first slice of `k` stores, not adds) before
+    // `set_len` exposes them, and reads none first.
+    unsafe {
+        run(a, m, k, w, n, layout, OutPtr(out.as_mut_ptr()));
+        out.set_len(m * n);
+    }
+    out
+}
+
+fn check_lens<W>(a: &[f32], m: usize, k: usize, w: &[W], n: usize) {
     assert_eq!(
         a.len(),
         m * k,
@@ -70,6 +87,21 @@ pub fn gemm<W: WeightElem>(
         "gemm: w has {} elements, not {k} x {n}",
         w.len()
     );
+}
+
+/// `out (m, n) = a (m, k) @ B`, `B` from `w` as `layout` says. `out` is overwritten.
+///
+/// Panics if the slice lengths do not match the dimensions (callers check shapes first).
+pub fn gemm<W: WeightElem>(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+    layout: WeightLayout,
+    out: &mut [f32],
+) {
+    check_lens(a, m, k, w, n);
     assert_eq!(
         out.len(),
         m * n,
@@ -83,11 +115,27 @@ pub fn gemm<W: WeightElem>(
         reference(a, m, k, w, n, layout, out);
         return;
     }
+    // SAFETY: `out` holds `m * n` floats (checked above).
+    unsafe { run(a, m, k, w, n, layout, OutPtr(out.as_mut_ptr())) };
+}
+
+/// The parallel driver: tasks over disjoint column ranges.
+///
+/// # Safety
+/// `supported()`, `k > 0`, lengths checked, and `optr` points at `m * n` writable floats.
+unsafe fn run<W: WeightElem>(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+    layout: WeightLayout,
+    optr: OutPtr,
+) {
     let panels = n.div_ceil(NR);
     // A few tasks per thread so a thread held up elsewhere does not hold the call.
     let tasks = (rayon::current_num_threads() * 2).clamp(1, panels);
     let per = panels.div_ceil(tasks);
-    let optr = OutPtr(out.as_mut_ptr());
     (0..tasks).into_par_iter().for_each(move |t| {
         let p0 = t * per;
         let p1 = ((t + 1) * per).min(panels);
@@ -520,6 +568,12 @@ mod tests {
         let mut want = vec![0f32; m * n];
         gemm(a, m, k, w, n, layout, &mut got);
         reference(a, m, k, w, n, layout, &mut want);
+        // The unfilled-allocation entry point writes every element, the same values.
+        assert_eq!(
+            gemm_new(a, m, k, w, n, layout),
+            got,
+            "{m}x{k}x{n} {layout:?}: gemm_new"
+        );
         let tol = 1e-5 * (k as f32).sqrt().max(1.0);
         for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
             assert!(

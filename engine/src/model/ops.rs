@@ -57,7 +57,7 @@ impl FrozenMatmul {
         k: usize,
         n: usize,
     ) -> Option<Vec<f32>> {
-        use crate::model::gemm::{gemm, WeightLayout};
+        use crate::model::gemm::{gemm_new, WeightLayout};
         let (CpuStorage::F32(x), Some((wa, wb))) = (s1, l2.contiguous_offsets()) else {
             return None;
         };
@@ -70,13 +70,11 @@ impl FrozenMatmul {
         } else {
             WeightLayout::Plain
         };
-        let mut out = vec![0f32; m * n];
         match s2 {
-            CpuStorage::F32(w) => gemm(x, m, k, &w[wa..wb], n, layout, &mut out),
-            CpuStorage::F16(w) => gemm(x, m, k, &w[wa..wb], n, layout, &mut out),
-            _ => return None,
+            CpuStorage::F32(w) => Some(gemm_new(x, m, k, &w[wa..wb], n, layout)),
+            CpuStorage::F16(w) => Some(gemm_new(x, m, k, &w[wa..wb], n, layout)),
+            _ => None,
         }
-        Some(out)
     }
 
     /// The weight's layout as the (k, n) right-hand side.
