@@ -208,11 +208,32 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 struct SwiGlu;
 
-fn sigmoid<T: Float>(v: T) -> T {
-    T::one() / (T::one() + (-v).exp())
+/// `e^x` for the fused ops: [`crate::model::kernels::exp_f32`] in f32 (vectorizable, no libm
+/// call), the exact `exp` in f64 (which the gradient tests run in).
+pub(crate) trait FastExp: Float {
+    fn fast_exp(self) -> Self;
 }
 
-fn swiglu_fwd<T: WithDType + Float>(
+impl FastExp for f32 {
+    #[inline(always)]
+    fn fast_exp(self) -> f32 {
+        crate::model::kernels::exp_f32(self)
+    }
+}
+
+impl FastExp for f64 {
+    #[inline(always)]
+    fn fast_exp(self) -> f64 {
+        self.exp()
+    }
+}
+
+#[inline(always)]
+fn sigmoid<T: FastExp>(v: T) -> T {
+    T::one() / (T::one() + (-v).fast_exp())
+}
+
+fn swiglu_fwd<T: WithDType + FastExp>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -265,7 +286,7 @@ impl CustomOp2 for SwiGlu {
 /// Gradients of SwiGLU: `(g, u, dy) -> stack(dg, du)`.
 struct SwiGluBwd;
 
-fn swiglu_bwd<T: WithDType + Float>(
+fn swiglu_bwd<T: WithDType + FastExp>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -335,7 +356,7 @@ struct CausalSoftmax {
     offset: usize,
 }
 
-fn softmax_fwd<T: WithDType + Float>(
+fn softmax_fwd<T: WithDType + FastExp>(
     s1: &CpuStorage,
     l1: &Layout,
     op: &CausalSoftmax,
@@ -353,7 +374,7 @@ fn softmax_fwd<T: WithDType + Float>(
             .fold(T::neg_infinity(), |a, &v| Float::max(a, v * scale));
         let mut sum = T::zero();
         for (o, &v) in o[..keep].iter_mut().zip(&xr[..keep]) {
-            let e = (v * scale - m).exp();
+            let e = (v * scale - m).fast_exp();
             *o = e;
             sum += e;
         }

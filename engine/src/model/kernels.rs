@@ -10,6 +10,31 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// `e^x` for f32 without a libm call: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, Cephes' degree-6
+/// polynomial for `e^r`, and `2^n` built in the exponent bits. Branch-free, so loops over
+/// slices vectorize (libm's `expf` was 3–5% of a training step's samples, one scalar call per
+/// element). Relative error below 3e-7 on the range checked by its test; inputs under -87.3
+/// give ~1e-38 instead of 0 (e.g. `exp(-inf)`), inputs over 88.7 give ~3e38 instead of inf.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round to nearest by adding and subtracting 1.5 * 2^23 (no rounding instruction needed).
+    const SHIFTER: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * LOG2E + SHIFTER) - SHIFTER;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 /// Largest row count that goes through [`small_m_matmul`] instead of the generic GEMM.
 pub const SMALL_M: usize = 16;
 
@@ -448,7 +473,7 @@ fn row_lse(row: &[f32], inv_t: f32) -> (f32, f32) {
     if !max.is_finite() {
         return (max, 0.0);
     }
-    let s: f32 = row.iter().map(|&v| (v * inv_t - max).exp()).sum();
+    let s: f32 = row.iter().map(|&v| exp_f32(v * inv_t - max)).sum();
     (max, s.ln())
 }
 
@@ -532,7 +557,7 @@ impl CustomOp1 for TokenLogprobsGrad {
             let (max, lse) = row_lse(row, inv_t);
             let gs = g * inv_t;
             for (oj, &xj) in o.iter_mut().zip(row) {
-                *oj = -gs * (xj * inv_t - max - lse).exp();
+                *oj = -gs * exp_f32(xj * inv_t - max - lse);
             }
             let t = self.targets[r] as usize;
             if t < v {
@@ -567,6 +592,21 @@ pub fn token_logprobs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_f32_matches_libm_within_a_few_ulps() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
     use candle_core::Device;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
