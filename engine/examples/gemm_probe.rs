@@ -89,6 +89,7 @@ fn main() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_peak(iters: usize) -> f32 {
     use std::arch::x86_64::*;
@@ -109,11 +110,21 @@ unsafe fn fma_peak(iters: usize) -> f32 {
     s
 }
 
-#[allow(dead_code)]
-pub fn peak() {
+#[cfg(not(target_arch = "x86_64"))]
+fn peak() {
+    println!("the FMA peak probe is x86-64 only");
+}
+
+#[cfg(target_arch = "x86_64")]
+fn peak() {
     for _ in 0..3 {
         let iters = 50_000_000;
         let t = Instant::now();
+        if !std::is_x86_feature_detected!("avx2") || !std::is_x86_feature_detected!("fma") {
+            println!("this CPU lacks AVX2/FMA");
+            return;
+        }
+        // SAFETY: AVX2 and FMA were detected just above.
         let s = unsafe { fma_peak(iters) };
         let e = t.elapsed().as_secs_f64();
         println!(
