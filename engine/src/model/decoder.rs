@@ -557,6 +557,14 @@ impl Model {
     /// embedding's variable. Base matmuls then compute weight gradients (see
     /// [`frozen_matmul`]); adapters are unaffected.
     pub fn make_base_trainable(&mut self) -> Result<Vec<(String, Var)>> {
+        if self.embed.dtype() != self.dtype {
+            return Err(EngineError::Other(format!(
+                "the base weights are stored in {:?} (16-bit storage); full-parameter training \
+                 needs them in the compute dtype {:?}",
+                self.embed.dtype(),
+                self.dtype
+            )));
+        }
         let tied = self.lm_head.id() == self.embed.id();
         let mut out = Vec::new();
         let mut var = |name: String, t: &mut Tensor| -> Result<()> {

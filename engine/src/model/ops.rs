@@ -35,7 +35,7 @@ impl FrozenMatmul {
         if !l1.is_contiguous() {
             candle_core::bail!("frozen_matmul: input must be contiguous");
         }
-        let m = l1.shape().elem_count() / k.max(1);
+        let m = xd[..xd.len() - 1].iter().product();
         let mut out = xd.to_vec();
         if let Some(last) = out.last_mut() {
             *last = n;
@@ -189,6 +189,14 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor, track: bool) -> Result<Tensor> {
             }
         }
         let untracked = !x.track_op() && !w.track_op();
+        if w.dtype() != x.dtype() && w.track_op() {
+            candle_core::bail!(
+                "frozen_matmul: a trainable weight stored in {:?} cannot multiply a {:?} input \
+                 (train the base in its compute dtype, without 16-bit storage)",
+                w.dtype(),
+                x.dtype()
+            );
+        }
         if w.dtype() != x.dtype()
             || (untracked
                 && x.device().is_cpu()
