@@ -592,7 +592,7 @@ pub fn token_logprobs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -612,7 +612,8 @@ mod tests {
     }
     use candle_core::Device;
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference of two f32 tensors (shared by the model's unit tests).
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

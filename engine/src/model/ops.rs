@@ -420,16 +420,7 @@ mod tests {
                 let yr = xr.as_tensor().matmul(&wf.t().unwrap()).unwrap();
                 let gr = (&yr * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let gxr = gr.get(xr.as_tensor()).unwrap();
-                let diff = |a: &Tensor, b: &Tensor| {
-                    (a - b)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap()
-                };
+                let diff = crate::model::kernels::tests::max_abs_diff;
                 let tol = 1e-4 * (k.max(n) as f32).sqrt();
                 assert!(diff(&y, &yr) < tol, "{m}x{k}x{n} {:?}: forward", w.dtype());
                 assert!(
