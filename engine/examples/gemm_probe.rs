@@ -7,59 +7,48 @@ use cahl_engine::model::gemm::{gemm, WeightLayout};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
-fn probe(m: usize, k: usize, n: usize, wt: bool, reps: usize) -> f64 {
-    let dev = Device::Cpu;
-    let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-    let w = if wt {
-        Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap()
-    } else {
-        Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap()
-    };
-    let run = || {
-        if wt {
-            x.matmul(&w.t().unwrap()).unwrap()
-        } else {
-            x.matmul(&w).unwrap()
-        }
-    };
-    let _ = run();
+/// Best and mean seconds of `reps` calls of `f`, after one warm-up call.
+fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
     let mut best = f64::MAX;
     let mut tot = 0.0;
     for _ in 0..reps {
         let t = Instant::now();
-        let _ = run();
+        f();
         let e = t.elapsed().as_secs_f64();
         best = best.min(e);
         tot += e;
     }
-    let gf = 2.0 * (m * k * n) as f64 / 1e9;
-    // Ours.
+    (best, tot / reps as f64)
+}
+
+fn probe(m: usize, k: usize, n: usize, wt: bool, reps: usize) {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+    let (w, lay) = if wt {
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        (w, WeightLayout::Transposed)
+    } else {
+        let w = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+        (w, WeightLayout::Plain)
+    };
+    let wc = if wt { w.t().unwrap() } else { w.clone() };
+    let (best, mean) = time(reps, || {
+        x.matmul(&wc).unwrap();
+    });
     let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
     let ws: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
     let mut out = vec![0f32; m * n];
-    let lay = if wt {
-        WeightLayout::Transposed
-    } else {
-        WeightLayout::Plain
-    };
-    gemm(&xs, m, k, &ws, n, lay, &mut out);
-    let (mut best2, mut tot2) = (f64::MAX, 0.0);
-    for _ in 0..reps {
-        let t = Instant::now();
-        gemm(&xs, m, k, &ws, n, lay, &mut out);
-        let e = t.elapsed().as_secs_f64();
-        best2 = best2.min(e);
-        tot2 += e;
-    }
+    let (best2, mean2) = time(reps, || gemm(&xs, m, k, &ws, n, lay, &mut out));
+    let gf = 2.0 * (m * k * n) as f64 / 1e9;
     println!(
         "m={m:5} k={k:5} n={n:6} {} candle best {:7.2} mean {:7.2} | ours best {:7.2} mean {:7.2}",
         if wt { "x@W^T" } else { "x@W  " },
         gf / best,
-        gf / (tot / reps as f64),
+        gf / mean,
         gf / best2,
-        gf / (tot2 / reps as f64)
+        gf / mean2
     );
-    tot / reps as f64
 }
 
 fn main() {

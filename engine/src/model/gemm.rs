@@ -7,11 +7,12 @@
 //! `gemm` crate behind candle reached 80–110 GFLOP/s on the step's shapes where PyTorch's BLAS
 //! reached 100–150 (`engine/examples/gemm_probe.rs`, docs/PERFORMANCE.md, session 8).
 //!
-//! The layout is the usual one (Goto/BLIS): `A` is packed once per call into panels of
-//! [`MR`] interleaved rows per `KC`-long slice of `k`; each `KC x NR` block of `B` is packed
-//! (transposed for `w^T`, widened for f16) into a small buffer that stays in L1 while every
-//! `MR`-row panel of `A` (in L2) runs against it through an `MR x NR` register tile. Each
-//! weight element is read from memory once per call. Tasks own disjoint column ranges of `C`.
+//! The layout follows Goto/BLIS for `B`: each `KC x NR` block of the weight is packed
+//! (transposed for `w^T`, widened for f16) into a small aligned buffer that stays in L1 while
+//! every `MR`-row panel of `A` runs against it through an `MR x NR` register tile. `A` is not
+//! packed: the tile broadcasts from its `MR` rows in place (packing it cost more than it saved
+//! at these row counts). Each weight element is read from memory once per call. Tasks own
+//! disjoint column ranges of `C`.
 use rayon::prelude::*;
 
 use crate::model::kernels::WeightElem;
@@ -42,7 +43,7 @@ pub fn supported() -> bool {
 /// Raw output pointer shared by tasks that write disjoint columns.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint column ranges of the output (see `gemm`).
+// SAFETY: tasks write disjoint column ranges of the output (see `run`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
@@ -142,6 +143,8 @@ unsafe fn run<W: WeightElem>(
         if p0 >= p1 {
             return;
         }
+        // Moved in whole: a closure capturing only the field would hold a bare `*mut f32`,
+        // which is not `Send`.
         let optr = optr;
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `supported()` checked AVX2/FMA/F16C; this task writes only columns
@@ -302,10 +305,13 @@ mod avx {
                 // Each `k` index's `nr` elements span at most two lines.
                 WeightLayout::Plain => 2 * self.kc,
                 // Each of `nr` rows holds `kc` consecutive elements.
-                WeightLayout::Transposed => {
-                    self.nr * ((self.kc * std::mem::size_of::<W>()).div_ceil(64) + 1)
-                }
+                WeightLayout::Transposed => self.nr * Self::lines_per_row::<W>(self.kc),
             }
+        }
+
+        /// Lines a run of `kc` consecutive elements can touch (one more for misalignment).
+        fn lines_per_row<W>(kc: usize) -> usize {
+            (kc * std::mem::size_of::<W>()).div_ceil(64) + 1
         }
 
         /// A pointer into the `line`-th line of the block (`line < self.lines()`).
@@ -323,7 +329,7 @@ mod avx {
                     (self.k0 + p) * n + self.j0 + if last { self.nr - 1 } else { 0 }
                 }
                 WeightLayout::Transposed => {
-                    let per_row = (self.kc * std::mem::size_of::<W>()).div_ceil(64) + 1;
+                    let per_row = Self::lines_per_row::<W>(self.kc);
                     let (c, q) = (line / per_row, line % per_row);
                     let off = (q * 64 / std::mem::size_of::<W>()).min(self.kc - 1);
                     (self.j0 + c) * k + self.k0 + off
