@@ -1,12 +1,13 @@
 //! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards,
 //! hierarchical rollout and the trainer. No terminal code lives here.
-pub mod bench;
 pub mod chat;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod grpo;
 pub mod lanes;
 pub mod load;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod parse;
@@ -14,6 +15,7 @@ pub mod pretrain;
 pub mod rewards;
 pub mod sampling;
 pub mod score;
+pub mod speedtest;
 pub mod tokenizer;
 pub mod train;
 pub mod util;

@@ -732,7 +732,7 @@ pub fn pretrain(
         beta2: 0.98,
         ..Default::default()
     };
-    let save_dtype = crate::bench::parse_dtype(&cfg.save_dtype)
+    let save_dtype = crate::device::parse_dtype(&cfg.save_dtype)
         .ok_or_else(|| EngineError::Other(format!("unknown save dtype {:?}", cfg.save_dtype)))?;
     let t0 = Instant::now();
     let log = sft_run(

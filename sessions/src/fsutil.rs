@@ -1,4 +1,4 @@
-//! Crash-safe file-system helpers.
+//! Crash-safe file-system helpers: the one atomic-write helper of the workspace ([`atomic_write`]).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -8,7 +8,7 @@ use crate::error::{io_err, Result};
 
 /// Name of the temporary file used while atomically replacing `path`: `.<name>.tmp` in the same
 /// directory (same file system, so the rename is atomic).
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
+pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -18,7 +18,7 @@ pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
 
 /// Atomically replaces `path` with `bytes`: write a temp file, fsync it, rename over `path`,
 /// fsync the directory.
-pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_sibling(path);
     {
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -30,7 +30,7 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The parent directory of `path` (`.` for a bare file name).
-pub(crate) fn parent_of(path: &Path) -> &Path {
+pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -39,7 +39,7 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
 
 /// Fsyncs a directory so that renames and creations inside it are durable. A no-op on
 /// platforms where directories cannot be opened as files.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let f = File::open(dir).map_err(io_err(dir))?;
@@ -53,7 +53,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Fsyncs every file and directory under `dir` (depth first), then `dir` itself.
-pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
+pub fn sync_tree(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let path = entry.path();

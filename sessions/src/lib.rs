@@ -11,7 +11,7 @@
 
 pub mod error;
 pub mod events;
-mod fsutil;
+pub mod fsutil;
 pub mod jsonl;
 pub mod layout;
 pub mod reader;

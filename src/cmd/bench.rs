@@ -1,7 +1,8 @@
 //! `cahl-tui bench`: decode / prefill / LoRA training speed and peak memory.
 use anyhow::{bail, Context, Result};
-use cahl_engine::bench::{self, BenchOpts};
+use cahl_engine::device;
 use cahl_engine::model::{Model, ModelConfig};
+use cahl_engine::speedtest::{self, BenchOpts};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -47,9 +48,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let dtype = bench::parse_dtype(&args.dtype)
+    let dtype = device::parse_dtype(&args.dtype)
         .with_context(|| format!("unknown dtype {:?}", args.dtype))?;
-    let device = bench::parse_device(&args.device)?;
+    let device = device::parse_device(&args.device)?;
     let (mut model, name) = match &args.model {
         Some(p) => {
             let lm = cahl_engine::load::load_model(p)?;
@@ -74,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     if let Some(b) = &args.base_dtype {
-        let dt = bench::parse_dtype(b).with_context(|| format!("unknown --base-dtype {b:?}"))?;
+        let dt = device::parse_dtype(b).with_context(|| format!("unknown --base-dtype {b:?}"))?;
         model.store_base_weights(dt)?;
     }
     let opts = BenchOpts {
@@ -87,7 +88,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         top_p: args.top_p,
         ..Default::default()
     };
-    let report = bench::run(&mut model, &name, &opts, |s| eprintln!("measuring {s}…"))?;
+    let report = speedtest::run(&mut model, &name, &opts, |s| eprintln!("measuring {s}…"))?;
     println!(
         "model: {}  params: {:.1}M  dtype: {}  threads: {}",
         report.model,

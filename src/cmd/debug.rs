@@ -396,7 +396,7 @@ pub fn engine_backend(
     cfg: TrainConfig,
 ) -> Result<EngineBackend> {
     let dtype = if cfg.model.device == "cpu" {
-        cahl_engine::bench::parse_dtype(&cfg.model.dtype).unwrap_or(DType::F32)
+        cahl_engine::device::parse_dtype(&cfg.model.dtype).unwrap_or(DType::F32)
     } else {
         DType::F32
     };

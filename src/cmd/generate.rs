@@ -58,8 +58,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .unwrap_or_default();
     let lm = cahl_engine::load::embedded::load_spec(&spec)?;
     let tok = lm.require_tokenizer()?.clone();
-    let device = cahl_engine::bench::parse_device(&args.device)?;
-    let dtype = cahl_engine::bench::parse_dtype(&args.dtype)
+    let device = cahl_engine::device::parse_device(&args.device)?;
+    let dtype = cahl_engine::device::parse_dtype(&args.dtype)
         .with_context(|| format!("unknown dtype {:?}", args.dtype))?;
     let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
     drop(lm.weights);

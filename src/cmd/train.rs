@@ -73,9 +73,9 @@ pub struct TrainArgs {
 /// The model of `[model]` (the embedded one when the path is empty or "embedded") with its
 /// tokenizer and chat template on `[model].device` in `[model].dtype`; and its parameter count.
 pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
-    let device = cahl_engine::bench::parse_device(&cfg.model.device)
+    let device = cahl_engine::device::parse_device(&cfg.model.device)
         .with_context(|| format!("[model].device {:?}", cfg.model.device))?;
-    let dtype = cahl_engine::bench::parse_dtype(&cfg.model.dtype)
+    let dtype = cahl_engine::device::parse_dtype(&cfg.model.dtype)
         .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
     if embedded::is_embedded(&cfg.model.path) {
         cfg.model.path = embedded::EMBEDDED.to_string();
@@ -86,7 +86,7 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
     let template = lm.chat_template_or_fallback()?;
     let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
     if !cfg.model.base_dtype.is_empty() {
-        let bd = cahl_engine::bench::parse_dtype(&cfg.model.base_dtype)
+        let bd = cahl_engine::device::parse_dtype(&cfg.model.base_dtype)
             .with_context(|| format!("unknown [model].base_dtype {:?}", cfg.model.base_dtype))?;
         model.store_base_weights(bd)?;
     }

@@ -829,7 +829,7 @@ pub fn run(
             step: 0,
             phase: "baseline evaluation".into(),
             tokens_per_s: f64::NAN,
-            memory_bytes: crate::bench::current_rss_bytes(),
+            memory_bytes: crate::memory::current_rss_bytes(),
         });
         match trainer.evaluate() {
             Ok(Some(ev)) => {
@@ -927,7 +927,7 @@ pub fn run(
                     step: res.metrics.step,
                     phase: "step done".into(),
                     tokens_per_s: res.metrics.tokens_per_s,
-                    memory_bytes: crate::bench::current_rss_bytes(),
+                    memory_bytes: crate::memory::current_rss_bytes(),
                 });
                 send(TrainEvent::Metrics(res.metrics));
             }
@@ -1081,8 +1081,8 @@ fn log_memory(step: u64, at: &str) {
         let mb = |b: Option<u64>| b.map_or(-1.0, |b| b as f64 / 1e6);
         tracing::debug!(
             step,
-            rss_mb = mb(crate::bench::current_rss_bytes()),
-            peak_mb = mb(crate::bench::peak_rss_bytes()),
+            rss_mb = mb(crate::memory::current_rss_bytes()),
+            peak_mb = mb(crate::memory::peak_rss_bytes()),
             "memory {at}"
         );
     }

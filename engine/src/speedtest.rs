@@ -1,8 +1,7 @@
 //! Speed and memory benchmark of the model paths (`cahl-tui bench`). Numbers are reported,
-//! never asserted.
+//! never asserted. (Device/dtype names: [`crate::device`]; memory readings: [`crate::memory`].)
 use std::time::Instant;
 
-use candle_core::DType;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -85,22 +84,6 @@ impl Detok for NoStop {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// Peak resident set size of this process in bytes (Linux), if known.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Current resident set size of this process in bytes (Linux), if known.
-pub fn current_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Run the benchmark on `model` (adds a `bench` adapter).
@@ -237,48 +220,7 @@ pub fn run(
         },
         threads: candle_core::utils::get_num_threads(),
         figures,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
         weight_bytes,
-    })
-}
-
-/// A device from its name: `cpu`, `cuda` (GPU 0) or `cuda:N`. CUDA needs a build with
-/// `--features cuda`; without it the error says so.
-pub fn parse_device(s: &str) -> Result<candle_core::Device> {
-    let bad = || {
-        crate::error::EngineError::Config(format!(
-            "unknown device {s:?} (expected cpu, cuda or cuda:N)"
-        ))
-    };
-    match s {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => cuda_device(0),
-        _ => {
-            let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
-            cuda_device(n.parse().map_err(|_| bad())?)
-        }
-    }
-}
-
-fn cuda_device(ordinal: usize) -> Result<candle_core::Device> {
-    if !candle_core::utils::cuda_is_available() {
-        return Err(crate::error::EngineError::Config(
-            "device cuda: this binary was built without CUDA (rebuild with `--features cuda`)"
-                .into(),
-        ));
-    }
-    candle_core::Device::new_cuda(ordinal).map_err(|e| {
-        crate::error::EngineError::Config(format!("device cuda:{ordinal} is not usable: {e}"))
-    })
-}
-
-/// A dtype from its name (`f32`, `f16`, `bf16`, `f64`).
-pub fn parse_dtype(s: &str) -> Option<DType> {
-    Some(match s {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        "f64" => DType::F64,
-        _ => return None,
     })
 }
