@@ -6,9 +6,13 @@
 //! the UI ([`SessionReader`]), and the crash-safety rules: atomic writes for whole files,
 //! append-only JSONL with torn-tail repair, checkpoints committed by renaming a temp directory.
 //! The format is specified in `docs/SESSION_FORMAT.md`.
+//!
+//! It also holds the protocols between the engine and its observers: training events and
+//! commands ([`events`]) and the debugger's model backend ([`debug`]).
 
 #![warn(missing_docs)]
 
+pub mod debug;
 pub mod error;
 pub mod events;
 pub mod fsutil;
@@ -19,6 +23,10 @@ pub mod records;
 pub mod time;
 pub mod writer;
 
+pub use debug::{
+    BackendError, BackendJob, BackendLoader, BackendReply, DebugStepOutcome, DebugStepRequest,
+    DebugTask, ExecutorBackend, PlanRequest, PriorStep,
+};
 pub use error::{Result, SessionError};
 pub use events::{RunState, TrainCommand, TrainEvent};
 pub use jsonl::TailRepair;

@@ -163,15 +163,14 @@ fn replay_with_problem_banner() {
 
 #[test]
 fn debugger_live_model_loading_and_ready() {
-    use cahl_ui::backend::{BackendJob, BackendReply};
-    let mut s = AppState::new(
-        Mode::Live,
+    use cahl_sessions::{BackendJob, BackendReply};
+    let mut s = live_run(
         StateOptions {
             loader: Some("tiny.gguf (second copy, ~1 MB)".into()),
             ..StateOptions::default()
         },
+        12,
     );
-    feed(&mut s, recorded_events(12).into_iter().map(Msg::Engine));
     feed(&mut s, [key('d')]);
     assert!(screen(&s).contains("not loaded yet: n/r/p or L loads it"));
     let eff = feed(&mut s, [key('z'), key('n')]);
@@ -191,16 +190,13 @@ fn debugger_live_model_loading_and_ready() {
         })],
     );
     drive_backend(&mut s, &mut FakeBackend::default(), eff);
-    feed(
-        &mut s,
-        [Msg::Engine(cahl_sessions::TrainEvent::Checkpoint(
-            cahl_sessions::CheckpointRecord {
-                step: 20,
-                path: "checkpoints/step-20".into(),
-                created_at: String::new(),
-            },
-        ))],
-    );
+    s.send(cahl_sessions::TrainEvent::Checkpoint(
+        cahl_sessions::CheckpointRecord {
+            step: 20,
+            path: "checkpoints/step-20".into(),
+            created_at: String::new(),
+        },
+    ));
     let out = screen(&s);
     assert!(out.contains("adapters of step-10"), "{out}");
     assert!(out.contains("newer checkpoint step 20"), "{out}");
@@ -209,7 +205,7 @@ fn debugger_live_model_loading_and_ready() {
 
 #[test]
 fn debugger_benchmark_task_compare() {
-    let task = cahl_ui::DebugTask {
+    let task = cahl_sessions::DebugTask {
         id: "level-1-0".into(),
         text: "Can you please modify my appointment scheduled for March 25th with Dr. Kim to March 26th with Dr. Lee?".into(),
         world: "api-bank".into(),
@@ -218,7 +214,7 @@ fn debugger_benchmark_task_compare() {
             name: "ModifyRegistration".into(),
             arguments: serde_json::json!({"appointment_id": "34567890", "new_appointment_date": "2023-03-26", "new_appointment_doctor": "Dr. Lee"}),
         }],
-        ..cahl_ui::DebugTask::default()
+        ..cahl_sessions::DebugTask::default()
     };
     let (mut s, _) = AppState::debugger(
         DebugInitial::Task {

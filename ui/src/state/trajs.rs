@@ -47,15 +47,15 @@ impl Filter {
 /// One trajectory in the stream: the one-line summary, plus the full record while it is cached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrajItem {
-    /// Position in arrival order (unique, increasing; the reader's entry index in replay).
+    /// Position in arrival order (unique, increasing; the reader's entry index).
     pub seq: u64,
-    /// Index of the entry in the session reader, when known (replay).
+    /// Index of the entry in the session reader.
     pub disk_index: Option<usize>,
     /// Step the trajectory was sampled for.
     pub step: u64,
     /// Task id.
     pub task_id: String,
-    /// Task text, once known (always in live mode; after loading in replay).
+    /// Task text, once known (for lines read as they were appended; otherwise after loading).
     pub task_text: Option<String>,
     /// Number of plans (G_h) and sub-tasks of the best plan, once known.
     pub plan_len: Option<(usize, usize)>,
@@ -72,7 +72,7 @@ pub struct TrajItem {
 }
 
 impl TrajItem {
-    /// Builds an item from a full record (live events, or a loaded entry).
+    /// Builds an item from a full record (a newly appended line, or a loaded entry).
     pub fn from_record(seq: u64, disk_index: Option<usize>, rec: Box<TrajectoryRecord>) -> Self {
         let mut item = TrajItem::from_summary(seq, disk_index, &TrajectorySummary::from(&*rec));
         item.fill_from(&rec);
@@ -80,7 +80,7 @@ impl TrajItem {
         item
     }
 
-    /// Builds an item from an index summary (replay), without the full record.
+    /// Builds an item from an index summary, without the full record.
     pub fn from_summary(seq: u64, disk_index: Option<usize>, s: &TrajectorySummary) -> Self {
         TrajItem {
             seq,
@@ -204,15 +204,9 @@ impl TrajList {
         self.detail_scroll = 0;
     }
 
-    /// Appends a live record; drops the oldest item beyond the capacity and the full record of
-    /// items older than the newest `full_capacity`.
-    pub fn push_record(&mut self, rec: Box<TrajectoryRecord>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.push(TrajItem::from_record(seq, None, rec));
-    }
-
-    /// Appends a disk entry (replay) with its reader index; `record` if already parsed.
+    /// Appends a session entry with its reader index, and its full record if already parsed;
+    /// drops the oldest item beyond the capacity and the full record of items older than the
+    /// newest `full_capacity`.
     pub fn push_entry(
         &mut self,
         disk_index: usize,
@@ -242,7 +236,7 @@ impl TrajList {
         let n = self.items.len();
         if n > self.full_capacity {
             let keep_from = n - self.full_capacity;
-            // Only the item that just left the window can still hold a record from live pushes.
+            // Only the item that just left the window can still hold a record from a push.
             if let Some(it) = self.items.get_mut(keep_from.saturating_sub(1)) {
                 if Some(it.seq) != self.selected {
                     it.record = None;

@@ -3,12 +3,14 @@
 
 pub mod fixture;
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 
-use cahl_sessions::{CallRecord, RewardBreakdown, TrainEvent};
-use cahl_ui::backend::{
-    BackendJob, DebugStepOutcome, DebugStepRequest, ExecutorBackend, PlanRequest,
+use cahl_sessions::{
+    BackendError, BackendJob, CallRecord, DebugStepOutcome, DebugStepRequest, ExecutorBackend,
+    PlanRequest, RewardBreakdown, RunInfo, SessionWriter, TrainEvent,
 };
+use cahl_ui::app::session::SessionFeed;
 use cahl_ui::state::{update, AppState, Effect, Mode, Msg, StateOptions};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -42,6 +44,10 @@ pub fn typed(text: &str) -> Vec<Msg> {
     text.chars().map(key).collect()
 }
 
+/// The session directory shown in the title of live views. [`LiveRun`] writes the real files to
+/// a temp directory and shows this name instead, so the snapshots do not depend on it.
+pub const SHOWN_SESSION: &str = "sessions/run-20261121-060000";
+
 /// The recorded engine stream of a short run: Started, then per step 3 trajectories and a
 /// metrics line, a checkpoint at step 10, a warning at step 5.
 pub fn recorded_events(steps: u64) -> Vec<TrainEvent> {
@@ -49,7 +55,7 @@ pub fn recorded_events(steps: u64) -> Vec<TrainEvent> {
         info: fixture::run_info(100),
         total_steps: 100,
         start_step: 0,
-        session_dir: PathBuf::from("sessions/run-20261121-060000"),
+        session_dir: PathBuf::from(SHOWN_SESSION),
         device: "cuda:0 (NVIDIA H100)".into(),
     }];
     for s in 1..=steps {
@@ -79,11 +85,115 @@ pub fn recorded_events(steps: u64) -> Vec<TrainEvent> {
     ev
 }
 
-/// A live state that has seen `recorded_events(steps)`.
-pub fn live_state(steps: u64) -> AppState {
-    let mut s = AppState::new(Mode::Live, StateOptions::default());
-    feed(&mut s, recorded_events(steps).into_iter().map(Msg::Engine));
-    s
+/// A live UI attached to a real session in a temp directory, driven the way the engine drives
+/// it: each event's record (metrics line, trajectory, checkpoint) is appended to the session
+/// files first, then the event is sent; a session read the state asks for is done at once with
+/// the [`SessionFeed`] the event loop uses. Derefs to the [`AppState`].
+pub struct LiveRun {
+    pub state: AppState,
+    feed: SessionFeed,
+    writer: SessionWriter,
+    dir: tempfile::TempDir,
+}
+
+impl LiveRun {
+    /// A live state with `opts`, before `Started`; the session's run info matches
+    /// [`recorded_events`].
+    pub fn new(opts: StateOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let info = RunInfo {
+            device: "cuda:0 (NVIDIA H100)".into(),
+            ..fixture::run_info(100)
+        };
+        let writer = SessionWriter::create(dir.path(), "seed = 7\n", &info).expect("session");
+        LiveRun {
+            state: AppState::new(Mode::Live, opts),
+            feed: SessionFeed::detached(),
+            writer,
+            dir,
+        }
+    }
+
+    /// Writes the event's record to the session files, then applies the event; returns the
+    /// effects other than session reads.
+    pub fn send(&mut self, ev: TrainEvent) -> Vec<Effect> {
+        match &ev {
+            TrainEvent::Metrics(m) => self.writer.append_metrics(m).expect("append metrics"),
+            TrainEvent::Trajectory(t) => self.writer.append_trajectory(t).expect("append"),
+            TrainEvent::Checkpoint(c) => {
+                let tmp = self.writer.checkpoint_dir(c.step).expect("checkpoint dir");
+                tmp.commit().expect("commit checkpoint");
+            }
+            _ => {}
+        }
+        if let TrainEvent::Started {
+            info,
+            total_steps,
+            start_step,
+            device,
+            ..
+        } = ev
+        {
+            let started = TrainEvent::Started {
+                info,
+                total_steps,
+                start_step,
+                session_dir: self.dir.path().to_path_buf(),
+                device,
+            };
+            let out = self.apply(Msg::Engine(started));
+            self.state.session_path = Some(PathBuf::from(SHOWN_SESSION));
+            return out;
+        }
+        self.apply(Msg::Engine(ev))
+    }
+
+    /// Sends every event in order.
+    pub fn send_all(&mut self, events: impl IntoIterator<Item = TrainEvent>) -> Vec<Effect> {
+        events.into_iter().flat_map(|e| self.send(e)).collect()
+    }
+
+    /// Applies a message, carrying out the session reads it leads to.
+    pub fn apply(&mut self, msg: Msg) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for e in update(&mut self.state, msg) {
+            match e {
+                Effect::ReadSession => {
+                    let dir = self.state.session_path.clone();
+                    if let Some(b) = self.feed.read(dir.as_deref()).expect("read session") {
+                        out.extend(self.apply(Msg::Disk(b)));
+                    }
+                }
+                e => out.push(e),
+            }
+        }
+        out
+    }
+}
+
+impl Deref for LiveRun {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl DerefMut for LiveRun {
+    fn deref_mut(&mut self) -> &mut AppState {
+        &mut self.state
+    }
+}
+
+/// A live UI with `opts` that has seen `recorded_events(steps)`.
+pub fn live_run(opts: StateOptions, steps: u64) -> LiveRun {
+    let mut run = LiveRun::new(opts);
+    run.send_all(recorded_events(steps));
+    run
+}
+
+/// A live UI that has seen `recorded_events(steps)`.
+pub fn live_state(steps: u64) -> LiveRun {
+    live_run(StateOptions::default(), steps)
 }
 
 /// Renders the state at the snapshot size and returns the backend (Display = text grid).
@@ -110,19 +220,19 @@ impl ExecutorBackend for FakeBackend {
         "fake test backend".into()
     }
 
-    fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, String> {
+    fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, BackendError> {
         Ok(vec![
             format!("Look up: {}", req.task.text),
             format!("Answer (seed {})", req.seed),
         ])
     }
 
-    fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, String> {
+    fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, BackendError> {
         self.calls += 1;
         let st = req
             .subtasks
             .get(req.index)
-            .ok_or_else(|| format!("no sub-task {}", req.index))?;
+            .ok_or_else(|| BackendError(format!("no sub-task {}", req.index)))?;
         let n = req.seed.wrapping_add(req.index as u64) % 100;
         let call = CallRecord {
             name: "fake_tool".into(),

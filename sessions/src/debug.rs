@@ -1,11 +1,31 @@
-//! What the debugger needs from a model, as a trait the binary implements with the engine.
+//! The debugger protocol: what the plan-editing debugger needs from a model
+//! ([`ExecutorBackend`], loaded on demand by a [`BackendLoader`]), the requests and replies it
+//! exchanges with it, and the jobs that carry them ([`BackendJob`], [`BackendReply`]).
 //!
-//! The UI never calls a backend on its own thread: [`crate::app`] moves it to a worker thread and
-//! exchanges [`BackendJob`]s and [`BackendReply`]s over channels, so a slow generation never blocks
-//! drawing or input.
+//! The engine implements the traits; the UI (`cahl-ui`) never calls a backend on its own
+//! thread: it moves it to a worker thread and exchanges [`BackendJob`]s and [`BackendReply`]s
+//! over channels, so a slow generation never blocks drawing or input.
 
-use cahl_sessions::{CallRecord, RewardBreakdown};
 use serde::{Deserialize, Serialize};
+
+use crate::records::{CallRecord, RewardBreakdown};
+
+/// Why a backend could not plan, run a step or load (shown to the user as is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+impl From<String> for BackendError {
+    fn from(message: String) -> Self {
+        BackendError(message)
+    }
+}
+
+impl From<&str> for BackendError {
+    fn from(message: &str) -> Self {
+        BackendError(message.to_string())
+    }
+}
 
 /// The task being debugged.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -90,9 +110,9 @@ pub trait ExecutorBackend: Send {
     /// Short description shown in the debugger, e.g. `"checkpoint step-120 (cuda:0)"`.
     fn describe(&self) -> String;
     /// Samples a plan (list of sub-tasks) for the task.
-    fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, String>;
+    fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, BackendError>;
     /// Runs one executor step.
-    fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, String>;
+    fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, BackendError>;
 }
 
 /// Loads an [`ExecutorBackend`] on demand, on the backend worker thread, so a model is only read
@@ -109,7 +129,7 @@ pub trait BackendLoader: Send {
     fn load(
         &mut self,
         checkpoint: Option<&std::path::Path>,
-    ) -> Result<Box<dyn ExecutorBackend>, String>;
+    ) -> Result<Box<dyn ExecutorBackend>, BackendError>;
 }
 
 /// Work sent to the backend worker. `ticket` is echoed back so stale replies (after a reset or
@@ -148,21 +168,21 @@ pub enum BackendReply {
         /// Correlation id of the job.
         ticket: u64,
         /// The outcome or an error message.
-        result: Result<DebugStepOutcome, String>,
+        result: Result<DebugStepOutcome, BackendError>,
     },
     /// Result of [`BackendJob::Plan`].
     Plan {
         /// Correlation id of the job.
         ticket: u64,
         /// The sub-tasks or an error message.
-        result: Result<Vec<String>, String>,
+        result: Result<Vec<String>, BackendError>,
     },
     /// Result of [`BackendJob::Load`].
     Loaded {
         /// The checkpoint step the adapters come from (`None`: fresh adapters).
         step: Option<u64>,
         /// The loaded backend's [`ExecutorBackend::describe`], or an error message.
-        result: Result<String, String>,
+        result: Result<String, BackendError>,
     },
 }
 
@@ -179,7 +199,7 @@ impl BackendJob {
         if let BackendJob::Load { checkpoint, step } = self {
             *backend = None;
             let result = match loader {
-                None => Err("no model to load".to_string()),
+                None => Err(BackendError::from("no model to load")),
                 Some(l) => catch_unwind(AssertUnwindSafe(|| l.load(checkpoint.as_deref())))
                     .unwrap_or_else(|_| Err("loading the model panicked".into())),
             };
@@ -203,15 +223,15 @@ impl BackendJob {
         match self {
             BackendJob::Step { ticket, .. } => BackendReply::Step {
                 ticket,
-                result: Err(why.to_string()),
+                result: Err(BackendError::from(why)),
             },
             BackendJob::Plan { ticket, .. } => BackendReply::Plan {
                 ticket,
-                result: Err(why.to_string()),
+                result: Err(BackendError::from(why)),
             },
             BackendJob::Load { step, .. } => BackendReply::Loaded {
                 step,
-                result: Err(why.to_string()),
+                result: Err(BackendError::from(why)),
             },
         }
     }
@@ -234,5 +254,101 @@ impl BackendJob {
                 BackendReply::Plan { ticket, result }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl ExecutorBackend for Fixed {
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+        fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, BackendError> {
+            Ok(vec![format!("seed {}", req.seed)])
+        }
+        fn run_step(&mut self, _req: DebugStepRequest) -> Result<DebugStepOutcome, BackendError> {
+            Err("no tools here".into())
+        }
+    }
+
+    fn plan_job(ticket: u64) -> BackendJob {
+        BackendJob::Plan {
+            ticket,
+            req: PlanRequest {
+                task: DebugTask::default(),
+                seed: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn jobs_echo_their_ticket_and_carry_typed_errors() {
+        let mut b = Fixed;
+        assert_eq!(
+            plan_job(7).run(&mut b),
+            BackendReply::Plan {
+                ticket: 7,
+                result: Ok(vec!["seed 4".into()])
+            }
+        );
+        let step = BackendJob::Step {
+            ticket: 8,
+            req: DebugStepRequest {
+                task: DebugTask::default(),
+                subtasks: vec!["a".into()],
+                index: 0,
+                previous: vec![],
+                seed: 1,
+            },
+        };
+        assert_eq!(
+            step.run(&mut b),
+            BackendReply::Step {
+                ticket: 8,
+                result: Err(BackendError("no tools here".into()))
+            }
+        );
+        assert_eq!(
+            plan_job(9).fail("busy"),
+            BackendReply::Plan {
+                ticket: 9,
+                result: Err("busy".into())
+            }
+        );
+        assert_eq!(BackendError::from("x").to_string(), "x");
+    }
+
+    #[test]
+    fn run_in_needs_a_loaded_backend_or_a_loader() {
+        let mut slot: Option<Box<dyn ExecutorBackend>> = None;
+        assert_eq!(
+            plan_job(1).run_in(&mut slot, None),
+            BackendReply::Plan {
+                ticket: 1,
+                result: Err("the model is not loaded".into())
+            }
+        );
+        let load = BackendJob::Load {
+            checkpoint: None,
+            step: None,
+        };
+        assert_eq!(
+            load.run_in(&mut slot, None),
+            BackendReply::Loaded {
+                step: None,
+                result: Err("no model to load".into())
+            }
+        );
+        slot = Some(Box::new(Fixed));
+        assert!(matches!(
+            plan_job(2).run_in(&mut slot, None),
+            BackendReply::Plan {
+                ticket: 2,
+                result: Ok(_)
+            }
+        ));
     }
 }

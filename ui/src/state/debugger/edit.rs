@@ -1,0 +1,81 @@
+//! Editing a branch's plan in a text area: one sub-task per line; applying an edit makes a new
+//! branch with the same seed (or updates an edit branch that has not run yet).
+
+use ratatui_textarea::TextArea;
+
+use super::{Branch, DebuggerState};
+
+/// Parses editor lines into sub-tasks: trims, drops blank lines and a leading `N.`/`-` marker.
+pub fn parse_plan_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let t = l.trim();
+            let t = t.strip_prefix("- ").unwrap_or(t);
+            let digits = t.chars().take_while(|c| c.is_ascii_digit()).count();
+            if digits > 0 && t[digits..].starts_with(['.', ')']) {
+                t[digits + 1..].trim().to_string()
+            } else {
+                t.to_string()
+            }
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+impl DebuggerState {
+    pub(super) fn open_editor(&mut self) {
+        let lines: Vec<String> = self.branch().subtasks.clone();
+        let mut ta = TextArea::new(if lines.is_empty() {
+            vec![String::new()]
+        } else {
+            lines
+        });
+        ta.set_block(
+            ratatui::widgets::Block::bordered()
+                .title(" edit plan: one sub-task per line · Esc apply · Ctrl-Z undo "),
+        );
+        self.editor = Some(ta);
+        self.message =
+            Some("editing: split = Enter inside a line, merge = Backspace at line start".into());
+    }
+
+    pub(super) fn close_editor(&mut self) {
+        let Some(ta) = self.editor.take() else {
+            return;
+        };
+        let plan = parse_plan_lines(ta.lines());
+        if plan == self.branch().subtasks {
+            self.message = Some("plan unchanged".into());
+            return;
+        }
+        let cur = &self.branches[self.current];
+        let reuse = self.current != 0 && cur.steps.is_empty() && !cur.from_trace;
+        if reuse {
+            self.branches[self.current].subtasks = plan;
+            self.branches[self.current].error = None;
+            self.message = Some(format!(
+                "branch '{}' updated",
+                self.branches[self.current].name
+            ));
+        } else {
+            let n = self
+                .branches
+                .iter()
+                .filter(|b| b.name.starts_with("edit"))
+                .count()
+                + 1;
+            let seed = cur.seed;
+            self.branches.push(Branch {
+                name: format!("edit {n}"),
+                subtasks: plan,
+                seed,
+                ..Branch::default()
+            });
+            self.current = self.branches.len() - 1;
+            self.message = Some(format!("new branch 'edit {n}' (same seed {seed})"));
+        }
+        self.selected_step = 0;
+        self.detail_scroll = 0;
+    }
+}

@@ -1,0 +1,345 @@
+//! Update-logic tests of the debugger: opening it from the dashboard, editing, running through
+//! a fake backend, loading the model on demand, saving.
+
+mod common;
+
+use cahl_sessions::{BackendError, BackendJob, BackendReply, DebugTask, TrainEvent};
+use cahl_ui::state::debugger::{DebugInitial, ModelState, NEEDS_MODEL};
+use cahl_ui::state::{AppState, Effect, Mode, Msg, StateOptions};
+use common::*;
+use ratatui::crossterm::event::KeyCode;
+
+#[test]
+fn debugger_opens_on_selected_trajectory_and_closes() {
+    let mut s = live_state(3);
+    assert!(feed(&mut s, [key('d')]).is_empty());
+    let d = s.debugger.as_ref().expect("debugger open");
+    assert_eq!(d.task.id, "t-2");
+    assert_eq!(d.branches.len(), 1);
+    assert!(d.branches[0].from_trace);
+    assert_eq!(d.branches[0].steps.len(), 2);
+    feed(&mut s, [code(KeyCode::Esc)]);
+    assert!(s.debugger.is_none(), "esc returns to the dashboard");
+}
+
+#[test]
+fn debugger_without_model_explains_and_still_edits() {
+    let rec = common::fixture::trajectory(3, 1);
+    let (mut s, eff) = AppState::debugger(
+        DebugInitial::Trajectory {
+            record: Box::new(rec),
+            plan_index: None,
+        },
+        StateOptions::default(),
+    );
+    assert!(eff.is_empty());
+    feed(&mut s, [key('z'), key('n')]);
+    let d = s.debugger.as_ref().expect("debugger");
+    assert_eq!(d.message.as_deref(), Some(NEEDS_MODEL));
+    // Edit: split the first sub-task in two.
+    let mut msgs = vec![key('e'), code(KeyCode::End)];
+    msgs.push(code(KeyCode::Enter));
+    msgs.extend(typed("Check the forecast source"));
+    msgs.push(code(KeyCode::Esc));
+    feed(&mut s, msgs);
+    let d = s.debugger.as_ref().expect("debugger");
+    assert_eq!(d.branches.len(), 2);
+    assert_eq!(d.current, 1);
+    assert_eq!(d.branch().name, "edit 1");
+    assert_eq!(d.branch().subtasks.len(), 3);
+    assert_eq!(d.branch().subtasks[1], "Check the forecast source");
+    assert_eq!(d.branches[0].subtasks.len(), 2, "original untouched");
+    // Closing the standalone debugger quits.
+    assert_eq!(feed(&mut s, [key('q')]), vec![Effect::Quit]);
+}
+
+#[test]
+fn debugger_runs_steps_and_reproduces_with_seed() {
+    let task = DebugTask {
+        id: "t-9".into(),
+        text: "Find the weather in Oslo".into(),
+        gold_plan: vec!["Get the weather in Oslo".into()],
+        gold_calls: vec![],
+        ..DebugTask::default()
+    };
+    let opts = StateOptions {
+        backend: Some("fake".into()),
+        ..StateOptions::default()
+    };
+    let (mut s, eff) = AppState::debugger(
+        DebugInitial::Task {
+            task,
+            plan: vec![],
+            seed: 42,
+        },
+        opts,
+    );
+    let mut fake = FakeBackend::default();
+    // Empty plan + backend: the planner is asked first.
+    assert!(matches!(eff.as_slice(), [Effect::Backend(_)]));
+    drive_backend(&mut s, &mut fake, eff);
+    assert_eq!(s.debugger.as_ref().expect("d").branch().subtasks.len(), 2);
+    // One step.
+    let eff = feed(&mut s, [key('n')]);
+    drive_backend(&mut s, &mut fake, eff);
+    let d = s.debugger.as_ref().expect("d");
+    assert_eq!(d.branch().steps.len(), 1);
+    assert!(d.branch().steps[0].prompt.contains("EXECUTOR PROMPT"));
+    // Run to end.
+    let eff = feed(&mut s, [key('r')]);
+    drive_backend(&mut s, &mut fake, eff);
+    let first_run = s.debugger.as_ref().expect("d").branch().steps.clone();
+    assert_eq!(first_run.len(), 2);
+    assert_eq!(fake.calls, 2);
+    // Finished branch: n explains.
+    feed(&mut s, [key('n')]);
+    assert!(s
+        .debugger
+        .as_ref()
+        .expect("d")
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("finished")));
+    // Reset and re-run: identical.
+    let eff = feed(&mut s, [key('z'), key('r')]);
+    drive_backend(&mut s, &mut fake, eff);
+    assert_eq!(s.debugger.as_ref().expect("d").branch().steps, first_run);
+    // Another seed differs.
+    let eff = feed(&mut s, [key('+'), key('r')]);
+    drive_backend(&mut s, &mut fake, eff);
+    assert_ne!(s.debugger.as_ref().expect("d").branch().steps, first_run);
+}
+
+#[test]
+fn debugger_drops_stale_replies_after_reset() {
+    let opts = StateOptions {
+        backend: Some("fake".into()),
+        ..StateOptions::default()
+    };
+    let (mut s, _) = AppState::debugger(
+        DebugInitial::Task {
+            task: DebugTask {
+                text: "x".into(),
+                ..DebugTask::default()
+            },
+            plan: vec!["a".into(), "b".into()],
+            seed: 1,
+        },
+        opts,
+    );
+    let eff = feed(&mut s, [key('n')]);
+    feed(&mut s, [key('z')]);
+    let mut fake = FakeBackend::default();
+    drive_backend(&mut s, &mut fake, eff);
+    assert!(
+        s.debugger.as_ref().expect("d").branch().steps.is_empty(),
+        "stale reply ignored"
+    );
+}
+
+#[test]
+fn debugger_session_saves_and_reopens() {
+    let rec = common::fixture::trajectory(4, 2);
+    let opts = StateOptions {
+        debug_dir: Some("/tmp/cahl-debug".into()),
+        ..StateOptions::default()
+    };
+    let (mut s, _) = AppState::debugger(
+        DebugInitial::Trajectory {
+            record: Box::new(rec),
+            plan_index: Some(1),
+        },
+        opts,
+    );
+    let mut msgs = vec![key('e'), code(KeyCode::Down), code(KeyCode::End)];
+    msgs.extend(typed(" now"));
+    msgs.push(code(KeyCode::Esc));
+    feed(&mut s, msgs);
+    let eff = feed(&mut s, [key('S')]);
+    let [Effect::SaveDebug { path, json }] = eff.as_slice() else {
+        panic!("expected SaveDebug, got {eff:?}");
+    };
+    assert_eq!(path.to_string_lossy(), "/tmp/cahl-debug/debug-t-2.json");
+    let file = cahl_ui::DebugSessionFile::from_json(json).expect("valid json");
+    let (s2, _) = AppState::debugger(DebugInitial::Saved(file), StateOptions::default());
+    let (a, b) = (
+        s.debugger.as_ref().expect("a"),
+        s2.debugger.as_ref().expect("b"),
+    );
+    assert_eq!(a.branches, b.branches);
+    assert_eq!(b.current, 1);
+    assert!(b.branch().subtasks[1].ends_with(" now"));
+    assert!(cahl_ui::DebugSessionFile::from_json("{\"version\": 99}").is_err());
+    assert!(cahl_ui::DebugSessionFile::from_json("not json").is_err());
+}
+
+/// A live state whose debugger model loads on demand (like `cahl-tui train`).
+fn live_with_loader(steps: u64) -> LiveRun {
+    live_run(
+        StateOptions {
+            loader: Some("tiny.gguf (second copy, ~1 MB)".into()),
+            ..StateOptions::default()
+        },
+        steps,
+    )
+}
+
+fn loaded(step: Option<u64>, result: Result<&str, &str>) -> Msg {
+    Msg::Backend(BackendReply::Loaded {
+        step,
+        result: result.map(str::to_string).map_err(BackendError::from),
+    })
+}
+
+#[test]
+fn live_debugger_loads_the_model_on_demand_then_runs_the_requested_step() {
+    let mut s = live_with_loader(12);
+    assert_eq!(
+        s.model,
+        ModelState::OnDemand("tiny.gguf (second copy, ~1 MB)".into())
+    );
+    // Opening the debugger loads nothing.
+    assert!(feed(&mut s, [key('d')]).is_empty());
+    assert!(matches!(
+        s.debugger.as_ref().expect("open").model,
+        ModelState::OnDemand(_)
+    ));
+    // The first run asks for the model, with the latest checkpoint's adapters.
+    let eff = feed(&mut s, [key('z'), key('n')]);
+    let [Effect::Backend(BackendJob::Load { checkpoint, step })] = eff.as_slice() else {
+        panic!("expected a load job, got {eff:?}");
+    };
+    assert_eq!(*step, Some(10));
+    assert_eq!(
+        checkpoint.as_deref(),
+        Some(std::path::Path::new(
+            "sessions/run-20261121-060000/checkpoints/step-10"
+        ))
+    );
+    assert!(matches!(
+        s.model,
+        ModelState::Loading { step: Some(10), .. }
+    ));
+    assert!(screen(&s).contains("loading model…"));
+    // While loading: no second load, other keys still work.
+    assert!(feed(&mut s, [key('r'), key('c'), key('c')]).is_empty());
+    let d = s.debugger.as_ref().expect("d");
+    assert!(d
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("still loading")));
+    // Ready: the step deferred while loading runs (to the end, as `r` asked last).
+    let eff = feed(&mut s, [loaded(Some(10), Ok("fake test backend"))]);
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Step { .. })]
+    ));
+    let mut fake = FakeBackend::default();
+    drive_backend(&mut s, &mut fake, eff);
+    let d = s.debugger.as_ref().expect("d");
+    assert!(d.model.ready());
+    assert_eq!(d.branch().steps.len(), d.branch().subtasks.len());
+    assert_eq!(d.newer_checkpoint, None);
+    // The model stays loaded when the debugger closes and reopens.
+    feed(&mut s, [code(KeyCode::Esc), key('d')]);
+    assert!(s.debugger.as_ref().expect("reopened").model.ready());
+}
+
+#[test]
+fn live_debugger_model_before_any_checkpoint_uses_fresh_adapters_and_reloads_later() {
+    let mut s = live_with_loader(3);
+    feed(&mut s, [key('d')]);
+    let eff = feed(&mut s, [key('L')]);
+    assert_eq!(
+        eff,
+        vec![Effect::Backend(BackendJob::Load {
+            checkpoint: None,
+            step: None
+        })]
+    );
+    assert!(screen(&s).contains("fresh adapters (no checkpoint yet)"));
+    feed(
+        &mut s,
+        [loaded(None, Ok("tiny.gguf · base model + fresh adapters"))],
+    );
+    assert_eq!(s.debugger.as_ref().expect("d").newer_checkpoint, None);
+    // A checkpoint arrives: the debugger offers to reload.
+    s.send(TrainEvent::Checkpoint(cahl_sessions::CheckpointRecord {
+        step: 4,
+        path: "checkpoints/step-4".into(),
+        created_at: String::new(),
+    }));
+    assert_eq!(s.debugger.as_ref().expect("d").newer_checkpoint, Some(4));
+    assert!(screen(&s).contains("newer checkpoint step 4: L reloads"));
+    let eff = feed(&mut s, [key('L')]);
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Load { step: Some(4), .. })]
+    ));
+    // A failed load is shown and can be retried.
+    feed(&mut s, [loaded(Some(4), Err("out of memory"))]);
+    assert!(matches!(s.model, ModelState::Failed { .. }));
+    assert!(screen(&s).contains("model failed to load: out of memory"));
+    let eff = feed(&mut s, [key('n')]);
+    assert!(matches!(
+        eff.as_slice(),
+        [Effect::Backend(BackendJob::Load { step: Some(4), .. })]
+    ));
+    // A failure drops the deferred step instead of running it.
+    assert!(feed(&mut s, [loaded(Some(4), Err("still no memory"))]).is_empty());
+    let d = s.debugger.as_ref().expect("d");
+    assert!(d
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("still no memory")));
+}
+
+#[test]
+fn given_backends_are_not_reloaded_and_missing_models_are_not_loaded() {
+    let mut s = live_state(3);
+    feed(&mut s, [key('d')]);
+    assert!(feed(&mut s, [key('L'), key('n')]).is_empty());
+    assert_eq!(s.model, ModelState::Missing);
+    let opts = StateOptions {
+        backend: Some("fake".into()),
+        ..StateOptions::default()
+    };
+    let mut s = AppState::new(Mode::Replay, opts);
+    let rec = common::fixture::trajectory(1, 0);
+    let summary = cahl_sessions::TrajectorySummary::from(&rec);
+    s.trajs.push_entry(0, &summary, Some(Box::new(rec)));
+    feed(&mut s, [key('d')]);
+    assert!(feed(&mut s, [key('L')]).is_empty());
+    assert!(s
+        .debugger
+        .as_ref()
+        .expect("d")
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("given at start")));
+}
+
+#[test]
+fn benchmark_tasks_show_their_world_and_gold_answer() {
+    let task = DebugTask {
+        id: "bamboogle-3".into(),
+        text: "Who was president when the Titan IIIE first flew?".into(),
+        world: "bamboogle".into(),
+        tools: vec![serde_json::json!({"name": "search", "description": "", "parameters": {}})],
+        gold_answer: Some("Richard Nixon".into()),
+        ..DebugTask::default()
+    };
+    let (mut s, eff) = AppState::debugger(
+        DebugInitial::Task {
+            task,
+            plan: vec![],
+            seed: 0,
+        },
+        StateOptions::default(),
+    );
+    assert!(eff.is_empty(), "no model: nothing is asked");
+    let d = s.debugger.as_ref().expect("d");
+    assert_eq!(d.source, "bamboogle benchmark item, 1 tool");
+    feed(&mut s, [key('c')]);
+    assert!(screen(&s).contains("answer: Richard Nixon"));
+}
