@@ -19,6 +19,10 @@ pub enum EngineError {
     Tokenizer(String),
     #[error("chat template error: {0}")]
     Template(String),
+    #[error(transparent)]
+    Session(#[from] cahl_sessions::SessionError),
+    #[error(transparent)]
+    World(#[from] crate::worlds::WorldError),
     #[error("{0}")]
     Other(String),
 }

@@ -1,6 +1,8 @@
 //! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards,
 //! hierarchical rollout and the trainer. No terminal code lives here.
+pub mod agent;
 pub mod chat;
+pub mod debugger;
 pub mod device;
 pub mod error;
 pub mod eval;

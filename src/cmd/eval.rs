@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cahl_engine::eval::{self, EvalBench, EvalMode, EvalOptions};
 
-use super::debug::load_agent;
+use cahl_engine::agent::Agent;
+use cahl_engine::train::config::ModelSection;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -160,7 +161,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .map(|c| format!(" + adapters of {}", c.display()))
             .unwrap_or_default()
     );
-    let (mut agent, _) = load_agent(&model, checkpoint.as_deref())?;
+    let mut agent = Agent::load(&ModelSection::cpu_f32(&model))?;
+    if let Some(ck) = &checkpoint {
+        agent.load_adapters(ck, false)?;
+    }
     let workers = match args.workers {
         0 => cahl_engine::lanes::Lanes::auto_count(agent.model.num_base_params()),
         n => n,

@@ -43,14 +43,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if args.summary || !std::io::stdout().is_terminal() {
         return print_summary(&args);
     }
-    let backend: Option<Box<dyn cahl_ui::ExecutorBackend>> = match &args.model {
+    let backend: Option<Box<dyn cahl_sessions::debug::ExecutorBackend>> = match &args.model {
         Some(m) => {
             let ck = args
                 .checkpoint
                 .clone()
-                .or_else(|| super::debug::latest_checkpoint_of(&args.path));
-            let cfg = super::debug::session_config(&args.path);
-            Some(Box::new(super::debug::engine_backend(
+                .or_else(|| cahl_engine::debugger::lookup::latest_checkpoint_of(&args.path));
+            let cfg = cahl_engine::debugger::lookup::session_config(&args.path);
+            Some(Box::new(cahl_engine::debugger::engine_backend(
                 &m.display().to_string(),
                 ck.as_deref(),
                 cfg,
@@ -60,10 +60,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     };
     // Without --model, the session's own model (if it is found from here) is offered to the
     // debugger and loaded on demand with the latest checkpoint's adapters.
-    let loader: Option<Box<dyn cahl_ui::BackendLoader>> = match &backend {
+    let loader: Option<Box<dyn cahl_sessions::debug::BackendLoader>> = match &backend {
         Some(_) => None,
-        None => super::debug::SessionModelLoader::of_session(&args.path)
-            .map(|l| Box::new(l) as Box<dyn cahl_ui::BackendLoader>),
+        None => cahl_engine::debugger::SessionModelLoader::of_session(&args.path)
+            .map(|l| Box::new(l) as Box<dyn cahl_sessions::debug::BackendLoader>),
     };
     let opts = cahl_ui::UiOptions {
         backend,

@@ -6,8 +6,6 @@ use std::sync::mpsc;
 use anyhow::{bail, Context, Result};
 use cahl_engine::eval::{training_world, TrainingWorld};
 use cahl_engine::load::embedded;
-use cahl_engine::model::LoraAdapter;
-use cahl_engine::model::Model;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
 use cahl_sessions::events::TrainEvent;
 use cahl_sessions::records::RunInfo;
@@ -73,31 +71,12 @@ pub struct TrainArgs {
 /// The model of `[model]` (the embedded one when the path is empty or "embedded") with its
 /// tokenizer and chat template on `[model].device` in `[model].dtype`; and its parameter count.
 pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
-    let device = cahl_engine::device::parse_device(&cfg.model.device)
-        .with_context(|| format!("[model].device {:?}", cfg.model.device))?;
-    let dtype = cahl_engine::device::parse_dtype(&cfg.model.dtype)
-        .with_context(|| format!("unknown [model].dtype {:?}", cfg.model.dtype))?;
     if embedded::is_embedded(&cfg.model.path) {
         cfg.model.path = embedded::EMBEDDED.to_string();
     }
     eprintln!("loading {}…", cfg.model.path);
-    let lm = embedded::load_spec(&cfg.model.path)?;
-    let tok = lm.require_tokenizer()?.clone();
-    let template = lm.chat_template_or_fallback()?;
-    let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
-    if !cfg.model.base_dtype.is_empty() {
-        let bd = cahl_engine::device::parse_dtype(&cfg.model.base_dtype)
-            .with_context(|| format!("unknown [model].base_dtype {:?}", cfg.model.base_dtype))?;
-        model.store_base_weights(bd)?;
-    }
-    let params = lm.param_count();
-    drop(lm);
-    let agent = Agent {
-        model,
-        tok,
-        template,
-        model_name: cfg.model.path.clone(),
-    };
+    let agent = Agent::load(&cfg.model)?;
+    let params = agent.model.num_base_params() as u64;
     Ok((agent, params))
 }
 
@@ -119,30 +98,18 @@ pub fn load_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
 
 /// Load `dir/planner` and `dir/executor` (PEFT) as the starting adapters.
 fn load_init_adapters(agent: &mut Agent, dir: &std::path::Path, cfg: &TrainConfig) -> Result<()> {
-    for name in ["planner", "executor"] {
-        let sub = dir.join(name);
-        let a = LoraAdapter::load_peft(
-            name,
-            &sub,
-            agent.model.config(),
-            agent.model.dtype(),
-            agent.model.device(),
-        )
-        .with_context(|| format!("--init-adapters: loading {}", sub.display()))?;
-        let want = if name == "planner" {
-            &cfg.lora.planner
-        } else {
-            &cfg.lora.executor
-        };
-        if a.config.r != want.r {
+    agent
+        .load_adapters(dir, true)
+        .with_context(|| format!("--init-adapters {}", dir.display()))?;
+    for (name, want) in [("planner", &cfg.lora.planner), ("executor", &cfg.lora.executor)] {
+        let r = agent.model.adapter(name)?.config.r;
+        if r != want.r {
             eprintln!(
-                "note: {} has rank {} (config says {}); the loaded adapter is used as is",
-                sub.display(),
-                a.config.r,
+                "note: {} has rank {r} (config says {}); the loaded adapter is used as is",
+                dir.join(name).display(),
                 want.r
             );
         }
-        agent.model.insert_adapter(a);
     }
     Ok(())
 }
@@ -254,7 +221,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             cfg.mode.name().to_string(),
             cfg.steps,
             cfg.seed,
-            "cpu",
+            &cfg.model.device,
         );
         let w = SessionWriter::create(&dir, &cfg.to_toml()?, &info)?;
         (w, dir)
@@ -262,29 +229,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let _log_guard = crate::logging::to_file(&writer.log_path());
     tracing::info!("session {}", dir.display());
 
-    let (ev_tx, ev_rx) = mpsc::channel::<TrainEvent>();
-    let (cmd_tx, cmd_rx) = mpsc::channel();
-    let start = trainer.steps_done();
-    let _ = ev_tx.send(TrainEvent::Started {
-        info: writer.run_info().clone(),
-        total_steps: cfg.steps,
-        start_step: start,
-        session_dir: dir.clone(),
-        device: "cpu".into(),
-    });
-    let handle = std::thread::Builder::new()
-        .name("trainer".into())
-        .spawn(move || {
-            cahl_engine::model::ops::on_compute_pool(|| {
-                train::run(trainer, Some(writer), ev_tx, cmd_rx)
-            })
-        })
-        .context("starting the trainer thread")?;
+    let (ev_rx, cmd_tx, handle) = train::driver::spawn(trainer, writer)?.into_parts();
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     if tui {
         // The debugger (`d`) gets a second copy of the model, loaded only when it first runs
         // the planner or executor, with the latest checkpoint's adapters.
-        let loader = super::debug::SessionModelLoader {
+        let loader = cahl_engine::debugger::SessionModelLoader {
             model: cfg.model.path.clone(),
             cfg: cfg.clone(),
             params: Some(params),
@@ -298,13 +248,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         drop(cmd_tx);
         headless(ev_rx);
     }
-    match handle.join() {
-        Ok(r) => r?,
-        Err(_) => bail!(
-            "the trainer thread panicked (see {})",
-            dir.join("train.log").display()
-        ),
-    }
+    train::driver::join(handle)
+        .with_context(|| format!("training (see {})", dir.join("train.log").display()))?;
     println!("session: {}", dir.display());
     Ok(())
 }

@@ -1,4 +1,10 @@
 //! Training configuration (TOML). Unknown keys are rejected with the offending key named.
+//!
+//! Defaults live once: in `assets/default.toml` ([`DEFAULT_TOML`], compiled in). A user's file
+//! is laid over it key by key ([`TrainConfig::from_toml`]), and [`TrainConfig::default`] is that
+//! file parsed, so every command (train, sft, eval, debug) starts from the same values.
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::grpo::GrpoConfig;
@@ -62,7 +68,7 @@ pub enum Continue {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// HF folder or .gguf file; empty = the embedded default model.
     pub path: String,
@@ -76,10 +82,12 @@ pub struct ModelSection {
     pub base_dtype: String,
 }
 
-impl Default for ModelSection {
-    fn default() -> Self {
+impl ModelSection {
+    /// `path` on the CPU in f32, base weights stored as computed (how `eval` and the debugger
+    /// load a model unless told otherwise).
+    pub fn cpu_f32(path: &str) -> ModelSection {
         ModelSection {
-            path: String::new(),
+            path: path.to_string(),
             dtype: "f32".into(),
             device: "cpu".into(),
             base_dtype: String::new(),
@@ -88,7 +96,7 @@ impl Default for ModelSection {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct WorldSection {
     /// `builtin` (generated tasks) or a benchmark name with `data`.
     pub kind: String,
@@ -98,18 +106,8 @@ pub struct WorldSection {
     pub train_tasks: usize,
 }
 
-impl Default for WorldSection {
-    fn default() -> Self {
-        WorldSection {
-            kind: "builtin".into(),
-            data: String::new(),
-            train_tasks: 2000,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct RolloutSection {
     /// G_h: plans sampled per task (the planner's GRPO group).
     pub plans_per_task: usize,
@@ -122,33 +120,8 @@ pub struct RolloutSection {
     pub executor: SamplingParams,
 }
 
-impl Default for RolloutSection {
-    fn default() -> Self {
-        RolloutSection {
-            plans_per_task: 2,
-            samples_per_step: 4,
-            continue_with: Continue::Best,
-            max_subtasks: 6,
-            planner: SamplingParams {
-                temperature: 1.0,
-                top_p: 1.0,
-                max_tokens: 160,
-                stop: vec!["</plan>".into()],
-                ..Default::default()
-            },
-            executor: SamplingParams {
-                temperature: 1.0,
-                top_p: 1.0,
-                max_tokens: 96,
-                stop: vec!["</tool_call>".into(), "</response>".into()],
-                ..Default::default()
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PerPolicy<T> {
     pub planner: T,
     pub executor: T,
@@ -156,7 +129,7 @@ pub struct PerPolicy<T> {
 
 /// The whole training configuration (`assets/default.toml` documents every key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub seed: u64,
     pub steps: u64,
@@ -185,7 +158,7 @@ pub struct TrainConfig {
 
 /// Held-out evaluation during training (greedy, one plan, one executor sample per sub-task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct EvalSection {
     /// Evaluate before the first step and every N steps (and after the last); 0 = never.
     pub every: u64,
@@ -193,50 +166,73 @@ pub struct EvalSection {
     pub tasks: usize,
 }
 
-impl Default for EvalSection {
+/// The commented default configuration: the one place where defaults are written.
+pub const DEFAULT_TOML: &str = include_str!("../../../assets/default.toml");
+
+fn default_table() -> &'static toml::Table {
+    static T: OnceLock<toml::Table> = OnceLock::new();
+    T.get_or_init(|| toml::from_str(DEFAULT_TOML).expect("assets/default.toml parses (tested)"))
+}
+
+/// The defaults: `assets/default.toml` parsed.
+impl Default for TrainConfig {
     fn default() -> Self {
-        EvalSection {
-            every: 50,
-            tasks: 100,
-        }
+        static D: OnceLock<TrainConfig> = OnceLock::new();
+        D.get_or_init(|| {
+            TrainConfig::from_toml("", "assets/default.toml")
+                .expect("assets/default.toml is a complete configuration (tested)")
+        })
+        .clone()
     }
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            seed: 0,
-            steps: 100,
-            mode: Mode::Cahl,
-            tasks_per_step: 2,
-            checkpoint_every: 25,
-            max_minutes: 0.0,
-            workers: 0,
-            model: ModelSection::default(),
-            world: WorldSection::default(),
-            rollout: RolloutSection::default(),
-            lora: PerPolicy::default(),
-            optim: PerPolicy {
-                planner: AdamWConfig {
-                    lr: 1e-4,
-                    ..Default::default()
-                },
-                executor: AdamWConfig {
-                    lr: 1e-4,
-                    ..Default::default()
-                },
-            },
-            grpo: GrpoConfig::default(),
-            rewards: RewardConfig::default(),
-            eval: EvalSection::default(),
+/// Lay `over` onto `base` key by key (tables merge, other values replace). A key that `base`
+/// does not have is an error naming its path (`base` holds every key there is).
+fn overlay(base: &mut toml::Table, over: toml::Table, path: &str) -> Result<(), String> {
+    for (k, v) in over {
+        let key = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        match (base.get_mut(&k), v) {
+            (None, _) => {
+                let known: Vec<&str> = base.keys().map(String::as_str).collect();
+                let section = if path.is_empty() {
+                    "at the top level".to_string()
+                } else {
+                    format!("in [{path}]")
+                };
+                return Err(format!(
+                    "unknown key `{key}` (known {section}: {})",
+                    known.join(", ")
+                ));
+            }
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o, &key)?,
+            (Some(toml::Value::Table(_)), other) => {
+                return Err(format!(
+                    "`{key}` must be a table ([{key}]), not a {}",
+                    other.type_str()
+                ))
+            }
+            (Some(slot), v) => *slot = v,
         }
     }
+    Ok(())
 }
 
 impl TrainConfig {
-    /// Parse TOML; `origin` names the file in errors (unknown keys are reported with their path).
+    /// Parse TOML laid over the defaults (`assets/default.toml`): keys it leaves out keep their
+    /// default values. `origin` names the file in errors; unknown keys are reported with their
+    /// path.
     pub fn from_toml(text: &str, origin: &str) -> crate::Result<Self> {
-        toml::from_str(text).map_err(|e| crate::EngineError::Config(format!("{origin}: {e}")))
+        let bad = |m: String| crate::EngineError::Config(format!("{origin}: {m}"));
+        let user: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut merged = default_table().clone();
+        overlay(&mut merged, user, "").map_err(bad)?;
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))
     }
     pub fn to_toml(&self) -> crate::Result<String> {
         toml::to_string_pretty(self).map_err(|e| crate::EngineError::Config(e.to_string()))
@@ -265,5 +261,60 @@ impl TrainConfig {
         self.lora.planner.targets()?;
         self.lora.executor.targets()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key a configuration can hold is written in `assets/default.toml` (so a default
+    /// lives in one place), and the file says nothing the structs do not have.
+    #[test]
+    fn default_toml_holds_every_key() {
+        fn keys(t: &toml::Table, path: &str, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let key = format!("{path}{k}");
+                match v {
+                    toml::Value::Table(sub) => keys(sub, &format!("{key}."), out),
+                    _ => out.push(key),
+                }
+            }
+        }
+        let written: toml::Table = toml::from_str(&TrainConfig::default().to_toml().unwrap()).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        keys(&written, "", &mut a);
+        keys(default_table(), "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "keys of a serialized config vs keys of assets/default.toml");
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c = TrainConfig::from_toml("steps = 7\n[optim.planner]\nlr = 0.5\n", "t.toml").unwrap();
+        let d = TrainConfig::default();
+        assert_eq!(c.steps, 7);
+        assert_eq!(c.optim.planner.lr, 0.5);
+        assert_eq!(c.optim.executor, d.optim.executor);
+        assert_eq!(c.optim.planner.max_grad_norm, d.optim.planner.max_grad_norm);
+        assert_eq!(c.rollout, d.rollout);
+        assert_eq!(TrainConfig::from_toml(DEFAULT_TOML, "d").unwrap(), d);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let e = TrainConfig::from_toml("[optim.planner]\nlrr = 1\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml") && e.contains("optim.planner.lrr"), "{e}");
+        let e = TrainConfig::from_toml("stepz = 1\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("`stepz`") && e.contains("steps"), "{e}");
+        let e = TrainConfig::from_toml("[optim.planner]\nlr = \"fast\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml") && e.contains("lr"), "{e}");
+        let e = TrainConfig::from_toml("optim = 3\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("`optim` must be a table"), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use crate::rewards::{
 use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
-use crate::train::Agent;
+use crate::agent::Agent;
 use crate::worlds::{Task, World};
 
 /// Which adapter a group trains.

@@ -1,0 +1,103 @@
+//! The agent: a model with its tokenizer and chat template, loaded from `[model]`
+//! ([`Agent::load`]), and its `planner` and `executor` LoRA adapters
+//! ([`Agent::load_adapters`]). Every command that needs a model (train, sft, eval, debug,
+//! pretrain's evaluation) goes through here.
+use std::path::Path;
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::{EngineError, Result};
+use crate::load::embedded;
+use crate::model::{LoraAdapter, Model};
+use crate::tokenizer::Tokenizer;
+use crate::train::config::ModelSection;
+
+/// The two adapter roles, in the order they are loaded and saved.
+pub const ROLES: [&str; 2] = ["planner", "executor"];
+
+/// The model with its tokenizer and chat template.
+pub struct Agent {
+    pub model: Model,
+    pub tok: Tokenizer,
+    pub template: ChatTemplate,
+    /// Where the model came from (for run info and PEFT's base_model_name_or_path).
+    pub model_name: String,
+}
+
+impl Agent {
+    /// Load the model of `[model]`: `path` (an HF folder or `.gguf` file; `""` or `"embedded"`
+    /// is the embedded default model) on `device` in `dtype`, with the frozen base matrices
+    /// stored in `base_dtype` when it is set. No adapters yet.
+    pub fn load(section: &ModelSection) -> Result<Agent> {
+        let device = crate::device::parse_device(&section.device)
+            .map_err(|e| EngineError::Config(format!("[model].device: {e}")))?;
+        let dtype = crate::device::parse_dtype(&section.dtype).ok_or_else(|| {
+            EngineError::Config(format!("unknown [model].dtype {:?}", section.dtype))
+        })?;
+        let name = if embedded::is_embedded(&section.path) {
+            embedded::EMBEDDED.to_string()
+        } else {
+            section.path.clone()
+        };
+        let lm = embedded::load_spec(&name)?;
+        let tok = lm.require_tokenizer()?.clone();
+        let template = lm.chat_template_or_fallback()?;
+        let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
+        drop(lm);
+        if !section.base_dtype.is_empty() {
+            let bd = crate::device::parse_dtype(&section.base_dtype).ok_or_else(|| {
+                EngineError::Config(format!(
+                    "unknown [model].base_dtype {:?}",
+                    section.base_dtype
+                ))
+            })?;
+            model.store_base_weights(bd)?;
+        }
+        Ok(Agent {
+            model,
+            tok,
+            template,
+            model_name: name,
+        })
+    }
+
+    /// Load the `planner` and `executor` PEFT adapters found in `dir` (a checkpoint, a
+    /// `cahl-tui sft` output, any folder with those sub-folders), replacing adapters of the
+    /// same name. With `require_both`, a missing one is an error; otherwise those present are
+    /// loaded and none at all is an error. Returns the roles loaded.
+    pub fn load_adapters(&mut self, dir: &Path, require_both: bool) -> Result<Vec<&'static str>> {
+        let mut loaded = Vec::new();
+        for name in ROLES {
+            let sub = dir.join(name);
+            if !require_both && !sub.exists() {
+                continue;
+            }
+            let a = LoraAdapter::load_peft(
+                name,
+                &sub,
+                self.model.config(),
+                self.model.dtype(),
+                self.model.device(),
+            )
+            .map_err(|e| {
+                EngineError::load(&sub, format!("loading the {name} adapter: {e}"))
+            })?;
+            self.model.insert_adapter(a);
+            loaded.push(name);
+        }
+        if loaded.is_empty() {
+            return Err(EngineError::load(
+                dir,
+                "holds neither a planner/ nor an executor/ adapter",
+            ));
+        }
+        Ok(loaded)
+    }
+
+    /// Token ids of a system + user conversation with the generation prompt appended.
+    pub fn prompt_ids(&self, system: &str, user: &str) -> Result<Vec<u32>> {
+        let text =
+            self.template
+                .render(&[Message::system(system), Message::user(user)], None, true)?;
+        self.tok.encode(&text, false)
+    }
+}

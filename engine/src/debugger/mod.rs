@@ -1,0 +1,330 @@
+//! The debugger's backend: runs a plan's sub-tasks with the executor (and asks the planner for
+//! plans) on a model loaded on demand, in the task's world, scored with the training rewards.
+//! It implements the protocol the UI speaks ([`cahl_sessions::debug`]); the binary hands it
+//! to the UI.
+//!
+//! - [`EngineBackend`]: one loaded model with a checkpoint's adapters ([`engine_backend`]).
+//! - [`SessionModelLoader`]: loads the model of a run on the UI's worker when first needed.
+//! - [`lookup`]: tasks by id (built-in and benchmark items) and a session's config/checkpoint.
+use std::path::Path;
+use std::sync::Arc;
+
+use cahl_sessions::debug::{
+    BackendError, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend, PlanRequest,
+};
+use cahl_sessions::{CallRecord, RewardBreakdown};
+use candle_core::DType;
+
+use crate::agent::Agent;
+use crate::error::Result;
+use crate::parse::{parse_executor, parse_planner, ToolCall, ToolSchema};
+use crate::rewards::executor_step_reward_parsed;
+use crate::sampling::sample_group;
+use crate::train::config::ModelSection;
+use crate::train::prompts::{self, HistoryItem};
+use crate::train::{mix_seed, TrainConfig};
+use crate::worlds::builtin::BuiltinWorld;
+use crate::worlds::search::{search_tool, Bm25Index, SearchWorld};
+use crate::worlds::static_world::StaticWorld;
+use crate::worlds::{bamboogle, Task, World};
+
+mod loader;
+pub mod lookup;
+#[cfg(test)]
+mod tests;
+
+pub use loader::SessionModelLoader;
+
+fn backend_err(e: impl std::fmt::Display) -> BackendError {
+    BackendError(e.to_string())
+}
+
+/// Runs the executor (and planner) of a model for the debugger, in the task's world: the
+/// built-in world, a BM25 search world for Bamboogle (with an index), or for BFCL, API-Bank and
+/// NESTFUL (whose tools are not executable) a [`StaticWorld`] that checks each call against its
+/// schema and answers with a labelled placeholder. Each step starts from a fresh world, replays
+/// the earlier calls and samples with a seed derived from the request, so re-running a branch
+/// reproduces it. Steps are scored against the gold call of the same index with the training
+/// rewards.
+pub struct EngineBackend {
+    agent: Agent,
+    cfg: TrainConfig,
+    /// Adapters loaded from the checkpoint (`planner`, `executor`).
+    loaded: Vec<&'static str>,
+    /// Where the adapters came from, for [`ExecutorBackend::describe`].
+    adapters: String,
+    /// The BM25 index behind Bamboogle's search tool, if any ([`EngineBackend::set_search_index`]).
+    search: Option<Arc<Bm25Index>>,
+}
+
+fn to_call(c: &CallRecord) -> ToolCall {
+    ToolCall::new(c.name.clone(), c.arguments.clone())
+}
+
+fn record(c: &ToolCall) -> CallRecord {
+    CallRecord {
+        name: c.name.clone(),
+        arguments: serde_json::Value::Object(c.arguments.clone()),
+    }
+}
+
+/// The engine task behind a debugger task. Tool schemas that do not parse are an error.
+pub fn task_of(t: &DebugTask) -> Result<Task, BackendError> {
+    let tools = t
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<ToolSchema>(v.clone())
+                .map_err(|e| BackendError(format!("tool schema {} of task {}: {e}", i + 1, t.id)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Task {
+        id: t.id.clone(),
+        world: if t.world.is_empty() {
+            "builtin".into()
+        } else {
+            t.world.clone()
+        },
+        split: None,
+        request: t.text.clone(),
+        tools,
+        gold_plan: t.gold_plan.clone(),
+        gold_calls: t.gold_calls.iter().map(to_call).collect(),
+        gold_derived: vec![],
+        gold_final_state: None,
+        gold_answer: t.gold_answer.clone(),
+        template: None,
+    })
+}
+
+/// The debugger task of an engine task (world, tools, gold plan, calls and answer).
+pub fn debug_task_of(t: &Task) -> DebugTask {
+    DebugTask {
+        id: t.id.clone(),
+        text: t.request.clone(),
+        gold_plan: t.gold_plan.clone(),
+        gold_calls: t.gold_calls.iter().map(record).collect(),
+        world: t.world.clone(),
+        tools: t
+            .tools
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect(),
+        gold_answer: t.gold_answer.clone(),
+    }
+}
+
+/// Note put on placeholder results of Bamboogle searches when there is no index.
+const NO_INDEX_NOTE: &str =
+    "simulated: no search index was given (--search-index DIR), so the search did not run";
+
+impl EngineBackend {
+    fn adapter(&self, name: &'static str) -> Option<&'static str> {
+        self.loaded.contains(&name).then_some(name)
+    }
+
+    /// A fresh world for `task`, reset to it.
+    fn world_for(&self, task: &Task) -> Result<Box<dyn World>, BackendError> {
+        let mut w: Box<dyn World> = match task.world.as_str() {
+            "builtin" => Box::new(BuiltinWorld::new()),
+            "bfcl" | "api-bank" | "nestful" => {
+                Box::new(StaticWorld::new(task.world.clone(), task.tools.clone()))
+            }
+            bamboogle::WORLD_NAME => match &self.search {
+                Some(idx) => Box::new(SearchWorld::new(bamboogle::WORLD_NAME, idx.clone(), 5)),
+                None => Box::new(StaticWorld::new(bamboogle::WORLD_NAME, vec![search_tool()])),
+            },
+            other => {
+                return Err(BackendError(format!(
+                    "unknown world {other:?} of task {}",
+                    task.id
+                )))
+            }
+        };
+        w.reset(task).map_err(backend_err)?;
+        Ok(w)
+    }
+
+    fn execute(&self, world: &mut dyn World, call: &ToolCall) -> cahl_engine::worlds::Observation {
+        let mut obs = world.execute(call);
+        if world.name() == bamboogle::WORLD_NAME && self.search.is_none() && obs.ok {
+            obs.content["note"] = NO_INDEX_NOTE.into();
+        }
+        obs
+    }
+}
+
+impl ExecutorBackend for EngineBackend {
+    fn describe(&self) -> String {
+        let name = Path::new(&self.agent.model_name)
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_else(|| self.agent.model_name.clone());
+        format!("{name} · {}", self.adapters)
+    }
+
+    fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, BackendError> {
+        let task = task_of(&req.task)?;
+        let tools = self.world_for(&task)?.tools();
+        let ids = self
+            .agent
+            .prompt_ids(&prompts::planner_system(&tools), &task.request)
+            .map_err(backend_err)?;
+        let mut p = self.cfg.rollout.planner.clone();
+        p.seed = mix_seed(&[req.seed, 1]);
+        let out = sample_group(
+            &self.agent.model,
+            self.adapter("planner"),
+            &ids,
+            1,
+            0,
+            &p,
+            &self.agent.tok,
+        )
+        .map_err(backend_err)?;
+        let plan = parse_planner(&out[0].text);
+        if plan.subtasks.is_empty() {
+            let why = plan
+                .issues
+                .first()
+                .map(|i| i.message())
+                .unwrap_or_else(|| "empty plan".into());
+            return Err(BackendError(format!(
+                "the planner's output has no sub-tasks ({why})"
+            )));
+        }
+        Ok(plan.subtasks)
+    }
+
+    fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, BackendError> {
+        let task = task_of(&req.task)?;
+        let mut world = self.world_for(&task)?;
+        let mut history = Vec::new();
+        for prior in &req.previous {
+            for c in &prior.calls {
+                let call = to_call(c);
+                let observation = self.execute(world.as_mut(), &call);
+                history.push(HistoryItem { call, observation });
+            }
+        }
+        let tools = world.tools();
+        let user = prompts::executor_user(&task.request, &req.subtasks, req.index, &history);
+        let system = prompts::executor_system(&tools);
+        let ids = self
+            .agent
+            .prompt_ids(&system, &user)
+            .map_err(backend_err)?;
+        let mut p = self.cfg.rollout.executor.clone();
+        p.seed = mix_seed(&[req.seed, 2, req.index as u64]);
+        let out = sample_group(
+            &self.agent.model,
+            self.adapter("executor"),
+            &ids,
+            1,
+            0,
+            &p,
+            &self.agent.tok,
+        )
+        .map_err(backend_err)?;
+        let text = out[0].text.clone();
+        let parsed = parse_executor(&text);
+        let gold: Vec<ToolCall> = task
+            .gold_calls
+            .get(req.index)
+            .cloned()
+            .into_iter()
+            .collect();
+        let rb = executor_step_reward_parsed(&parsed, &tools, &gold, &self.cfg.rewards);
+        let calls = parsed.calls();
+        let mut results: Vec<serde_json::Value> = calls
+            .iter()
+            .map(|c| self.execute(world.as_mut(), c).content)
+            .collect();
+        let tool_result = match results.len() {
+            0 => None,
+            1 => results.pop(),
+            _ => Some(serde_json::Value::Array(results)),
+        };
+        let mut reasons = rb.reasons.clone();
+        if let (Some(gold), Some(resp)) = (&task.gold_answer, &parsed.response) {
+            let answer = bamboogle::extract_answer(resp);
+            let verdict = if bamboogle::exact_match(&answer, gold) {
+                "exact match"
+            } else if bamboogle::contains_match(&answer, gold) {
+                "contains the gold answer"
+            } else {
+                "does not match"
+            };
+            reasons.push(format!(
+                "answer {answer:?} vs gold {gold:?}: {verdict} (not part of the step reward)"
+            ));
+        }
+        Ok(DebugStepOutcome {
+            prompt: format!("[system]\n{system}\n[user]\n{user}"),
+            raw_output: text,
+            calls: calls.iter().map(record).collect(),
+            parse_error: parsed.issues.first().map(|i| i.message()),
+            tool_result,
+            reward: RewardBreakdown {
+                total: rb.total,
+                components: rb
+                    .components
+                    .iter()
+                    .map(|c| (c.name.clone(), c.value))
+                    .collect(),
+                reasons,
+            },
+        })
+    }
+}
+
+/// Build the engine backend (on the CPU) from a model spec (path, or ""/"embedded" for the
+/// embedded default model) and optionally a checkpoint's adapters; sampling and reward settings
+/// come from `cfg` (and the dtype from `[model].dtype` when the run is on the CPU, else f32).
+pub fn engine_backend(
+    model: &str,
+    checkpoint: Option<&Path>,
+    cfg: TrainConfig,
+) -> Result<EngineBackend> {
+    let dtype = if cfg.model.device == "cpu" {
+        cfg.model.dtype.clone()
+    } else {
+        "f32".to_string()
+    };
+    let mut agent = Agent::load(&ModelSection {
+        dtype,
+        ..ModelSection::cpu_f32(model)
+    })?;
+    let (loaded, adapters) = match checkpoint {
+        Some(ck) => {
+            let loaded = agent.load_adapters(ck, false)?;
+            let name = ck
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_else(|| ck.display().to_string());
+            let desc = format!("{} adapters of {name}", loaded.join("+"));
+            (loaded, desc)
+        }
+        None => (Vec::new(), "base model (no adapters)".to_string()),
+    };
+    Ok(EngineBackend {
+        agent,
+        cfg,
+        loaded,
+        adapters,
+        search: None,
+    })
+}
+
+impl EngineBackend {
+    /// Answer Bamboogle's search tool from `index` instead of a placeholder.
+    pub fn set_search_index(&mut self, index: Arc<Bm25Index>) {
+        self.search = Some(index);
+    }
+
+    /// Say where the adapters came from in [`ExecutorBackend::describe`].
+    pub fn set_adapters_label(&mut self, label: impl Into<String>) {
+        self.adapters = label.into();
+    }
+}

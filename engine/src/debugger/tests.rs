@@ -1,0 +1,276 @@
+
+//! Tests of the debugger's backend on a tiny random model written in the test.
+use std::path::{Path, PathBuf};
+
+use cahl_sessions::debug::{BackendLoader, PriorStep};
+use candle_core::Device;
+
+use super::lookup::find_bench_task;
+use super::*;
+use crate::load::embedded;
+use crate::model::{LoraAdapter, LoraConfig, Model, ModelConfig};
+use crate::score::Bench;
+
+/// Writes a tiny random HF model folder (word-level tokenizer, ChatML fallback template)
+/// whose vocabulary covers the executor prompt's markup and a few tool names.
+fn write_tiny_model(dir: &Path) {
+    let words = "Task Plan Done so far nothing Current sub-task <think> </think> <tool_call> \
+                 </tool_call> <response> </response> { } [ ] \" : , . - ( ) / name parameters \
+                 ModifyRegistration appointment_id new_appointment_date search query Dr Lee \
+                 34567890 2023 03 26 answer the a to of";
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["[UNK]", "<|im_start|>", "<|im_end|>"]
+        .iter()
+        .chain(words.split_whitespace().collect::<Vec<_>>().iter())
+        .enumerate()
+    {
+        vocab.insert(w.to_string(), serde_json::json!(i));
+    }
+    let n = vocab.len();
+    let added = |id: usize, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [added(1, "<|im_start|>"), added(2, "<|im_end|>")],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).expect("tokenizer");
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": "<|im_end|>"}"#,
+    )
+    .expect("tokenizer config");
+    let config = format!(
+        r#"{{"model_type": "qwen2", "vocab_size": {n}, "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 4096, "tie_word_embeddings": true}}"#
+    );
+    std::fs::write(dir.join("config.json"), &config).expect("config");
+    let cfg = ModelConfig::from_json_str(&config, "tiny").expect("config parses");
+    let w = Model::random_weights(&cfg, 7).expect("weights");
+    candle_core::safetensors::save(&w, dir.join("model.safetensors")).expect("weights");
+}
+
+fn quick_config() -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.rollout.planner.max_tokens = 12;
+    c.rollout.executor.max_tokens = 12;
+    c
+}
+
+fn shared_data() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if d.is_dir() {
+        Some(d)
+    } else {
+        println!("SKIP: {} is absent (benchmark data)", d.display());
+        None
+    }
+}
+
+#[test]
+fn benchmark_items_load_by_id_and_run_on_a_tiny_model() {
+    let Some(data) = shared_data() else { return };
+    // Each benchmark by its scorer's ids (the data folder itself or its parent).
+    let t = find_bench_task(Bench::ApiBank, &data, "level-1-0").expect("api-bank");
+    assert_eq!(t.world, "api-bank");
+    assert!(t.tools.iter().any(|s| s.name == "ModifyRegistration"));
+    assert_eq!(t.gold_calls[0].name, "ModifyRegistration");
+    let b = find_bench_task(Bench::Bfcl, &data.join("bfcl"), "simple_python_0").expect("bfcl");
+    assert_eq!((b.world.as_str(), b.gold_calls.len()), ("bfcl", 1));
+    assert!(!b.tools.is_empty());
+    let m = find_bench_task(Bench::Bfcl, &data, "multiple_3").expect("bfcl multiple");
+    assert_eq!(m.template.as_deref(), Some("multiple"));
+    let n = find_bench_task(Bench::Nestful, &data, "non-executable-glaive-data-0")
+        .expect("nestful");
+    assert!(!n.gold_calls.is_empty() && !n.tools.is_empty());
+    let q = find_bench_task(Bench::Bamboogle, &data, "bamboogle-0").expect("bamboogle");
+    assert!(q.gold_answer.is_some());
+    let err = find_bench_task(Bench::ApiBank, &data, "level-9-9").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no api-bank item with id \"level-9-9\""),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path());
+    let spec = dir.path().display().to_string();
+    let mut backend = engine_backend(&spec, None, quick_config()).expect("tiny model loads");
+    assert!(backend.describe().contains("base model (no adapters)"));
+    let task = debug_task_of(&t);
+    let plan = vec![
+        "Modify appointment 34567890".to_string(),
+        "Confirm".to_string(),
+    ];
+    let req = |index: usize, previous: Vec<PriorStep>| DebugStepRequest {
+        task: task.clone(),
+        subtasks: plan.clone(),
+        index,
+        previous,
+        seed: 11,
+    };
+    let first = backend.run_step(req(0, vec![])).expect("step runs");
+    assert!(
+        first.prompt.contains("ModifyRegistration("),
+        "{}",
+        first.prompt
+    );
+    for k in ["format", "syntax", "semantics"] {
+        assert!(
+            first.reward.components.contains_key(k),
+            "{k} in {:?}",
+            first.reward
+        );
+    }
+    assert!(first.reward.total.is_finite());
+    assert_eq!(
+        backend.run_step(req(0, vec![])).expect("again"),
+        first,
+        "seeded"
+    );
+    // The gold call as an earlier step: the world answers with the labelled placeholder.
+    let prior = PriorStep {
+        subtask: plan[0].clone(),
+        calls: task.gold_calls.clone(),
+        observation: None,
+    };
+    let second = backend.run_step(req(1, vec![prior])).expect("second step");
+    assert!(
+        second
+            .prompt
+            .contains("simulated: this benchmark's tools are not executable"),
+        "{}",
+        second.prompt
+    );
+    // Bamboogle without an index: searches are answered with a placeholder that says so.
+    let qt = debug_task_of(&q);
+    let search = PriorStep {
+        subtask: "search".into(),
+        calls: vec![CallRecord {
+            name: "search".into(),
+            arguments: serde_json::json!({"query": "Titan IIIE"}),
+        }],
+        observation: None,
+    };
+    let out = backend
+        .run_step(DebugStepRequest {
+            task: qt,
+            subtasks: vec!["Search".into(), "Answer".into()],
+            index: 1,
+            previous: vec![search],
+            seed: 0,
+        })
+        .expect("bamboogle step");
+    assert!(out.prompt.contains(NO_INDEX_NOTE), "{}", out.prompt);
+}
+
+#[test]
+fn session_loader_loads_fresh_or_checkpoint_adapters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path());
+    let spec = dir.path().display().to_string();
+    let mut loader = SessionModelLoader {
+        model: spec.clone(),
+        cfg: quick_config(),
+        params: Some(1_000_000),
+    };
+    assert!(
+        loader.describe().contains("second copy, ~4 MB"),
+        "{}",
+        loader.describe()
+    );
+    let fresh = loader.load(None).expect("fresh");
+    assert!(
+        fresh.describe().contains("fresh adapters"),
+        "{}",
+        fresh.describe()
+    );
+    // A checkpoint with both adapters.
+    let ck = dir.path().join("checkpoints").join("step-1");
+    let lm = embedded::load_spec(&spec).expect("load");
+    for name in ["planner", "executor"] {
+        LoraAdapter::new_random(
+            name,
+            &LoraConfig::default(),
+            &lm.config,
+            DType::F32,
+            &Device::Cpu,
+            1,
+        )
+        .expect("adapter")
+        .save_peft(&ck.join(name), &spec)
+        .expect("save");
+    }
+    let mut b = loader.load(Some(&ck)).expect("checkpoint loads");
+    assert!(
+        b.describe()
+            .ends_with("planner+executor adapters of step-1"),
+        "{}",
+        b.describe()
+    );
+    let plan = b.plan(PlanRequest {
+        task: DebugTask {
+            text: "list my alarms".into(),
+            ..DebugTask::default()
+        },
+        seed: 3,
+    });
+    // A random model rarely writes a plan: either way the answer is a result, not a panic.
+    if let Err(e) = plan {
+        assert!(e.to_string().contains("no sub-tasks"), "{e}");
+    }
+    let empty = dir.path().join("checkpoints").join("step-2");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let err = loader
+        .load(Some(&empty))
+        .err()
+        .expect("no adapters is an error");
+    assert!(
+        err.to_string().contains("neither a planner/ nor an executor/ adapter"),
+        "{err}"
+    );
+}
+
+#[test]
+fn debug_tasks_round_trip_world_tools_and_gold() {
+    let t = Task {
+        id: "level-1-0".into(),
+        world: "api-bank".into(),
+        split: None,
+        request: "modify my appointment".into(),
+        tools: vec![ToolSchema {
+            name: "ModifyRegistration".into(),
+            description: "Modifies an appointment.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"appointment_id": {"type": "string"}}, "required": []}),
+        }],
+        gold_plan: vec![],
+        gold_calls: vec![ToolCall::new(
+            "ModifyRegistration",
+            serde_json::json!({"appointment_id": "34567890"}),
+        )],
+        gold_derived: vec![vec![]],
+        gold_final_state: None,
+        gold_answer: None,
+        template: Some("level-1".into()),
+    };
+    let d = debug_task_of(&t);
+    assert_eq!(d.world, "api-bank");
+    assert_eq!(d.tools.len(), 1);
+    assert_eq!(d.gold_calls[0].name, "ModifyRegistration");
+    let back = task_of(&d).expect("tools parse");
+    assert_eq!(back.tools, t.tools);
+    assert_eq!(back.gold_calls, t.gold_calls);
+    assert_eq!(back.world, "api-bank");
+    let typed = task_of(&DebugTask::default()).expect("typed");
+    assert_eq!(typed.world, "builtin");
+    let bad = DebugTask {
+        tools: vec![serde_json::json!(42)],
+        ..DebugTask::default()
+    };
+    assert!(task_of(&bad).unwrap_err().to_string().contains("tool schema 1"));
+}

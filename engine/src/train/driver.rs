@@ -1,0 +1,325 @@
+//! The run driver: owns the trainer's thread ([`spawn`]), obeys [`TrainCommand`]s and emits
+//! [`TrainEvent`]s along one path: every event goes through the [`Sink`], which first appends
+//! the records it carries (metrics, trajectories) to the session and only then forwards the
+//! event to the observers. An observer that receives `Metrics` or `Trajectory` can therefore
+//! read the record from the session files, as replay does.
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cahl_sessions::events::{RunState, TrainCommand, TrainEvent};
+use cahl_sessions::records::MetricsRecord;
+use cahl_sessions::SessionWriter;
+
+use crate::error::{EngineError, Result};
+use crate::model::ops;
+
+use super::trainer::Trainer;
+
+/// Reopen session `dir` for `--resume`: repair torn JSONL tails, load the latest checkpoint into
+/// `trainer` and drop records of steps after it (they are re-run identically). Returns the writer
+/// and the step the run continues from.
+pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<(SessionWriter, u64)> {
+    let (mut w, report) = SessionWriter::resume(dir)?;
+    for r in &report.tail_repairs {
+        tracing::warn!("repaired torn tail: {r:?}");
+    }
+    match report.latest_checkpoint {
+        Some(ck) => {
+            let p = dir.join(&ck.path);
+            let p = if p.exists() {
+                p
+            } else {
+                std::path::PathBuf::from(&ck.path)
+            };
+            trainer.load_checkpoint(&p)?;
+            w.truncate_after_step(ck.step)?;
+            Ok((w, ck.step))
+        }
+        None => {
+            w.clear_records()?;
+            Ok((w, 0))
+        }
+    }
+}
+
+
+/// A running training: its events, the command channel, and the trainer's thread.
+pub struct RunHandle {
+    /// Everything the run reports, `Started` first and `Finished` last.
+    pub events: Receiver<TrainEvent>,
+    /// Pause, resume, checkpoint, stop.
+    pub commands: Sender<TrainCommand>,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl RunHandle {
+    /// Split into the event receiver, the command sender and the thread's join handle (for an
+    /// observer that owns the channels on other threads).
+    pub fn into_parts(
+        self,
+    ) -> (
+        Receiver<TrainEvent>,
+        Sender<TrainCommand>,
+        JoinHandle<Result<()>>,
+    ) {
+        (self.events, self.commands, self.thread)
+    }
+}
+
+/// Wait for the trainer's thread: its result, or an error when it panicked.
+pub fn join(thread: JoinHandle<Result<()>>) -> Result<()> {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(EngineError::Other("the trainer thread panicked".into())))
+}
+
+/// Start `trainer` on its own thread (on the compute pool, see [`ops::on_compute_pool`]),
+/// writing to `writer`'s session. The first event is `Started`, the last `Finished`.
+pub fn spawn(trainer: Trainer, writer: SessionWriter) -> Result<RunHandle> {
+    let (ev_tx, events) = mpsc::channel();
+    let (commands, cmd_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("trainer".into())
+        .spawn(move || ops::on_compute_pool(|| run(trainer, Some(writer), ev_tx, cmd_rx)))
+        .map_err(|e| EngineError::Other(format!("starting the trainer thread: {e}")))?;
+    Ok(RunHandle {
+        events,
+        commands,
+        thread,
+    })
+}
+
+/// The one path of events: records go to the session first, then the event to the observers.
+pub struct Sink {
+    writer: Option<SessionWriter>,
+    events: Sender<TrainEvent>,
+}
+
+impl Sink {
+    /// Emit `e`: append the record it carries to the session (metrics, trajectories), then
+    /// send it. A failed write is reported as an `Error` event; the event is still sent.
+    pub fn emit(&mut self, e: TrainEvent) {
+        if let Some(w) = self.writer.as_mut() {
+            let written = match &e {
+                TrainEvent::Metrics(m) => w.append_metrics(m).map_err(|e| ("metrics", e)),
+                TrainEvent::Trajectory(t) => w.append_trajectory(t).map_err(|e| ("trajectory", e)),
+                _ => Ok(()),
+            };
+            if let Err((what, err)) = written {
+                let _ = self
+                    .events
+                    .send(TrainEvent::Error(format!("writing {what}: {err}")));
+            }
+        }
+        let _ = self.events.send(e);
+    }
+
+    /// The session directory, when the run writes one.
+    pub fn session_dir(&self) -> Option<PathBuf> {
+        self.writer.as_ref().map(|w| w.dir().to_path_buf())
+    }
+
+    /// Write a checkpoint of `trainer` into the session (`None` without a session).
+    fn save(
+        &mut self,
+        trainer: &Trainer,
+    ) -> Result<Option<cahl_sessions::records::CheckpointRecord>> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(None);
+        };
+        let tmp = w.checkpoint_dir(trainer.steps_done())?;
+        let (pd, ed) = (tmp.planner_dir(), tmp.executor_dir());
+        trainer.save_checkpoint(tmp.path(), &pd, &ed)?;
+        Ok(Some(w.commit_checkpoint(tmp)?))
+    }
+
+    /// Close the session (flushes and syncs the JSONL files).
+    fn close(&mut self) {
+        if let Some(w) = self.writer.take() {
+            if let Err(e) = w.close() {
+                self.emit(TrainEvent::Error(format!("closing session: {e}")));
+            }
+        }
+    }
+}
+
+/// Drive `trainer` to `cfg.steps` on this thread, writing the session and emitting events; obeys
+/// commands. Returns when done, stopped, or after repeated step failures (reported as events).
+/// [`spawn`] runs this on a thread of its own.
+pub fn run(
+    mut trainer: Trainer,
+    writer: Option<SessionWriter>,
+    events: Sender<TrainEvent>,
+    commands: Receiver<TrainCommand>,
+) -> Result<()> {
+    ops::init_cpu_float_mode();
+    let total = trainer.cfg.steps;
+    let mut sink = Sink { writer, events };
+    if let Some(dir) = sink.session_dir() {
+        let info = sink
+            .writer
+            .as_ref()
+            .map(|w| w.run_info().clone())
+            .unwrap_or_default();
+        let device = info.device.clone();
+        sink.emit(TrainEvent::Started {
+            info,
+            total_steps: total,
+            start_step: trainer.steps_done(),
+            session_dir: dir,
+            device,
+        });
+    }
+    let mut paused = false;
+    let mut failures = 0;
+    let mut stopped = false;
+    let mut last_ckpt = None;
+    if trainer.steps_done() == 0 && trainer.eval_enabled() {
+        // Baseline (step 0): the untrained adapters on the held-out tasks.
+        sink.emit(TrainEvent::Progress {
+            step: 0,
+            phase: "baseline evaluation".into(),
+            tokens_per_s: f64::NAN,
+            memory_bytes: crate::memory::current_rss_bytes(),
+        });
+        match trainer.evaluate() {
+            Ok(Some(ev)) => sink.emit(TrainEvent::Metrics(MetricsRecord {
+                step: 0,
+                elapsed_s: 0.0,
+                eval: Some(ev),
+                ..MetricsRecord::default()
+            })),
+            Ok(None) => {}
+            Err(e) => sink.emit(TrainEvent::Warning(format!(
+                "baseline evaluation failed: {e}"
+            ))),
+        }
+    }
+    while trainer.steps_done() < total && !trainer.budget_exhausted() {
+        // Commands: drain without blocking; block while paused.
+        loop {
+            let cmd = if paused {
+                match commands.recv_timeout(Duration::from_millis(200)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => Some(TrainCommand::Stop),
+                }
+            } else {
+                commands.try_recv().ok()
+            };
+            let Some(cmd) = cmd else { break };
+            match cmd {
+                TrainCommand::Pause => {
+                    paused = true;
+                    sink.emit(TrainEvent::Status {
+                        state: RunState::Paused,
+                        message: "paused".into(),
+                    });
+                }
+                TrainCommand::Resume => {
+                    paused = false;
+                    sink.emit(TrainEvent::Status {
+                        state: RunState::Running,
+                        message: "resumed".into(),
+                    });
+                }
+                TrainCommand::SaveCheckpoint => match sink.save(&trainer) {
+                    Ok(Some(rec)) => sink.emit(TrainEvent::Checkpoint(rec)),
+                    Ok(None) => sink.emit(TrainEvent::Warning(
+                        "no session directory: nothing saved".into(),
+                    )),
+                    Err(e) => sink.emit(TrainEvent::Error(format!("checkpoint failed: {e}"))),
+                },
+                TrainCommand::Stop => {
+                    stopped = true;
+                    sink.emit(TrainEvent::Status {
+                        state: RunState::Stopping,
+                        message: "stopping".into(),
+                    });
+                    break;
+                }
+            }
+            if !paused {
+                break;
+            }
+        }
+        if stopped {
+            break;
+        }
+        match trainer.step() {
+            Ok(res) => {
+                failures = 0;
+                for w in &res.warnings {
+                    tracing::warn!("{w}");
+                    sink.emit(TrainEvent::Warning(w.clone()));
+                }
+                for t in res.trajectories {
+                    sink.emit(TrainEvent::Trajectory(Box::new(t)));
+                }
+                sink.emit(TrainEvent::Progress {
+                    step: res.metrics.step,
+                    phase: "step done".into(),
+                    tokens_per_s: res.metrics.tokens_per_s,
+                    memory_bytes: crate::memory::current_rss_bytes(),
+                });
+                sink.emit(TrainEvent::Metrics(res.metrics));
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!("step {} failed: {e}", trainer.steps_done() + 1);
+                sink.emit(TrainEvent::Error(format!(
+                    "step {} failed: {e}",
+                    trainer.steps_done() + 1
+                )));
+                if failures >= 3 {
+                    sink.emit(TrainEvent::Finished {
+                        step: trainer.steps_done(),
+                        completed: false,
+                        checkpoint: last_ckpt.clone(),
+                        message: format!("stopped after 3 consecutive failed steps: {e}"),
+                    });
+                    return Err(e);
+                }
+                continue;
+            }
+        }
+        let every = trainer.cfg.checkpoint_every;
+        if every > 0 && trainer.steps_done().is_multiple_of(every) && trainer.steps_done() < total {
+            match sink.save(&trainer) {
+                Ok(Some(rec)) => {
+                    last_ckpt = Some(rec.clone());
+                    sink.emit(TrainEvent::Checkpoint(rec));
+                }
+                Ok(None) => {}
+                Err(e) => sink.emit(TrainEvent::Error(format!("checkpoint failed: {e}"))),
+            }
+        }
+    }
+    // Final checkpoint (also when stopped).
+    match sink.save(&trainer) {
+        Ok(Some(rec)) => {
+            last_ckpt = Some(rec.clone());
+            sink.emit(TrainEvent::Checkpoint(rec));
+        }
+        Ok(None) => {}
+        Err(e) => sink.emit(TrainEvent::Error(format!("final checkpoint failed: {e}"))),
+    }
+    sink.close();
+    sink.emit(TrainEvent::Status {
+        state: RunState::Finished,
+        message: "finished".into(),
+    });
+    sink.emit(TrainEvent::Finished {
+        step: trainer.steps_done(),
+        completed: !stopped,
+        checkpoint: last_ckpt,
+        message: if stopped {
+            "stopped by user".into()
+        } else {
+            "completed".into()
+        },
+    });
+    Ok(())
+}
