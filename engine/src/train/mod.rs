@@ -766,7 +766,7 @@ impl Trainer {
 pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<(SessionWriter, u64)> {
     let (mut w, report) =
         SessionWriter::resume(dir).map_err(|e| EngineError::Other(e.to_string()))?;
-    for r in &report.tail_repairs {
+    for r in &report.repairs {
         tracing::warn!("repaired torn tail: {r:?}");
     }
     match report.latest_checkpoint {
