@@ -42,6 +42,15 @@ pub enum SessionError {
         /// The session file that was found.
         found: String,
     },
+    /// [`crate::SessionWriter::create`] was pointed at something other than a new path or an
+    /// empty directory.
+    #[error("{}: cannot create a session here ({found}); choose a new or empty directory", path.display())]
+    NotEmpty {
+        /// The intended session directory.
+        path: PathBuf,
+        /// What is in the way.
+        found: String,
+    },
     /// The path is not a session directory or session file (e.g. resume on a directory without
     /// `run.json`, or open on something that is neither a file nor a directory).
     #[error("{}: not a session: {reason}", path.display())]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::error::{io_err, Result, SessionError};
+use crate::fsutil::parent_of;
 use crate::records::CheckpointRecord;
 use crate::time::UtcDateTime;
 
@@ -37,6 +38,8 @@ pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 pub const DEFAULT_SESSIONS_DIR: &str = "sessions";
 
 const TMP_PREFIX: &str = ".tmp-";
+/// Marks the hidden sibling folder a new session is built in: `.<name>.creating-<pid>`.
+const STAGING_INFIX: &str = ".creating-";
 const OLD_PREFIX: &str = ".old-";
 const MAX_NAME_ATTEMPTS: u32 = 10_000;
 
@@ -135,6 +138,92 @@ pub fn latest_checkpoint(session_dir: &Path) -> Result<Option<CheckpointRecord>>
     Ok(list_checkpoints(session_dir)?.pop())
 }
 
+/// PEFT adapter config inside `planner/` and `executor/` of a checkpoint.
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+/// PEFT adapter weights inside `planner/` and `executor/` of a checkpoint.
+pub const ADAPTER_MODEL_FILE: &str = "adapter_model.safetensors";
+
+/// Committed checkpoints whose adapters look intact, newest first (see [`checkpoint_defect`]
+/// for what is checked). A resume should use the first one and say so when it is not the
+/// newest committed checkpoint ([`latest_checkpoint`]).
+pub fn intact_checkpoints(session_dir: &Path) -> Result<Vec<CheckpointRecord>> {
+    let mut all = list_checkpoints(session_dir)?;
+    all.reverse();
+    all.retain(|c| checkpoint_defect(session_dir, c).is_none());
+    Ok(all)
+}
+
+/// Why the committed checkpoint `ck` of the session in `session_dir` cannot be loaded, or
+/// `None` if it looks intact: both `planner/` and `executor/` must hold an
+/// `adapter_config.json` that parses as JSON and a non-empty `adapter_model.safetensors` whose
+/// 8-byte header length fits the file, whose header parses as a JSON object, and whose tensor
+/// data ends exactly at the end of the file (a cut file fails). Reads only the headers.
+pub fn checkpoint_defect(session_dir: &Path, ck: &CheckpointRecord) -> Option<String> {
+    let dir = session_dir.join(&ck.path);
+    [PLANNER_DIR, EXECUTOR_DIR].iter().find_map(|sub| {
+        let d = dir.join(sub);
+        let cfg = d.join(ADAPTER_CONFIG_FILE);
+        let defect = match fs::read(&cfg) {
+            Err(e) => Some(format!("{}: {e}", cfg.display())),
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                .err()
+                .map(|e| format!("{}: invalid JSON: {e}", cfg.display())),
+        };
+        defect.or_else(|| {
+            let st = d.join(ADAPTER_MODEL_FILE);
+            safetensors_defect(&st).map(|why| format!("{}: {why}", st.display()))
+        })
+    })
+}
+
+/// What is wrong with the safetensors file at `path`, or `None`.
+fn safetensors_defect(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(e.to_string()),
+    };
+    let len = match f.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return Some(e.to_string()),
+    };
+    if len == 0 {
+        return Some("empty file".into());
+    }
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() {
+        return Some(format!(
+            "{len} bytes: shorter than the 8-byte header length"
+        ));
+    }
+    let n = u64::from_le_bytes(n);
+    if n == 0 || n > len - 8 {
+        return Some(format!("header length {n} does not fit a {len}-byte file"));
+    }
+    let mut header = vec![0u8; n as usize];
+    if let Err(e) = f.read_exact(&mut header) {
+        return Some(format!("reading the header: {e}"));
+    }
+    let header: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&header) {
+        Ok(h) => h,
+        Err(e) => return Some(format!("header is not a JSON object: {e}")),
+    };
+    // The tensors' byte ranges must cover the data exactly (as the safetensors loader checks).
+    let data_end = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let data_len = len - 8 - n;
+    if data_end != data_len {
+        return Some(format!(
+            "tensor data should be {data_end} bytes, the file holds {data_len}"
+        ));
+    }
+    None
+}
+
 /// Removes leftovers of interrupted operations and returns what was removed or restored:
 /// `checkpoints/.tmp-*` (uncommitted checkpoints), `checkpoints/.old-step-N` (a replaced
 /// checkpoint; renamed back to `step-N` if the replacement never landed), and `.<file>.tmp`
@@ -176,6 +265,110 @@ pub(crate) fn clean_stale(session_dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(cleaned)
+}
+
+/// The hidden sibling folder [`crate::SessionWriter::create`] builds the session for `dir` in,
+/// before renaming it to `dir`: `<parent>/.<name>.creating-<pid>`. `None` if `dir` has no
+/// final name component (e.g. `..`).
+pub(crate) fn staging_path(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    Some(parent_of(dir).join(format!(".{name}{STAGING_INFIX}{}", std::process::id())))
+}
+
+/// Staging folders of earlier creations of `dir` (by any process), with the pid in their name.
+pub(crate) fn staging_leftovers(dir: &Path) -> Vec<(PathBuf, Option<u32>)> {
+    let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}{STAGING_INFIX}");
+    let Ok(entries) = fs::read_dir(parent_of(dir)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_owned();
+            let pid = n.strip_prefix(&prefix)?.parse::<u32>().ok();
+            Some((e.path(), pid))
+        })
+        .collect()
+}
+
+/// Removes staging folders of earlier creations of `dir` whose process is gone: this process's
+/// own (a pid reused after a kill), and, where `/proc` shows live processes, those of pids
+/// that are not running. Others are left alone (they are ignored everywhere anyway).
+pub(crate) fn remove_dead_staging(dir: &Path) -> Result<()> {
+    let own = std::process::id();
+    let procfs = Path::new("/proc/self").exists();
+    for (path, pid) in staging_leftovers(dir) {
+        let dead = match pid {
+            Some(p) if p == own => true,
+            Some(p) => procfs && !Path::new("/proc").join(p.to_string()).exists(),
+            None => false,
+        };
+        if dead {
+            remove_any(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a new session can be created at `dir`: it must not exist, or be an empty
+/// directory. Otherwise returns [`SessionError::AlreadyExists`] (a session file is there) or
+/// [`SessionError::NotEmpty`].
+pub(crate) fn check_new_session_target(dir: &Path) -> Result<()> {
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(SessionError::NotEmpty {
+            path: dir.to_path_buf(),
+            found: "it is not a directory".into(),
+        });
+    }
+    if dir.join(CONFIG_FILE).exists() && !dir.join(RUN_INFO_FILE).exists() {
+        return Err(SessionError::NotEmpty {
+            path: dir.to_path_buf(),
+            found: format!(
+                "{CONFIG_FILE} without {RUN_INFO_FILE}, left by an interrupted creation; \
+                 delete the directory"
+            ),
+        });
+    }
+    for name in [CONFIG_FILE, RUN_INFO_FILE, METRICS_FILE, TRAJECTORIES_FILE] {
+        if dir.join(name).exists() {
+            return Err(SessionError::AlreadyExists {
+                path: dir.to_path_buf(),
+                found: name.to_string(),
+            });
+        }
+    }
+    let mut entries = fs::read_dir(dir).map_err(io_err(dir))?;
+    if let Some(entry) = entries.next() {
+        let entry = entry.map_err(io_err(dir))?;
+        return Err(SessionError::NotEmpty {
+            path: dir.to_path_buf(),
+            found: format!("{} exists", entry.file_name().to_string_lossy()),
+        });
+    }
+    Ok(())
+}
+
+/// Renames the filled staging folder to `dir`, which must not exist or be an empty directory
+/// (replaced atomically on Unix; removed first elsewhere).
+pub(crate) fn place_staged(staging: &Path, dir: &Path) -> Result<()> {
+    #[cfg(not(unix))]
+    if dir.is_dir() {
+        fs::remove_dir(dir).map_err(io_err(dir))?;
+    }
+    fs::rename(staging, dir).map_err(|e| {
+        // Someone filled `dir` since the check: say what is there.
+        check_new_session_target(dir)
+            .err()
+            .unwrap_or_else(|| io_err(dir)(e))
+    })
 }
 
 /// Path of the temp directory for an uncommitted checkpoint of `step`.

@@ -29,9 +29,10 @@ pub use debug::{
 };
 pub use error::{Result, SessionError};
 pub use events::{RunState, TrainCommand, TrainEvent};
-pub use jsonl::TailRepair;
+pub use jsonl::{JsonlCheck, JsonlRepair, RepairKind};
 pub use layout::{
-    latest_checkpoint, list_checkpoints, new_session_dir, new_session_dir_at, session_dir_name,
+    checkpoint_defect, intact_checkpoints, latest_checkpoint, list_checkpoints, new_session_dir,
+    new_session_dir_at, session_dir_name,
 };
 pub use reader::{Problem, ProblemKind, SessionReader, SourceKind, TrajectoryEntry, Update};
 pub use records::{

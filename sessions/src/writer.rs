@@ -15,6 +15,7 @@
 //! - Checkpoints are filled in `checkpoints/.tmp-step-N` and renamed to `checkpoints/step-N`
 //!   only after everything inside was fsynced.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{io_err, Result, SessionError};
-use crate::fsutil::{atomic_write, sync_dir, sync_tree};
-use crate::jsonl::{self, TailRepair};
+use crate::fsutil::{atomic_write, parent_of, sync_dir, sync_tree};
+use crate::jsonl::{self, JsonlRepair};
 use crate::layout::{
     self, checkpoint_name, old_checkpoint_path, remove_any, temp_checkpoint_path, CHECKPOINTS_DIR,
     CHECKPOINT_META_FILE, CONFIG_FILE, EXECUTOR_DIR, LOG_FILE, METRICS_FILE, PLANNER_DIR,
@@ -80,19 +81,134 @@ impl JsonlAppender {
     }
 }
 
-/// Report of what [`SessionWriter::resume`] repaired.
+/// What [`SessionWriter::resume`] found and repaired. Print [`ResumeReport::messages`] (one
+/// line each; also what `Display` writes, joined by newlines) on the terminal and in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeReport {
-    /// Torn tails cut from `metrics.jsonl` and `trajectories.jsonl` (entries only for files
-    /// where something was cut).
-    pub tail_repairs: Vec<TailRepair>,
+    /// Repairs of `metrics.jsonl` and `trajectories.jsonl`, in that order (see
+    /// [`jsonl::repair`]); empty when both were intact.
+    pub repairs: Vec<JsonlRepair>,
     /// Leftovers of interrupted writes that were removed (or, for a replaced checkpoint whose
     /// replacement never landed, restored).
     pub cleaned: Vec<PathBuf>,
     /// The checkpoint to resume from, if any. Pass its step to
     /// [`SessionWriter::truncate_after_step`] before appending (or call
-    /// [`SessionWriter::clear_records`] if there is none and the run starts over).
+    /// [`SessionWriter::clear_records`] if there is none and the run starts over). Check
+    /// [`ResumeReport::lost_steps`] first.
     pub latest_checkpoint: Option<CheckpointRecord>,
+    /// The distinct steps that have a record in `metrics.jsonl` after the repair, ascending.
+    pub metrics_steps: Vec<u64>,
+    /// The distinct steps that have a record in `trajectories.jsonl` after the repair, ascending.
+    pub trajectory_steps: Vec<u64>,
+}
+
+impl ResumeReport {
+    /// The last step left in `metrics.jsonl`, if any.
+    pub fn last_metrics_step(&self) -> Option<u64> {
+        self.metrics_steps.last().copied()
+    }
+
+    /// The last step left in `trajectories.jsonl`, if any.
+    pub fn last_trajectory_step(&self) -> Option<u64> {
+        self.trajectory_steps.last().copied()
+    }
+
+    /// Training steps `1..=checkpoint_step` (steps a checkpoint at `checkpoint_step` includes)
+    /// that have no record left in `metrics.jsonl` or none in `trajectories.jsonl`, ascending.
+    /// Non-empty means records of committed steps were lost (torn or unreadable lines at or
+    /// before the checkpoint): resuming from that checkpoint would leave those steps out of the
+    /// files for good. (Step 0, the optional baseline evaluation, is not counted.)
+    pub fn lost_steps(&self, checkpoint_step: u64) -> Vec<u64> {
+        let m = missing_steps(&self.metrics_steps, checkpoint_step);
+        let t = missing_steps(&self.trajectory_steps, checkpoint_step);
+        let mut all: Vec<u64> = m.into_iter().chain(t).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// One line saying which records of steps up to `checkpoint_step` are missing, or `None`
+    /// when none are (see [`Self::lost_steps`]).
+    pub fn lost_steps_message(&self, checkpoint_step: u64) -> Option<String> {
+        let mut parts = Vec::new();
+        for (name, steps) in [
+            (METRICS_FILE, &self.metrics_steps),
+            (TRAJECTORIES_FILE, &self.trajectory_steps),
+        ] {
+            let missing = missing_steps(steps, checkpoint_step);
+            if !missing.is_empty() {
+                let n = missing.len();
+                let s = if n == 1 { "" } else { "s" };
+                parts.push(format!(
+                    "{name} has no record of step{s} {}",
+                    format_steps(&missing)
+                ));
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "records of committed steps are missing (checkpoint {} includes steps up to {}): {}",
+            checkpoint_name(checkpoint_step),
+            checkpoint_step,
+            parts.join("; ")
+        ))
+    }
+
+    /// Everything worth telling the user, one line each: each repair, each leftover cleaned,
+    /// and the lost steps relative to [`Self::latest_checkpoint`]. Empty when the session was
+    /// intact.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.repairs.iter().map(|r| r.to_string()).collect();
+        out.extend(self.cleaned.iter().map(|p| {
+            format!(
+                "{}: removed the leftover of an interrupted write",
+                p.display()
+            )
+        }));
+        if let Some(ck) = &self.latest_checkpoint {
+            out.extend(self.lost_steps_message(ck.step));
+        }
+        out
+    }
+
+    /// True if nothing was repaired, nothing cleaned and no committed step is missing.
+    pub fn is_clean(&self) -> bool {
+        self.messages().is_empty()
+    }
+}
+
+impl fmt::Display for ResumeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.messages().join("\n"))
+    }
+}
+
+/// Steps in `1..=upto` that are not in `present` (sorted ascending).
+fn missing_steps(present: &[u64], upto: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut it = present.iter().copied().skip_while(|&s| s == 0).peekable();
+    for s in 1..=upto {
+        while it.next_if(|&p| p < s).is_some() {}
+        if it.next_if_eq(&s).is_none() {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// `3`, `3-5`, `3-5, 9` for sorted steps.
+fn format_steps(steps: &[u64]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &s in steps {
+        let s = s as usize;
+        match ranges.last_mut() {
+            Some((_, b)) if *b + 1 == s => *b = s,
+            _ => ranges.push((s, s)),
+        }
+    }
+    jsonl::format_ranges(&ranges)
 }
 
 /// Lines removed by [`SessionWriter::truncate_after_step`].
@@ -115,9 +231,22 @@ pub struct SessionWriter {
 }
 
 impl SessionWriter {
-    /// Starts a new session in `dir` (created if missing; an existing directory must not hold
-    /// a session yet). `config_toml` is the resolved configuration and must be valid TOML; it is
-    /// written verbatim to `config.toml`. `info` is written to `run.json`.
+    /// Starts a new session in `dir`, which must not exist yet or be an empty directory (such
+    /// as [`crate::new_session_dir`] makes). `config_toml` is the resolved configuration and
+    /// must be valid TOML; it is written verbatim to `config.toml`. `info` is written to
+    /// `run.json`.
+    ///
+    /// Creation is atomic: the session (`config.toml`, `run.json`, empty JSONL files,
+    /// `checkpoints/`) is built in a hidden sibling folder `.<name>.creating-<pid>`, fsynced,
+    /// and renamed to `dir` (replacing an empty `dir`). A kill at any moment leaves either a
+    /// complete session at `dir` or none (`dir` as it was), never a half one. The staging
+    /// folder a killed creation leaves blocks nothing: the reader and resume never look at it,
+    /// a new create of the same `dir` succeeds and removes it once its process is gone (on
+    /// Linux), and it is safe to delete by hand.
+    ///
+    /// Errors: [`SessionError::AlreadyExists`] if `dir` holds a session,
+    /// [`SessionError::NotEmpty`] if it holds anything else, [`SessionError::Toml`] for bad
+    /// TOML (nothing is created then).
     pub fn create(dir: impl AsRef<Path>, config_toml: &str, info: &RunInfo) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let config_path = dir.join(CONFIG_FILE);
@@ -127,23 +256,24 @@ impl SessionWriter {
                 path: config_path.clone(),
                 message: e.to_string(),
             })?;
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        for name in [CONFIG_FILE, RUN_INFO_FILE, METRICS_FILE, TRAJECTORIES_FILE] {
-            if dir.join(name).exists() {
-                return Err(SessionError::AlreadyExists {
-                    path: dir,
-                    found: name.to_string(),
-                });
-            }
+        layout::check_new_session_target(&dir)?;
+        let staging = layout::staging_path(&dir).ok_or_else(|| SessionError::NotEmpty {
+            path: dir.clone(),
+            found: "the path has no final name".into(),
+        })?;
+        let parent = parent_of(&dir);
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        layout::remove_dead_staging(&dir)?;
+        fs::create_dir(&staging).map_err(io_err(&staging))?;
+        let built = fill_new_session(&staging, config_toml, info)
+            .and_then(|()| layout::place_staged(&staging, &dir));
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
         }
-        layout::clean_stale(&dir)?;
-        atomic_write(&config_path, config_toml.as_bytes())?;
-        write_run_info(&dir, info)?;
-        let ck = dir.join(CHECKPOINTS_DIR);
-        fs::create_dir_all(&ck).map_err(io_err(&ck))?;
+        sync_dir(parent)?;
         let metrics = JsonlAppender::open(dir.join(METRICS_FILE))?;
         let trajectories = JsonlAppender::open(dir.join(TRAJECTORIES_FILE))?;
-        sync_dir(&dir)?;
         Ok(SessionWriter {
             dir,
             info: info.clone(),
@@ -155,10 +285,13 @@ impl SessionWriter {
 
     /// Reopens an existing session for appending after a crash or a clean stop.
     ///
-    /// Requires readable `run.json` and `config.toml`. Cuts torn tails of both JSONL files
-    /// (see [`jsonl::repair_tail`]), removes leftover temp files and checkpoint temp
-    /// directories, and reports the latest committed checkpoint. It does **not** drop records
-    /// after that checkpoint: call [`Self::truncate_after_step`] with the step you resume from.
+    /// Requires readable `run.json` and `config.toml`. Repairs both JSONL files (see
+    /// [`jsonl::repair`]: torn tails cut, unreadable lines removed, an unreadable file backed
+    /// up and emptied), removes leftover temp files and checkpoint temp directories, and
+    /// reports all of it, the steps left in each file and the latest committed checkpoint in
+    /// the [`ResumeReport`]: print its [`ResumeReport::messages`], and check
+    /// [`ResumeReport::lost_steps`] against the checkpoint you resume from. It does **not**
+    /// drop records after that checkpoint: call [`Self::truncate_after_step`] with its step.
     pub fn resume(dir: impl AsRef<Path>) -> Result<(Self, ResumeReport)> {
         let dir = dir.as_ref().to_path_buf();
         let info_path = dir.join(RUN_INFO_FILE);
@@ -166,7 +299,7 @@ impl SessionWriter {
             if e.kind() == std::io::ErrorKind::NotFound {
                 SessionError::NotASession {
                     path: dir.clone(),
-                    reason: format!("{RUN_INFO_FILE} is missing"),
+                    reason: missing_run_info_reason(&dir),
                 }
             } else {
                 io_err(&info_path)(e)
@@ -186,13 +319,10 @@ impl SessionWriter {
                 message: e.to_string(),
             })?;
         let cleaned = layout::clean_stale(&dir)?;
-        let mut tail_repairs = Vec::new();
-        for name in [METRICS_FILE, TRAJECTORIES_FILE] {
-            let rep = jsonl::repair_tail(&dir.join(name))?;
-            if rep.bytes_cut > 0 {
-                tail_repairs.push(rep);
-            }
-        }
+        let metrics_check = jsonl::repair(&dir.join(METRICS_FILE))?;
+        let trajectories_check = jsonl::repair(&dir.join(TRAJECTORIES_FILE))?;
+        let mut repairs = metrics_check.repairs;
+        repairs.extend(trajectories_check.repairs);
         let ck = dir.join(CHECKPOINTS_DIR);
         fs::create_dir_all(&ck).map_err(io_err(&ck))?;
         let latest_checkpoint = layout::latest_checkpoint(&dir)?;
@@ -208,9 +338,11 @@ impl SessionWriter {
                 closed: false,
             },
             ResumeReport {
-                tail_repairs,
+                repairs,
                 cleaned,
                 latest_checkpoint,
+                metrics_steps: metrics_check.steps,
+                trajectory_steps: trajectories_check.steps,
             },
         ))
     }
@@ -326,14 +458,50 @@ impl Drop for SessionWriter {
     }
 }
 
-fn write_run_info(dir: &Path, info: &RunInfo) -> Result<()> {
-    let path = dir.join(RUN_INFO_FILE);
+fn run_info_bytes(path: &Path, info: &RunInfo) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(info).map_err(|source| SessionError::Json {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })?;
     bytes.push(b'\n');
-    atomic_write(&path, &bytes)
+    Ok(bytes)
+}
+
+fn write_run_info(dir: &Path, info: &RunInfo) -> Result<()> {
+    let path = dir.join(RUN_INFO_FILE);
+    atomic_write(&path, &run_info_bytes(&path, info)?)
+}
+
+/// Why `run.json` is missing, with a hint when a creation was interrupted.
+fn missing_run_info_reason(dir: &Path) -> String {
+    if dir.join(CONFIG_FILE).exists() {
+        format!(
+            "{RUN_INFO_FILE} is missing: its creation was interrupted, so there is nothing to \
+             resume; delete the directory and start a fresh run"
+        )
+    } else if !layout::staging_leftovers(dir).is_empty() {
+        format!(
+            "{RUN_INFO_FILE} is missing: its creation was interrupted, so there is nothing to \
+             resume; start a fresh run there instead"
+        )
+    } else {
+        format!("{RUN_INFO_FILE} is missing")
+    }
+}
+
+/// Writes the files of a new session into the (empty) staging folder and fsyncs them all.
+fn fill_new_session(staging: &Path, config_toml: &str, info: &RunInfo) -> Result<()> {
+    let config = staging.join(CONFIG_FILE);
+    fs::write(&config, config_toml).map_err(io_err(&config))?;
+    let run = staging.join(RUN_INFO_FILE);
+    fs::write(&run, run_info_bytes(&run, info)?).map_err(io_err(&run))?;
+    for name in [METRICS_FILE, TRAJECTORIES_FILE] {
+        let p = staging.join(name);
+        File::create(&p).map_err(io_err(&p))?;
+    }
+    let ck = staging.join(CHECKPOINTS_DIR);
+    fs::create_dir(&ck).map_err(io_err(&ck))?;
+    sync_tree(staging)
 }
 
 /// An uncommitted checkpoint directory (`checkpoints/.tmp-step-N`).

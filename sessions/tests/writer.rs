@@ -73,20 +73,20 @@ fn resume_cuts_torn_tail_and_new_appends_are_valid() {
     append_raw(&traj_path, b"\0\0\0\0\0\0\n{\"step\": 4, \"task\": {\"id\"");
 
     let (mut w, report) = SessionWriter::resume(&dir).unwrap();
-    assert_eq!(report.tail_repairs.len(), 2);
+    assert_eq!(report.repairs.len(), 2);
     let m = report
-        .tail_repairs
+        .repairs
         .iter()
         .find(|r| r.file == metrics_path)
         .unwrap();
+    assert_eq!(m.kind, RepairKind::TornTail);
     assert_eq!(m.bytes_cut, (line.len() / 2) as u64);
-    assert_eq!(m.lines_cut, 1);
-    let t = report
-        .tail_repairs
-        .iter()
-        .find(|r| r.file == traj_path)
-        .unwrap();
-    assert_eq!(t.lines_cut, 2);
+    assert_eq!(m.lines, vec![(4, 4)]);
+    let t = report.repairs.iter().find(|r| r.file == traj_path).unwrap();
+    assert_eq!(t.kind, RepairKind::TornTail);
+    assert_eq!(t.lines, vec![(7, 8)]);
+    assert_eq!(report.last_metrics_step(), Some(3));
+    assert_eq!(report.last_trajectory_step(), Some(3));
     assert_eq!(fs::metadata(&metrics_path).unwrap().len(), good_metrics_len);
     assert_eq!(fs::metadata(&traj_path).unwrap().len(), good_traj_len);
     assert_eq!(report.latest_checkpoint, None);
@@ -348,8 +348,8 @@ fn repair_and_truncate_work_across_large_lines() {
     append_raw(&path, &torn.as_bytes()[..torn.len() - 10]);
 
     let (mut w, report) = SessionWriter::resume(&dir).unwrap();
-    assert_eq!(report.tail_repairs.len(), 1);
-    assert_eq!(report.tail_repairs[0].bytes_cut, (torn.len() - 10) as u64);
+    assert_eq!(report.repairs.len(), 1);
+    assert_eq!(report.repairs[0].bytes_cut, (torn.len() - 10) as u64);
     assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
     let t = w.truncate_after_step(2).unwrap();
     assert_eq!(t.trajectories_dropped, 1);
@@ -372,7 +372,9 @@ fn a_file_with_only_a_torn_line_becomes_empty() {
         .unwrap();
     fs::write(dir.join(METRICS_FILE), b"{\"step\":1,\"planner_rew").unwrap();
     let (mut w, report) = SessionWriter::resume(&dir).unwrap();
-    assert_eq!(report.tail_repairs[0].lines_cut, 1);
+    assert_eq!(report.repairs[0].kind, RepairKind::TornTail);
+    assert_eq!(report.repairs[0].lines, vec![(1, 1)]);
+    assert!(report.repairs[0].backup.is_none());
     assert_eq!(fs::metadata(dir.join(METRICS_FILE)).unwrap().len(), 0);
     w.append_metrics(&metrics(1)).unwrap();
     w.close().unwrap();
