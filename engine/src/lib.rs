@@ -1,5 +1,6 @@
 //! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards,
 //! hierarchical rollout and the trainer. No terminal code lives here.
+pub mod benchmarks;
 pub mod chat;
 pub mod device;
 pub mod error;
@@ -12,9 +13,9 @@ pub mod model;
 pub mod optim;
 pub mod parse;
 pub mod pretrain;
+pub mod pyval;
 pub mod rewards;
 pub mod sampling;
-pub mod score;
 pub mod speedtest;
 pub mod tokenizer;
 pub mod train;

@@ -3,18 +3,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use cahl_engine::benchmarks::{bamboogle, bfcl, world_by_name, Bench};
 use cahl_engine::load::embedded;
 use cahl_engine::model::{LoraAdapter, Model};
 use cahl_engine::parse::{parse_executor, parse_planner, ToolCall, ToolSchema};
 use cahl_engine::rewards::executor_step_reward_parsed;
 use cahl_engine::sampling::sample_group;
-use cahl_engine::score::{bfcl, Bench};
 use cahl_engine::train::prompts::{self, HistoryItem};
 use cahl_engine::train::{mix_seed, Agent, TrainConfig};
-use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
-use cahl_engine::worlds::search::{search_tool, Bm25Index, SearchWorld};
-use cahl_engine::worlds::static_world::StaticWorld;
-use cahl_engine::worlds::{bamboogle, benchmarks, Split, Task, World};
+use cahl_engine::worlds::builtin::generate_tasks;
+use cahl_engine::worlds::search::Bm25Index;
+use cahl_engine::worlds::{Split, Task, World};
 use cahl_sessions::{CallRecord, RewardBreakdown, SessionReader};
 use cahl_ui::{
     BackendLoader, DebugInitial, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend,
@@ -155,17 +154,8 @@ impl EngineBackend {
 
     /// A fresh world for `task`, reset to it.
     fn world_for(&self, task: &Task) -> Result<Box<dyn World>, String> {
-        let mut w: Box<dyn World> = match task.world.as_str() {
-            "builtin" => Box::new(BuiltinWorld::new()),
-            "bfcl" | "api-bank" | "nestful" => {
-                Box::new(StaticWorld::new(task.world.clone(), task.tools.clone()))
-            }
-            bamboogle::WORLD_NAME => match &self.search {
-                Some(idx) => Box::new(SearchWorld::new(bamboogle::WORLD_NAME, idx.clone(), 5)),
-                None => Box::new(StaticWorld::new(bamboogle::WORLD_NAME, vec![search_tool()])),
-            },
-            other => return Err(format!("unknown world {other:?} of task {}", task.id)),
-        };
+        let mut w = world_by_name(&task.world, self.search.clone().map(|idx| (idx, 5)))
+            .map_err(|e| format!("{e} of task {}", task.id))?;
         w.reset(task).map_err(|e| e.to_string())?;
         Ok(w)
     }
@@ -505,20 +495,10 @@ fn find_task(id: &str) -> Result<Task> {
     bail!("no built-in task with id {id:?} among the first 5,000 of each split (seed 0)")
 }
 
-/// The benchmark's name as on the command line (and its folder in ../shared/data).
-fn bench_name(bench: Bench) -> &'static str {
-    match bench {
-        Bench::Bfcl => "bfcl",
-        Bench::ApiBank => "api-bank",
-        Bench::Nestful => "nestful",
-        Bench::Bamboogle => "bamboogle",
-    }
-}
-
 /// The folder of `bench` under `data`: `data` itself, or `data/<bench folder>` when `data` is
 /// the parent of the benchmark folders (like ../shared/data).
 fn bench_dir(bench: Bench, data: &Path) -> PathBuf {
-    let nested = data.join(bench_name(bench));
+    let nested = data.join(bench.name());
     if nested.is_dir() {
         nested
     } else {
@@ -531,32 +511,21 @@ pub fn find_bench_task(bench: Bench, data: &Path, id: &str) -> Result<Task> {
     let dir = bench_dir(bench, data);
     let tasks = match bench {
         Bench::Bfcl => {
-            let cats = bfcl::category_files(&dir).map_err(|e| anyhow::anyhow!(e))?;
             // the category is the id without its trailing _N; try it first
-            let guess = id.rsplit_once('_').map(|(c, _)| c.to_string());
-            let mut out = Vec::new();
-            let ordered = cats
-                .iter()
-                .filter(|(c, _)| Some(c) == guess.as_ref())
-                .chain(cats.iter().filter(|(c, _)| Some(c) != guess.as_ref()));
-            for (cat, _) in ordered {
-                let ts = benchmarks::bfcl_tasks(&dir, cat)?;
-                if let Some(t) = ts.into_iter().find(|t| t.id == id) {
-                    out.push(t);
-                    break;
-                }
+            let guess = id.rsplit_once('_').map(|(c, _)| c);
+            let first = guess.and_then(|c| bfcl::load_tasks(&dir, Some(c)).ok());
+            match first {
+                Some(ts) if ts.iter().any(|t| t.id == id) => ts,
+                _ => bfcl::load_tasks(&dir, None)?,
             }
-            out
         }
-        Bench::ApiBank => benchmarks::apibank_tasks(&dir, None)?,
-        Bench::Nestful => benchmarks::nestful_tasks(&dir, None)?,
-        Bench::Bamboogle => bamboogle::load_tasks(&dir)?,
+        _ => bench.load_tasks(Some(&dir), None, 0, None)?,
     };
     let n = tasks.len();
     tasks.into_iter().find(|t| t.id == id).with_context(|| {
         format!(
             "no {} item with id {id:?} in {} ({})",
-            bench_name(bench),
+            bench.name(),
             dir.display(),
             if matches!(bench, Bench::Bfcl) {
                 "BFCL ids look like simple_python_0, multiple_3; multi-turn categories are not supported".to_string()
@@ -592,7 +561,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
     } else if let Some(id) = &args.task_id {
         let t = match (&args.bench, &args.data) {
             (Some(b), Some(d)) => {
-                let bench: Bench = b.parse()?;
+                let bench = Bench::scored(b)?;
                 find_bench_task(bench, d, id)?
             }
             _ => find_task(id)?,

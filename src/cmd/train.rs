@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
-use cahl_engine::eval::{training_world, TrainingWorld};
+use cahl_engine::benchmarks::{training_world, TrainingWorld};
 use cahl_engine::load::embedded;
 use cahl_engine::model::LoraAdapter;
 use cahl_engine::model::Model;
@@ -102,7 +102,7 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
 }
 
 /// The world of `[world]` with its training and held-out tasks (see
-/// [`cahl_engine::eval::training_world`]).
+/// [`cahl_engine::benchmarks::training_world`]).
 pub fn load_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
     let w = training_world(cfg)?;
     if cfg.world.kind != "builtin" {
