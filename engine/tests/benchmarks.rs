@@ -69,7 +69,9 @@ fn bfcl_empty_predictions_score_only_irrelevance() {
         .into_iter()
         .map(|p| cahl_engine::benchmarks::Prediction::from_calls(p.id, vec![]))
         .collect();
-    let report = Bench::Bfcl.score(&dir, Some("irrelevance"), &preds).unwrap();
+    let report = Bench::Bfcl
+        .score(&dir, Some("irrelevance"), &preds)
+        .unwrap();
     assert_eq!(report.overall.correct, report.overall.total);
 }
 
@@ -85,8 +87,8 @@ fn apibank_item_ids_follow_file_stem_and_index() {
 
 #[test]
 fn benchmark_items_load_as_tasks_with_schema_valid_gold() {
-    use cahl_engine::parse::validate_call;
     use cahl_engine::benchmarks::{apibank, bfcl, nestful};
+    use cahl_engine::parse::validate_call;
     if let Some(dir) = data_dir("api-bank") {
         let tasks = apibank::load_tasks(&dir, None).unwrap();
         assert_eq!(tasks.len(), 466);

@@ -309,7 +309,9 @@ mod tests {
         assert_eq!(t.len(), 7);
         assert!(t.iter().all(|x| x.split == Some(Split::Test)));
         let c = category_of(&t[0]);
-        let only = Bench::Builtin.load_tasks(None, Some(7), 3, Some(&c)).unwrap();
+        let only = Bench::Builtin
+            .load_tasks(None, Some(7), 3, Some(&c))
+            .unwrap();
         assert!(!only.is_empty() && only.iter().all(|x| category_of(x) == c));
         let e = Bench::ApiBank
             .load_tasks(None, None, 0, None)
@@ -322,7 +324,14 @@ mod tests {
 
     #[test]
     fn worlds_by_name() {
-        for n in ["builtin", "bfcl", "api-bank", "nestful", "toolrl", "bamboogle"] {
+        for n in [
+            "builtin",
+            "bfcl",
+            "api-bank",
+            "nestful",
+            "toolrl",
+            "bamboogle",
+        ] {
             assert_eq!(world_by_name(n, None).unwrap().name(), n);
         }
         let w = world_by_name("bamboogle", None).unwrap();

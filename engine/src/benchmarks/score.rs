@@ -16,8 +16,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::parse::{parse_executor, ToolCall};
 use super::{bamboogle, Bench};
+use crate::parse::{parse_executor, ToolCall};
 
 /// Errors of the scoring entry points.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +241,12 @@ pub(crate) fn index_predictions(preds: &[Prediction]) -> HashMap<&str, &Predicti
 }
 
 /// The verdict on item `id` of `category`: correct when `result` is `Ok`.
-pub(crate) fn verdict(id: &str, category: &str, result: Result<(), String>, partial: Option<f64>) -> Verdict {
+pub(crate) fn verdict(
+    id: &str,
+    category: &str,
+    result: Result<(), String>,
+    partial: Option<f64>,
+) -> Verdict {
     Verdict {
         id: id.to_string(),
         correct: result.is_ok(),

@@ -58,11 +58,9 @@ pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld, BenchError> {
                     .into(),
             ))
         }
-        other => {
-            return Err(BenchError::Input(format!(
-                "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
-            )))
-        }
+        other => return Err(BenchError::Input(format!(
+            "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
+        ))),
     };
     let mut usable: Vec<Task> = all
         .into_iter()

@@ -4,13 +4,13 @@
 //! Every item runs as one greedy episode through the training rollout
 //! ([`crate::train::rollout_task`] with one plan, one executor sample per sub-task and argmax
 //! decoding), in the world of [`Bench::world`]. Benchmarks whose tools are not executable (BFCL,
-//! API-Bank, NESTFUL) run in a [`crate::worlds::static_world::StaticWorld`]: each emitted call is checked against the item's tool schemas and answered with
-//! a neutral placeholder observation (`{"status": "ok", "note": "simulated…"}`), or an error
-//! naming the schema violation; the calls emitted over the whole episode, in order, are the
-//! prediction scored by [`Bench::score`]. Bamboogle runs in a
-//! [`crate::worlds::search::SearchWorld`] over a BM25 index, and its prediction is the episode's
-//! final `<response>` text. Built-in tasks are
-//! judged by the rollout's success criterion (gold calls made in order and the gold final state
+//! API-Bank, NESTFUL) run in a [`crate::worlds::static_world::StaticWorld`]: each emitted call
+//! is checked against the item's tool schemas and answered with a neutral placeholder
+//! observation (`{"status": "ok", "note": "simulated…"}`), or an error naming the schema
+//! violation; the calls emitted over the whole episode, in order, are the prediction scored by
+//! [`Bench::score`]. Bamboogle runs in a [`crate::worlds::search::SearchWorld`] over a BM25
+//! index, and its prediction is the episode's final `<response>` text. Built-in tasks are judged
+//! by the rollout's success criterion (gold calls made in order and the gold final state
 //! reached).
 //!
 //! ```no_run

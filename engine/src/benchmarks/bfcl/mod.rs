@@ -1,7 +1,7 @@
 //! BFCL (Berkeley Function-Calling Leaderboard): the loader for the `BFCL_v4_<category>.json`
 //! files (questions and `possible_answer/`), the items as [`Task`]s for the static world, the
 //! ground truth as gold calls, and scoring with the AST [`checker`].
-mod checker;
+pub mod checker;
 
 pub use checker::{check, simple_function_checker, standardize_string, CheckError};
 
@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::score::{verdict, Prediction, ScoreError, Verdict};
-use super::BenchError;
+use super::{data_err, BenchError};
 use crate::parse::{ToolCall, ToolSchema};
-use crate::worlds::{Task, WorldError};
+use crate::worlds::Task;
 
 /// Name of the world in [`Task::world`].
 pub const WORLD_NAME: &str = "bfcl";
@@ -138,7 +138,6 @@ pub fn load_category(dir: &Path, category: &str) -> Result<Vec<BfclItem>, String
         .collect()
 }
 
-
 /// Items of every supported category in `dir` (only `category`'s when given), category by
 /// category in file-name order. A `category` that is not one of the folder's supported category
 /// files is [`ScoreError::UnknownCategory`].
@@ -200,10 +199,7 @@ pub fn task(it: BfclItem) -> Task {
 /// The items of [`load_items`] as tasks (world `bfcl`).
 pub fn load_tasks(dir: &Path, category: Option<&str>) -> Result<Vec<Task>, BenchError> {
     let items = load_items(dir, category).map_err(|e| match e {
-        ScoreError::Data(msg) => BenchError::World(WorldError::Data {
-            path: dir.display().to_string(),
-            msg,
-        }),
+        ScoreError::Data(msg) => BenchError::World(data_err(dir, msg)),
         other => other.into(),
     })?;
     Ok(items.into_iter().map(task).collect())
