@@ -78,9 +78,7 @@ impl Agent {
                 self.model.dtype(),
                 self.model.device(),
             )
-            .map_err(|e| {
-                EngineError::load(&sub, format!("loading the {name} adapter: {e}"))
-            })?;
+            .map_err(|e| EngineError::load(&sub, format!("loading the {name} adapter: {e}")))?;
             self.model.insert_adapter(a);
             loaded.push(name);
         }

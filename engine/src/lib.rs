@@ -1,6 +1,7 @@
 //! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards,
 //! hierarchical rollout and the trainer. No terminal code lives here.
 pub mod agent;
+pub mod benchmarks;
 pub mod chat;
 pub mod debugger;
 pub mod device;
@@ -14,9 +15,9 @@ pub mod model;
 pub mod optim;
 pub mod parse;
 pub mod pretrain;
+pub mod pyval;
 pub mod rewards;
 pub mod sampling;
-pub mod score;
 pub mod speedtest;
 pub mod tokenizer;
 pub mod train;

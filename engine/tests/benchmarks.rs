@@ -2,7 +2,7 @@
 //! NESTFUL and Bamboogle). Needs `<repo>/../shared/data`; skips with a printed reason otherwise.
 use std::path::PathBuf;
 
-use cahl_engine::score::{gold_predictions, score_bench, Bench};
+use cahl_engine::benchmarks::Bench;
 
 fn data_dir(sub: &str) -> Option<PathBuf> {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,8 +21,8 @@ fn data_dir(sub: &str) -> Option<PathBuf> {
 
 fn check_gold(bench: Bench, sub: &str) {
     let Some(dir) = data_dir(sub) else { return };
-    let preds = gold_predictions(bench, &dir, None).unwrap();
-    let report = score_bench(bench, &dir, None, &preds).unwrap();
+    let preds = bench.gold_predictions(&dir, None).unwrap();
+    let report = bench.score(&dir, None, &preds).unwrap();
     print!("{sub}:\n{}", report.summary());
     for (cat, c) in &report.per_category {
         let bad: Vec<_> = report
@@ -61,14 +61,17 @@ fn bamboogle_gold_scores_100() {
 #[test]
 fn bfcl_empty_predictions_score_only_irrelevance() {
     let Some(dir) = data_dir("bfcl") else { return };
-    let report = score_bench(Bench::Bfcl, &dir, Some("simple_python"), &[]).unwrap();
+    let report = Bench::Bfcl.score(&dir, Some("simple_python"), &[]).unwrap();
     assert_eq!(report.overall.correct, 0);
-    let preds: Vec<_> = gold_predictions(Bench::Bfcl, &dir, Some("irrelevance"))
+    let preds: Vec<_> = Bench::Bfcl
+        .gold_predictions(&dir, Some("irrelevance"))
         .unwrap()
         .into_iter()
-        .map(|p| cahl_engine::score::Prediction::from_calls(p.id, vec![]))
+        .map(|p| cahl_engine::benchmarks::Prediction::from_calls(p.id, vec![]))
         .collect();
-    let report = score_bench(Bench::Bfcl, &dir, Some("irrelevance"), &preds).unwrap();
+    let report = Bench::Bfcl
+        .score(&dir, Some("irrelevance"), &preds)
+        .unwrap();
     assert_eq!(report.overall.correct, report.overall.total);
 }
 
@@ -77,17 +80,17 @@ fn apibank_item_ids_follow_file_stem_and_index() {
     let Some(dir) = data_dir("api-bank") else {
         return;
     };
-    let items = cahl_engine::score::apibank::load(&dir, Some("level-1")).unwrap();
+    let items = cahl_engine::benchmarks::apibank::load(&dir, Some("level-1")).unwrap();
     assert_eq!(items[0].id, "level-1-0");
     assert_eq!(items.len(), 399);
 }
 
 #[test]
 fn benchmark_items_load_as_tasks_with_schema_valid_gold() {
+    use cahl_engine::benchmarks::{apibank, bfcl, nestful};
     use cahl_engine::parse::validate_call;
-    use cahl_engine::worlds::benchmarks::{apibank_tasks, bfcl_tasks, nestful_tasks};
     if let Some(dir) = data_dir("api-bank") {
-        let tasks = apibank_tasks(&dir, None).unwrap();
+        let tasks = apibank::load_tasks(&dir, None).unwrap();
         assert_eq!(tasks.len(), 466);
         let ok = tasks
             .iter()
@@ -106,13 +109,13 @@ fn benchmark_items_load_as_tasks_with_schema_valid_gold() {
         assert!(ok * 10 >= tasks.len() * 9);
     }
     if let Some(dir) = data_dir("bfcl") {
-        let tasks = bfcl_tasks(&dir, "simple_python").unwrap();
+        let tasks = bfcl::load_tasks(&dir, Some("simple_python")).unwrap();
         assert_eq!(tasks.len(), 400);
         assert!(!tasks[0].request.is_empty());
         assert_eq!(tasks[0].tools[0].name, tasks[0].gold_calls[0].name);
     }
     if let Some(dir) = data_dir("nestful") {
-        let tasks = nestful_tasks(&dir, None).unwrap();
+        let tasks = nestful::load_tasks(&dir, None).unwrap();
         assert_eq!(tasks.len(), 215);
         assert!(tasks
             .iter()

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use cahl_engine::benchmarks::{find_item, Bench};
 use cahl_engine::debugger::lookup::{
-    find_bench_task, find_task, latest_checkpoint_of, session_config, session_dir_of,
+    find_task, latest_checkpoint_of, session_config, session_dir_of,
 };
 use cahl_engine::debugger::{debug_task_of, engine_backend, SessionModelLoader};
-use cahl_engine::score::Bench;
 use cahl_engine::worlds::search::Bm25Index;
 use cahl_sessions::debug::{DebugTask, ExecutorBackend};
 use cahl_sessions::SessionReader;
@@ -85,10 +85,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
         }
     } else if let Some(id) = &args.task_id {
         let t = match (&args.bench, &args.data) {
-            (Some(b), Some(d)) => {
-                let bench: Bench = b.parse()?;
-                find_bench_task(bench, d, id)?
-            }
+            (Some(b), Some(d)) => find_item(Bench::scored(b)?, d, id)?,
             _ => find_task(id)?,
         };
         let mut task = debug_task_of(&t);

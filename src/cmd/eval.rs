@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use cahl_engine::eval::{self, EvalBench, EvalMode, EvalOptions};
+use cahl_engine::benchmarks::Bench;
+use cahl_engine::eval::{self, EvalMode, EvalOptions};
 
 use cahl_engine::agent::Agent;
 use cahl_engine::train::config::ModelSection;
@@ -93,7 +94,7 @@ fn session_checkpoint(session: &Path, step: Option<u64>) -> Result<(PathBuf, u64
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let bench = EvalBench::parse(&args.bench)?;
+    let bench = Bench::parse(&args.bench)?;
     let info = match &args.session {
         Some(s) => {
             if !s.is_dir() {
@@ -128,8 +129,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .clone()
         .or_else(|| info.as_ref().map(|i| i.model.clone()))
         .unwrap_or_default();
-    let tasks = eval::load_tasks(
-        bench,
+    let tasks = bench.load_tasks(
         args.data.as_deref(),
         args.limit,
         args.seed,
@@ -206,7 +206,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     run.summary.step = step;
     eval::write_outputs(&out, &run).with_context(|| format!("writing {}", out.display()))?;
     print!("{}", run.summary.to_text());
-    if bench == EvalBench::Bench(cahl_engine::score::Bench::Bamboogle) {
+    if bench == Bench::Bamboogle {
         println!("(answers judged by normalized exact match; no LLM judge offline)");
     }
     println!(

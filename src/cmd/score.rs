@@ -3,7 +3,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cahl_engine::score::{read_predictions, score_bench, Bench};
+use cahl_engine::benchmarks::{read_predictions, Bench};
 
 /// Score predictions (`{"id", "calls": [{"name", "arguments"}]}` or `{"id", "text"}` per line).
 #[derive(Debug, clap::Args)]
@@ -26,9 +26,10 @@ pub struct ScoreArgs {
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let bench: Bench = args.bench.parse()?;
+    let bench = Bench::scored(&args.bench)?;
     let preds = read_predictions(&args.predictions)?;
-    let report = score_bench(bench, &args.data, args.category.as_deref(), &preds)
+    let report = bench
+        .score(&args.data, args.category.as_deref(), &preds)
         .with_context(|| format!("scoring {} in {}", args.bench, args.data.display()))?;
     print!("{}", report.summary());
     if bench == Bench::Bamboogle {

@@ -7,7 +7,7 @@ use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
 use cahl_engine::train::add_missing_adapters;
 
 use super::train::{load_agent_for, load_world, resolve_config, TrainArgs};
-use cahl_engine::eval::TrainingWorld;
+use cahl_engine::benchmarks::TrainingWorld;
 
 #[derive(clap::Args, Debug)]
 pub struct SftArgs {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
-use cahl_engine::eval::{training_world, TrainingWorld};
+use cahl_engine::benchmarks::{training_world, TrainingWorld};
 use cahl_engine::load::embedded;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
 use cahl_sessions::events::TrainEvent;
@@ -81,7 +81,7 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
 }
 
 /// The world of `[world]` with its training and held-out tasks (see
-/// [`cahl_engine::eval::training_world`]).
+/// [`cahl_engine::benchmarks::training_world`]).
 pub fn load_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
     let w = training_world(cfg)?;
     if cfg.world.kind != "builtin" {
@@ -101,7 +101,10 @@ fn load_init_adapters(agent: &mut Agent, dir: &std::path::Path, cfg: &TrainConfi
     agent
         .load_adapters(dir, true)
         .with_context(|| format!("--init-adapters {}", dir.display()))?;
-    for (name, want) in [("planner", &cfg.lora.planner), ("executor", &cfg.lora.executor)] {
+    for (name, want) in [
+        ("planner", &cfg.lora.planner),
+        ("executor", &cfg.lora.executor),
+    ] {
         let r = agent.model.adapter(name)?.config.r;
         if r != want.r {
             eprintln!(

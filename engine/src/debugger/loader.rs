@@ -74,7 +74,10 @@ impl BackendLoader for SessionModelLoader {
         }
     }
 
-    fn load(&mut self, checkpoint: Option<&Path>) -> Result<Box<dyn ExecutorBackend>, BackendError> {
+    fn load(
+        &mut self,
+        checkpoint: Option<&Path>,
+    ) -> std::result::Result<Box<dyn ExecutorBackend>, BackendError> {
         let mut b = engine_backend(&self.model, checkpoint, self.cfg.clone())
             .map_err(|e| BackendError(e.to_string()))?;
         if checkpoint.is_none() {
@@ -85,4 +88,3 @@ impl BackendLoader for SessionModelLoader {
         Ok(Box::new(b))
     }
 }
-

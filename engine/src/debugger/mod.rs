@@ -12,21 +12,19 @@ use std::sync::Arc;
 use cahl_sessions::debug::{
     BackendError, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend, PlanRequest,
 };
-use cahl_sessions::{CallRecord, RewardBreakdown};
-use candle_core::DType;
+use cahl_sessions::RewardBreakdown;
 
 use crate::agent::Agent;
+use crate::benchmarks::{bamboogle, world_by_name};
 use crate::error::Result;
-use crate::parse::{parse_executor, parse_planner, ToolCall, ToolSchema};
+use crate::parse::{call_record, parse_executor, parse_planner, tool_call, ToolCall, ToolSchema};
 use crate::rewards::executor_step_reward_parsed;
 use crate::sampling::sample_group;
 use crate::train::config::ModelSection;
 use crate::train::prompts::{self, HistoryItem};
 use crate::train::{mix_seed, TrainConfig};
-use crate::worlds::builtin::BuiltinWorld;
-use crate::worlds::search::{search_tool, Bm25Index, SearchWorld};
-use crate::worlds::static_world::StaticWorld;
-use crate::worlds::{bamboogle, Task, World};
+use crate::worlds::search::Bm25Index;
+use crate::worlds::{Task, World};
 
 mod loader;
 pub mod lookup;
@@ -57,19 +55,8 @@ pub struct EngineBackend {
     search: Option<Arc<Bm25Index>>,
 }
 
-fn to_call(c: &CallRecord) -> ToolCall {
-    ToolCall::new(c.name.clone(), c.arguments.clone())
-}
-
-fn record(c: &ToolCall) -> CallRecord {
-    CallRecord {
-        name: c.name.clone(),
-        arguments: serde_json::Value::Object(c.arguments.clone()),
-    }
-}
-
 /// The engine task behind a debugger task. Tool schemas that do not parse are an error.
-pub fn task_of(t: &DebugTask) -> Result<Task, BackendError> {
+pub fn task_of(t: &DebugTask) -> std::result::Result<Task, BackendError> {
     let tools = t
         .tools
         .iter()
@@ -78,7 +65,7 @@ pub fn task_of(t: &DebugTask) -> Result<Task, BackendError> {
             serde_json::from_value::<ToolSchema>(v.clone())
                 .map_err(|e| BackendError(format!("tool schema {} of task {}: {e}", i + 1, t.id)))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(Task {
         id: t.id.clone(),
         world: if t.world.is_empty() {
@@ -90,7 +77,7 @@ pub fn task_of(t: &DebugTask) -> Result<Task, BackendError> {
         request: t.text.clone(),
         tools,
         gold_plan: t.gold_plan.clone(),
-        gold_calls: t.gold_calls.iter().map(to_call).collect(),
+        gold_calls: t.gold_calls.iter().map(tool_call).collect(),
         gold_derived: vec![],
         gold_final_state: None,
         gold_answer: t.gold_answer.clone(),
@@ -104,7 +91,7 @@ pub fn debug_task_of(t: &Task) -> DebugTask {
         id: t.id.clone(),
         text: t.request.clone(),
         gold_plan: t.gold_plan.clone(),
-        gold_calls: t.gold_calls.iter().map(record).collect(),
+        gold_calls: t.gold_calls.iter().map(call_record).collect(),
         world: t.world.clone(),
         tools: t
             .tools
@@ -125,28 +112,14 @@ impl EngineBackend {
     }
 
     /// A fresh world for `task`, reset to it.
-    fn world_for(&self, task: &Task) -> Result<Box<dyn World>, BackendError> {
-        let mut w: Box<dyn World> = match task.world.as_str() {
-            "builtin" => Box::new(BuiltinWorld::new()),
-            "bfcl" | "api-bank" | "nestful" => {
-                Box::new(StaticWorld::new(task.world.clone(), task.tools.clone()))
-            }
-            bamboogle::WORLD_NAME => match &self.search {
-                Some(idx) => Box::new(SearchWorld::new(bamboogle::WORLD_NAME, idx.clone(), 5)),
-                None => Box::new(StaticWorld::new(bamboogle::WORLD_NAME, vec![search_tool()])),
-            },
-            other => {
-                return Err(BackendError(format!(
-                    "unknown world {other:?} of task {}",
-                    task.id
-                )))
-            }
-        };
+    fn world_for(&self, task: &Task) -> std::result::Result<Box<dyn World>, BackendError> {
+        let mut w = world_by_name(&task.world, self.search.clone().map(|idx| (idx, 5)))
+            .map_err(|e| BackendError(format!("{e} of task {}", task.id)))?;
         w.reset(task).map_err(backend_err)?;
         Ok(w)
     }
 
-    fn execute(&self, world: &mut dyn World, call: &ToolCall) -> cahl_engine::worlds::Observation {
+    fn execute(&self, world: &mut dyn World, call: &ToolCall) -> crate::worlds::Observation {
         let mut obs = world.execute(call);
         if world.name() == bamboogle::WORLD_NAME && self.search.is_none() && obs.ok {
             obs.content["note"] = NO_INDEX_NOTE.into();
@@ -164,7 +137,7 @@ impl ExecutorBackend for EngineBackend {
         format!("{name} · {}", self.adapters)
     }
 
-    fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, BackendError> {
+    fn plan(&mut self, req: PlanRequest) -> std::result::Result<Vec<String>, BackendError> {
         let task = task_of(&req.task)?;
         let tools = self.world_for(&task)?.tools();
         let ids = self
@@ -197,13 +170,16 @@ impl ExecutorBackend for EngineBackend {
         Ok(plan.subtasks)
     }
 
-    fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, BackendError> {
+    fn run_step(
+        &mut self,
+        req: DebugStepRequest,
+    ) -> std::result::Result<DebugStepOutcome, BackendError> {
         let task = task_of(&req.task)?;
         let mut world = self.world_for(&task)?;
         let mut history = Vec::new();
         for prior in &req.previous {
             for c in &prior.calls {
-                let call = to_call(c);
+                let call = tool_call(c);
                 let observation = self.execute(world.as_mut(), &call);
                 history.push(HistoryItem { call, observation });
             }
@@ -211,10 +187,7 @@ impl ExecutorBackend for EngineBackend {
         let tools = world.tools();
         let user = prompts::executor_user(&task.request, &req.subtasks, req.index, &history);
         let system = prompts::executor_system(&tools);
-        let ids = self
-            .agent
-            .prompt_ids(&system, &user)
-            .map_err(backend_err)?;
+        let ids = self.agent.prompt_ids(&system, &user).map_err(backend_err)?;
         let mut p = self.cfg.rollout.executor.clone();
         p.seed = mix_seed(&[req.seed, 2, req.index as u64]);
         let out = sample_group(
@@ -263,7 +236,7 @@ impl ExecutorBackend for EngineBackend {
         Ok(DebugStepOutcome {
             prompt: format!("[system]\n{system}\n[user]\n{user}"),
             raw_output: text,
-            calls: calls.iter().map(record).collect(),
+            calls: calls.iter().map(call_record).collect(),
             parse_error: parsed.issues.first().map(|i| i.message()),
             tool_result,
             reward: RewardBreakdown {

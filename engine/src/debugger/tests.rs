@@ -1,15 +1,14 @@
-
 //! Tests of the debugger's backend on a tiny random model written in the test.
 use std::path::{Path, PathBuf};
 
 use cahl_sessions::debug::{BackendLoader, PriorStep};
-use candle_core::Device;
+use candle_core::{DType, Device};
 
-use super::lookup::find_bench_task;
 use super::*;
+use crate::benchmarks::{find_item as find_bench_task, Bench};
 use crate::load::embedded;
 use crate::model::{LoraAdapter, LoraConfig, Model, ModelConfig};
-use crate::score::Bench;
+use cahl_sessions::CallRecord;
 
 /// Writes a tiny random HF model folder (word-level tokenizer, ChatML fallback template)
 /// whose vocabulary covers the executor prompt's markup and a few tool names.
@@ -85,8 +84,8 @@ fn benchmark_items_load_by_id_and_run_on_a_tiny_model() {
     assert!(!b.tools.is_empty());
     let m = find_bench_task(Bench::Bfcl, &data, "multiple_3").expect("bfcl multiple");
     assert_eq!(m.template.as_deref(), Some("multiple"));
-    let n = find_bench_task(Bench::Nestful, &data, "non-executable-glaive-data-0")
-        .expect("nestful");
+    let n =
+        find_bench_task(Bench::Nestful, &data, "non-executable-glaive-data-0").expect("nestful");
     assert!(!n.gold_calls.is_empty() && !n.tools.is_empty());
     let q = find_bench_task(Bench::Bamboogle, &data, "bamboogle-0").expect("bamboogle");
     assert!(q.gold_answer.is_some());
@@ -231,7 +230,8 @@ fn session_loader_loads_fresh_or_checkpoint_adapters() {
         .err()
         .expect("no adapters is an error");
     assert!(
-        err.to_string().contains("neither a planner/ nor an executor/ adapter"),
+        err.to_string()
+            .contains("neither a planner/ nor an executor/ adapter"),
         "{err}"
     );
 }
@@ -272,5 +272,8 @@ fn debug_tasks_round_trip_world_tools_and_gold() {
         tools: vec![serde_json::json!(42)],
         ..DebugTask::default()
     };
-    assert!(task_of(&bad).unwrap_err().to_string().contains("tool schema 1"));
+    assert!(task_of(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("tool schema 1"));
 }

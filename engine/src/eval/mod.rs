@@ -3,20 +3,22 @@
 //!
 //! Every item runs as one greedy episode through the training rollout
 //! ([`crate::train::rollout_task`] with one plan, one executor sample per sub-task and argmax
-//! decoding). Benchmarks whose tools are not executable (BFCL, API-Bank, NESTFUL) run in a
-//! [`StaticWorld`]: each emitted call is checked against the item's tool schemas and answered with
-//! a neutral placeholder observation (`{"status": "ok", "note": "simulated…"}`), or an error
-//! naming the schema violation; the calls emitted over the whole episode, in order, are the
-//! prediction scored by [`crate::score::score_bench`]. Bamboogle runs in a [`SearchWorld`] over
-//! a BM25 index, and its prediction is the episode's final `<response>` text. Built-in tasks are
-//! judged by the rollout's success criterion (gold calls made in order and the gold final state
+//! decoding), in the world of [`Bench::world`]. Benchmarks whose tools are not executable (BFCL,
+//! API-Bank, NESTFUL) run in a [`crate::worlds::static_world::StaticWorld`]: each emitted call
+//! is checked against the item's tool schemas and answered with a neutral placeholder
+//! observation (`{"status": "ok", "note": "simulated…"}`), or an error naming the schema
+//! violation; the calls emitted over the whole episode, in order, are the prediction scored by
+//! [`Bench::score`]. Bamboogle runs in a [`crate::worlds::search::SearchWorld`] over a BM25
+//! index, and its prediction is the episode's final `<response>` text. Built-in tasks are judged
+//! by the rollout's success criterion (gold calls made in order and the gold final state
 //! reached).
 //!
 //! ```no_run
-//! use cahl_engine::eval::{load_tasks, run_eval, EvalBench, EvalOptions};
+//! use cahl_engine::benchmarks::Bench;
+//! use cahl_engine::eval::{run_eval, EvalOptions};
 //! fn evaluate(agent: &mut cahl_engine::train::Agent) {
-//!     let bench = EvalBench::Builtin;
-//!     let tasks = load_tasks(bench, None, Some(20), 0, None).unwrap();
+//!     let bench = Bench::Builtin;
+//!     let tasks = bench.load_tasks(None, Some(20), 0, None).unwrap();
 //!     let run = run_eval(agent, bench, None, None, &tasks, &EvalOptions::default(), &mut |_, _| {}).unwrap();
 //!     println!("{}", run.summary.to_text());
 //! }
@@ -26,7 +28,6 @@ pub mod taxonomy;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use cahl_sessions::records::TrajectoryRecord;
@@ -35,15 +36,12 @@ use serde::{Deserialize, Serialize};
 pub use aggregate::{EvalSummary, ItemResult};
 pub use taxonomy::{classify, EpisodeView, Label, Misalignment};
 
+use crate::benchmarks::{category_of, Bench, BenchError, Prediction, ScoreError};
 use crate::error::EngineError;
 use crate::lanes::Lanes;
-use crate::parse::{parse_executor, parse_planner, validate_call, ToolCall, ToolSchema};
-use crate::score::{score_bench, Bench, Prediction, ScoreError};
+use crate::parse::{parse_executor, parse_planner, tool_call, validate_call, ToolCall, ToolSchema};
 use crate::train::{rollout_task_with, Agent, Mode, Prefixes, TrainConfig};
-use crate::worlds::builtin::{generate_tasks, BuiltinWorld};
-use crate::worlds::search::{Bm25Index, SearchWorld};
-use crate::worlds::static_world::StaticWorld;
-use crate::worlds::{bamboogle, benchmarks, Split, Task, World, WorldError};
+use crate::worlds::{Task, World, WorldError};
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -54,42 +52,13 @@ pub enum EvalError {
     World(#[from] WorldError),
     #[error(transparent)]
     Score(#[from] ScoreError),
+    #[error(transparent)]
+    Bench(#[from] BenchError),
     #[error("{0}")]
     Input(String),
 }
 
 pub type Result<T> = std::result::Result<T, EvalError>;
-
-/// What to evaluate on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvalBench {
-    /// Generated test-split tasks of the built-in world.
-    Builtin,
-    Bench(Bench),
-}
-
-impl EvalBench {
-    pub fn parse(s: &str) -> Result<EvalBench> {
-        if s.eq_ignore_ascii_case("builtin") {
-            return Ok(EvalBench::Builtin);
-        }
-        s.parse::<Bench>().map(EvalBench::Bench).map_err(|_| {
-            EvalError::Input(format!(
-                "unknown --bench {s:?} (expected builtin, bfcl, api-bank, nestful or bamboogle)"
-            ))
-        })
-    }
-    /// The name used in files (`builtin`, `bfcl`, `api-bank`, `nestful`, `bamboogle`).
-    pub fn name(self) -> &'static str {
-        match self {
-            EvalBench::Builtin => "builtin",
-            EvalBench::Bench(Bench::Bfcl) => "bfcl",
-            EvalBench::Bench(Bench::ApiBank) => "api-bank",
-            EvalBench::Bench(Bench::Nestful) => "nestful",
-            EvalBench::Bench(Bench::Bamboogle) => "bamboogle",
-        }
-    }
-}
 
 /// Hierarchical (planner then executor) or flat (executor alone, turn by turn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,186 +139,6 @@ impl EvalOptions {
     }
 }
 
-/// The category of a task in the accuracy table: `calls-N` for built-in tasks, the benchmark's
-/// category (BFCL category, API-Bank level, NESTFUL source) otherwise.
-pub fn category_of(task: &Task) -> String {
-    match task.world.as_str() {
-        "builtin" => format!("calls-{}", task.gold_calls.len()),
-        "bamboogle" => "bamboogle".into(),
-        _ => task.template.clone().unwrap_or_else(|| task.world.clone()),
-    }
-}
-
-/// Load the tasks of a benchmark.
-///
-/// * `builtin`: `limit` (default 100) generated test-split tasks from `seed`;
-/// * benchmarks: every item of `data` (or of `category`), at most `limit` per category, in
-///   file order.
-pub fn load_tasks(
-    bench: EvalBench,
-    data: Option<&Path>,
-    limit: Option<usize>,
-    seed: u64,
-    category: Option<&str>,
-) -> Result<Vec<Task>> {
-    let need_data = || {
-        data.ok_or_else(|| {
-            EvalError::Input(format!(
-                "--bench {} needs --data DIR (e.g. ../shared/data/{})",
-                bench.name(),
-                bench.name()
-            ))
-        })
-    };
-    let tasks = match bench {
-        EvalBench::Builtin => {
-            let mut t = generate_tasks(Split::Test, limit.unwrap_or(100), seed)?;
-            if let Some(c) = category {
-                t.retain(|x| category_of(x) == c);
-            }
-            return Ok(t);
-        }
-        EvalBench::Bench(Bench::Bfcl) => {
-            let dir = need_data()?;
-            let cats = crate::score::bfcl::category_files(dir).map_err(EvalError::Input)?;
-            if cats.is_empty() {
-                return Err(EvalError::Input(format!(
-                    "{}: no BFCL_v4_*.json category files",
-                    dir.display()
-                )));
-            }
-            let mut out = Vec::new();
-            for (c, _) in cats {
-                if category.is_none_or(|x| x == c) {
-                    out.extend(benchmarks::bfcl_tasks(dir, &c)?);
-                }
-            }
-            out
-        }
-        EvalBench::Bench(Bench::ApiBank) => benchmarks::apibank_tasks(need_data()?, category)?,
-        EvalBench::Bench(Bench::Nestful) => benchmarks::nestful_tasks(need_data()?, category)?,
-        EvalBench::Bench(Bench::Bamboogle) => bamboogle::load_tasks(need_data()?)?,
-    };
-    if let (Some(c), EvalBench::Bench(Bench::Bfcl)) = (category, bench) {
-        if tasks.is_empty() {
-            return Err(EvalError::Input(format!("no BFCL category {c:?}")));
-        }
-    }
-    let Some(limit) = limit else {
-        return Ok(tasks);
-    };
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    Ok(tasks
-        .into_iter()
-        .filter(|t| {
-            let n = seen.entry(category_of(t)).or_default();
-            *n += 1;
-            *n <= limit
-        })
-        .collect())
-}
-
-/// What `[world]` gives a training run.
-pub struct TrainingWorld {
-    pub train: Vec<Task>,
-    /// Held-out tasks for `[eval]` (empty when it is off).
-    pub held_out: Vec<Task>,
-    pub world: Box<dyn World>,
-}
-
-/// Training tasks, held-out tasks and the world of a run's `[world]`.
-///
-/// * `builtin`: `train_tasks` generated train-split tasks; held out: `[eval].tasks` test-split
-///   tasks.
-/// * `toolrl`, `api-bank`, `bfcl`, `nestful` (`data` = the benchmark's folder): the items with
-///   gold calls, shuffled with `seed`; `[eval].tasks` of them are held out (at most half), the
-///   rest (at most `train_tasks`) are trained on. Their tools are not executable: a static world
-///   answers each valid call with a placeholder observation and rewards compare against the gold
-///   calls. Gold plans are synthesized from the gold calls (one sub-task per call).
-pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
-    let kind = cfg.world.kind.as_str();
-    let held_n = if cfg.eval.every > 0 {
-        cfg.eval.tasks
-    } else {
-        0
-    };
-    if kind == "builtin" {
-        return Ok(TrainingWorld {
-            train: generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?,
-            held_out: generate_tasks(Split::Test, held_n, cfg.seed)?,
-            world: Box::new(BuiltinWorld::new()),
-        });
-    }
-    if cfg.world.data.is_empty() {
-        return Err(EvalError::Input(format!(
-            "[world].kind {kind:?} needs a data folder: --data DIR (e.g. ../shared/data/{kind})"
-        )));
-    }
-    let data = Path::new(&cfg.world.data);
-    let all =
-        match kind {
-            "toolrl" => benchmarks::toolrl_tasks(data)?,
-            "api-bank" | "bfcl" | "nestful" => {
-                load_tasks(EvalBench::parse(kind)?, Some(data), None, cfg.seed, None)?
-            }
-            "bamboogle" => return Err(EvalError::Input(
-                "world \"bamboogle\" is for eval only (it needs a search corpus index): train on \
-                 builtin, toolrl, api-bank, bfcl or nestful"
-                    .into(),
-            )),
-            other => {
-                return Err(EvalError::Input(format!(
-            "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
-        )))
-            }
-        };
-    let mut usable: Vec<Task> = all
-        .into_iter()
-        .filter(|t| !t.gold_calls.is_empty())
-        .collect();
-    if usable.is_empty() {
-        return Err(EvalError::Input(format!(
-            "{}: no items with gold calls to train on",
-            data.display()
-        )));
-    }
-    for t in &mut usable {
-        if t.gold_plan.is_empty() {
-            t.gold_plan = benchmarks::synth_gold_plan(t);
-        }
-    }
-    let (mut train, held_out) = benchmarks::split_held_out(usable, held_n, cfg.seed);
-    train.truncate(cfg.world.train_tasks.max(1));
-    Ok(TrainingWorld {
-        train,
-        held_out,
-        world: Box::new(StaticWorld::new(kind, Vec::new())),
-    })
-}
-
-/// The world a benchmark's tasks run in. Bamboogle needs a search index (a directory written
-/// by `cahl-tui index build`).
-pub fn make_world(bench: EvalBench, index: Option<&Path>) -> Result<Box<dyn World>> {
-    Ok(match bench {
-        EvalBench::Builtin => Box::new(BuiltinWorld::new()),
-        EvalBench::Bench(Bench::Bamboogle) => {
-            let dir = index.ok_or_else(|| {
-                EvalError::Input(
-                    "--bench bamboogle needs --index DIR: a BM25 index of a search corpus \
-                     (build one with `cahl-tui index build --corpus FILE --out DIR`)"
-                        .into(),
-                )
-            })?;
-            let idx = Bm25Index::open(dir)?;
-            Box::new(SearchWorld::new(bamboogle::WORLD_NAME, Arc::new(idx), 3))
-        }
-        EvalBench::Bench(b) => Box::new(StaticWorld::new(
-            EvalBench::Bench(b).name(),
-            Vec::<ToolSchema>::new(),
-        )),
-    })
-}
-
 /// What the agent produced for one item.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PredictionOut {
@@ -377,10 +166,6 @@ struct Episode {
     success: bool,
     step_calls: Vec<Vec<ToolCall>>,
     efficiency: aggregate::Efficiency,
-}
-
-fn to_call(c: &cahl_sessions::records::CallRecord) -> ToolCall {
-    ToolCall::new(c.name.clone(), c.arguments.clone())
 }
 
 /// Calls, attempts and schema failures of the continued samples of an episode.
@@ -461,7 +246,7 @@ fn run_episode(
             p.steps
                 .iter()
                 .filter_map(|s| s.samples.get(s.continued))
-                .flat_map(|s| s.calls.iter().map(to_call))
+                .flat_map(|s| s.calls.iter().map(tool_call))
                 .collect()
         })
         .unwrap_or_default();
@@ -493,7 +278,7 @@ pub struct EvalRun {
 /// are scored as wrong with the error as the reason.
 pub fn run_eval(
     agent: &mut Agent,
-    bench: EvalBench,
+    bench: Bench,
     data: Option<&Path>,
     index: Option<&Path>,
     tasks: &[Task],
@@ -502,7 +287,7 @@ pub fn run_eval(
 ) -> Result<EvalRun> {
     ensure_adapters(agent)?;
     let cfg = opts.rollout_config();
-    let world = make_world(bench, index)?;
+    let world = bench.world(index)?;
     // The system prompts (tool lists) are computed once for all episodes; tasks that bring
     // their own tools share less and prefill more.
     let prefixes = Prefixes::for_rollouts(agent, &world.tools(), cfg.mode)?;
@@ -532,7 +317,7 @@ pub fn run_eval(
     // Scoring
     let mut verdicts: HashMap<String, (bool, Option<String>, Option<f64>)> = HashMap::new();
     match bench {
-        EvalBench::Builtin => {
+        Bench::Builtin => {
             for (t, ep) in tasks.iter().zip(&episodes) {
                 let v = match ep {
                     Ok(ep) if ep.success => (true, None, None),
@@ -546,7 +331,7 @@ pub fn run_eval(
                 verdicts.insert(t.id.clone(), v);
             }
         }
-        EvalBench::Bench(b) => {
+        b => {
             let dir = data.ok_or_else(|| {
                 EvalError::Input(format!("--bench {} needs --data DIR", bench.name()))
             })?;
@@ -565,7 +350,7 @@ pub fn run_eval(
                     _ => Prediction::from_calls(t.id.clone(), ep.prediction.calls.clone()),
                 })
                 .collect();
-            let report = score_bench(b, dir, None, &preds)?;
+            let report = b.score(dir, None, &preds)?;
             for v in report.verdicts {
                 verdicts.insert(v.id.clone(), (v.correct, v.error, v.partial));
             }
@@ -727,13 +512,6 @@ mod tests {
 
     #[test]
     fn names_parse() {
-        assert_eq!(EvalBench::parse("builtin").unwrap(), EvalBench::Builtin);
-        assert_eq!(
-            EvalBench::parse("api-bank").unwrap(),
-            EvalBench::Bench(Bench::ApiBank)
-        );
-        let e = EvalBench::parse("nope").unwrap_err().to_string();
-        assert!(e.contains("builtin, bfcl"), "{e}");
         assert!(EvalMode::parse("flat").is_ok());
         assert!(EvalMode::parse("x").is_err());
         let c = EvalOptions::default().rollout_config();
@@ -742,25 +520,6 @@ mod tests {
             (c.rollout.plans_per_task, c.rollout.samples_per_step),
             (1, 1)
         );
-    }
-
-    #[test]
-    fn builtin_tasks_limit_and_categories() {
-        let t = load_tasks(EvalBench::Builtin, None, Some(7), 3, None).unwrap();
-        assert_eq!(t.len(), 7);
-        assert!(t.iter().all(|x| x.split == Some(Split::Test)));
-        let c = category_of(&t[0]);
-        let only = load_tasks(EvalBench::Builtin, None, Some(7), 3, Some(&c)).unwrap();
-        assert!(!only.is_empty() && only.iter().all(|x| category_of(x) == c));
-        let e = load_tasks(EvalBench::Bench(Bench::ApiBank), None, None, 0, None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("needs --data"), "{e}");
-        let e = make_world(EvalBench::Bench(Bench::Bamboogle), None)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("--index"), "{e}");
     }
 
     fn sample(text: &str, calls: Vec<CallRecord>) -> ExecSample {

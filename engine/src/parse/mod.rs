@@ -25,6 +25,7 @@ pub use executor::{parse_executor, CallEntry, CallStyle, ExecutorOutput};
 pub use planner::{parse_planner, PlannerOutput};
 pub use validate::{json_type_name, validate_call, validate_calls, ToolSchema};
 
+use cahl_sessions::records::CallRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -64,6 +65,19 @@ impl ToolCall {
         let v = serde_json::json!({"name": self.name, "parameters": Value::Object(self.arguments.clone())});
         v.to_string()
     }
+}
+
+/// The session record of a call (as written in trajectories).
+pub fn call_record(call: &ToolCall) -> CallRecord {
+    CallRecord {
+        name: call.name.clone(),
+        arguments: Value::Object(call.arguments.clone()),
+    }
+}
+
+/// The call of a session record; arguments that are not a JSON object become empty.
+pub fn tool_call(record: &CallRecord) -> ToolCall {
+    ToolCall::new(record.name.clone(), record.arguments.clone())
 }
 
 /// Which rule an issue breaks; used to route issues to the format or syntax reward.
@@ -281,5 +295,23 @@ pub(crate) fn snippet(text: &str) -> String {
         format!("{c}…")
     } else {
         c.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_records_round_trip() {
+        let c = ToolCall::new("f", serde_json::json!({"x": 1, "y": "z"}));
+        let r = call_record(&c);
+        assert_eq!(r.arguments, serde_json::json!({"x": 1, "y": "z"}));
+        assert_eq!(tool_call(&r), c);
+        let odd = CallRecord {
+            name: "g".into(),
+            arguments: serde_json::json!([1]),
+        };
+        assert!(tool_call(&odd).arguments.is_empty());
     }
 }

@@ -127,7 +127,7 @@ fn match_score(a: &[&str], b: &[&str]) -> f64 {
 
 fn same_call(a: &ToolCall, b: &ToolCall) -> bool {
     a.name == b.name
-        && crate::score::pyval::py_eq(
+        && crate::pyval::py_eq(
             &Value::Object(a.arguments.clone()),
             &Value::Object(b.arguments.clone()),
         )
@@ -153,7 +153,7 @@ fn correctness(gold: &[ToolCall], pred: &[ToolCall]) -> (f64, f64) {
             for (k, v) in &g.arguments {
                 if p.arguments
                     .get(k)
-                    .is_some_and(|pv| crate::score::pyval::py_eq(pv, v))
+                    .is_some_and(|pv| crate::pyval::py_eq(pv, v))
                 {
                     s += 1.0;
                 }

@@ -281,13 +281,17 @@ mod tests {
                 }
             }
         }
-        let written: toml::Table = toml::from_str(&TrainConfig::default().to_toml().unwrap()).unwrap();
+        let written: toml::Table =
+            toml::from_str(&TrainConfig::default().to_toml().unwrap()).unwrap();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         keys(&written, "", &mut a);
         keys(default_table(), "", &mut b);
         a.sort();
         b.sort();
-        assert_eq!(a, b, "keys of a serialized config vs keys of assets/default.toml");
+        assert_eq!(
+            a, b,
+            "keys of a serialized config vs keys of assets/default.toml"
+        );
     }
 
     #[test]
@@ -307,14 +311,21 @@ mod tests {
         let e = TrainConfig::from_toml("[optim.planner]\nlrr = 1\n", "t.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("t.toml") && e.contains("optim.planner.lrr"), "{e}");
-        let e = TrainConfig::from_toml("stepz = 1\n", "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml") && e.contains("optim.planner.lrr"),
+            "{e}"
+        );
+        let e = TrainConfig::from_toml("stepz = 1\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`stepz`") && e.contains("steps"), "{e}");
         let e = TrainConfig::from_toml("[optim.planner]\nlr = \"fast\"\n", "t.toml")
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml") && e.contains("lr"), "{e}");
-        let e = TrainConfig::from_toml("optim = 3\n", "t.toml").unwrap_err().to_string();
+        let e = TrainConfig::from_toml("optim = 3\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`optim` must be a table"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ use super::trainer::Trainer;
 /// and the step the run continues from.
 pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<(SessionWriter, u64)> {
     let (mut w, report) = SessionWriter::resume(dir)?;
-    for r in &report.tail_repairs {
+    for r in &report.repairs {
         tracing::warn!("repaired torn tail: {r:?}");
     }
     match report.latest_checkpoint {
@@ -43,7 +43,6 @@ pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<(SessionWrite
         }
     }
 }
-
 
 /// A running training: its events, the command channel, and the trainer's thread.
 pub struct RunHandle {

@@ -91,4 +91,3 @@ pub fn quick_eval_on(
     out.executor_reward = if ne > 0 { er / ne as f64 } else { f64::NAN };
     Ok(out)
 }
-

@@ -1,14 +1,14 @@
 //! Hierarchical rollout: planner -> plan -> per sub-task an executor group -> tool execution ->
 //! observation -> next sub-task; and the flat baseline. Produces GRPO groups plus the trace record.
 use cahl_sessions::records::{
-    CallRecord, ExecSample, PlanRecord, RewardBreakdown as RecBreakdown, StepRecord, TaskInfo,
-    TrajectoryRecord,
+    ExecSample, PlanRecord, RewardBreakdown as RecBreakdown, StepRecord, TaskInfo, TrajectoryRecord,
 };
 use serde_json::Value;
 
+use crate::agent::Agent;
 use crate::error::Result;
 use crate::model::Prefix;
-use crate::parse::{parse_executor, parse_planner, ToolCall, ToolSchema};
+use crate::parse::{call_record, parse_executor, parse_planner, ToolCall, ToolSchema};
 use crate::rewards::{
     executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
     RewardBreakdown, ToolRlGold,
@@ -16,7 +16,6 @@ use crate::rewards::{
 use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
-use crate::agent::Agent;
 use crate::worlds::{Task, World};
 
 /// Which adapter a group trains.
@@ -134,13 +133,6 @@ pub(crate) fn to_record_breakdown(b: &RewardBreakdown) -> RecBreakdown {
             .map(|c| (c.name.clone(), c.value))
             .collect(),
         reasons: b.reasons.clone(),
-    }
-}
-
-fn call_record(c: &ToolCall) -> CallRecord {
-    CallRecord {
-        name: c.name.clone(),
-        arguments: Value::Object(c.arguments.clone()),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Tool worlds: the built-in stateful world used for training and the demo, and loaders for the
-//! benchmark worlds (BFCL, API-Bank, NESTFUL, Bamboogle search).
+//! Tool worlds: the built-in stateful world used for training and the demo, the calculator, the
+//! stateless schema-checking [`static_world`] and the BM25 [`search`] world. The benchmarks'
+//! tasks, their worlds and scorers live in `crate::benchmarks`, which builds on this module.
 //!
 //! A [`World`] lists its tool schemas (for prompts), resets a per-episode state from a [`Task`],
 //! executes parsed calls into JSON [`Observation`]s, and reports its final state for comparison
@@ -19,8 +20,6 @@
 //! let obs = world.execute(&ToolCall::new("no_such_tool", serde_json::json!({})));
 //! assert!(!obs.ok);
 //! ```
-pub mod bamboogle;
-pub mod benchmarks;
 pub mod builtin;
 pub mod calc;
 pub mod search;

@@ -1,6 +1,6 @@
 //! A stateless world over a fixed list of tool schemas, for benchmarks whose tools are not
 //! executable (BFCL, API-Bank, NESTFUL): a call is checked against its schema and answered with a
-//! placeholder result. Scoring of these benchmarks is static (see `crate::score`).
+//! placeholder result. Scoring of these benchmarks is static (see `crate::benchmarks`).
 use serde_json::{json, Value};
 
 use super::{Observation, Task, ToolCall, ToolSchema, World, WorldError};

@@ -1,15 +1,14 @@
-//! BFCL: loader for the `BFCL_v4_<category>.json` files and an AST checker that follows BFCL's
-//! Python checker rules (Python-language categories): required and unexpected parameters, type
-//! rules (int accepted for float, one level of nested array types, dicts and lists of dicts),
-//! string normalization, option lists where `""` means the parameter may be omitted, any order
-//! for parallel categories, no call for irrelevance (and at least one call for relevance).
-use std::path::{Path, PathBuf};
-
+//! BFCL's AST checker, following BFCL's Python checker rules (Python-language categories):
+//! required and unexpected parameters, type rules (int accepted for float, one level of nested
+//! array types, dicts and lists of dicts), string normalization, option lists where `""` means
+//! the parameter may be omitted, any order for parallel categories, no call for irrelevance (and
+//! at least one call for relevance).
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::pyval::{py_eq, py_in, py_type, py_type_name, PyType};
+use super::{answer_name, find_description, is_empty_str, BfclItem};
 use crate::parse::ToolCall;
+use crate::pyval::{py_eq, py_in, py_type, py_type_name, PyType};
 
 /// A checker failure: BFCL's `error_type` and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,125 +30,6 @@ impl std::fmt::Display for CheckError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.error_type, self.message)
     }
-}
-
-/// One BFCL question with its function docs and ground truth.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BfclItem {
-    pub id: String,
-    pub category: String,
-    /// The user turns (first turn's messages).
-    pub question: Value,
-    pub functions: Vec<Value>,
-    /// `[{func_name: {param: [options…]}}]`; `None` for irrelevance/relevance.
-    pub ground_truth: Option<Vec<Value>>,
-}
-
-/// Categories this checker supports (single-turn AST categories), in the order they are listed.
-pub fn category_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let Some(cat) = name
-            .strip_prefix("BFCL_v4_")
-            .and_then(|s| s.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        if supported_category(cat) {
-            out.push((cat.to_string(), e.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Single-turn Python AST categories (multi-turn, Java, JavaScript, SQL, REST, format-sensitivity
-/// and memory/web-search categories are not scored here).
-pub fn supported_category(cat: &str) -> bool {
-    let bad = [
-        "multi_turn",
-        "java",
-        "javascript",
-        "sql",
-        "rest",
-        "exec",
-        "memory",
-        "web_search",
-        "format",
-    ];
-    !bad.iter().any(|b| cat.contains(b))
-}
-
-fn read_jsonl(path: &Path) -> Result<Vec<Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))
-        })
-        .collect()
-}
-
-/// Load one category from the BFCL folder (questions and `possible_answer/`).
-pub fn load_category(dir: &Path, category: &str) -> Result<Vec<BfclItem>, String> {
-    let qpath = dir.join(format!("BFCL_v4_{category}.json"));
-    let apath = dir
-        .join("possible_answer")
-        .join(format!("BFCL_v4_{category}.json"));
-    let questions = read_jsonl(&qpath)?;
-    let answers = if apath.exists() {
-        Some(read_jsonl(&apath)?)
-    } else {
-        None
-    };
-    let mut by_id = std::collections::HashMap::new();
-    if let Some(a) = &answers {
-        for v in a {
-            if let (Some(id), Some(gt)) =
-                (v.get("id").and_then(Value::as_str), v.get("ground_truth"))
-            {
-                by_id.insert(id.to_string(), gt.clone());
-            }
-        }
-    }
-    let needs_answer = !category.contains("relevance");
-    questions
-        .into_iter()
-        .map(|q| {
-            let id = q
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{}: item without id", qpath.display()))?;
-            let functions = match q.get("function") {
-                Some(Value::Array(a)) => a.clone(),
-                Some(Value::Object(o)) => vec![Value::Object(o.clone())],
-                _ => return Err(format!("{}: {id} has no function list", qpath.display())),
-            };
-            let ground_truth = match by_id.get(id) {
-                Some(Value::Array(a)) => Some(a.clone()),
-                Some(_) => {
-                    return Err(format!(
-                        "{}: {id} ground_truth is not a list",
-                        apath.display()
-                    ))
-                }
-                None if needs_answer => {
-                    return Err(format!("{}: no ground truth for {id}", apath.display()))
-                }
-                None => None,
-            };
-            Ok(BfclItem {
-                id: id.to_string(),
-                category: category.to_string(),
-                question: q.get("question").cloned().unwrap_or(Value::Null),
-                functions,
-                ground_truth,
-            })
-        })
-        .collect()
 }
 
 fn schema_type(t: &str) -> Option<PyType> {
@@ -178,10 +58,6 @@ fn std_value(v: &Value) -> Value {
         Value::String(s) => Value::String(standardize_string(s)),
         other => other.clone(),
     }
-}
-
-fn is_empty_str(v: &Value) -> bool {
-    v.as_str() == Some("")
 }
 
 fn possible_answer_type(options: &[Value]) -> Option<PyType> {
@@ -501,20 +377,6 @@ pub fn simple_function_checker(
     Ok(())
 }
 
-fn answer_name(possible: &Value) -> &str {
-    possible
-        .as_object()
-        .and_then(|m| m.keys().next())
-        .map(String::as_str)
-        .unwrap_or("")
-}
-
-fn find_description<'a>(funcs: &'a [Value], name: &str) -> Option<&'a Value> {
-    funcs
-        .iter()
-        .find(|f| f.get("name").and_then(Value::as_str) == Some(name))
-}
-
 /// BFCL's `ast_checker` dispatch by category name.
 pub fn check(item: &BfclItem, output: &[ToolCall]) -> Result<(), CheckError> {
     let cat = item.category.as_str();
@@ -605,80 +467,9 @@ pub fn check(item: &BfclItem, output: &[ToolCall]) -> Result<(), CheckError> {
     simple_function_checker(func, &output[0], possible)
 }
 
-fn first_option(options: &Value) -> Option<Value> {
-    match options {
-        Value::Array(a) => a.iter().find(|o| !is_empty_str(o)).cloned(),
-        other if !is_empty_str(other) => Some(other.clone()),
-        _ => None,
-    }
-}
-
-fn gold_dict(opt: &Value) -> Value {
-    match opt {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter_map(|(k, opts)| first_option(opts).map(|v| (k.clone(), v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// The ground truth turned into calls: for each parameter the first acceptable option (omitting
-/// parameters whose only option is `""`, and omittable parameters the function does not
-/// declare), with dict options resolved the same way.
-pub fn gold_calls(item: &BfclItem) -> Vec<ToolCall> {
-    let mut out = Vec::new();
-    for possible in item.ground_truth.as_deref().unwrap_or(&[]) {
-        let name = answer_name(possible);
-        let func = find_description(&item.functions, name);
-        let mut args = Map::new();
-        if let Some(Value::Object(params)) = possible.get(name) {
-            for (p, options) in params {
-                let detail = func
-                    .and_then(|f| f.get("parameters"))
-                    .and_then(|p| p.get("properties"))
-                    .and_then(|d| d.get(p));
-                let omittable = options
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(is_empty_str));
-                // a few ground truths list an omittable parameter that the function does not
-                // declare (e.g. parallel_multiple_12, _26): a faithful prediction leaves it out
-                if detail.is_none() && omittable {
-                    continue;
-                }
-                let Some(v) = first_option(options) else {
-                    continue;
-                };
-                let ty = detail
-                    .and_then(|d| d.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let item_ty = detail
-                    .and_then(|d| d.get("items"))
-                    .and_then(|i| i.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let v = match (ty, &v) {
-                    ("dict", _) => gold_dict(&v),
-                    ("array" | "tuple", Value::Array(items)) if item_ty == "dict" => {
-                        Value::Array(items.iter().map(gold_dict).collect())
-                    }
-                    _ => v,
-                };
-                args.insert(p.clone(), v);
-            }
-        }
-        out.push(ToolCall {
-            name: name.to_string(),
-            arguments: args,
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::gold_calls;
     use super::*;
     use serde_json::json;
 

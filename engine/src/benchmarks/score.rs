@@ -1,18 +1,14 @@
-//! Benchmark scoring entry points behind `cahl-tui score`: read predictions (calls or raw model
-//! text), score them against BFCL, API-Bank, NESTFUL or Bamboogle, and report accuracy per
-//! category and overall, plus one verdict per item.
+//! Shared scoring types: predictions (calls or raw model text) and how they are read, one
+//! [`Verdict`] per item, and the [`ScoreReport`] with accuracy per category and overall. Each
+//! benchmark's module scores its own items; [`super::Bench::score`] is the entry point behind
+//! `cahl-tui score`.
 //!
 //! ```no_run
-//! use cahl_engine::score::{score_bench, Bench, Prediction};
+//! use cahl_engine::benchmarks::{Bench, Prediction};
 //! let preds = vec![Prediction::from_text("simple_python_0", "<think>t</think><tool_call>\n{\"name\": \"calculate_triangle_area\", \"parameters\": {\"base\": 10, \"height\": 5}}\n</tool_call>")];
-//! let report = score_bench(Bench::Bfcl, std::path::Path::new("../shared/data/bfcl"), Some("simple_python"), &preds).unwrap();
+//! let report = Bench::Bfcl.score(std::path::Path::new("../shared/data/bfcl"), Some("simple_python"), &preds).unwrap();
 //! println!("{}", report.summary());
 //! ```
-pub mod apibank;
-pub mod bfcl;
-pub mod nestful;
-pub mod pyval;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::Path;
@@ -20,8 +16,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{bamboogle, Bench};
 use crate::parse::{parse_executor, ToolCall};
-use crate::worlds::bamboogle;
 
 /// Errors of the scoring entry points.
 #[derive(Debug, thiserror::Error)]
@@ -38,29 +34,6 @@ pub enum ScoreError {
     UnknownBench(String),
     #[error("unknown category {0:?}")]
     UnknownCategory(String),
-}
-
-/// Benchmarks `cahl-tui score` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Bench {
-    Bfcl,
-    ApiBank,
-    Nestful,
-    Bamboogle,
-}
-
-impl std::str::FromStr for Bench {
-    type Err = ScoreError;
-    fn from_str(s: &str) -> Result<Self, ScoreError> {
-        match s.to_ascii_lowercase().replace('_', "-").as_str() {
-            "bfcl" => Ok(Bench::Bfcl),
-            "api-bank" | "apibank" => Ok(Bench::ApiBank),
-            "nestful" => Ok(Bench::Nestful),
-            "bamboogle" => Ok(Bench::Bamboogle),
-            _ => Err(ScoreError::UnknownBench(s.to_string())),
-        }
-    }
 }
 
 /// Largest prediction line accepted, in bytes.
@@ -200,7 +173,7 @@ pub struct ScoreReport {
 }
 
 impl ScoreReport {
-    fn from_verdicts(
+    pub(crate) fn from_verdicts(
         bench: Bench,
         verdicts: Vec<Verdict>,
         unmatched: usize,
@@ -263,11 +236,17 @@ impl ScoreReport {
     }
 }
 
-fn index_predictions(preds: &[Prediction]) -> HashMap<&str, &Prediction> {
+pub(crate) fn index_predictions(preds: &[Prediction]) -> HashMap<&str, &Prediction> {
     preds.iter().map(|p| (p.id.as_str(), p)).collect()
 }
 
-fn verdict(id: &str, category: &str, result: Result<(), String>, partial: Option<f64>) -> Verdict {
+/// The verdict on item `id` of `category`: correct when `result` is `Ok`.
+pub(crate) fn verdict(
+    id: &str,
+    category: &str,
+    result: Result<(), String>,
+    partial: Option<f64>,
+) -> Verdict {
     Verdict {
         id: id.to_string(),
         correct: result.is_ok(),
@@ -275,161 +254,6 @@ fn verdict(id: &str, category: &str, result: Result<(), String>, partial: Option
         category: Some(category.to_string()),
         partial,
     }
-}
-
-/// Score `predictions` against benchmark data in `dir`; items with no prediction count as wrong.
-pub fn score_bench(
-    bench: Bench,
-    dir: &Path,
-    category: Option<&str>,
-    predictions: &[Prediction],
-) -> Result<ScoreReport, ScoreError> {
-    let by_id = index_predictions(predictions);
-    let mut used = 0usize;
-    let mut verdicts = Vec::new();
-    let missing = || Err("no prediction".to_string());
-    let partial_label = match bench {
-        Bench::Bfcl => {
-            let cats = bfcl::category_files(dir).map_err(ScoreError::Data)?;
-            let cats: Vec<String> = match category {
-                Some(c) if cats.iter().any(|(n, _)| n == c) => vec![c.to_string()],
-                Some(c) => return Err(ScoreError::UnknownCategory(c.to_string())),
-                None => cats.into_iter().map(|(n, _)| n).collect(),
-            };
-            for cat in cats {
-                for item in bfcl::load_category(dir, &cat).map_err(ScoreError::Data)? {
-                    let r = match by_id.get(item.id.as_str()) {
-                        Some(p) => {
-                            used += 1;
-                            bfcl::check(&item, &p.to_calls()).map_err(|e| e.to_string())
-                        }
-                        None => missing(),
-                    };
-                    verdicts.push(verdict(&item.id, &cat, r, None));
-                }
-            }
-            None
-        }
-        Bench::ApiBank => {
-            for item in apibank::load(dir, category).map_err(ScoreError::Data)? {
-                let r = match by_id.get(item.id.as_str()) {
-                    Some(p) => {
-                        used += 1;
-                        apibank::check(&item, &p.to_calls())
-                    }
-                    None => missing(),
-                };
-                verdicts.push(verdict(&item.id, &item.category, r, None));
-            }
-            None
-        }
-        Bench::Nestful => {
-            for item in nestful::load(dir, category).map_err(ScoreError::Data)? {
-                let (r, partial) = match by_id.get(item.id.as_str()) {
-                    Some(p) => {
-                        used += 1;
-                        let (full, part) = nestful::score(&item, &p.to_calls());
-                        (
-                            if full {
-                                Ok(())
-                            } else {
-                                Err("call sequence differs from gold".to_string())
-                            },
-                            part,
-                        )
-                    }
-                    None => (missing(), 0.0),
-                };
-                verdicts.push(verdict(&item.id, &item.category, r, Some(partial)));
-            }
-            Some("per-call match")
-        }
-        Bench::Bamboogle => {
-            let tasks = bamboogle::load_tasks(dir).map_err(|e| ScoreError::Data(e.to_string()))?;
-            if category.is_some_and(|c| c != "bamboogle") {
-                return Err(ScoreError::UnknownCategory(
-                    category.unwrap_or_default().to_string(),
-                ));
-            }
-            for t in tasks {
-                let gold = t.gold_answer.clone().unwrap_or_default();
-                let (r, contains) = match by_id.get(t.id.as_str()) {
-                    Some(p) => {
-                        used += 1;
-                        let ans = p.answer_text();
-                        let em = bamboogle::exact_match(&ans, &gold);
-                        let r = if em {
-                            Ok(())
-                        } else {
-                            Err(format!("expected {gold:?}, got {ans:?}"))
-                        };
-                        (r, bamboogle::contains_match(&ans, &gold))
-                    }
-                    None => (missing(), false),
-                };
-                verdicts.push(verdict(
-                    &t.id,
-                    "bamboogle",
-                    r,
-                    Some(if contains { 1.0 } else { 0.0 }),
-                ));
-            }
-            Some("contains (no LLM judge offline)")
-        }
-    };
-    let unmatched = predictions.len().saturating_sub(used);
-    Ok(ScoreReport::from_verdicts(
-        bench,
-        verdicts,
-        unmatched,
-        partial_label,
-    ))
-}
-
-/// Gold answers of a benchmark as predictions (used to check the scorers score 100% on gold).
-pub fn gold_predictions(
-    bench: Bench,
-    dir: &Path,
-    category: Option<&str>,
-) -> Result<Vec<Prediction>, ScoreError> {
-    Ok(match bench {
-        Bench::Bfcl => {
-            let cats = bfcl::category_files(dir).map_err(ScoreError::Data)?;
-            let mut out = Vec::new();
-            for (cat, _) in cats
-                .into_iter()
-                .filter(|(c, _)| category.is_none_or(|x| x == c))
-            {
-                for item in bfcl::load_category(dir, &cat).map_err(ScoreError::Data)? {
-                    out.push(Prediction::from_calls(
-                        item.id.clone(),
-                        bfcl::gold_calls(&item),
-                    ));
-                }
-            }
-            out
-        }
-        Bench::ApiBank => apibank::load(dir, category)
-            .map_err(ScoreError::Data)?
-            .into_iter()
-            .map(|i| Prediction::from_calls(i.id, i.answer))
-            .collect(),
-        Bench::Nestful => nestful::load(dir, category)
-            .map_err(ScoreError::Data)?
-            .into_iter()
-            .map(|i| Prediction::from_calls(i.id, i.gold))
-            .collect(),
-        Bench::Bamboogle => bamboogle::load_tasks(dir)
-            .map_err(|e| ScoreError::Data(e.to_string()))?
-            .into_iter()
-            .map(|t| {
-                Prediction::from_text(
-                    t.id,
-                    format!("<answer>{}</answer>", t.gold_answer.unwrap_or_default()),
-                )
-            })
-            .collect(),
-    })
 }
 
 #[cfg(test)]
@@ -466,12 +290,5 @@ mod tests {
         assert_eq!(r.overall.correct, 2);
         assert!((r.overall.accuracy() - 2.0 / 3.0).abs() < 1e-9);
         assert!(r.summary().contains("overall"));
-    }
-
-    #[test]
-    fn bench_names_parse() {
-        assert_eq!("api-bank".parse::<Bench>().unwrap(), Bench::ApiBank);
-        assert_eq!("BFCL".parse::<Bench>().unwrap(), Bench::Bfcl);
-        assert!("x".parse::<Bench>().is_err());
     }
 }

@@ -3,13 +3,20 @@
 //! `var_result` pseudo-call (which only names the outputs) is left out of both sides. A
 //! prediction is fully correct iff it has the same calls in the same order with equal arguments
 //! (references compared as written); partial credit is the share of gold positions matched.
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::pyval::py_eq;
+use super::data_err;
+use super::score::{verdict, Prediction, ScoreError, Verdict};
 use crate::parse::{ToolCall, ToolSchema};
+use crate::pyval::py_eq;
+use crate::worlds::{Task, WorldError};
+
+/// Name of the world in [`Task::world`].
+pub const WORLD_NAME: &str = "nestful";
 
 /// One NESTFUL item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +150,100 @@ pub fn score(item: &NestfulItem, calls: &[ToolCall]) -> (bool, f64) {
         .count();
     let full = hits == item.gold.len() && calls.len() == item.gold.len();
     (full, hits as f64 / item.gold.len() as f64)
+}
+
+/// NESTFUL items (world `nestful`) with the tools of their `*-spec.json`; arguments that
+/// reference earlier outputs (`$varN…$`) are marked as derived.
+pub fn load_tasks(dir: &Path, category: Option<&str>) -> Result<Vec<Task>, WorldError> {
+    let items = load(dir, category).map_err(|e| data_err(dir, e))?;
+    let mut specs: std::collections::HashMap<String, Vec<ToolSchema>> = Default::default();
+    let mut out = Vec::new();
+    for it in items {
+        if !specs.contains_key(&it.category) {
+            let path = dir.join(format!("non-executable-{}-spec.json", it.category));
+            let tools = if path.exists() {
+                load_spec(&path).map_err(|e| data_err(dir, e))?
+            } else {
+                Vec::new()
+            };
+            specs.insert(it.category.clone(), tools);
+        }
+        let names: std::collections::HashSet<&str> =
+            it.gold.iter().map(|c| c.name.as_str()).collect();
+        let tools = specs
+            .get(&it.category)
+            .map(|t| {
+                t.iter()
+                    .filter(|s| names.contains(s.name.as_str()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let gold_derived = it
+            .gold
+            .iter()
+            .map(|c| {
+                c.arguments
+                    .iter()
+                    .filter(|(_, v)| v.as_str().is_some_and(|s| s.contains("$var")))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .collect();
+        out.push(Task {
+            id: it.id.clone(),
+            world: WORLD_NAME.into(),
+            split: None,
+            request: it.input.clone(),
+            tools,
+            gold_plan: Vec::new(),
+            gold_calls: it.gold,
+            gold_derived,
+            gold_final_state: None,
+            gold_answer: None,
+            template: Some(it.category),
+        });
+    }
+    Ok(out)
+}
+
+/// One verdict per item of `dir` (or of `category`), with the share of gold positions matched
+/// as partial credit.
+pub fn verdicts(
+    dir: &Path,
+    category: Option<&str>,
+    by_id: &HashMap<&str, &Prediction>,
+) -> Result<Vec<Verdict>, ScoreError> {
+    Ok(load(dir, category)
+        .map_err(ScoreError::Data)?
+        .iter()
+        .map(|item| {
+            let (r, partial) = match by_id.get(item.id.as_str()) {
+                Some(p) => {
+                    let (full, part) = score(item, &p.to_calls());
+                    (
+                        if full {
+                            Ok(())
+                        } else {
+                            Err("call sequence differs from gold".to_string())
+                        },
+                        part,
+                    )
+                }
+                None => (Err("no prediction".to_string()), 0.0),
+            };
+            verdict(&item.id, &item.category, r, Some(partial))
+        })
+        .collect())
+}
+
+/// The gold call sequences of every item as predictions.
+pub fn gold_predictions(dir: &Path, category: Option<&str>) -> Result<Vec<Prediction>, ScoreError> {
+    Ok(load(dir, category)
+        .map_err(ScoreError::Data)?
+        .into_iter()
+        .map(|i| Prediction::from_calls(i.id, i.gold))
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! Bamboogle two-hop search QA: question loader and answer judging (normalized exact match and
-//! containment; there is no LLM judge offline).
+//! containment; there is no LLM judge offline). The questions run in the generic BM25
+//! [`crate::worlds::search::SearchWorld`].
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::search::search_tool;
-use super::{Task, WorldError};
+use super::score::{verdict, Prediction, ScoreError, Verdict};
+use crate::worlds::search::search_tool;
+use crate::worlds::{Task, WorldError};
 
 /// Name of the world in [`Task::world`].
 pub const WORLD_NAME: &str = "bamboogle";
@@ -98,6 +101,55 @@ pub fn extract_answer(text: &str) -> String {
         }
     }
     text.trim().to_string()
+}
+
+/// One verdict per question: correct on a normalized exact match of the answer; containment
+/// of the gold answer is the partial credit.
+pub fn verdicts(
+    dir: &Path,
+    category: Option<&str>,
+    by_id: &HashMap<&str, &Prediction>,
+) -> Result<Vec<Verdict>, ScoreError> {
+    let tasks = load_tasks(dir).map_err(|e| ScoreError::Data(e.to_string()))?;
+    if category.is_some_and(|c| c != WORLD_NAME) {
+        return Err(ScoreError::UnknownCategory(
+            category.unwrap_or_default().to_string(),
+        ));
+    }
+    Ok(tasks
+        .iter()
+        .map(|t| {
+            let gold = t.gold_answer.clone().unwrap_or_default();
+            let (r, contains) = match by_id.get(t.id.as_str()) {
+                Some(p) => {
+                    let ans = p.answer_text();
+                    let em = exact_match(&ans, &gold);
+                    let r = if em {
+                        Ok(())
+                    } else {
+                        Err(format!("expected {gold:?}, got {ans:?}"))
+                    };
+                    (r, contains_match(&ans, &gold))
+                }
+                None => (Err("no prediction".to_string()), false),
+            };
+            verdict(&t.id, WORLD_NAME, r, Some(if contains { 1.0 } else { 0.0 }))
+        })
+        .collect())
+}
+
+/// The gold answers as `<answer>` predictions.
+pub fn gold_predictions(dir: &Path) -> Result<Vec<Prediction>, ScoreError> {
+    Ok(load_tasks(dir)
+        .map_err(|e| ScoreError::Data(e.to_string()))?
+        .into_iter()
+        .map(|t| {
+            Prediction::from_text(
+                t.id,
+                format!("<answer>{}</answer>", t.gold_answer.unwrap_or_default()),
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]

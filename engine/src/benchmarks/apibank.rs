@@ -1,0 +1,250 @@
+//! API-Bank as processed by ToolRL (`level-1.json`, `level-2.json`): item id
+//! `<file stem>-<index>`; a prediction is correct iff its call list equals the answer exactly
+//! (same length and order, same names, same parameters and values), as in ToolRL's evaluator.
+//! The items run as [`Task`]s in the static world, with the tools listed in their system prompt.
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::data_err;
+use super::score::{verdict, Prediction, ScoreError, Verdict};
+use crate::parse::{ToolCall, ToolSchema};
+use crate::pyval::{py_eq, py_literal_to_json};
+use crate::worlds::{Task, WorldError};
+
+/// Name of the world in [`Task::world`].
+pub const WORLD_NAME: &str = "api-bank";
+
+/// One API-Bank item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiBankItem {
+    pub id: String,
+    /// File stem (`level-1`, `level-2`).
+    pub category: String,
+    pub system: String,
+    pub user: String,
+    pub answer: Vec<ToolCall>,
+}
+
+/// Load every `level-*.json` in `dir` (or only `category`).
+pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<_> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().starts_with("level-"))
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if category.is_some_and(|c| c != stem) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let items: Vec<Value> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, it) in items.iter().enumerate() {
+            let answer = match it.get("answer") {
+                Some(Value::Array(a)) => a.clone(),
+                Some(o @ Value::Object(_)) => vec![o.clone()],
+                _ => return Err(format!("{}: item {i} has no answer", path.display())),
+            };
+            let answer = answer
+                .into_iter()
+                .map(serde_json::from_value::<ToolCall>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: item {i}: {e}", path.display()))?;
+            out.push(ApiBankItem {
+                id: format!("{stem}-{i}"),
+                category: stem.clone(),
+                system: it
+                    .get("system")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                user: it
+                    .get("user")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                answer,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{}: no API-Bank items{}",
+            dir.display(),
+            category.map(|c| format!(" for {c}")).unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
+
+/// Exact match of the call list; `Err` says what differs first.
+pub fn check(item: &ApiBankItem, calls: &[ToolCall]) -> Result<(), String> {
+    if calls.len() != item.answer.len() {
+        return Err(format!(
+            "expected {} call(s), got {}",
+            item.answer.len(),
+            calls.len()
+        ));
+    }
+    for (i, (p, g)) in calls.iter().zip(&item.answer).enumerate() {
+        if p.name != g.name {
+            return Err(format!("call {i}: expected {:?}, got {:?}", g.name, p.name));
+        }
+        let pa = Value::Object(p.arguments.clone());
+        let ga = Value::Object(g.arguments.clone());
+        if !py_eq(&pa, &ga) {
+            return Err(format!(
+                "call {i} ({}): expected parameters {ga}, got {pa}",
+                g.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Tool names and descriptions listed in an API-Bank system prompt (`N. Name: …` /
+/// `Description: …` / `Parameters: {python dict}`); parameters are read when the Python literal
+/// converts cleanly to JSON.
+pub fn tools(system: &str) -> Vec<ToolSchema> {
+    let mut tools: Vec<ToolSchema> = Vec::new();
+    for line in system.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.split_once(". Name: ").map(|(_, r)| r) {
+            tools.push(ToolSchema {
+                name: rest.trim().to_string(),
+                description: String::new(),
+                parameters: Value::Null,
+            });
+        } else if let (Some(d), Some(t)) = (l.strip_prefix("Description: "), tools.last_mut()) {
+            t.description = d.to_string();
+        } else if let (Some(p), Some(t)) = (l.strip_prefix("Parameters: "), tools.last_mut()) {
+            let props = py_literal_to_json(p).unwrap_or(Value::Object(Default::default()));
+            let props = match props {
+                Value::Object(m) => Value::Object(
+                    m.into_iter()
+                        .map(|(k, mut v)| {
+                            if let Some(ty) = v.get("type").and_then(Value::as_str) {
+                                let json_ty = match ty {
+                                    "str" => "string",
+                                    "int" => "integer",
+                                    "float" => "number",
+                                    "bool" => "boolean",
+                                    "list" => "array",
+                                    "dict" => "object",
+                                    other => other,
+                                };
+                                v["type"] = Value::String(json_ty.to_string());
+                            }
+                            (k, v)
+                        })
+                        .collect(),
+                ),
+                other => other,
+            };
+            t.parameters =
+                serde_json::json!({"type": "object", "properties": props, "required": []});
+        }
+    }
+    for t in &mut tools {
+        if t.parameters.is_null() {
+            t.parameters = serde_json::json!({"type": "object", "properties": {}, "required": []});
+        }
+    }
+    tools
+}
+
+/// API-Bank items (world `api-bank`): the dialogue is the request, the tools come from the
+/// system prompt.
+pub fn load_tasks(dir: &Path, category: Option<&str>) -> Result<Vec<Task>, WorldError> {
+    let items = load(dir, category).map_err(|e| data_err(dir, e))?;
+    Ok(items
+        .into_iter()
+        .map(|it| Task {
+            id: it.id.clone(),
+            world: WORLD_NAME.into(),
+            split: None,
+            request: it.user.clone(),
+            tools: tools(&it.system),
+            gold_plan: Vec::new(),
+            gold_derived: vec![Vec::new(); it.answer.len()],
+            gold_calls: it.answer,
+            gold_final_state: None,
+            gold_answer: None,
+            template: Some(it.category),
+        })
+        .collect())
+}
+
+/// One verdict per item of `dir` (or of `category`): exact match of the call list.
+pub fn verdicts(
+    dir: &Path,
+    category: Option<&str>,
+    by_id: &HashMap<&str, &Prediction>,
+) -> Result<Vec<Verdict>, ScoreError> {
+    Ok(load(dir, category)
+        .map_err(ScoreError::Data)?
+        .iter()
+        .map(|item| {
+            let r = match by_id.get(item.id.as_str()) {
+                Some(p) => check(item, &p.to_calls()),
+                None => Err("no prediction".to_string()),
+            };
+            verdict(&item.id, &item.category, r, None)
+        })
+        .collect())
+}
+
+/// The answers of every item as predictions.
+pub fn gold_predictions(dir: &Path, category: Option<&str>) -> Result<Vec<Prediction>, ScoreError> {
+    Ok(load(dir, category)
+        .map_err(ScoreError::Data)?
+        .into_iter()
+        .map(|i| Prediction::from_calls(i.id, i.answer))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exact_match_only() {
+        let it = ApiBankItem {
+            id: "level-1-0".into(),
+            category: "level-1".into(),
+            system: String::new(),
+            user: String::new(),
+            answer: vec![ToolCall::new("A", json!({"x": "1", "y": "b"}))],
+        };
+        assert!(check(&it, &[ToolCall::new("A", json!({"y": "b", "x": "1"}))]).is_ok());
+        assert!(check(&it, &[ToolCall::new("A", json!({"x": "1"}))]).is_err());
+        assert!(check(&it, &[ToolCall::new("A", json!({"x": "1", "y": "B"}))]).is_err());
+        assert!(check(&it, &[ToolCall::new("B", json!({"x": "1", "y": "b"}))]).is_err());
+        assert!(check(&it, &[]).is_err());
+    }
+
+    #[test]
+    fn apibank_system_prompt_tools() {
+        let sys = "**Available Tools**\n1. Name: QueryHealthData\nDescription: Queries data.\nParameters: {'user_id': {'type': 'str', 'description': 'The id.'}}\n2. Name: Cancel\nDescription: Cancels.\nParameters: {}\n";
+        let t = tools(sys);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].name, "QueryHealthData");
+        assert_eq!(t[0].property("user_id").unwrap()["type"], "string");
+        assert_eq!(t[1].description, "Cancels.");
+    }
+}
