@@ -12,7 +12,10 @@ mod evals;
 pub mod plot;
 mod session;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use cahl_sessions::records::MetricsRecord;
 
 pub use compare::compare;
 pub use evals::{
