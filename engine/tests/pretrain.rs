@@ -5,11 +5,11 @@ use cahl_engine::load::{embedded, load_model};
 use cahl_engine::model::{KvCache, Model};
 use cahl_engine::optim::AdamWConfig;
 use cahl_engine::parse::{parse_executor, parse_planner};
-use cahl_engine::pretrain::{
+use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
+use cahl_engine::sft::{
     builtin_gold_texts, gold_texts, merge_some_plans, save_hf_folder, sft_loss, sft_run,
     tokenize_examples, train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
 };
-use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
 use cahl_engine::tokenizer::Tokenizer;
 use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
 use cahl_engine::worlds::{Split, World};
@@ -78,7 +78,7 @@ fn merged_plans_join_the_last_two_subtasks_of_the_chosen_fraction() {
     // Same seed, same choice.
     let mut again = gold.clone();
     assert_eq!(merge_some_plans(&tasks, &mut again, 0.6, 5), n);
-    let planners = |v: &[cahl_engine::pretrain::GoldText]| -> Vec<String> {
+    let planners = |v: &[cahl_engine::sft::GoldText]| -> Vec<String> {
         v.iter()
             .filter(|g| g.role == Role::Planner)
             .map(|g| g.completion.clone())
@@ -106,7 +106,7 @@ fn merged_plans_join_the_last_two_subtasks_of_the_chosen_fraction() {
     }
     assert_eq!(changed, n);
     // Executor and flat conversations never change.
-    let others = |v: &[cahl_engine::pretrain::GoldText]| -> Vec<String> {
+    let others = |v: &[cahl_engine::sft::GoldText]| -> Vec<String> {
         v.iter()
             .filter(|g| g.role != Role::Planner)
             .map(|g| g.user.clone() + &g.completion)
@@ -282,7 +282,7 @@ fn adapter_sft_trains_both_adapters_and_leaves_the_base_alone() {
             .1
     }
     use cahl_engine::model::LoraConfig;
-    use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
+    use cahl_engine::sft::{sft_adapters, AdapterSftConfig};
     use cahl_engine::train::{Agent, TrainConfig};
     let (tok, template, _, mut model) = tiny_setup();
     let lcfg = LoraConfig {
@@ -361,10 +361,10 @@ fn adapter_sft_trains_both_adapters_and_leaves_the_base_alone() {
 
 #[test]
 fn role_weights_repeat_and_select_conversations() {
-    use cahl_engine::pretrain::weight_roles;
+    use cahl_engine::sft::weight_roles;
     let (_, texts) = builtin_gold_texts(6, 2).unwrap();
     let count =
-        |v: &[cahl_engine::pretrain::GoldText], r: Role| v.iter().filter(|g| g.role == r).count();
+        |v: &[cahl_engine::sft::GoldText], r: Role| v.iter().filter(|g| g.role == r).count();
     let (p, e, f) = (
         count(&texts, Role::Planner),
         count(&texts, Role::Executor),

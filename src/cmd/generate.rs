@@ -3,9 +3,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cahl_engine::chat::Message;
-use cahl_engine::model::{LoraAdapter, Model};
-use cahl_engine::sampling::{sample_group, SamplingParams};
+use cahl_engine::generate::Generator;
+use cahl_engine::sampling::SamplingParams;
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -56,39 +55,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let lm = cahl_engine::load::embedded::load_spec(&spec)?;
-    let tok = lm.require_tokenizer()?.clone();
-    let device = cahl_engine::device::parse_device(&args.device)?;
-    let dtype = cahl_engine::device::parse_dtype(&args.dtype)
-        .with_context(|| format!("unknown dtype {:?}", args.dtype))?;
-    let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
-    drop(lm.weights);
-    let adapter = match &args.adapter {
-        Some(dir) => {
-            let a = LoraAdapter::load_peft("cli", dir, model.config(), dtype, &device)?;
-            model.insert_adapter(a);
-            Some("cli")
-        }
-        None => None,
-    };
-    let text = if args.chat {
-        let tmpl = match &lm.chat_template {
-            Some(t) => t.clone(),
-            None => {
-                eprintln!("note: the model has no chat template; using the ChatML fallback");
-                cahl_engine::chat::ChatTemplate::chatml_fallback(tok.bos_token(), tok.eos_token())?
-            }
-        };
-        let mut msgs = Vec::new();
-        if let Some(s) = &args.system {
-            msgs.push(Message::system(s.clone()));
-        }
-        msgs.push(Message::user(args.prompt.clone()));
-        tmpl.render(&msgs, None, true)?
-    } else {
-        args.prompt.clone()
-    };
-    let ids = tok.encode(&text, !args.chat)?;
+    let g = Generator::load(&spec, args.adapter.as_deref(), &args.device, &args.dtype)?;
+    if args.chat && g.template.is_fallback() {
+        eprintln!("note: the model has no chat template; using the ChatML fallback");
+    }
+    let ids = g.prompt_ids(&args.prompt, args.system.as_deref(), args.chat)?;
     let params = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
@@ -99,7 +70,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     let t = std::time::Instant::now();
-    let outs = sample_group(&model, adapter, &ids, args.num.max(1), 0, &params, &tok)
+    let outs = g
+        .sample(&ids, args.num, &params)
         .context("generation failed")?;
     let secs = t.elapsed().as_secs_f64();
     let mut stdout = std::io::stdout().lock();

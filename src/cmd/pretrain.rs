@@ -1,9 +1,9 @@
 //! `cahl-tui pretrain`: build the embedded default model from scratch (tokenizer + small Llama
-//! trained on the built-in world's gold trajectories). See `cahl_engine::pretrain`.
+//! trained on the built-in world's gold trajectories). See `cahl_engine::sft`.
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cahl_engine::pretrain::{pretrain, PretrainConfig, Role};
+use cahl_engine::sft::{pretrain, write_recipe, PretrainConfig, Role};
 
 #[derive(clap::Args, Debug)]
 pub struct PretrainArgs {
@@ -76,9 +76,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     }
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     for r in &a.roles {
-        let role = Role::ALL
-            .into_iter()
-            .find(|x| x.name() == r.trim())
+        let role = Role::from_name(r.trim())
             .with_context(|| format!("unknown --roles entry {r:?} (planner, executor, flat)"))?;
         cfg.roles.push(role);
     }
@@ -116,10 +114,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             r.name()
         );
     }
-    let recipe = serde_json::json!({ "config": cfg, "report": report });
-    let recipe_path = a.out.join("pretrain.json");
-    std::fs::write(&recipe_path, serde_json::to_string_pretty(&recipe)?)
-        .with_context(|| format!("writing {}", recipe_path.display()))?;
+    write_recipe(&a.out, &cfg, &report)?;
     println!(
         "wrote {} ({} params, vocab {}, {:.1} MB): dev success hierarchical {:.0}% flat {:.0}%, final loss {:.4}, {:.0}s",
         a.out.display(),

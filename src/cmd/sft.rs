@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cahl_engine::pretrain::{sft_adapters, AdapterSftConfig};
+use cahl_engine::sft::{save_adapter_sft, sft_adapters, AdapterSftConfig};
 use cahl_engine::train::add_missing_adapters;
 
 use super::train::{load_agent_for, load_world, resolve_config, TrainArgs};
@@ -112,23 +112,8 @@ pub fn run(args: SftArgs) -> Result<()> {
             );
         },
     )?;
-    for name in ["planner", "executor"] {
-        agent
-            .model
-            .adapter(name)?
-            .save_peft(&out.join(name), &cfg.model.path)?;
-    }
-    let json = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "model": cfg.model.path,
-        "world": cfg.world.kind,
-        "data": cfg.world.data,
-        "config": scfg,
-        "report": report,
-    });
-    let p = out.join("sft.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", p.display()))?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    save_adapter_sft(&out, &agent, &cfg, &scfg, &report, &command)?;
     for r in &report.roles {
         println!(
             "{}: {} examples, {} steps, loss {:.4} -> {:.4} ({:.0}s)",

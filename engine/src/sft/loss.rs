@@ -1,0 +1,50 @@
+//! The supervised loss: mean cross-entropy over completion tokens, the batch's common prompt
+//! prefix run once.
+use candle_core::Tensor;
+
+use super::examples::SftExample;
+use crate::error::{EngineError, Result};
+use crate::grpo::completion_logprobs;
+use crate::model::{AdapterRef, Model};
+
+/// Mean completion cross-entropy of a batch of examples (with graph when `train`), and the
+/// number of completion tokens. The batch's common prompt prefix runs once.
+pub fn sft_loss(
+    model: &Model,
+    adapter: AdapterRef,
+    batch: &[&SftExample],
+    train: bool,
+) -> Result<(Tensor, usize)> {
+    if batch.is_empty() {
+        return Err(EngineError::Other("sft_loss: empty batch".into()));
+    }
+    let full: Vec<Vec<u32>> = batch
+        .iter()
+        .map(|e| [e.prompt.as_slice(), e.completion.as_slice()].concat())
+        .collect();
+    // Common prefix, leaving at least one prompt token out of it for every example (so each
+    // sequence has a non-empty remainder).
+    let mut p = batch.iter().map(|e| e.prompt.len()).min().unwrap_or(0);
+    for f in &full[1..] {
+        p = p.min(f.iter().zip(&full[0]).take_while(|(a, b)| a == b).count());
+    }
+    let p = p.saturating_sub(1).max(1);
+    let prefix = &full[0][..p];
+    let rests: Vec<&[u32]> = full.iter().map(|f| &f[p..]).collect();
+    let (lp, mask) = completion_logprobs(model, adapter, prefix, &rests, 1.0, train)?;
+    // Keep only completion positions.
+    let (g, l) = lp.dims2()?;
+    let mut cm = vec![0f32; g * l];
+    let mut n = 0;
+    for (i, e) in batch.iter().enumerate() {
+        let start = e.prompt.len() - p;
+        for j in start..start + e.completion.len() {
+            cm[i * l + j] = 1.0;
+            n += 1;
+        }
+    }
+    let cm = Tensor::from_vec(cm, (g, l), lp.device())?.to_dtype(lp.dtype())?;
+    let m = (mask * cm)?;
+    let loss = ((lp * &m)?.sum_all()? / (-(n.max(1) as f64)))?;
+    Ok((loss, n))
+}
