@@ -3,11 +3,13 @@
 //! chat template), and a group of completions sampled from it.
 use std::path::Path;
 
+use crate::agent::Agent;
 use crate::chat::{ChatTemplate, Message};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{AdapterRef, LoraAdapter, Model};
 use crate::sampling::{sample_group, Completion, SamplingParams};
 use crate::tokenizer::Tokenizer;
+use crate::train::config::ModelSection;
 
 /// Name of the adapter [`Generator::load`] inserts from a PEFT folder.
 const ADAPTER: &str = "cli";
@@ -27,14 +29,18 @@ impl Generator {
     /// (`cpu`, `cuda`, `cuda:N`) in the compute dtype `dtype`, with the PEFT adapter folder
     /// `adapter` (adapter_config.json + adapter_model.safetensors) active when given.
     pub fn load(spec: &str, adapter: Option<&Path>, device: &str, dtype: &str) -> Result<Self> {
-        let lm = crate::load::embedded::load_spec(spec)?;
-        let tok = lm.require_tokenizer()?.clone();
-        let device = crate::device::parse_device(device)?;
-        let dtype = crate::device::parse_dtype(dtype)
-            .ok_or_else(|| EngineError::Other(format!("unknown dtype {dtype:?}")))?;
-        let mut model = Model::new(&lm.config, &lm.weights, dtype, &device)?;
-        let template = lm.chat_template_or_fallback()?;
-        drop(lm.weights);
+        let Agent {
+            mut model,
+            tok,
+            template,
+            ..
+        } = Agent::load(&ModelSection {
+            path: spec.to_string(),
+            dtype: dtype.to_string(),
+            device: device.to_string(),
+            base_dtype: String::new(),
+        })?;
+        let (dtype, device) = (model.dtype(), model.device().clone());
         let adapter = match adapter {
             Some(dir) => {
                 let a = LoraAdapter::load_peft(ADAPTER, dir, model.config(), dtype, &device)?;

@@ -22,7 +22,6 @@ pub mod sft;
 pub mod speedtest;
 pub mod tokenizer;
 pub mod train;
-pub mod util;
 pub mod worlds;
 
 pub use error::{EngineError, Result};

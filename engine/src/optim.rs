@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
+use cahl_sessions::fsutil::{atomic_write, atomic_write_with};
 
 /// AdamW hyper-parameters (PyTorch's names and defaults, except lr).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -218,9 +219,9 @@ impl AdamW {
             map.insert(format!("{n}.exp_avg"), self.m[i].clone());
             map.insert(format!("{n}.exp_avg_sq"), self.v[i].clone());
         }
-        let tmp = dir.join("optimizer.safetensors.tmp");
-        candle_core::safetensors::save(&map, &tmp)?;
-        crate::util::fsync_rename(&tmp, &dir.join("optimizer.safetensors"))?;
+        atomic_write_with(&dir.join("optimizer.safetensors"), |tmp| {
+            Ok::<_, crate::EngineError>(candle_core::safetensors::save(&map, tmp)?)
+        })?;
         let meta = OptimMeta {
             step: self.step,
             config: self.cfg.clone(),
@@ -228,7 +229,8 @@ impl AdamW {
         };
         let text =
             serde_json::to_string_pretty(&meta).map_err(|e| EngineError::Other(e.to_string()))?;
-        crate::util::atomic_write(&dir.join("optimizer.json"), text.as_bytes())
+        atomic_write(&dir.join("optimizer.json"), text.as_bytes())?;
+        Ok(())
     }
 
     /// Restore state written by [`AdamW::save`]; names and shapes must match.

@@ -19,14 +19,26 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 /// Atomically replaces `path` with `bytes`: write a temp file, fsync it, rename over `path`,
 /// fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |tmp| {
+        let mut f = File::create(tmp).map_err(io_err(tmp))?;
+        f.write_all(bytes).map_err(io_err(tmp))
+    })
+}
+
+/// Atomically replaces `path` with what `write` writes to the temp path it is given (for
+/// writers that want a path, like a safetensors save): then fsync, rename over `path`, fsync
+/// the directory. A failed `write` leaves `path` untouched.
+pub fn atomic_write_with<E: From<crate::SessionError>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let tmp = temp_sibling(path);
-    {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
+    write(&tmp)?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(parent_of(path))
+    Ok(sync_dir(parent_of(path))?)
 }
 
 /// The parent directory of `path` (`.` for a bare file name).

@@ -1,5 +1,4 @@
 //! `cahl-tui score`: score any model's predictions on BFCL, API-Bank, NESTFUL or Bamboogle.
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -36,15 +35,13 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         println!("(answers judged by normalized exact match; containment shown alongside; no LLM judge offline)");
     }
     if let Some(out) = &args.out {
-        let tmp = out.with_extension("jsonl.tmp");
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut text = String::new();
         for v in &report.verdicts {
             let line = serde_json::json!({"id": v.id, "correct": v.correct, "error": v.error});
-            writeln!(f, "{line}")?;
+            text.push_str(&format!("{line}\n"));
         }
-        f.sync_all()?;
-        std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+        cahl_sessions::fsutil::atomic_write(out, text.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

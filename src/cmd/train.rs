@@ -11,9 +11,6 @@ use cahl_sessions::events::TrainEvent;
 use cahl_sessions::records::RunInfo;
 use cahl_sessions::SessionWriter;
 
-/// The commented default configuration (`assets/default.toml`).
-pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
-
 #[derive(clap::Args, Debug, Default)]
 pub struct TrainArgs {
     /// TOML configuration (unknown keys are rejected). Defaults: assets/default.toml.
@@ -124,7 +121,7 @@ pub fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             TrainConfig::from_toml(&text, &p.display().to_string())?
         }
-        None => TrainConfig::from_toml(DEFAULT_CONFIG, "assets/default.toml")?,
+        None => TrainConfig::default(),
     };
     if let Some(m) = &args.model {
         cfg.model.path = m.display().to_string();

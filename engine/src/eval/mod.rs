@@ -42,6 +42,7 @@ use crate::lanes::Lanes;
 use crate::parse::{parse_executor, parse_planner, tool_call, validate_call, ToolCall, ToolSchema};
 use crate::train::{rollout_task_with, Agent, Mode, Prefixes, TrainConfig};
 use crate::worlds::{Task, World, WorldError};
+use cahl_sessions::fsutil::atomic_write;
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum EvalError {
     Score(#[from] ScoreError),
     #[error(transparent)]
     Bench(#[from] BenchError),
+    #[error(transparent)]
+    Session(#[from] cahl_sessions::SessionError),
     #[error("{0}")]
     Input(String),
 }
@@ -470,10 +473,10 @@ pub fn write_outputs(dir: &Path, run: &EvalRun) -> Result<()> {
         lines.push_str(&v);
         lines.push('\n');
     }
-    crate::util::atomic_write(&dir.join("results.jsonl"), lines.as_bytes())?;
+    atomic_write(&dir.join("results.jsonl"), lines.as_bytes())?;
     let s = serde_json::to_string_pretty(&run.summary)
         .map_err(|e| EvalError::Input(format!("serializing the summary: {e}")))?;
-    crate::util::atomic_write(&dir.join("summary.json"), s.as_bytes())?;
+    atomic_write(&dir.join("summary.json"), s.as_bytes())?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::{load_model, LoadedModel};
 use crate::error::{EngineError, Result};
+use cahl_sessions::fsutil::atomic_write;
 
 /// The `--model` / `[model].path` value that names the embedded model (as does an empty path).
 pub const EMBEDDED: &str = "embedded";
@@ -79,7 +80,7 @@ pub fn materialize() -> Result<PathBuf> {
             .map(|m| m.len() == bytes.len() as u64)
             .unwrap_or(false);
         if !fresh {
-            crate::util::atomic_write(&p, bytes)?;
+            atomic_write(&p, bytes)?;
         }
     }
     Ok(dir)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::model::config::ModelConfig;
+use cahl_sessions::fsutil::{atomic_write, atomic_write_with};
 
 /// The projection modules a LoRA adapter may target, in HF/PEFT naming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -300,14 +301,14 @@ impl LoraAdapter {
         });
         let text =
             serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Other(e.to_string()))?;
-        crate::util::atomic_write(&dir.join("adapter_config.json"), text.as_bytes())?;
+        atomic_write(&dir.join("adapter_config.json"), text.as_bytes())?;
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (k, v) in self.named_vars() {
             map.insert(k, v.as_tensor().to_dtype(DType::F32)?);
         }
-        let tmp = dir.join("adapter_model.safetensors.tmp");
-        candle_core::safetensors::save(&map, &tmp)?;
-        crate::util::fsync_rename(&tmp, &dir.join("adapter_model.safetensors"))?;
+        atomic_write_with(&dir.join("adapter_model.safetensors"), |tmp| {
+            Ok::<_, crate::EngineError>(candle_core::safetensors::save(&map, tmp)?)
+        })?;
         Ok(())
     }
 

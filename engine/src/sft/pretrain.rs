@@ -11,14 +11,17 @@ use super::bpe::{train_tokenizer, TINY_CHAT_TEMPLATE};
 use super::data::{builtin_gold_texts, merge_some_plans, weight_roles, Role};
 use super::examples::{example_stats, tokenize_examples};
 use super::run::{sft_run, SftProgress};
+use crate::agent::Agent;
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
 use crate::model::{Model, ModelConfig};
 use crate::optim::AdamWConfig;
 use crate::tokenizer::Tokenizer;
-use crate::train::{quick_eval, Agent, Mode, QuickEval, TrainConfig};
+use crate::train::config::ModelSection;
+use crate::train::{quick_eval, Mode, QuickEval, TrainConfig};
 use crate::worlds::builtin::{generate_tasks, BuiltinWorld};
 use crate::worlds::{Split, Task};
+use cahl_sessions::fsutil::{atomic_write, atomic_write_with};
 
 /// Shape and recipe of `cahl-tui pretrain`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,7 +152,7 @@ pub fn save_hf_folder(dir: &Path, model: &Model, tokenizer_json: &str, dtype: DT
             .into(),
         );
     }
-    crate::util::atomic_write(
+    atomic_write(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&cfg_json)
             .unwrap_or_default()
@@ -160,13 +163,11 @@ pub fn save_hf_folder(dir: &Path, model: &Model, tokenizer_json: &str, dtype: DT
         tensors.push((n, t.detach().to_dtype(dtype)?.to_device(&Device::Cpu)?));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let tmp = dir.join("model.safetensors.tmp");
-    candle_core::safetensors::save(
-        &tensors.iter().cloned().collect::<HashMap<String, Tensor>>(),
-        &tmp,
-    )?;
-    crate::util::fsync_rename(&tmp, &dir.join("model.safetensors"))?;
-    crate::util::atomic_write(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
+    let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
+    atomic_write_with(&dir.join("model.safetensors"), |tmp| {
+        Ok::<_, EngineError>(candle_core::safetensors::save(&tensors, tmp)?)
+    })?;
+    atomic_write(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
     let tc = serde_json::json!({
         "chat_template": TINY_CHAT_TEMPLATE,
         "bos_token": null,
@@ -175,7 +176,7 @@ pub fn save_hf_folder(dir: &Path, model: &Model, tokenizer_json: &str, dtype: DT
         "model_max_length": 4096,
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
-    crate::util::atomic_write(
+    atomic_write(
         &dir.join("tokenizer_config.json"),
         serde_json::to_string_pretty(&tc)
             .unwrap_or_default()
@@ -247,17 +248,13 @@ pub fn pretrain(
     let texts = weight_roles(texts, &cfg.roles);
     let (tok, tok_json, template, mut model) = match &cfg.init {
         Some(dir) => {
-            let dir = Path::new(dir);
-            let lm = crate::load::load_model(dir)?;
-            let tok = lm.require_tokenizer()?.clone();
-            let template = lm.chat_template_or_fallback()?;
-            let p = dir.join("tokenizer.json");
+            let agent = Agent::load(&ModelSection::cpu_f32(dir))?;
+            let p = Path::new(dir).join("tokenizer.json");
             let tok_json = std::fs::read_to_string(&p).map_err(|e| EngineError::Io {
                 path: p.clone(),
                 source: e,
             })?;
-            let model = Model::new(&lm.config, &lm.weights, DType::F32, &Device::Cpu)?;
-            (tok, tok_json, template, model)
+            (agent.tok, tok_json, agent.template, agent.model)
         }
         None => {
             let template = ChatTemplate::new(TINY_CHAT_TEMPLATE, None, Some("<|im_end|>"))?;

@@ -18,6 +18,7 @@ use crate::lanes::Lanes;
 use crate::model::{Model, Prefix};
 use crate::optim::AdamW;
 use crate::worlds::{Task, World};
+use cahl_sessions::fsutil::atomic_write;
 
 use super::config::{Mode, TrainConfig};
 use super::quick_eval::quick_eval_on;
@@ -401,7 +402,8 @@ impl Trainer {
         };
         let text =
             serde_json::to_string_pretty(&st).map_err(|e| EngineError::Other(e.to_string()))?;
-        crate::util::atomic_write(&dir.join("trainer_state.json"), text.as_bytes())
+        atomic_write(&dir.join("trainer_state.json"), text.as_bytes())?;
+        Ok(())
     }
 
     /// Restore adapters, optimizers and the step counter from a checkpoint directory.
