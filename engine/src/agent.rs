@@ -4,12 +4,42 @@
 //! pretrain's evaluation) goes through here.
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
 use crate::load::embedded;
 use crate::model::{LoraAdapter, Model};
 use crate::tokenizer::Tokenizer;
-use crate::train::config::ModelSection;
+
+/// `[model]` of a configuration: which model, where, in which dtypes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// HF folder or .gguf file; empty = the embedded default model.
+    pub path: String,
+    /// Compute dtype: f32 (CPU default), bf16/f16 (CUDA).
+    pub dtype: String,
+    /// cpu or cuda.
+    pub device: String,
+    /// Storage dtype of the frozen base matrices on the CPU: "" = the compute dtype; "f16"
+    /// halves their memory and the bytes read per decode step (weights rounded to f16 once,
+    /// arithmetic in the compute dtype).
+    pub base_dtype: String,
+}
+
+impl ModelSection {
+    /// `path` on the CPU in f32, base weights stored as computed (how `eval` and the debugger
+    /// load a model unless told otherwise).
+    pub fn cpu_f32(path: &str) -> ModelSection {
+        ModelSection {
+            path: path.to_string(),
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            base_dtype: String::new(),
+        }
+    }
+}
 
 /// The two adapter roles, in the order they are loaded and saved.
 pub const ROLES: [&str; 2] = ["planner", "executor"];

@@ -425,7 +425,13 @@ fn end_to_end_and_resume_equals_uninterrupted() {
         write!(f, "{{\"step\":3,\"planner_rew").unwrap();
     }
     let mut t = trainer(&cfg);
-    let (w, from) = train::resume_session(&mut t, &b).unwrap();
+    let r = train::resume_session(&mut t, &b).unwrap();
+    let (w, from) = (r.writer, r.step);
+    assert!(
+        r.notes.iter().any(|n| n.contains("torn last write")),
+        "the repair is reported: {:?}",
+        r.notes
+    );
     assert_eq!(from, 2);
     assert_eq!(t.steps_done(), 2);
     run_steps(t, w);
@@ -606,4 +612,37 @@ fn prefix_rebuilt_from_the_same_dropout_state_is_identical() {
     let again = kv(&Prefix::build(model, Some("executor"), &ids, true).unwrap());
     assert_eq!(first, again, "same dropout state, same prefix");
     assert_ne!(first, later, "dropout must change the prefix between draws");
+}
+
+/// A run whose checkpoints cannot be written (here `checkpoints` is a file, which even root
+/// cannot write into) stops with an error naming the path after a bounded retry, and does not
+/// report itself as completed.
+#[test]
+fn a_run_that_cannot_write_its_checkpoint_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let mut cfg = small_config();
+    cfg.steps = 1;
+    let w = new_session(&dir, &cfg);
+    std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
+    std::fs::write(dir.join("checkpoints"), b"not a folder").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (_ctx, crx) = mpsc::channel();
+    let err = train::run(trainer(&cfg), Some(w), tx, crx).unwrap_err();
+    assert!(err.to_string().contains("checkpoints"), "{err}");
+    let finished = rx
+        .try_iter()
+        .find_map(|e| match e {
+            cahl_sessions::events::TrainEvent::Finished {
+                completed, message, ..
+            } => Some((completed, message)),
+            _ => None,
+        })
+        .expect("a Finished event");
+    assert!(!finished.0, "not completed: {}", finished.1);
+    assert!(finished.1.contains("cannot be written"), "{}", finished.1);
+    // The metrics of the step that ran are on disk all the same.
+    assert!(std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .contains("\"step\":1"));
 }

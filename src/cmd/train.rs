@@ -170,6 +170,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(w) = args.workers {
             c.workers = w;
         }
+        c.validate()?;
         c
     } else {
         resolve_config(&args)?
@@ -206,11 +207,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         trainer.set_eval_tasks(held_out);
     }
 
+    let mut notes = Vec::new();
     let (writer, dir) = if args.resume {
         let dir = args.session.clone().context("--resume needs --session")?;
-        let (w, from) = train::resume_session(&mut trainer, &dir)?;
-        eprintln!("resuming {} from step {from}", dir.display());
-        (w, dir)
+        let r = train::resume_session(&mut trainer, &dir)?;
+        eprintln!("resuming {} from step {}", dir.display(), r.step);
+        notes = r.notes;
+        (r.writer, dir)
     } else {
         let dir = match &args.session {
             Some(d) => d.clone(),
@@ -228,6 +231,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let _log_guard = crate::logging::to_file(&writer.log_path());
     tracing::info!("session {}", dir.display());
+    // What resume repaired or chose: on the terminal and in the log.
+    for n in &notes {
+        eprintln!("resume: {n}");
+        tracing::warn!("resume: {n}");
+    }
 
     let (ev_rx, cmd_tx, handle) = train::driver::spawn(trainer, writer)?.into_parts();
     let tui = !args.no_tui && std::io::stdout().is_terminal();

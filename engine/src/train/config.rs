@@ -67,33 +67,7 @@ pub enum Continue {
     Sampled,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSection {
-    /// HF folder or .gguf file; empty = the embedded default model.
-    pub path: String,
-    /// Compute dtype: f32 (CPU default), bf16/f16 (CUDA).
-    pub dtype: String,
-    /// cpu or cuda.
-    pub device: String,
-    /// Storage dtype of the frozen base matrices on the CPU: "" = the compute dtype; "f16"
-    /// halves their memory and the bytes read per decode step (weights rounded to f16 once,
-    /// arithmetic in the compute dtype).
-    pub base_dtype: String,
-}
-
-impl ModelSection {
-    /// `path` on the CPU in f32, base weights stored as computed (how `eval` and the debugger
-    /// load a model unless told otherwise).
-    pub fn cpu_f32(path: &str) -> ModelSection {
-        ModelSection {
-            path: path.to_string(),
-            dtype: "f32".into(),
-            device: "cpu".into(),
-            base_dtype: String::new(),
-        }
-    }
-}
+pub use crate::agent::ModelSection;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,26 +211,104 @@ impl TrainConfig {
     pub fn to_toml(&self) -> crate::Result<String> {
         toml::to_string_pretty(self).map_err(|e| crate::EngineError::Config(e.to_string()))
     }
-    /// Check values that serde cannot.
+    /// Check values that serde cannot: each bad value is refused with one line naming the key,
+    /// its value and the valid range.
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |m: &str| Err(crate::EngineError::Config(m.to_string()));
-        if self.rollout.plans_per_task == 0 || self.rollout.samples_per_step == 0 {
-            return bad("rollout.plans_per_task and rollout.samples_per_step must be >= 1");
+        fn bad(key: &str, value: impl std::fmt::Display, range: &str) -> crate::Result<()> {
+            Err(crate::EngineError::Config(format!(
+                "{key} = {value} is out of range: {range}"
+            )))
+        }
+        let pos = |key: &str, v: f64| -> crate::Result<()> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                bad(key, v, "a finite number > 0")
+            }
+        };
+        let non_neg = |key: &str, v: f64| -> crate::Result<()> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                bad(key, v, "a finite number >= 0")
+            }
+        };
+        if self.steps == 0 {
+            return bad("steps", 0, "at least 1");
+        }
+        // A GRPO group of one sample has no spread: its advantage is 0 and nothing is learned.
+        if self.rollout.plans_per_task < 2 && self.mode.trains_planner() {
+            return bad(
+                "rollout.plans_per_task",
+                self.rollout.plans_per_task,
+                "at least 2 (the planner's GRPO group; 1 gives no learning signal)",
+            );
+        }
+        if self.rollout.plans_per_task == 0 {
+            return bad("rollout.plans_per_task", 0, "at least 1");
+        }
+        if self.rollout.samples_per_step < 2 && self.mode.trains_executor() {
+            return bad(
+                "rollout.samples_per_step",
+                self.rollout.samples_per_step,
+                "at least 2 (the executor's GRPO group; 1 gives no learning signal)",
+            );
         }
         if self.tasks_per_step == 0 {
-            return bad("tasks_per_step must be >= 1");
+            return bad("tasks_per_step", 0, "at least 1");
         }
         if self.rollout.max_subtasks == 0 {
-            return bad("rollout.max_subtasks must be >= 1");
+            return bad("rollout.max_subtasks", 0, "at least 1");
         }
         if self.workers > 64 {
-            return bad("workers must be at most 64 (0 = automatic)");
+            return bad("workers", self.workers, "0 (automatic) to 64");
         }
+        for (role, p) in [
+            ("planner", &self.rollout.planner),
+            ("executor", &self.rollout.executor),
+        ] {
+            non_neg(&format!("rollout.{role}.temperature"), p.temperature)?;
+            if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+                return bad(&format!("rollout.{role}.top_p"), p.top_p, "in (0, 1]");
+            }
+            if p.max_tokens == 0 {
+                return bad(&format!("rollout.{role}.max_tokens"), 0, "at least 1");
+            }
+        }
+        for (role, o) in [
+            ("planner", &self.optim.planner),
+            ("executor", &self.optim.executor),
+        ] {
+            pos(&format!("optim.{role}.lr"), o.lr)?;
+            non_neg(&format!("optim.{role}.weight_decay"), o.weight_decay)?;
+            // 0 turns clipping off.
+            non_neg(&format!("optim.{role}.max_grad_norm"), o.max_grad_norm)?;
+            for (k, b) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+                if !(0.0..1.0).contains(&b) {
+                    return bad(&format!("optim.{role}.{k}"), b, "in [0, 1)");
+                }
+            }
+            pos(&format!("optim.{role}.eps"), o.eps)?;
+        }
+        non_neg("grpo.beta", self.grpo.beta)?;
+        non_neg("grpo.epsilon_low", self.grpo.epsilon_low)?;
+        non_neg("grpo.epsilon_high", self.grpo.epsilon_high)?;
         if self.grpo.micro_batch == 0 {
-            return bad("grpo.micro_batch must be >= 1");
+            return bad("grpo.micro_batch", 0, "at least 1");
         }
         if self.grpo.micro_batch_tokens > 0 && self.grpo.micro_batch_tokens < 16 {
-            return bad("grpo.micro_batch_tokens must be 0 (no limit) or at least 16");
+            return bad(
+                "grpo.micro_batch_tokens",
+                self.grpo.micro_batch_tokens,
+                "0 (no limit) or at least 16",
+            );
+        }
+        if !self.max_minutes.is_finite() || self.max_minutes < 0.0 {
+            return bad(
+                "max_minutes",
+                self.max_minutes,
+                "a finite number >= 0 (0 = no limit)",
+            );
         }
         self.lora.planner.targets()?;
         self.lora.executor.targets()?;
@@ -327,5 +379,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`optim` must be a table"), "{e}");
+    }
+
+    /// Each of the values #23 found accepted is refused, naming the key, the value and the range.
+    #[test]
+    fn nonsense_values_are_refused_with_key_value_and_range() {
+        let cases = [
+            ("steps = 0", "steps = 0"),
+            ("[optim.planner]\nlr = -1.0", "optim.planner.lr = -1"),
+            ("[optim.executor]\nlr = nan", "optim.executor.lr = NaN"),
+            (
+                "[rollout]\nplans_per_task = 1",
+                "rollout.plans_per_task = 1",
+            ),
+            (
+                "[rollout]\nsamples_per_step = 1",
+                "rollout.samples_per_step = 1",
+            ),
+            (
+                "[rollout.planner]\ntemperature = -1.0",
+                "rollout.planner.temperature = -1",
+            ),
+            (
+                "[rollout.executor]\ntop_p = 2.0",
+                "rollout.executor.top_p = 2",
+            ),
+            (
+                "[rollout.planner]\nmax_tokens = 0",
+                "rollout.planner.max_tokens = 0",
+            ),
+            ("[grpo]\nbeta = -1.0", "grpo.beta = -1"),
+            (
+                "[optim.planner]\nmax_grad_norm = -1.0",
+                "optim.planner.max_grad_norm = -1",
+            ),
+        ];
+        for (toml, want) in cases {
+            let c = TrainConfig::from_toml(toml, "t.toml").unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("range"), "{toml}: {e}");
+        }
+        TrainConfig::default().validate().unwrap();
+        // A frozen planner needs no planner group, a frozen executor no executor group.
+        let mut c = TrainConfig::default();
+        c.mode = Mode::FrozenPlanner;
+        c.rollout.plans_per_task = 1;
+        c.validate().unwrap();
     }
 }

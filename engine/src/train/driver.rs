@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cahl_sessions::events::{RunState, TrainCommand, TrainEvent};
-use cahl_sessions::records::MetricsRecord;
+use cahl_sessions::records::{CheckpointRecord, MetricsRecord};
 use cahl_sessions::SessionWriter;
 
 use crate::error::{EngineError, Result};
@@ -17,31 +17,81 @@ use crate::model::ops;
 
 use super::trainer::Trainer;
 
-/// Reopen session `dir` for `--resume`: repair torn JSONL tails, load the latest checkpoint into
-/// `trainer` and drop records of steps after it (they are re-run identically). Returns the writer
-/// and the step the run continues from.
-pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<(SessionWriter, u64)> {
-    let (mut w, report) = SessionWriter::resume(dir)?;
-    for r in &report.repairs {
-        tracing::warn!("repaired torn tail: {r:?}");
-    }
-    match report.latest_checkpoint {
-        Some(ck) => {
-            let p = dir.join(&ck.path);
-            let p = if p.exists() {
-                p
-            } else {
-                std::path::PathBuf::from(&ck.path)
-            };
-            trainer.load_checkpoint(&p)?;
-            w.truncate_after_step(ck.step)?;
-            Ok((w, ck.step))
+/// A session reopened for `--resume` ([`resume_session`]).
+pub struct Resumed {
+    /// The writer, appending after the records of `step`.
+    pub writer: SessionWriter,
+    /// The step the run continues from (0: from the start).
+    pub step: u64,
+    /// What was repaired or chosen on the way, one line each, for the terminal and the log.
+    pub notes: Vec<String>,
+}
+
+/// Reopen session `dir` for `--resume`: repair the JSONL files (torn tails, unreadable lines;
+/// each repair is reported in [`Resumed::notes`]), load the newest intact checkpoint into
+/// `trainer` (a damaged newer one is skipped, saying why), and drop records of steps after it
+/// (they are re-run identically). When records of committed steps are missing, the run goes
+/// back to a checkpoint before the first missing step, so every step ends up recorded.
+pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<Resumed> {
+    let (mut writer, report) = SessionWriter::resume(dir)?;
+    let mut notes = report.messages();
+    let mut candidates = cahl_sessions::intact_checkpoints(dir)?;
+    if let Some(latest) = &report.latest_checkpoint {
+        if candidates.first().map(|c| c.step) != Some(latest.step) {
+            let why = cahl_sessions::checkpoint_defect(dir, latest)
+                .unwrap_or_else(|| "not intact".into());
+            notes.push(format!(
+                "checkpoint step-{} is damaged ({why}); falling back to the newest intact one",
+                latest.step
+            ));
         }
-        None => {
-            w.clear_records()?;
-            Ok((w, 0))
+    }
+    // Records of committed steps must all be there: otherwise resume before the first gap.
+    let first_lost = |step: u64| report.lost_steps(step).first().copied();
+    while let Some(ck) = candidates.first() {
+        match first_lost(ck.step) {
+            Some(l) if l <= ck.step => {
+                notes.push(format!(
+                    "records of step {l} are missing; not resuming from step-{} (it would leave them unrecorded)",
+                    ck.step
+                ));
+                candidates.retain(|c| c.step < l);
+            }
+            _ => break,
         }
     }
+    for ck in candidates {
+        let p = dir.join(&ck.path);
+        let p = if p.exists() {
+            p
+        } else {
+            std::path::PathBuf::from(&ck.path)
+        };
+        match trainer.load_checkpoint(&p) {
+            Ok(()) => {
+                writer.truncate_after_step(ck.step)?;
+                notes.push(format!("resuming from checkpoint step-{}", ck.step));
+                return Ok(Resumed {
+                    writer,
+                    step: ck.step,
+                    notes,
+                });
+            }
+            Err(e) => notes.push(format!(
+                "checkpoint step-{} cannot be loaded ({e}); trying an older one",
+                ck.step
+            )),
+        }
+    }
+    if report.latest_checkpoint.is_some() {
+        notes.push("no usable checkpoint: the run starts again from step 1".into());
+    }
+    writer.clear_records()?;
+    Ok(Resumed {
+        writer,
+        step: 0,
+        notes,
+    })
 }
 
 /// A running training: its events, the command channel, and the trainer's thread.
@@ -134,6 +184,26 @@ impl Sink {
         Ok(Some(w.commit_checkpoint(tmp)?))
     }
 
+    /// [`Sink::save`] with a bounded retry (3 tries, 0.2 s and 1 s apart), for a disk that is
+    /// briefly full or busy. The last error names the path that failed.
+    fn save_retrying(
+        &mut self,
+        trainer: &Trainer,
+    ) -> Result<Option<cahl_sessions::records::CheckpointRecord>> {
+        let mut last = None;
+        for wait_ms in [0u64, 200, 1000] {
+            std::thread::sleep(Duration::from_millis(wait_ms));
+            match self.save(trainer) {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::warn!("checkpoint of step {} failed: {e}", trainer.steps_done());
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("three tries"))
+    }
+
     /// Close the session (flushes and syncs the JSONL files).
     fn close(&mut self) {
         if let Some(w) = self.writer.take() {
@@ -142,6 +212,27 @@ impl Sink {
             }
         }
     }
+}
+
+/// End the run because its result cannot be persisted: an error naming what failed, then
+/// `Finished` (not completed); the caller returns the error, so the command exits non-zero.
+fn fail_to_persist(
+    sink: &mut Sink,
+    trainer: &Trainer,
+    last: Option<CheckpointRecord>,
+    e: &EngineError,
+) {
+    sink.emit(TrainEvent::Error(format!("checkpoint failed: {e}")));
+    sink.close();
+    sink.emit(TrainEvent::Finished {
+        step: trainer.steps_done(),
+        completed: false,
+        checkpoint: last,
+        message: format!(
+            "stopped: the checkpoint of step {} cannot be written ({e})",
+            trainer.steps_done()
+        ),
+    });
 }
 
 /// Drive `trainer` to `cfg.steps` on this thread, writing the session and emitting events; obeys
@@ -224,12 +315,18 @@ pub fn run(
                         message: "resumed".into(),
                     });
                 }
-                TrainCommand::SaveCheckpoint => match sink.save(&trainer) {
-                    Ok(Some(rec)) => sink.emit(TrainEvent::Checkpoint(rec)),
+                TrainCommand::SaveCheckpoint => match sink.save_retrying(&trainer) {
+                    Ok(Some(rec)) => {
+                        last_ckpt = Some(rec.clone());
+                        sink.emit(TrainEvent::Checkpoint(rec))
+                    }
                     Ok(None) => sink.emit(TrainEvent::Warning(
                         "no session directory: nothing saved".into(),
                     )),
-                    Err(e) => sink.emit(TrainEvent::Error(format!("checkpoint failed: {e}"))),
+                    Err(e) => {
+                        fail_to_persist(&mut sink, &trainer, last_ckpt, &e);
+                        return Err(e);
+                    }
                 },
                 TrainCommand::Stop => {
                     stopped = true;
@@ -286,24 +383,30 @@ pub fn run(
         }
         let every = trainer.cfg.checkpoint_every;
         if every > 0 && trainer.steps_done().is_multiple_of(every) && trainer.steps_done() < total {
-            match sink.save(&trainer) {
+            match sink.save_retrying(&trainer) {
                 Ok(Some(rec)) => {
                     last_ckpt = Some(rec.clone());
                     sink.emit(TrainEvent::Checkpoint(rec));
                 }
                 Ok(None) => {}
-                Err(e) => sink.emit(TrainEvent::Error(format!("checkpoint failed: {e}"))),
+                Err(e) => {
+                    fail_to_persist(&mut sink, &trainer, last_ckpt, &e);
+                    return Err(e);
+                }
             }
         }
     }
     // Final checkpoint (also when stopped).
-    match sink.save(&trainer) {
+    match sink.save_retrying(&trainer) {
         Ok(Some(rec)) => {
             last_ckpt = Some(rec.clone());
             sink.emit(TrainEvent::Checkpoint(rec));
         }
         Ok(None) => {}
-        Err(e) => sink.emit(TrainEvent::Error(format!("final checkpoint failed: {e}"))),
+        Err(e) => {
+            fail_to_persist(&mut sink, &trainer, last_ckpt, &e);
+            return Err(e);
+        }
     }
     sink.close();
     sink.emit(TrainEvent::Status {
