@@ -148,7 +148,7 @@ pub fn completion_logprobs_with(
     let g = completions.len();
     let l = completions.iter().map(|c| c.len()).max().unwrap_or(0);
     if g == 0 || l == 0 || prompt.is_empty() {
-        return Err(EngineError::Other(
+        return Err(EngineError::Invalid(
             "completion_logprobs needs a prompt and non-empty completions".into(),
         ));
     }
@@ -246,7 +246,7 @@ pub struct GrpoLoss {
 pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss> {
     let (g, _) = b.logprobs.dims2()?;
     if b.advantages.len() != g {
-        return Err(EngineError::Other(
+        return Err(EngineError::Invalid(
             "advantages do not match the batch".into(),
         ));
     }
@@ -267,7 +267,7 @@ pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss>
     if cfg.beta > 0.0 {
         let r = b
             .ref_logprobs
-            .ok_or_else(|| EngineError::Other("beta > 0 needs reference log-probs".into()))?;
+            .ok_or_else(|| EngineError::Invalid("beta > 0 needs reference log-probs".into()))?;
         let d = ((r - b.logprobs)? * b.mask)?;
         let kl = ((d.exp()? - &d)? - 1.0)?;
         kl_sum = (kl.detach() * b.mask)?

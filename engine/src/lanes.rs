@@ -58,7 +58,7 @@ impl Lanes {
                         ON_LANE.with(|f| f.set(true));
                     })
                     .build()
-                    .map_err(|e| EngineError::Other(format!("starting worker lane {i}: {e}")))
+                    .map_err(|source| EngineError::Lane { lane: i, source })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Lanes { pools })

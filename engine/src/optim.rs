@@ -165,7 +165,7 @@ impl AdamW {
     /// Non-finite gradients skip the update and leave parameters and moments untouched.
     pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<StepInfo> {
         if grads.len() != self.vars.len() {
-            return Err(EngineError::Other(
+            return Err(EngineError::Invalid(
                 "gradient list does not match parameters".into(),
             ));
         }
@@ -227,8 +227,7 @@ impl AdamW {
             config: self.cfg.clone(),
             names: self.names.clone(),
         };
-        let text =
-            serde_json::to_string_pretty(&meta).map_err(|e| EngineError::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&meta)?;
         atomic_write(&dir.join("optimizer.json"), text.as_bytes())?;
         Ok(())
     }

@@ -295,7 +295,7 @@ pub fn sample_group_with(
     detok: &dyn Detok,
 ) -> Result<Vec<Completion>> {
     if prompt.is_empty() {
-        return Err(EngineError::Other(
+        return Err(EngineError::Invalid(
             "cannot sample from an empty prompt".into(),
         ));
     }

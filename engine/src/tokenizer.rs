@@ -146,12 +146,13 @@ impl Tokenizer {
                  sentencepiece \"llama\" vocabularies are not supported yet)"
             )));
         }
-        let tokens = gguf_string_array(md, "tokenizer.ggml.tokens").map_err(err)?;
+        let tokens =
+            gguf_string_array(md, "tokenizer.ggml.tokens").map_err(|e| err(e.to_string()))?;
         let Some(tokens) = tokens else {
             return Err(err("tokenizer.ggml.tokens is missing".into()));
         };
         let merges = gguf_string_array(md, "tokenizer.ggml.merges")
-            .map_err(err)?
+            .map_err(|e| err(e.to_string()))?
             .unwrap_or_default();
         let types: Vec<i64> = match md.get("tokenizer.ggml.token_type") {
             Some(GgufValue::Array(vs)) => vs.iter().map(|v| gguf_int(v).unwrap_or(1)).collect(),
@@ -421,11 +422,20 @@ pub(crate) fn gguf_int(v: &GgufValue) -> Option<i64> {
     })
 }
 
+/// A GGUF metadata value of the wrong type.
+#[derive(Debug, thiserror::Error)]
+enum MetadataError {
+    #[error("{key}[{index}] is not a string")]
+    NotString { key: String, index: usize },
+    #[error("{key} is not an array")]
+    NotArray { key: String },
+}
+
 /// A string-array metadata value; `Ok(None)` when absent.
 fn gguf_string_array(
     md: &HashMap<String, GgufValue>,
     key: &str,
-) -> std::result::Result<Option<Vec<String>>, String> {
+) -> std::result::Result<Option<Vec<String>>, MetadataError> {
     match md.get(key) {
         None => Ok(None),
         Some(GgufValue::Array(vs)) => vs
@@ -433,10 +443,15 @@ fn gguf_string_array(
             .enumerate()
             .map(|(i, v)| match v {
                 GgufValue::String(s) => Ok(s.clone()),
-                _ => Err(format!("{key}[{i}] is not a string")),
+                _ => Err(MetadataError::NotString {
+                    key: key.to_string(),
+                    index: i,
+                }),
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map(Some),
-        Some(_) => Err(format!("{key} is not an array")),
+        Some(_) => Err(MetadataError::NotArray {
+            key: key.to_string(),
+        }),
     }
 }

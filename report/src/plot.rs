@@ -72,14 +72,22 @@ fn segments(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
+/// A drawing backend's failure.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct DrawError(Box<dyn std::error::Error + Send + Sync>);
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[Series],
-) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+) -> Result<(), DrawError>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| DrawError(Box::new(e));
     root.fill(&WHITE).map_err(e)?;
     let xs = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let ys = range(
@@ -180,7 +188,7 @@ pub fn line_chart(
         y_label,
         series,
     )
-    .map_err(|m| fail(&svg, m))?;
+    .map_err(|m| fail(&svg, m.to_string()))?;
     draw(
         BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area(),
         title,
@@ -188,7 +196,7 @@ pub fn line_chart(
         y_label,
         series,
     )
-    .map_err(|m| fail(&png, m))?;
+    .map_err(|m| fail(&png, m.to_string()))?;
     Ok((svg, png))
 }
 

@@ -46,4 +46,4 @@ pub mod view;
 pub(crate) mod test_fixture;
 
 pub use app::{restore_terminal, run_debugger, run_live, run_replay, Result, UiError, UiOptions};
-pub use state::debugger::{DebugInitial, DebugSessionFile, ModelState};
+pub use state::debugger::{DebugFileError, DebugInitial, DebugSessionFile, ModelState};

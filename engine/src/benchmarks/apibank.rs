@@ -8,8 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::data_err;
 use super::score::{verdict, Prediction, ScoreError, Verdict};
+use super::{data_err, LoadError};
 use crate::parse::{ToolCall, ToolSchema};
 use crate::pyval::{py_eq, py_literal_to_json};
 use crate::worlds::{Task, WorldError};
@@ -29,8 +29,8 @@ pub struct ApiBankItem {
 }
 
 /// Load every `level-*.json` in `dir` (or only `category`).
-pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(LoadError::io(dir))?;
     let mut files: Vec<_> = rd
         .flatten()
         .map(|e| e.path())
@@ -50,20 +50,19 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, Stri
         if category.is_some_and(|c| c != stem) {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let items: Vec<Value> =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(LoadError::io(&path))?;
+        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(LoadError::json(&path))?;
         for (i, it) in items.iter().enumerate() {
             let answer = match it.get("answer") {
                 Some(Value::Array(a)) => a.clone(),
                 Some(o @ Value::Object(_)) => vec![o.clone()],
-                _ => return Err(format!("{}: item {i} has no answer", path.display())),
+                _ => return Err(LoadError::bad(&path, format!("item {i} has no answer"))),
             };
             let answer = answer
                 .into_iter()
                 .map(serde_json::from_value::<ToolCall>)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: item {i}: {e}", path.display()))?;
+                .map_err(|e| LoadError::bad(&path, format!("item {i}: {e}")))?;
             out.push(ApiBankItem {
                 id: format!("{stem}-{i}"),
                 category: stem.clone(),
@@ -82,35 +81,62 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<ApiBankItem>, Stri
         }
     }
     if out.is_empty() {
-        return Err(format!(
-            "{}: no API-Bank items{}",
-            dir.display(),
-            category.map(|c| format!(" for {c}")).unwrap_or_default()
+        return Err(LoadError::bad(
+            dir,
+            format!(
+                "no API-Bank items{}",
+                category.map(|c| format!(" for {c}")).unwrap_or_default()
+            ),
         ));
     }
     Ok(out)
 }
 
+/// The first difference between predicted and gold calls.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("expected {expected} call(s), got {got}")]
+    Count { expected: usize, got: usize },
+    #[error("call {index}: expected {expected:?}, got {got:?}")]
+    Name {
+        index: usize,
+        expected: String,
+        got: String,
+    },
+    #[error("call {index} ({name}): expected parameters {expected}, got {got}")]
+    Arguments {
+        index: usize,
+        name: String,
+        expected: Value,
+        got: Value,
+    },
+}
+
 /// Exact match of the call list; `Err` says what differs first.
-pub fn check(item: &ApiBankItem, calls: &[ToolCall]) -> Result<(), String> {
+pub fn check(item: &ApiBankItem, calls: &[ToolCall]) -> Result<(), Mismatch> {
     if calls.len() != item.answer.len() {
-        return Err(format!(
-            "expected {} call(s), got {}",
-            item.answer.len(),
-            calls.len()
-        ));
+        return Err(Mismatch::Count {
+            expected: item.answer.len(),
+            got: calls.len(),
+        });
     }
     for (i, (p, g)) in calls.iter().zip(&item.answer).enumerate() {
         if p.name != g.name {
-            return Err(format!("call {i}: expected {:?}, got {:?}", g.name, p.name));
+            return Err(Mismatch::Name {
+                index: i,
+                expected: g.name.clone(),
+                got: p.name.clone(),
+            });
         }
         let pa = Value::Object(p.arguments.clone());
         let ga = Value::Object(g.arguments.clone());
         if !py_eq(&pa, &ga) {
-            return Err(format!(
-                "call {i} ({}): expected parameters {ga}, got {pa}",
-                g.name
-            ));
+            return Err(Mismatch::Arguments {
+                index: i,
+                name: g.name.clone(),
+                expected: ga,
+                got: pa,
+            });
         }
     }
     Ok(())
@@ -170,7 +196,7 @@ pub fn tools(system: &str) -> Vec<ToolSchema> {
 /// API-Bank items (world `api-bank`): the dialogue is the request, the tools come from the
 /// system prompt.
 pub fn load_tasks(dir: &Path, category: Option<&str>) -> Result<Vec<Task>, WorldError> {
-    let items = load(dir, category).map_err(|e| data_err(dir, e))?;
+    let items = load(dir, category).map_err(|e| data_err(dir, e.to_string()))?;
     Ok(items
         .into_iter()
         .map(|it| Task {
@@ -195,23 +221,21 @@ pub fn verdicts(
     category: Option<&str>,
     by_id: &HashMap<&str, &Prediction>,
 ) -> Result<Vec<Verdict>, ScoreError> {
-    Ok(load(dir, category)
-        .map_err(ScoreError::Data)?
+    Ok(load(dir, category)?
         .iter()
         .map(|item| {
             let r = match by_id.get(item.id.as_str()) {
-                Some(p) => check(item, &p.to_calls()),
+                Some(p) => check(item, &p.to_calls()).map_err(|e| e.to_string()),
                 None => Err("no prediction".to_string()),
             };
-            verdict(&item.id, &item.category, r, None)
+            verdict(&item.id, &item.category, r.err(), None)
         })
         .collect())
 }
 
 /// The answers of every item as predictions.
 pub fn gold_predictions(dir: &Path, category: Option<&str>) -> Result<Vec<Prediction>, ScoreError> {
-    Ok(load(dir, category)
-        .map_err(ScoreError::Data)?
+    Ok(load(dir, category)?
         .into_iter()
         .map(|i| Prediction::from_calls(i.id, i.answer))
         .collect())

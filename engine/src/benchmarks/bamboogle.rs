@@ -133,7 +133,12 @@ pub fn verdicts(
                 }
                 None => (Err("no prediction".to_string()), false),
             };
-            verdict(&t.id, WORLD_NAME, r, Some(if contains { 1.0 } else { 0.0 }))
+            verdict(
+                &t.id,
+                WORLD_NAME,
+                r.err(),
+                Some(if contains { 1.0 } else { 0.0 }),
+            )
         })
         .collect())
 }

@@ -26,7 +26,7 @@ pub mod toolrl;
 pub mod training;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,55 @@ pub enum BenchError {
     Score(#[from] ScoreError),
     #[error("{0}")]
     Input(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// A benchmark data file or folder that cannot be read; messages start with the path.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} line {line}: {source}", path.display())]
+    JsonLine {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {msg}", path.display())]
+    Bad { path: PathBuf, msg: String },
+}
+
+impl LoadError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn json(path: &Path) -> impl FnOnce(serde_json::Error) -> Self + '_ {
+        move |source| LoadError::Json {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn bad(path: &Path, msg: impl Into<String>) -> Self {
+        LoadError::Bad {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
 }
 
 pub(crate) fn data_err(path: &Path, msg: String) -> WorldError {
@@ -139,7 +188,7 @@ impl Bench {
             }
             Bench::Bfcl => {
                 let dir = need_data()?;
-                let cats = bfcl::category_files(dir).map_err(BenchError::Input)?;
+                let cats = bfcl::category_files(dir)?;
                 if cats.is_empty() {
                     return Err(BenchError::Input(format!(
                         "{}: no BFCL_v4_*.json category files",

@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::data_err;
 use super::score::{verdict, Prediction, ScoreError, Verdict};
+use super::{data_err, LoadError};
 use crate::parse::{ToolCall, ToolSchema};
 use crate::pyval::py_eq;
 use crate::worlds::{Task, WorldError};
@@ -34,8 +34,8 @@ fn category_of(stem: &str) -> String {
 }
 
 /// Load `*-data.json` files from `dir` (or only the one whose category is `category`).
-pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(LoadError::io(dir))?;
     let mut files: Vec<_> = rd
         .flatten()
         .map(|e| e.path())
@@ -52,19 +52,21 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, Stri
         if category.is_some_and(|c| c != cat) {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let items: Vec<Value> =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(LoadError::io(&path))?;
+        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(LoadError::json(&path))?;
         for (i, it) in items.iter().enumerate() {
             let Some(Value::Array(calls)) = it.get("output") else {
-                return Err(format!("{}: item {i} has no output list", path.display()));
+                return Err(LoadError::bad(
+                    &path,
+                    format!("item {i} has no output list"),
+                ));
             };
             let gold = calls
                 .iter()
                 .filter(|c| c.get("name").and_then(Value::as_str) != Some("var_result"))
                 .map(|c| serde_json::from_value::<ToolCall>(c.clone()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: item {i}: {e}", path.display()))?;
+                .map_err(|e| LoadError::bad(&path, format!("item {i}: {e}")))?;
             out.push(NestfulItem {
                 id: format!("{stem}-{i}"),
                 category: cat.clone(),
@@ -78,16 +80,15 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, Stri
         }
     }
     if out.is_empty() {
-        return Err(format!("{}: no NESTFUL items", dir.display()));
+        return Err(LoadError::bad(dir, "no NESTFUL items"));
     }
     Ok(out)
 }
 
 /// Tool schemas from a `*-spec.json` file (`query_parameters` with `required` flags).
-pub fn load_spec(path: &Path) -> Result<Vec<ToolSchema>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let specs: Vec<Value> =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load_spec(path: &Path) -> Result<Vec<ToolSchema>, LoadError> {
+    let bytes = std::fs::read(path).map_err(LoadError::io(path))?;
+    let specs: Vec<Value> = serde_json::from_slice(&bytes).map_err(LoadError::json(&path))?;
     Ok(specs
         .iter()
         .filter_map(|s| {
@@ -155,14 +156,14 @@ pub fn score(item: &NestfulItem, calls: &[ToolCall]) -> (bool, f64) {
 /// NESTFUL items (world `nestful`) with the tools of their `*-spec.json`; arguments that
 /// reference earlier outputs (`$varN…$`) are marked as derived.
 pub fn load_tasks(dir: &Path, category: Option<&str>) -> Result<Vec<Task>, WorldError> {
-    let items = load(dir, category).map_err(|e| data_err(dir, e))?;
+    let items = load(dir, category).map_err(|e| data_err(dir, e.to_string()))?;
     let mut specs: std::collections::HashMap<String, Vec<ToolSchema>> = Default::default();
     let mut out = Vec::new();
     for it in items {
         if !specs.contains_key(&it.category) {
             let path = dir.join(format!("non-executable-{}-spec.json", it.category));
             let tools = if path.exists() {
-                load_spec(&path).map_err(|e| data_err(dir, e))?
+                load_spec(&path).map_err(|e| data_err(dir, e.to_string()))?
             } else {
                 Vec::new()
             };
@@ -214,8 +215,7 @@ pub fn verdicts(
     category: Option<&str>,
     by_id: &HashMap<&str, &Prediction>,
 ) -> Result<Vec<Verdict>, ScoreError> {
-    Ok(load(dir, category)
-        .map_err(ScoreError::Data)?
+    Ok(load(dir, category)?
         .iter()
         .map(|item| {
             let (r, partial) = match by_id.get(item.id.as_str()) {
@@ -232,15 +232,14 @@ pub fn verdicts(
                 }
                 None => (Err("no prediction".to_string()), 0.0),
             };
-            verdict(&item.id, &item.category, r, Some(partial))
+            verdict(&item.id, &item.category, r.err(), Some(partial))
         })
         .collect())
 }
 
 /// The gold call sequences of every item as predictions.
 pub fn gold_predictions(dir: &Path, category: Option<&str>) -> Result<Vec<Prediction>, ScoreError> {
-    Ok(load(dir, category)
-        .map_err(ScoreError::Data)?
+    Ok(load(dir, category)?
         .into_iter()
         .map(|i| Prediction::from_calls(i.id, i.gold))
         .collect())

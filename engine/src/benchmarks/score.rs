@@ -24,6 +24,8 @@ use crate::parse::{parse_executor, ToolCall};
 pub enum ScoreError {
     #[error("{0}")]
     Data(String),
+    #[error(transparent)]
+    Load(#[from] super::LoadError),
     #[error("{path} line {line}: {msg}")]
     Prediction {
         path: String,
@@ -240,17 +242,17 @@ pub(crate) fn index_predictions(preds: &[Prediction]) -> HashMap<&str, &Predicti
     preds.iter().map(|p| (p.id.as_str(), p)).collect()
 }
 
-/// The verdict on item `id` of `category`: correct when `result` is `Ok`.
+/// The verdict on item `id` of `category`: correct when there is no `error`.
 pub(crate) fn verdict(
     id: &str,
     category: &str,
-    result: Result<(), String>,
+    error: Option<String>,
     partial: Option<f64>,
 ) -> Verdict {
     Verdict {
         id: id.to_string(),
-        correct: result.is_ok(),
-        error: result.err(),
+        correct: error.is_none(),
+        error,
         category: Some(category.to_string()),
         partial,
     }
@@ -276,9 +278,7 @@ mod tests {
 
     #[test]
     fn report_counts_per_category() {
-        let v = |id: &str, cat: &str, ok: bool| {
-            verdict(id, cat, if ok { Ok(()) } else { Err("e".into()) }, None)
-        };
+        let v = |id: &str, cat: &str, ok: bool| verdict(id, cat, (!ok).then(|| "e".into()), None);
         let r = ScoreReport::from_verdicts(
             Bench::Bfcl,
             vec![v("1", "a", true), v("2", "a", false), v("3", "b", true)],

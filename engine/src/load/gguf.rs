@@ -140,10 +140,10 @@ fn reorder_rows(w: &Tensor, n_head: usize, forward: bool) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let (rows, rest) = match dims.split_first() {
         Some((r, rest)) => (*r, rest.to_vec()),
-        None => return Err(EngineError::Other("cannot permute a scalar".into())),
+        None => return Err(EngineError::Invalid("cannot permute a scalar".into())),
     };
     if n_head == 0 || rows % (2 * n_head) != 0 {
-        return Err(EngineError::Other(format!(
+        return Err(EngineError::Invalid(format!(
             "cannot permute {rows} rows into {n_head} heads of even size"
         )));
     }

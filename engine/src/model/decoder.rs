@@ -125,9 +125,9 @@ impl Model {
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = weights
                 .get(name)
-                .ok_or_else(|| EngineError::Other(format!("missing weight {name}")))?;
+                .ok_or_else(|| EngineError::Weights(format!("missing weight {name}")))?;
             if t.dims() != shape {
-                return Err(EngineError::Other(format!(
+                return Err(EngineError::Weights(format!(
                     "weight {name} has shape {:?}, config implies {:?}",
                     t.dims(),
                     shape
@@ -275,7 +275,7 @@ impl Model {
     pub fn adapter(&self, name: &str) -> Result<&LoraAdapter> {
         self.adapters
             .get(name)
-            .ok_or_else(|| EngineError::Other(format!("no adapter named {name:?}")))
+            .ok_or_else(|| EngineError::NoAdapter(name.to_string()))
     }
 
     pub fn adapter_names(&self) -> Vec<String> {
@@ -458,7 +458,7 @@ impl Model {
         let lora = self.resolve(adapter)?;
         let (b, t) = ids.dims2()?;
         if offset + t > self.rope.cos.dim(0)? {
-            return Err(EngineError::Other(format!(
+            return Err(EngineError::Invalid(format!(
                 "sequence of {} tokens exceeds the model's {} positions",
                 offset + t,
                 self.rope.cos.dim(0)?
@@ -558,7 +558,7 @@ impl Model {
     /// [`frozen_matmul`]); adapters are unaffected.
     pub fn make_base_trainable(&mut self) -> Result<Vec<(String, Var)>> {
         if self.embed.dtype() != self.dtype {
-            return Err(EngineError::Other(format!(
+            return Err(EngineError::Unsupported(format!(
                 "the base weights are stored in {:?} (16-bit storage); full-parameter training \
                  needs them in the compute dtype {:?}",
                 self.embed.dtype(),
@@ -609,12 +609,12 @@ impl Model {
             return Ok(());
         }
         if !self.device.is_cpu() {
-            return Err(EngineError::Other(
+            return Err(EngineError::Unsupported(
                 "16-bit base-weight storage is a CPU option; on a GPU use --dtype".into(),
             ));
         }
         if self.embed.is_variable() {
-            return Err(EngineError::Other(
+            return Err(EngineError::Unsupported(
                 "the base is being trained (full-parameter); its weights stay in the compute dtype"
                     .into(),
             ));

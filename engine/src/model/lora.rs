@@ -252,7 +252,7 @@ impl LoraAdapter {
         let mut rng = self
             .dropout_rng
             .lock()
-            .map_err(|_| EngineError::Other("dropout rng poisoned".into()))?;
+            .map_err(|_| EngineError::Poisoned("dropout rng"))?;
         let v: Vec<f32> = (0..n)
             .map(|_| {
                 if rng.random::<f64>() < p {
@@ -299,8 +299,7 @@ impl LoraAdapter {
             "layers_to_transform": null,
             "revision": null,
         });
-        let text =
-            serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&cfg)?;
         atomic_write(&dir.join("adapter_config.json"), text.as_bytes())?;
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (k, v) in self.named_vars() {
@@ -436,7 +435,7 @@ impl LoraAdapter {
         for (k, v) in mine {
             let src = theirs
                 .get(&k)
-                .ok_or_else(|| EngineError::Other(format!("adapter {} lacks {k}", other.name)))?;
+                .ok_or_else(|| EngineError::Weights(format!("adapter {} lacks {k}", other.name)))?;
             v.set(src.as_tensor())?;
         }
         Ok(())

@@ -145,7 +145,7 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
             issues.push(ParseIssue::EmptyToolCall { block: bi });
             continue;
         }
-        let mut values: Vec<(usize, Result<Value, String>)> = Vec::new();
+        let mut values: Vec<(usize, Result<Value, serde_json::Error>)> = Vec::new();
         match serde_json::from_str::<Value>(inner) {
             Ok(Value::Array(items)) => values.extend(items.into_iter().map(|v| (1, Ok(v)))),
             Ok(v) => values.push((1, Ok(v))),
@@ -155,10 +155,7 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
                     if l.is_empty() {
                         continue;
                     }
-                    values.push((
-                        li + 1,
-                        serde_json::from_str::<Value>(l).map_err(|e| e.to_string()),
-                    ));
+                    values.push((li + 1, serde_json::from_str::<Value>(l)));
                 }
             }
         }
@@ -174,10 +171,10 @@ pub fn parse_executor(text: &str) -> ExecutorOutput {
                 issues: Vec::new(),
             };
             match v {
-                Err(message) => entry.issues.push(ParseIssue::InvalidJson {
+                Err(e) => entry.issues.push(ParseIssue::InvalidJson {
                     block: bi,
                     line,
-                    message,
+                    message: e.to_string(),
                 }),
                 Ok(v) => match call_from_value(v, bi, line) {
                     Ok((call, key)) => {

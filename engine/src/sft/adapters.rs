@@ -117,7 +117,7 @@ pub fn sft_adapters(
             .cloned()
             .collect();
         if ex.is_empty() {
-            return Err(EngineError::Other(format!(
+            return Err(EngineError::Invalid(format!(
                 "sft: no {name} examples (tasks need gold plans with one sub-task per gold call)"
             )));
         }
@@ -207,8 +207,10 @@ pub fn save_adapter_sft(
         "config": cfg,
         "report": report,
     });
-    let text = serde_json::to_string_pretty(&json)
-        .map_err(|e| EngineError::Other(format!("sft.json: {e}")))?;
+    let text = serde_json::to_string_pretty(&json).map_err(|source| EngineError::JsonIn {
+        what: "sft.json",
+        source,
+    })?;
     let p = out.join("sft.json");
     std::fs::write(&p, text).map_err(|e| EngineError::Io {
         path: p.clone(),

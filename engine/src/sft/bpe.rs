@@ -18,7 +18,10 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<tokenizers
     use tokenizers::pre_tokenizers::digits::Digits;
     use tokenizers::pre_tokenizers::sequence::Sequence;
     use tokenizers::AddedToken;
-    let tk = |e: tokenizers::Error| EngineError::Other(format!("tokenizer training: {e}"));
+    let tk = |source: tokenizers::Error| EngineError::HfTokenizer {
+        what: "tokenizer training",
+        source,
+    };
     let specials: Vec<AddedToken> = SPECIAL_TOKENS
         .iter()
         .map(|s| AddedToken::from(*s, true))

@@ -115,7 +115,10 @@ pub const FLAT_DONE: &str = "<think>All steps are done.</think>\n<response>Done.
 /// Gold conversations of one task (planner, executor per sub-task, flat per turn). Gold calls
 /// are executed in `world` for the observations the later prompts show.
 pub fn gold_texts(task: &Task, world: &mut dyn World) -> Result<Vec<GoldText>> {
-    let err = |e: crate::worlds::WorldError| EngineError::Other(format!("task {}: {e}", task.id));
+    let err = |source| EngineError::Task {
+        task: task.id.clone(),
+        source,
+    };
     let tools = if task.tools.is_empty() {
         world.tools()
     } else {
@@ -163,8 +166,7 @@ pub fn gold_texts(task: &Task, world: &mut dyn World) -> Result<Vec<GoldText>> {
 
 /// The examples of `n` train-split tasks of the built-in world, and the tasks.
 pub fn builtin_gold_texts(n: usize, seed: u64) -> Result<(Vec<Task>, Vec<GoldText>)> {
-    let tasks =
-        generate_tasks(Split::Train, n, seed).map_err(|e| EngineError::Other(e.to_string()))?;
+    let tasks = generate_tasks(Split::Train, n, seed)?;
     let mut world = BuiltinWorld::new();
     let mut texts = Vec::new();
     for t in &tasks {

@@ -16,7 +16,7 @@ pub fn sft_loss(
     train: bool,
 ) -> Result<(Tensor, usize)> {
     if batch.is_empty() {
-        return Err(EngineError::Other("sft_loss: empty batch".into()));
+        return Err(EngineError::Invalid("sft_loss: empty batch".into()));
     }
     let full: Vec<Vec<u32>> = batch
         .iter()

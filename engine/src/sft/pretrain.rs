@@ -139,8 +139,11 @@ pub fn save_hf_folder(dir: &Path, model: &Model, tokenizer_json: &str, dtype: DT
         path: dir.to_path_buf(),
         source: e,
     })?;
-    let mut cfg_json = serde_json::to_value(model.config())
-        .map_err(|e| EngineError::Other(format!("config: {e}")))?;
+    let mut cfg_json =
+        serde_json::to_value(model.config()).map_err(|source| EngineError::JsonIn {
+            what: "config",
+            source,
+        })?;
     if let Some(o) = cfg_json.as_object_mut() {
         o.insert(
             "torch_dtype".into(),
@@ -275,7 +278,10 @@ pub fn pretrain(
             let hf_tok = train_tokenizer(&corpus, cfg.vocab_size)?;
             let tok_json = hf_tok
                 .to_string(false)
-                .map_err(|e| EngineError::Other(format!("tokenizer: {e}")))?;
+                .map_err(|source| EngineError::HfTokenizer {
+                    what: "tokenizer",
+                    source,
+                })?;
             let mut tok = Tokenizer::from_hf(hf_tok, None, Some("<|im_end|>".into()), &[]);
             crate::load::add_template_eos(&mut tok, &template);
             let mcfg = cfg.model_config(tok.vocab_size())?;
@@ -293,8 +299,7 @@ pub fn pretrain(
     }
     let named = model.make_base_trainable()?;
     let params = model.num_base_params();
-    let dev_tasks = generate_tasks(Split::Dev, cfg.eval_tasks.max(1), cfg.seed)
-        .map_err(|e| EngineError::Other(e.to_string()))?;
+    let dev_tasks = generate_tasks(Split::Dev, cfg.eval_tasks.max(1), cfg.seed)?;
     let opt = AdamWConfig {
         lr: cfg.lr,
         weight_decay: cfg.weight_decay,
@@ -302,7 +307,7 @@ pub fn pretrain(
         ..Default::default()
     };
     let save_dtype = crate::device::parse_dtype(&cfg.save_dtype)
-        .ok_or_else(|| EngineError::Other(format!("unknown save dtype {:?}", cfg.save_dtype)))?;
+        .ok_or_else(|| EngineError::UnknownDtype(cfg.save_dtype.clone()))?;
     let t0 = Instant::now();
     let log = sft_run(
         &model,
@@ -358,8 +363,10 @@ pub fn pretrain(
 /// the config and the report. Returns its path.
 pub fn write_recipe(out: &Path, cfg: &PretrainConfig, report: &PretrainReport) -> Result<PathBuf> {
     let recipe = serde_json::json!({ "config": cfg, "report": report });
-    let text = serde_json::to_string_pretty(&recipe)
-        .map_err(|e| EngineError::Other(format!("pretrain recipe: {e}")))?;
+    let text = serde_json::to_string_pretty(&recipe).map_err(|source| EngineError::JsonIn {
+        what: "pretrain recipe",
+        source,
+    })?;
     let path = out.join("pretrain.json");
     std::fs::write(&path, text).map_err(|e| EngineError::Io {
         path: path.clone(),

@@ -57,7 +57,7 @@ pub fn sft_run(
     mut on_step: impl FnMut(&Model, &SftProgress) -> Result<Option<f64>>,
 ) -> Result<Vec<SftProgress>> {
     if examples.is_empty() {
-        return Err(EngineError::Other("no training examples".into()));
+        return Err(EngineError::Invalid("no training examples".into()));
     }
     let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let peak = opt_cfg.lr;

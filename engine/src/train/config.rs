@@ -160,9 +160,14 @@ impl Default for TrainConfig {
     }
 }
 
+/// A key of a user's file that the defaults do not have, or of the wrong kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigKeyError(String);
+
 /// Lay `over` onto `base` key by key (tables merge, other values replace). A key that `base`
 /// does not have is an error naming its path (`base` holds every key there is).
-fn overlay(base: &mut toml::Table, over: toml::Table, path: &str) -> Result<(), String> {
+fn overlay(base: &mut toml::Table, over: toml::Table, path: &str) -> Result<(), ConfigKeyError> {
     for (k, v) in over {
         let key = if path.is_empty() {
             k.clone()
@@ -177,17 +182,17 @@ fn overlay(base: &mut toml::Table, over: toml::Table, path: &str) -> Result<(), 
                 } else {
                     format!("in [{path}]")
                 };
-                return Err(format!(
+                return Err(ConfigKeyError(format!(
                     "unknown key `{key}` (known {section}: {})",
                     known.join(", ")
-                ));
+                )));
             }
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o, &key)?,
             (Some(toml::Value::Table(_)), other) => {
-                return Err(format!(
+                return Err(ConfigKeyError(format!(
                     "`{key}` must be a table ([{key}]), not a {}",
                     other.type_str()
-                ))
+                )))
             }
             (Some(slot), v) => *slot = v,
         }
@@ -203,7 +208,7 @@ impl TrainConfig {
         let bad = |m: String| crate::EngineError::Config(format!("{origin}: {m}"));
         let user: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let mut merged = default_table().clone();
-        overlay(&mut merged, user, "").map_err(bad)?;
+        overlay(&mut merged, user, "").map_err(|e| bad(e.to_string()))?;
         toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| bad(e.to_string()))

@@ -121,7 +121,7 @@ impl RunHandle {
 pub fn join(thread: JoinHandle<Result<()>>) -> Result<()> {
     thread
         .join()
-        .unwrap_or_else(|_| Err(EngineError::Other("the trainer thread panicked".into())))
+        .unwrap_or_else(|_| Err(EngineError::TrainerPanicked))
 }
 
 /// Start `trainer` on its own thread (on the compute pool, see [`ops::on_compute_pool`]),
@@ -132,7 +132,7 @@ pub fn spawn(trainer: Trainer, writer: SessionWriter) -> Result<RunHandle> {
     let thread = std::thread::Builder::new()
         .name("trainer".into())
         .spawn(move || ops::on_compute_pool(|| run(trainer, Some(writer), ev_tx, cmd_rx)))
-        .map_err(|e| EngineError::Other(format!("starting the trainer thread: {e}")))?;
+        .map_err(EngineError::TrainerThread)?;
     Ok(RunHandle {
         events,
         commands,

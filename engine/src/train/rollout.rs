@@ -356,9 +356,7 @@ pub fn rollout_task_with(
     if cfg.mode == Mode::Flat {
         return rollout_flat(agent, world, task, cfg, seed, step, prefixes);
     }
-    world
-        .reset(task)
-        .map_err(|e| crate::EngineError::Other(e.to_string()))?;
+    world.reset(task)?;
     let tools = tools_of(world, task);
     let psys = prompts::planner_system(&tools);
     let pprompt = agent.prompt_ids(&psys, &task.request)?;
@@ -397,9 +395,7 @@ pub fn rollout_task_with(
         } else {
             parsed.subtasks.clone()
         };
-        world
-            .reset(task)
-            .map_err(|e| crate::EngineError::Other(e.to_string()))?;
+        world.reset(task)?;
         let mut history = Vec::new();
         let mut executed = Vec::new();
         let mut steps = Vec::new();
@@ -528,9 +524,7 @@ pub fn rollout_flat(
     step: u64,
     prefixes: &Prefixes,
 ) -> Result<TaskRollout> {
-    world
-        .reset(task)
-        .map_err(|e| crate::EngineError::Other(e.to_string()))?;
+    world.reset(task)?;
     let tools = tools_of(world, task);
     let sys = prompts::flat_system(&tools);
     let mut history = Vec::new();

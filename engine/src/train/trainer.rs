@@ -400,8 +400,7 @@ impl Trainer {
             mode: self.cfg.mode.name().into(),
             seed: self.cfg.seed,
         };
-        let text =
-            serde_json::to_string_pretty(&st).map_err(|e| EngineError::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&st)?;
         atomic_write(&dir.join("trainer_state.json"), text.as_bytes())?;
         Ok(())
     }

@@ -6,10 +6,31 @@
 pub const MAX_EXPR_LEN: usize = 256;
 const MAX_DEPTH: usize = 32;
 
+/// Why an expression was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CalcError {
+    #[error("expression longer than {MAX_EXPR_LEN} characters")]
+    TooLong,
+    #[error("unexpected character at position {0}")]
+    UnexpectedChar(usize),
+    #[error("unexpected end of expression")]
+    UnexpectedEnd,
+    #[error("result is not a finite number")]
+    NotFinite,
+    #[error("division by zero")]
+    DivisionByZero,
+    #[error("expression nested too deeply")]
+    TooDeep,
+    #[error("missing ')'")]
+    MissingParen,
+    #[error("bad number {0:?}")]
+    BadNumber(String),
+}
+
 /// Evaluate `expr`; errors name what is wrong.
-pub fn eval(expr: &str) -> Result<f64, String> {
+pub fn eval(expr: &str) -> Result<f64, CalcError> {
     if expr.len() > MAX_EXPR_LEN {
-        return Err(format!("expression longer than {MAX_EXPR_LEN} characters"));
+        return Err(CalcError::TooLong);
     }
     let mut p = Parser {
         s: expr.as_bytes(),
@@ -19,10 +40,10 @@ pub fn eval(expr: &str) -> Result<f64, String> {
     let v = p.expr()?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!("unexpected character at position {}", p.i));
+        return Err(CalcError::UnexpectedChar(p.i));
     }
     if !v.is_finite() {
-        return Err("result is not a finite number".into());
+        return Err(CalcError::NotFinite);
     }
     Ok(v)
 }
@@ -43,7 +64,7 @@ impl Parser<'_> {
         self.ws();
         self.s.get(self.i).copied()
     }
-    fn expr(&mut self) -> Result<f64, String> {
+    fn expr(&mut self) -> Result<f64, CalcError> {
         let mut v = self.term()?;
         while let Some(c @ (b'+' | b'-')) = self.peek() {
             self.i += 1;
@@ -52,21 +73,21 @@ impl Parser<'_> {
         }
         Ok(v)
     }
-    fn term(&mut self) -> Result<f64, String> {
+    fn term(&mut self) -> Result<f64, CalcError> {
         let mut v = self.unary()?;
         while let Some(c @ (b'*' | b'/' | b'%')) = self.peek() {
             self.i += 1;
             let r = self.unary()?;
             v = match c {
                 b'*' => v * r,
-                _ if r == 0.0 => return Err("division by zero".into()),
+                _ if r == 0.0 => return Err(CalcError::DivisionByZero),
                 b'/' => v / r,
                 _ => v % r,
             };
         }
         Ok(v)
     }
-    fn unary(&mut self) -> Result<f64, String> {
+    fn unary(&mut self) -> Result<f64, CalcError> {
         match self.peek() {
             Some(b'-') => {
                 self.i += 1;
@@ -85,7 +106,7 @@ impl Parser<'_> {
             _ => self.power(),
         }
     }
-    fn power(&mut self) -> Result<f64, String> {
+    fn power(&mut self) -> Result<f64, CalcError> {
         let base = self.atom()?;
         if self.peek() == Some(b'^') {
             self.i += 1;
@@ -96,14 +117,14 @@ impl Parser<'_> {
         }
         Ok(base)
     }
-    fn enter(&mut self) -> Result<(), String> {
+    fn enter(&mut self) -> Result<(), CalcError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err("expression nested too deeply".into());
+            return Err(CalcError::TooDeep);
         }
         Ok(())
     }
-    fn atom(&mut self) -> Result<f64, String> {
+    fn atom(&mut self) -> Result<f64, CalcError> {
         match self.peek() {
             Some(b'(') => {
                 self.i += 1;
@@ -112,7 +133,7 @@ impl Parser<'_> {
                 self.depth -= 1;
                 let v = v?;
                 if self.peek() != Some(b')') {
-                    return Err("missing ')'".into());
+                    return Err(CalcError::MissingParen);
                 }
                 self.i += 1;
                 Ok(v)
@@ -124,11 +145,13 @@ impl Parser<'_> {
                 {
                     self.i += 1;
                 }
-                let t = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
-                t.parse::<f64>().map_err(|_| format!("bad number {t:?}"))
+                // Only ASCII digits and dots were consumed, so the slice is valid UTF-8.
+                let t = String::from_utf8_lossy(&self.s[start..self.i]);
+                t.parse::<f64>()
+                    .map_err(|_| CalcError::BadNumber(t.into_owned()))
             }
-            Some(_) => Err(format!("unexpected character at position {}", self.i)),
-            None => Err("unexpected end of expression".into()),
+            Some(_) => Err(CalcError::UnexpectedChar(self.i)),
+            None => Err(CalcError::UnexpectedEnd),
         }
     }
 }

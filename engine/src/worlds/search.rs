@@ -96,15 +96,26 @@ fn data_err(path: &Path) -> impl Fn(String) -> WorldError {
     }
 }
 
+/// Why a corpus line was rejected.
+#[derive(Debug, thiserror::Error)]
+enum LineError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("expected a JSON object")]
+    NotObject,
+    #[error("no title or text")]
+    Empty,
+}
+
 /// Parse one JSONL corpus line (`{"title", "text"}`; `contents` is accepted for `text`).
 /// `Ok(None)` for a blank line.
-fn parse_line(line: &str) -> Result<Option<Doc>, String> {
+fn parse_line(line: &str) -> Result<Option<Doc>, LineError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(line)?;
     if !v.is_object() {
-        return Err("expected a JSON object".into());
+        return Err(LineError::NotObject);
     }
     let title = v
         .get("title")
@@ -118,7 +129,7 @@ fn parse_line(line: &str) -> Result<Option<Doc>, String> {
         .unwrap_or("")
         .to_string();
     if title.is_empty() && text.is_empty() {
-        return Err("no title or text".into());
+        return Err(LineError::Empty);
     }
     Ok(Some(Doc { title, text }))
 }

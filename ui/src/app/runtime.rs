@@ -15,7 +15,7 @@ use ratatui::Terminal;
 use super::session::SessionFeed;
 use super::{Result, UiError, UiOptions};
 use crate::state::trajs::plan_shape;
-use crate::state::{update, AppState, Effect, Level, Msg};
+use crate::state::{update, AppState, Effect, Level, Msg, SaveError, TrajectoryLoadError};
 use crate::view;
 
 /// Most task texts loaded for one search (beyond this, search matches ids only).
@@ -70,9 +70,12 @@ impl Runtime {
             Effect::ReadSession => self.read_due = true,
             Effect::Load { seq, disk_index } => {
                 let result = match (self.feed.reader(), disk_index) {
-                    (Some(r), Some(i)) => r.trajectory(i).map(Box::new).map_err(|p| p.to_string()),
-                    (None, _) => Err("no session to read from".to_string()),
-                    (Some(_), None) => Err("not in the session files".to_string()),
+                    (Some(r), Some(i)) => r
+                        .trajectory(i)
+                        .map(Box::new)
+                        .map_err(TrajectoryLoadError::Read),
+                    (None, _) => Err(TrajectoryLoadError::NoSession),
+                    (Some(_), None) => Err(TrajectoryLoadError::NotOnDisk),
                 };
                 queue.push(Msg::Loaded { seq, result });
             }
@@ -242,10 +245,13 @@ impl Runtime {
 }
 
 /// Writes a debugger session file with the workspace's atomic write, creating its directory.
-fn save_file(path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+fn save_file(path: &Path, bytes: &[u8]) -> std::result::Result<(), SaveError> {
     let dir = cahl_sessions::fsutil::parent_of(path);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    atomic_write(path, bytes).map_err(|e| e.to_string())
+    std::fs::create_dir_all(dir).map_err(|e| SaveError::CreateDir {
+        path: dir.to_path_buf(),
+        source: std::sync::Arc::new(e),
+    })?;
+    atomic_write(path, bytes).map_err(|e| SaveError::Write(std::sync::Arc::new(e)))
 }
 
 #[cfg(test)]

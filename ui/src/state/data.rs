@@ -106,7 +106,7 @@ pub(super) fn on_disk(s: &mut AppState, b: DiskBatch) {
 pub(super) fn on_loaded(
     s: &mut AppState,
     seq: u64,
-    result: Result<Box<TrajectoryRecord>, String>,
+    result: Result<Box<TrajectoryRecord>, super::TrajectoryLoadError>,
 ) -> Vec<Effect> {
     match result {
         Ok(rec) => {

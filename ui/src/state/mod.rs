@@ -73,15 +73,46 @@ pub enum Msg {
     Loaded {
         /// Item seq.
         seq: u64,
-        /// The record or an error message.
-        result: Result<Box<TrajectoryRecord>, String>,
+        /// The record or why it could not be read.
+        result: Result<Box<TrajectoryRecord>, TrajectoryLoadError>,
     },
     /// Task texts and plan shapes requested with [`Effect::LoadTexts`]: `(seq, text, shape)`.
     Texts(Vec<(u64, String, (usize, usize))>),
     /// A debugger backend result.
     Backend(BackendReply),
     /// A debugger session file was written (or failed).
-    Saved(Result<PathBuf, String>),
+    Saved(Result<PathBuf, SaveError>),
+}
+
+/// Why a trajectory requested with [`Effect::Load`] could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TrajectoryLoadError {
+    /// The session files could not be read at the trajectory's entry.
+    #[error("{0}")]
+    Read(cahl_sessions::Problem),
+    /// No session is open.
+    #[error("no session to read from")]
+    NoSession,
+    /// The trajectory is only in the live buffer.
+    #[error("not in the session files")]
+    NotOnDisk,
+}
+
+/// Why a debugger session file could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SaveError {
+    /// The file's directory could not be created.
+    #[error("{}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The atomic write failed.
+    #[error(transparent)]
+    Write(std::sync::Arc<cahl_sessions::SessionError>),
 }
 
 /// Work for the event loop.

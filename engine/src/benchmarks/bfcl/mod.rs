@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::score::{verdict, Prediction, ScoreError, Verdict};
-use super::{data_err, BenchError};
+use super::{data_err, BenchError, LoadError};
 use crate::parse::{ToolCall, ToolSchema};
 use crate::worlds::Task;
 
@@ -32,8 +32,8 @@ pub struct BfclItem {
 }
 
 /// Categories this checker supports (single-turn AST categories), in the order they are listed.
-pub fn category_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn category_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(LoadError::io(dir))?;
     let mut out = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
@@ -68,19 +68,23 @@ pub fn supported_category(cat: &str) -> bool {
     !bad.iter().any(|b| cat.contains(b))
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_jsonl(path: &Path) -> Result<Vec<Value>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(LoadError::io(path))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))
+            serde_json::from_str(l).map_err(|source| LoadError::JsonLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })
         })
         .collect()
 }
 
 /// Load one category from the BFCL folder (questions and `possible_answer/`).
-pub fn load_category(dir: &Path, category: &str) -> Result<Vec<BfclItem>, String> {
+pub fn load_category(dir: &Path, category: &str) -> Result<Vec<BfclItem>, LoadError> {
     let qpath = dir.join(format!("BFCL_v4_{category}.json"));
     let apath = dir
         .join("possible_answer")
@@ -108,22 +112,22 @@ pub fn load_category(dir: &Path, category: &str) -> Result<Vec<BfclItem>, String
             let id = q
                 .get("id")
                 .and_then(Value::as_str)
-                .ok_or_else(|| format!("{}: item without id", qpath.display()))?;
+                .ok_or_else(|| LoadError::bad(&qpath, "item without id"))?;
             let functions = match q.get("function") {
                 Some(Value::Array(a)) => a.clone(),
                 Some(Value::Object(o)) => vec![Value::Object(o.clone())],
-                _ => return Err(format!("{}: {id} has no function list", qpath.display())),
+                _ => return Err(LoadError::bad(&qpath, format!("{id} has no function list"))),
             };
             let ground_truth = match by_id.get(id) {
                 Some(Value::Array(a)) => Some(a.clone()),
                 Some(_) => {
-                    return Err(format!(
-                        "{}: {id} ground_truth is not a list",
-                        apath.display()
+                    return Err(LoadError::bad(
+                        &apath,
+                        format!("{id} ground_truth is not a list"),
                     ))
                 }
                 None if needs_answer => {
-                    return Err(format!("{}: no ground truth for {id}", apath.display()))
+                    return Err(LoadError::bad(&apath, format!("no ground truth for {id}")))
                 }
                 None => None,
             };
@@ -142,7 +146,7 @@ pub fn load_category(dir: &Path, category: &str) -> Result<Vec<BfclItem>, String
 /// category in file-name order. A `category` that is not one of the folder's supported category
 /// files is [`ScoreError::UnknownCategory`].
 pub fn load_items(dir: &Path, category: Option<&str>) -> Result<Vec<BfclItem>, ScoreError> {
-    let cats = category_files(dir).map_err(ScoreError::Data)?;
+    let cats = category_files(dir)?;
     if let Some(c) = category {
         if !cats.iter().any(|(n, _)| n == c) {
             return Err(ScoreError::UnknownCategory(c.to_string()));
@@ -153,7 +157,7 @@ pub fn load_items(dir: &Path, category: Option<&str>) -> Result<Vec<BfclItem>, S
         .into_iter()
         .filter(|(c, _)| category.is_none_or(|x| x == c))
     {
-        out.extend(load_category(dir, &cat).map_err(ScoreError::Data)?);
+        out.extend(load_category(dir, &cat)?);
     }
     Ok(out)
 }
@@ -200,6 +204,7 @@ pub fn task(it: BfclItem) -> Task {
 pub fn load_tasks(dir: &Path, category: Option<&str>) -> Result<Vec<Task>, BenchError> {
     let items = load_items(dir, category).map_err(|e| match e {
         ScoreError::Data(msg) => BenchError::World(data_err(dir, msg)),
+        ScoreError::Load(e) => BenchError::World(data_err(dir, e.to_string())),
         other => other.into(),
     })?;
     Ok(items.into_iter().map(task).collect())
@@ -309,7 +314,7 @@ pub fn verdicts(
                 Some(p) => check(item, &p.to_calls()).map_err(|e| e.to_string()),
                 None => Err("no prediction".to_string()),
             };
-            verdict(&item.id, &item.category, r, None)
+            verdict(&item.id, &item.category, r.err(), None)
         })
         .collect())
 }

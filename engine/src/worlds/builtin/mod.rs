@@ -141,7 +141,7 @@ impl World for BuiltinWorld {
     fn execute(&mut self, call: &ToolCall) -> Observation {
         match self.run(call) {
             Ok(v) => Observation::ok(v),
-            Err(e) => Observation::error(e),
+            Err(e) => Observation::error(e.0),
         }
     }
     fn final_state(&self) -> Option<Value> {

@@ -32,12 +32,12 @@ struct Template {
 }
 
 fn templates() -> Result<&'static TemplateFile, WorldError> {
-    static T: OnceLock<Result<TemplateFile, String>> = OnceLock::new();
-    T.get_or_init(|| serde_json::from_str(TEMPLATES_JSON).map_err(|e| e.to_string()))
+    static T: OnceLock<Result<TemplateFile, serde_json::Error>> = OnceLock::new();
+    T.get_or_init(|| serde_json::from_str(TEMPLATES_JSON))
         .as_ref()
         .map_err(|e| WorldError::Data {
             path: "assets/worlds/builtin/templates.json".into(),
-            msg: e.clone(),
+            msg: e.to_string(),
         })
 }
 
@@ -84,9 +84,18 @@ fn lookup(vars: &BTreeMap<String, Value>, key: &str) -> Option<Value> {
     }
 }
 
+/// A placeholder of a template string that cannot be filled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum FillError {
+    #[error("unclosed placeholder in {0:?}")]
+    Unclosed(String),
+    #[error("unknown placeholder {{{0}}}")]
+    Unknown(String),
+}
+
 /// Replace `{name}` / `{name.field}` placeholders using `get`; `{$…}` is left for later unless
 /// `get` resolves it.
-fn fill(s: &str, get: &dyn Fn(&str) -> Option<Value>) -> Result<String, String> {
+fn fill(s: &str, get: &dyn Fn(&str) -> Option<Value>) -> Result<String, FillError> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('{') {
@@ -94,7 +103,7 @@ fn fill(s: &str, get: &dyn Fn(&str) -> Option<Value>) -> Result<String, String> 
         let after = &rest[i + 1..];
         let j = after
             .find('}')
-            .ok_or_else(|| format!("unclosed placeholder in {s:?}"))?;
+            .ok_or_else(|| FillError::Unclosed(s.to_string()))?;
         let key = &after[..j];
         match get(key) {
             Some(v) => out.push_str(&value_text(&v)),
@@ -103,7 +112,7 @@ fn fill(s: &str, get: &dyn Fn(&str) -> Option<Value>) -> Result<String, String> 
                 out.push_str(key);
                 out.push('}');
             }
-            None => return Err(format!("unknown placeholder {{{key}}}")),
+            None => return Err(FillError::Unknown(key.to_string())),
         }
         rest = &after[j + 1..];
     }
@@ -112,7 +121,7 @@ fn fill(s: &str, get: &dyn Fn(&str) -> Option<Value>) -> Result<String, String> 
 }
 
 /// A whole-string placeholder `{key}` keeps the value's JSON type.
-fn fill_value(v: &Value, get: &dyn Fn(&str) -> Option<Value>) -> Result<Value, String> {
+fn fill_value(v: &Value, get: &dyn Fn(&str) -> Option<Value>) -> Result<Value, FillError> {
     match v {
         Value::String(s) => {
             if let Some(key) = s.strip_prefix('{').and_then(|k| k.strip_suffix('}')) {
@@ -167,13 +176,14 @@ fn instantiate(
     if t.request.is_empty() {
         return Err(bad("no request text".into()));
     }
-    let request = fill(&t.request[rng.random_range(0..t.request.len())], &getv).map_err(bad)?;
+    let request = fill(&t.request[rng.random_range(0..t.request.len())], &getv)
+        .map_err(|e| bad(e.to_string()))?;
     let gold_plan = t
         .plan
         .iter()
         .map(|p| fill(p, &getv))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?;
+        .map_err(|e| bad(e.to_string()))?;
     let mut world = BuiltinWorld::new();
     let mut results: Vec<Value> = Vec::new();
     let mut gold_calls = Vec::new();
@@ -192,7 +202,10 @@ fn instantiate(
                     lookup(&vars, key)
                 }
             };
-            args.insert(k.clone(), fill_value(v, &get).map_err(bad)?);
+            args.insert(
+                k.clone(),
+                fill_value(v, &get).map_err(|e| bad(e.to_string()))?,
+            );
         }
         let concrete = ToolCall {
             name: call.name.clone(),

@@ -68,7 +68,37 @@ pub(super) fn num_json(x: f64) -> Value {
     }
 }
 
-type ToolResult = Result<Value, String>;
+/// A tool call's failure: the message the observation shows the model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct ToolError(pub(super) String);
+
+impl From<String> for ToolError {
+    fn from(s: String) -> Self {
+        ToolError(s)
+    }
+}
+
+impl From<&str> for ToolError {
+    fn from(s: &str) -> Self {
+        ToolError(s.to_string())
+    }
+}
+
+impl From<calc::CalcError> for ToolError {
+    fn from(e: calc::CalcError) -> Self {
+        ToolError(e.to_string())
+    }
+}
+
+/// A [`ToolError`] from a format string.
+macro_rules! fail {
+    ($($t:tt)*) => {
+        ToolError(format!($($t)*))
+    };
+}
+
+type ToolResult = Result<Value, ToolError>;
 
 struct Args<'a> {
     tool: &'a str,
@@ -76,38 +106,38 @@ struct Args<'a> {
 }
 
 impl Args<'_> {
-    fn s(&self, k: &str) -> Result<String, String> {
+    fn s(&self, k: &str) -> Result<String, ToolError> {
         match self.m.get(k) {
             Some(Value::String(s)) if s.len() <= MAX_ARG_LEN => Ok(s.trim().to_lowercase()),
-            Some(Value::String(_)) => Err(format!("{}: {k} is too long", self.tool)),
+            Some(Value::String(_)) => Err(fail!("{}: {k} is too long", self.tool)),
             Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(_) => Err(format!("{}: {k} must be a string", self.tool)),
-            None => Err(format!("{}: missing {k}", self.tool)),
+            Some(_) => Err(fail!("{}: {k} must be a string", self.tool)),
+            None => Err(fail!("{}: missing {k}", self.tool)),
         }
     }
-    fn opt_s(&self, k: &str) -> Result<String, String> {
+    fn opt_s(&self, k: &str) -> Result<String, ToolError> {
         if self.m.contains_key(k) {
             self.s(k)
         } else {
             Ok(String::new())
         }
     }
-    fn n(&self, k: &str) -> Result<f64, String> {
+    fn n(&self, k: &str) -> Result<f64, ToolError> {
         match self.m.get(k) {
             Some(Value::Number(n)) => n
                 .as_f64()
-                .ok_or_else(|| format!("{}: bad number {k}", self.tool)),
+                .ok_or_else(|| fail!("{}: bad number {k}", self.tool)),
             Some(Value::String(s)) => s
                 .trim()
                 .parse::<f64>()
-                .map_err(|_| format!("{}: {k} must be a number", self.tool)),
-            Some(_) => Err(format!("{}: {k} must be a number", self.tool)),
-            None => Err(format!("{}: missing {k}", self.tool)),
+                .map_err(|_| fail!("{}: {k} must be a number", self.tool)),
+            Some(_) => Err(fail!("{}: {k} must be a number", self.tool)),
+            None => Err(fail!("{}: missing {k}", self.tool)),
         }
     }
 }
 
-fn check_time(t: &str) -> Result<(), String> {
+fn check_time(t: &str) -> Result<(), ToolError> {
     let ok = t.len() == 5
         && t.as_bytes()[2] == b':'
         && t[..2].parse::<u32>().is_ok_and(|h| h < 24)
@@ -115,25 +145,25 @@ fn check_time(t: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("bad time {t:?}, use hh:mm"))
+        Err(fail!("bad time {t:?}, use hh:mm"))
     }
 }
 
-fn check_day(d: &str) -> Result<(), String> {
+fn check_day(d: &str) -> Result<(), ToolError> {
     if DAYS.contains(&d) {
         Ok(())
     } else {
-        Err(format!("unknown day {d:?}"))
+        Err(fail!("unknown day {d:?}"))
     }
 }
 
 impl BuiltinWorld {
-    fn user_of(&self, token: &str) -> Result<String, String> {
+    fn user_of(&self, token: &str) -> Result<String, ToolError> {
         self.state
             .sessions
             .get(token)
             .cloned()
-            .ok_or_else(|| "invalid or expired token".to_string())
+            .ok_or_else(|| "invalid or expired token".into())
     }
 
     /// Run one call against the state: its JSON result, or the error the observation shows.
@@ -143,10 +173,10 @@ impl BuiltinWorld {
         let schema = builtin_tools()
             .iter()
             .find(|t| t.name == tool)
-            .ok_or_else(|| format!("unknown tool {tool:?}"))?;
+            .ok_or_else(|| fail!("unknown tool {tool:?}"))?;
         for k in &known {
             if schema.property(k).is_none() {
-                return Err(format!("{tool}: unexpected parameter {k:?}"));
+                return Err(fail!("{tool}: unexpected parameter {k:?}"));
             }
         }
         let a = Args {
@@ -174,7 +204,7 @@ impl BuiltinWorld {
                 let t = a.s("time")?;
                 check_time(&t)?;
                 if st.alarms.contains(&t) {
-                    return Err(format!("alarm at {t} already exists"));
+                    return Err(fail!("alarm at {t} already exists"));
                 }
                 if st.alarms.len() >= MAX_LIST_LEN {
                     return Err("too many alarms".into());
@@ -188,7 +218,7 @@ impl BuiltinWorld {
                 let before = st.alarms.len();
                 st.alarms.retain(|x| *x != t);
                 if st.alarms.len() == before {
-                    return Err(format!("no alarm at {t}"));
+                    return Err(fail!("no alarm at {t}"));
                 }
                 Ok(json!({"status": "deleted", "time": t}))
             }
@@ -213,7 +243,7 @@ impl BuiltinWorld {
                 let before = st.reminders.len();
                 st.reminders.retain(|r| r.text != text);
                 if st.reminders.len() == before {
-                    return Err(format!("no reminder {text:?}"));
+                    return Err(fail!("no reminder {text:?}"));
                 }
                 Ok(json!({"status": "deleted", "text": text}))
             }
@@ -223,7 +253,7 @@ impl BuiltinWorld {
                 check_day(&day)?;
                 check_time(&time)?;
                 if st.meetings.iter().any(|m| m.title == title) {
-                    return Err(format!("meeting {title:?} already exists"));
+                    return Err(fail!("meeting {title:?} already exists"));
                 }
                 if st.meetings.len() >= MAX_LIST_LEN {
                     return Err("too many meetings".into());
@@ -240,7 +270,7 @@ impl BuiltinWorld {
                 let before = st.meetings.len();
                 st.meetings.retain(|m| m.title != title);
                 if st.meetings.len() == before {
-                    return Err(format!("no meeting {title:?}"));
+                    return Err(fail!("no meeting {title:?}"));
                 }
                 Ok(json!({"status": "cancelled", "title": title}))
             }
@@ -255,16 +285,16 @@ impl BuiltinWorld {
                 let c = st
                     .contacts
                     .get(&name)
-                    .ok_or_else(|| format!("no contact {name:?}"))?;
+                    .ok_or_else(|| fail!("no contact {name:?}"))?;
                 Ok(json!({"name": name, "email": c.email, "phone": c.phone}))
             }
             "add_contact" => {
                 let (name, email, phone) = (a.s("name")?, a.s("email")?, a.opt_s("phone")?);
                 if !email.contains('@') {
-                    return Err(format!("bad email {email:?}"));
+                    return Err(fail!("bad email {email:?}"));
                 }
                 if st.contacts.contains_key(&name) {
-                    return Err(format!("contact {name:?} already exists"));
+                    return Err(fail!("contact {name:?} already exists"));
                 }
                 if st.contacts.len() >= MAX_LIST_LEN {
                     return Err("too many contacts".into());
@@ -275,7 +305,7 @@ impl BuiltinWorld {
             "send_email" => {
                 let (to, subject, body) = (a.s("to")?, a.s("subject")?, a.opt_s("body")?);
                 if !to.contains('@') {
-                    return Err(format!("bad email address {to:?}"));
+                    return Err(fail!("bad email address {to:?}"));
                 }
                 if st.outbox.len() >= MAX_LIST_LEN {
                     return Err("outbox full".into());
@@ -295,7 +325,7 @@ impl BuiltinWorld {
                     .accounts
                     .get(&u)
                     .and_then(|a| a.get(&account))
-                    .ok_or_else(|| format!("no account {account:?}"))?;
+                    .ok_or_else(|| fail!("no account {account:?}"))?;
                 Ok(json!({"account": account, "balance": bal}))
             }
             "transfer" => {
@@ -327,7 +357,7 @@ impl BuiltinWorld {
                     .health
                     .get(&u)
                     .and_then(|h| h.get(&metric))
-                    .ok_or_else(|| format!("no record {metric:?}"))?;
+                    .ok_or_else(|| fail!("no record {metric:?}"))?;
                 Ok(json!({"metric": metric, "value": num_json(*v)}))
             }
             "add_health" => {
@@ -335,7 +365,7 @@ impl BuiltinWorld {
                 let value = a.n("value")?;
                 let u = self.user_of(&token)?;
                 if !["steps", "weight", "heart_rate", "sleep"].contains(&metric.as_str()) {
-                    return Err(format!("unknown metric {metric:?}"));
+                    return Err(fail!("unknown metric {metric:?}"));
                 }
                 if !value.is_finite() || !(0.0..=1e6).contains(&value) {
                     return Err("value out of range".into());
@@ -357,12 +387,10 @@ impl BuiltinWorld {
                     ("c", "f") => value * 9.0 / 5.0 + 32.0,
                     ("f", "c") => (value - 32.0) * 5.0 / 9.0,
                     (f, t) => {
-                        let (fk, ff) =
-                            unit_factor(f).ok_or_else(|| format!("unknown unit {f:?}"))?;
-                        let (tk, tf) =
-                            unit_factor(t).ok_or_else(|| format!("unknown unit {t:?}"))?;
+                        let (fk, ff) = unit_factor(f).ok_or_else(|| fail!("unknown unit {f:?}"))?;
+                        let (tk, tf) = unit_factor(t).ok_or_else(|| fail!("unknown unit {t:?}"))?;
                         if fk != tk {
-                            return Err(format!("cannot convert {fk} to {tk}"));
+                            return Err(fail!("cannot convert {fk} to {tk}"));
                         }
                         value * ff / tf
                     }
@@ -380,7 +408,7 @@ impl BuiltinWorld {
                 let ci = CITIES
                     .iter()
                     .position(|c| *c == city)
-                    .ok_or_else(|| format!("no forecast for {city:?}"))?;
+                    .ok_or_else(|| fail!("no forecast for {city:?}"))?;
                 let di = DAYS.iter().position(|d| *d == day).unwrap_or(0);
                 let h = ci * 7 + di * 3;
                 Ok(
@@ -392,10 +420,10 @@ impl BuiltinWorld {
                 let p = STOCKS
                     .iter()
                     .find(|(n, _)| *n == s)
-                    .ok_or_else(|| format!("unknown symbol {s:?}"))?;
+                    .ok_or_else(|| fail!("unknown symbol {s:?}"))?;
                 Ok(json!({"symbol": s, "price": p.1}))
             }
-            other => Err(format!("unknown tool {other:?}")),
+            other => Err(fail!("unknown tool {other:?}")),
         }
     }
 }

@@ -50,16 +50,41 @@ pub struct DebugSessionFile {
     pub current: usize,
 }
 
+/// Why a saved debugger session cannot be reopened.
+#[derive(Debug, thiserror::Error)]
+pub enum DebugFileError {
+    /// The text is not a debugger session.
+    #[error("invalid debugger session: {0}")]
+    Invalid(#[from] serde_json::Error),
+    /// The file's version is newer than [`DEBUG_FILE_VERSION`].
+    #[error("debugger session version {0} is newer than supported ({DEBUG_FILE_VERSION})")]
+    TooNew(u32),
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A [`DebugFileError::Invalid`] or [`DebugFileError::TooNew`] of the file at `path`.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with its contents.
+        #[source]
+        source: Box<DebugFileError>,
+    },
+}
+
 impl DebugSessionFile {
     /// Parses a saved session.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let f: DebugSessionFile =
-            serde_json::from_str(text).map_err(|e| format!("invalid debugger session: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Self, DebugFileError> {
+        let f: DebugSessionFile = serde_json::from_str(text)?;
         if f.version > DEBUG_FILE_VERSION {
-            return Err(format!(
-                "debugger session version {} is newer than supported ({DEBUG_FILE_VERSION})",
-                f.version
-            ));
+            return Err(DebugFileError::TooNew(f.version));
         }
         Ok(f)
     }
@@ -67,11 +92,17 @@ impl DebugSessionFile {
 
 impl DebugInitial {
     /// Reopens a debugger session saved with `S` (a [`DebugSessionFile`] JSON file).
-    pub fn from_saved_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_saved_file(path: &std::path::Path) -> Result<Self, DebugFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DebugFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         DebugSessionFile::from_json(&text)
             .map(DebugInitial::Saved)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| DebugFileError::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })
     }
 }
 

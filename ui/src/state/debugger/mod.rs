@@ -19,7 +19,7 @@ use ratatui_textarea::TextArea;
 
 pub use branches::{call_divergence, plan_divergence, Branch};
 pub use edit::parse_plan_lines;
-pub use file::{DebugInitial, DebugSessionFile, DEBUG_FILE_VERSION};
+pub use file::{DebugFileError, DebugInitial, DebugSessionFile, DEBUG_FILE_VERSION};
 pub use model::{ModelState, NEEDS_MODEL};
 
 use branches::outcome_from_trace;
