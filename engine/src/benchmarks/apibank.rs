@@ -107,8 +107,8 @@ pub enum Mismatch {
     Arguments {
         index: usize,
         name: String,
-        expected: Value,
-        got: Value,
+        expected: Box<Value>,
+        got: Box<Value>,
     },
 }
 
@@ -134,8 +134,8 @@ pub fn check(item: &ApiBankItem, calls: &[ToolCall]) -> Result<(), Mismatch> {
             return Err(Mismatch::Arguments {
                 index: i,
                 name: g.name.clone(),
-                expected: ga,
-                got: pa,
+                expected: Box::new(ga),
+                got: Box::new(pa),
             });
         }
     }

@@ -88,7 +88,7 @@ pub fn load(dir: &Path, category: Option<&str>) -> Result<Vec<NestfulItem>, Load
 /// Tool schemas from a `*-spec.json` file (`query_parameters` with `required` flags).
 pub fn load_spec(path: &Path) -> Result<Vec<ToolSchema>, LoadError> {
     let bytes = std::fs::read(path).map_err(LoadError::io(path))?;
-    let specs: Vec<Value> = serde_json::from_slice(&bytes).map_err(LoadError::json(&path))?;
+    let specs: Vec<Value> = serde_json::from_slice(&bytes).map_err(LoadError::json(path))?;
     Ok(specs
         .iter()
         .filter_map(|s| {

@@ -426,8 +426,10 @@ mod tests {
         }
         TrainConfig::default().validate().unwrap();
         // A frozen planner needs no planner group, a frozen executor no executor group.
-        let mut c = TrainConfig::default();
-        c.mode = Mode::FrozenPlanner;
+        let mut c = TrainConfig {
+            mode: Mode::FrozenPlanner,
+            ..Default::default()
+        };
         c.rollout.plans_per_task = 1;
         c.validate().unwrap();
     }
