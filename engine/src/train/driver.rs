@@ -204,6 +204,23 @@ impl Sink {
         Err(last.expect("three tries"))
     }
 
+    /// Write a checkpoint (with retries) and announce it, keeping `last` up to date. When it
+    /// cannot be written the run ends here ([`fail_to_persist`]) with the error returned.
+    fn checkpoint(&mut self, trainer: &Trainer, last: &mut Option<CheckpointRecord>) -> Result<()> {
+        match self.save_retrying(trainer) {
+            Ok(Some(rec)) => {
+                *last = Some(rec.clone());
+                self.emit(TrainEvent::Checkpoint(rec));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                fail_to_persist(self, trainer, last.clone(), &e);
+                Err(e)
+            }
+        }
+    }
+
     /// Close the session (flushes and syncs the JSONL files).
     fn close(&mut self) {
         if let Some(w) = self.writer.take() {
@@ -315,19 +332,14 @@ pub fn run(
                         message: "resumed".into(),
                     });
                 }
-                TrainCommand::SaveCheckpoint => match sink.save_retrying(&trainer) {
-                    Ok(Some(rec)) => {
-                        last_ckpt = Some(rec.clone());
-                        sink.emit(TrainEvent::Checkpoint(rec))
+                TrainCommand::SaveCheckpoint => {
+                    if sink.writer.is_none() {
+                        sink.emit(TrainEvent::Warning(
+                            "no session directory: nothing saved".into(),
+                        ));
                     }
-                    Ok(None) => sink.emit(TrainEvent::Warning(
-                        "no session directory: nothing saved".into(),
-                    )),
-                    Err(e) => {
-                        fail_to_persist(&mut sink, &trainer, last_ckpt, &e);
-                        return Err(e);
-                    }
-                },
+                    sink.checkpoint(&trainer, &mut last_ckpt)?;
+                }
                 TrainCommand::Stop => {
                     stopped = true;
                     sink.emit(TrainEvent::Status {
@@ -383,31 +395,11 @@ pub fn run(
         }
         let every = trainer.cfg.checkpoint_every;
         if every > 0 && trainer.steps_done().is_multiple_of(every) && trainer.steps_done() < total {
-            match sink.save_retrying(&trainer) {
-                Ok(Some(rec)) => {
-                    last_ckpt = Some(rec.clone());
-                    sink.emit(TrainEvent::Checkpoint(rec));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    fail_to_persist(&mut sink, &trainer, last_ckpt, &e);
-                    return Err(e);
-                }
-            }
+            sink.checkpoint(&trainer, &mut last_ckpt)?;
         }
     }
     // Final checkpoint (also when stopped).
-    match sink.save_retrying(&trainer) {
-        Ok(Some(rec)) => {
-            last_ckpt = Some(rec.clone());
-            sink.emit(TrainEvent::Checkpoint(rec));
-        }
-        Ok(None) => {}
-        Err(e) => {
-            fail_to_persist(&mut sink, &trainer, last_ckpt, &e);
-            return Err(e);
-        }
-    }
+    sink.checkpoint(&trainer, &mut last_ckpt)?;
     sink.close();
     sink.emit(TrainEvent::Status {
         state: RunState::Finished,
