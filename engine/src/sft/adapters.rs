@@ -212,9 +212,6 @@ pub fn save_adapter_sft(
         source,
     })?;
     let p = out.join("sft.json");
-    std::fs::write(&p, text).map_err(|e| EngineError::Io {
-        path: p.clone(),
-        source: e,
-    })?;
+    cahl_sessions::fsutil::atomic_write(&p, text.as_bytes())?;
     Ok(p)
 }

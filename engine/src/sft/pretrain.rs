@@ -368,9 +368,6 @@ pub fn write_recipe(out: &Path, cfg: &PretrainConfig, report: &PretrainReport) -
         source,
     })?;
     let path = out.join("pretrain.json");
-    std::fs::write(&path, text).map_err(|e| EngineError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
+    atomic_write(&path, text.as_bytes())?;
     Ok(path)
 }
