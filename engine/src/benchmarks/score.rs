@@ -41,9 +41,9 @@ pub enum ScoreError {
 /// Largest prediction line accepted, in bytes.
 pub const MAX_PREDICTION_LINE: usize = 256 * 1024;
 
-/// One model prediction: either parsed calls or the raw model output.
+/// One model prediction: either parsed calls or the raw model output. Other fields (metadata
+/// that tools add) are ignored by [`read_predictions`], with one warning per file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Prediction {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +107,7 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, ScoreError> {
     let f = std::fs::File::open(path)
         .map_err(|e| ScoreError::Data(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
+    let mut warned = false;
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
         let err = |msg: String| ScoreError::Prediction {
             path: path.display().to_string(),
@@ -120,7 +121,22 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, ScoreError> {
         if line.len() > MAX_PREDICTION_LINE {
             return Err(err(format!("line longer than {MAX_PREDICTION_LINE} bytes")));
         }
-        let p: Prediction = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        if let Some(o) = v.as_object() {
+            let extra: Vec<&String> = o
+                .keys()
+                .filter(|k| !["id", "calls", "text"].contains(&k.as_str()))
+                .collect();
+            if !extra.is_empty() && !warned {
+                warned = true;
+                tracing::warn!(
+                    "{} line {}: ignoring fields {extra:?} (only id, calls and text are read)",
+                    path.display(),
+                    i + 1
+                );
+            }
+        }
+        let p: Prediction = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
         if p.calls.is_none() && p.text.is_none() {
             return Err(err("needs \"calls\" or \"text\"".into()));
         }
@@ -261,6 +277,40 @@ pub(crate) fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// #23: metadata fields that tools add are ignored; a line missing what is required is not.
+    #[test]
+    fn predictions_with_extra_fields_are_read_and_incomplete_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.jsonl");
+        std::fs::write(
+            &p,
+            "{\"id\": \"a\", \"text\": \"x\", \"model\": \"m\", \"latency\": 1.5}\n",
+        )
+        .unwrap();
+        let got = read_predictions(&p).unwrap();
+        assert_eq!(
+            (got[0].id.as_str(), got[0].text.as_deref()),
+            ("a", Some("x"))
+        );
+        std::fs::write(&p, "{\"text\": \"x\", \"model\": \"m\"}\n").unwrap();
+        let e = read_predictions(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("id"), "{e}");
+        std::fs::write(&p, "{\"id\": \"a\", \"model\": \"m\"}\n").unwrap();
+        let e = read_predictions(&p).unwrap_err().to_string();
+        assert!(e.contains("needs \"calls\" or \"text\""), "{e}");
+    }
+
+    /// #23: a folder without any BFCL category file is an error, not a score of 0/0.
+    #[test]
+    fn bfcl_without_category_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Bench::Bfcl
+            .score(dir.path(), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no BFCL category file"), "{e}");
+    }
 
     #[test]
     fn prediction_text_is_parsed() {

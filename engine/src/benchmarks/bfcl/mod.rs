@@ -47,6 +47,14 @@ pub fn category_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
             out.push((cat.to_string(), e.path()));
         }
     }
+    if out.is_empty() {
+        // An empty folder would otherwise score "0/0" and look like a result.
+        return Err(LoadError::Bad {
+            path: dir.to_path_buf(),
+            msg: "no BFCL category file (BFCL_v4_<category>.json of a supported category) here"
+                .into(),
+        });
+    }
     out.sort();
     Ok(out)
 }
