@@ -88,6 +88,21 @@ fn print_summary(args: &ReplayArgs) -> anyhow::Result<()> {
         );
     }
     let m = reader.metrics();
+    if reader.run_info().is_none()
+        && m.is_empty()
+        && reader.entries().is_empty()
+        && reader.checkpoints().is_empty()
+    {
+        let first = reader
+            .problems()
+            .first()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{} holds no session: no run.json, metrics, trajectories or checkpoints were read{first}",
+            args.path.display()
+        );
+    }
     println!("metrics: {} steps", m.len());
     if let Some(last) = m.last() {
         println!(
