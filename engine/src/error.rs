@@ -75,8 +75,6 @@ pub enum EngineError {
     /// The model's current state does not allow the operation.
     #[error("{0}")]
     Unsupported(String),
-    #[error("{0}")]
-    Other(String),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
