@@ -153,6 +153,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             )),
         },
     };
+    // Fail now, not after the whole evaluation, when the results cannot be written there.
+    eval::check_writable(&out).with_context(|| format!("output folder {}", out.display()))?;
     eprintln!(
         "loading {}{}…",
         if model.is_empty() { "embedded" } else { &model },

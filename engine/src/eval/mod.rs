@@ -460,6 +460,21 @@ pub fn ensure_adapters(agent: &mut Agent) -> Result<()> {
 
 /// Write `results.jsonl` and `summary.json` into `dir` (created if needed); each file is
 /// written to a temporary name and renamed into place.
+/// Make sure `dir` can take the outputs before an evaluation runs (creating it, writing and
+/// removing a probe file), so a read-only or impossible place fails at once, not after the run.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    let fail = |p: &Path, e: std::io::Error| {
+        EvalError::Engine(EngineError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    let probe = dir.join(".write-probe");
+    std::fs::File::create(&probe).map_err(|e| fail(&probe, e))?;
+    std::fs::remove_file(&probe).map_err(|e| fail(&probe, e))
+}
+
 pub fn write_outputs(dir: &Path, run: &EvalRun) -> Result<()> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -510,6 +525,18 @@ pub fn read_results(dir: &Path) -> Result<Vec<ItemResult>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// #23: an output place that cannot be written is refused before the evaluation runs.
+    #[test]
+    fn outputs_that_cannot_be_written_are_refused_up_front() {
+        let tmp = tempfile::tempdir().unwrap();
+        check_writable(&tmp.path().join("a/b")).unwrap();
+        std::fs::write(tmp.path().join("file"), b"x").unwrap();
+        let e = check_writable(&tmp.path().join("file/out"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("file"), "{e}");
+    }
     use cahl_sessions::records::{CallRecord, ExecSample, PlanRecord, StepRecord};
     use serde_json::json;
 
