@@ -95,4 +95,25 @@ wait_for "REPLAY"
 
 keys q
 wait_for "EXIT=0"
+
+# A signal restores the terminal as q does: main screen, cursor shown, tty settings as before.
+tmux kill-session -t "$SESSION" 2>/dev/null || true
+for SIG in TERM HUP INT; do
+    tmux new-session -d -s "$SESSION" -x 120 -y 40 \
+        "S=\$(stty -g); TERM=xterm-256color '$BIN' replay '$WORK/run'; echo \"EXIT=\$?\"; \
+         [ \"\$(stty -g)\" = \"\$S\" ] && echo TTY=same; sleep 60"
+    wait_for "REPLAY"
+    PANE_PID=$(tmux display -p -t "$SESSION" '#{pane_pid}')
+    PID=$(pgrep -P "$PANE_PID" -f "replay" | head -n1)
+    [ -n "$PID" ] || { echo "FAIL: no replay process under pane $PANE_PID" >&2; exit 1; }
+    kill -s "$SIG" "$PID"
+    wait_for "EXIT=0"
+    wait_for "TTY=same"
+    [ "$(tmux display -p -t "$SESSION" '#{alternate_on}')" = 0 ] \
+        || { echo "FAIL: SIG$SIG left the alternate screen on" >&2; exit 1; }
+    [ "$(tmux display -p -t "$SESSION" '#{cursor_flag}')" = 1 ] \
+        || { echo "FAIL: SIG$SIG left the cursor hidden" >&2; exit 1; }
+    echo "ok: SIG$SIG restored the terminal"
+    tmux kill-session -t "$SESSION"
+done
 echo "PASS tui_replay.sh"

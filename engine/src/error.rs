@@ -72,6 +72,9 @@ pub enum EngineError {
     /// The arguments of a call break its preconditions (shapes, lengths, empty inputs).
     #[error("{0}")]
     Invalid(String),
+    /// A training run ended without applying a single update (the reason says why).
+    #[error("the run did not train: {0}")]
+    NoUpdate(String),
     /// The model's current state does not allow the operation.
     #[error("{0}")]
     Unsupported(String),

@@ -109,8 +109,40 @@ impl GradAccum {
 pub struct StepInfo {
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
-    /// True when the update was skipped because gradients were not finite.
+    /// True when the update was skipped: non-finite gradients, or an update that would have made
+    /// a weight non-finite (then `non_finite_weights`); parameters and moments are untouched.
     pub skipped: bool,
+    /// True when the update was rolled back because a parameter would have become non-finite.
+    pub non_finite_weights: bool,
+}
+
+/// True when every element of `t` is finite (a NaN or an infinity anywhere makes the sum of
+/// absolute values non-finite).
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.to_dtype(DType::F64)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f64>()?
+        .is_finite())
+}
+
+/// The largest absolute value in `vars` (0 for none); NaN when any is NaN.
+pub fn max_abs(vars: &[Var]) -> Result<f64> {
+    let mut most = 0f64;
+    for v in vars {
+        let m = v
+            .as_tensor()
+            .to_dtype(DType::F64)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
+        if m.is_nan() {
+            return Ok(f64::NAN);
+        }
+        most = most.max(m);
+    }
+    Ok(most)
 }
 
 /// AdamW (decoupled weight decay, bias-corrected moments).
@@ -182,6 +214,7 @@ impl AdamW {
             return Ok(StepInfo {
                 grad_norm: norm,
                 skipped: true,
+                non_finite_weights: false,
             });
         }
         let clip = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
@@ -189,10 +222,14 @@ impl AdamW {
         } else {
             1.0
         };
-        self.step += 1;
+        let step = self.step + 1;
         let c = &self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let bc1 = 1.0 - c.beta1.powi(step as i32);
+        let bc2 = 1.0 - c.beta2.powi(step as i32);
+        // The new parameters and moments are computed first and committed only when every
+        // parameter is finite: an update that would make a weight non-finite (an absurd
+        // learning rate, an overflow) is rolled back whole, parameters and moments alike.
+        let mut next = Vec::with_capacity(grads.len());
         for (i, g) in grads.iter().enumerate() {
             let Some(g) = g else { continue };
             let g = (g.to_dtype(DType::F32)? * clip)?;
@@ -201,14 +238,26 @@ impl AdamW {
             let upd = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
             let p = self.vars[i].as_tensor().to_dtype(DType::F32)?;
             let p = (p.clone() * (1.0 - c.lr * c.weight_decay))?;
-            let p = (p - (upd * c.lr)?)?;
-            self.vars[i].set(&p.to_dtype(self.vars[i].dtype())?)?;
+            let p = (p - (upd * c.lr)?)?.to_dtype(self.vars[i].dtype())?;
+            if !all_finite(&p)? {
+                return Ok(StepInfo {
+                    grad_norm: norm,
+                    skipped: true,
+                    non_finite_weights: true,
+                });
+            }
+            next.push((i, p, m, v));
+        }
+        self.step = step;
+        for (i, p, m, v) in next {
+            self.vars[i].set(&p)?;
             self.m[i] = m;
             self.v[i] = v;
         }
         Ok(StepInfo {
             grad_norm: norm,
             skipped: false,
+            non_finite_weights: false,
         })
     }
 

@@ -575,6 +575,30 @@ fn grpo_loss_matches_hand_computed() {
     assert!(clipped >= 1.0, "the case must exercise clipping");
 }
 
+/// An adapter holding a NaN is refused, naming the tensor, and nothing is written.
+#[test]
+fn a_non_finite_adapter_is_never_saved() {
+    let cfg = cfg_json("qwen2", true, "");
+    let mut model = build(&cfg, DType::F32, 5);
+    model.add_adapter("planner", &lora_all(), 1).unwrap();
+    let ad = model.adapter("planner").unwrap();
+    let (name, var) = ad.named_vars().into_iter().next().unwrap();
+    let mut vals = var
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    vals[0] = f32::NAN;
+    var.set(&Tensor::from_vec(vals, var.dims(), &Device::Cpu).unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = ad.save_peft(dir.path(), "tiny").unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("non-finite"), "{err}");
+    assert!(!dir.path().join("adapter_model.safetensors").exists());
+    assert!(!dir.path().join("adapter_config.json").exists());
+}
+
 #[test]
 fn peft_save_load_round_trip() {
     let cfg = cfg_json("qwen2", true, "");

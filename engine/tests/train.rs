@@ -646,3 +646,155 @@ fn a_run_that_cannot_write_its_checkpoint_fails() {
         .unwrap()
         .contains("\"step\":1"));
 }
+
+/// The `Finished` event of a run's events, as (completed, message), and every warning.
+fn finished_and_warnings(
+    rx: &mpsc::Receiver<cahl_sessions::events::TrainEvent>,
+) -> ((bool, String), Vec<String>) {
+    use cahl_sessions::events::TrainEvent;
+    let mut fin = None;
+    let mut warnings = Vec::new();
+    for e in rx.try_iter() {
+        match e {
+            TrainEvent::Finished {
+                completed, message, ..
+            } => fin = Some((completed, message)),
+            TrainEvent::Warning(w) => warnings.push(w),
+            _ => {}
+        }
+    }
+    (fin.expect("a Finished event"), warnings)
+}
+
+/// Every weight of the adapter saved in `dir` (PEFT safetensors).
+fn saved_weights(dir: &Path) -> Vec<f32> {
+    let t = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu)
+        .unwrap();
+    let mut keys: Vec<_> = t.keys().cloned().collect();
+    keys.sort();
+    keys.iter()
+        .flat_map(|k| t[k].flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect()
+}
+
+/// A learning rate that overflows the weights (finite, so the config accepts it; 1e39 is past
+/// f32's range): every update is rolled back, no non-finite adapter is written, and the run
+/// does not end as completed.
+#[test]
+fn updates_that_make_weights_non_finite_are_rolled_back_and_the_run_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let mut cfg = small_config();
+    cfg.steps = 2;
+    cfg.optim.planner.lr = 1e39;
+    cfg.optim.executor.lr = 1e39;
+    let w = new_session(&dir, &cfg);
+    let t = trainer(&cfg);
+    let before: Vec<f32> = t
+        .agent
+        .model
+        .adapter("planner")
+        .unwrap()
+        .named_vars()
+        .into_iter()
+        .flat_map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let (_ctx, crx) = mpsc::channel();
+    let err = train::run(t, Some(w), tx, crx).unwrap_err();
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    let ((completed, message), warnings) = finished_and_warnings(&rx);
+    assert!(!completed, "{message}");
+    assert!(message.starts_with("not completed"), "{message}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("would make weights non-finite")),
+        "{warnings:?}"
+    );
+    // The checkpoints hold the untouched, finite adapters.
+    let last = dir.join("checkpoints/step-2/planner");
+    let saved = saved_weights(&last);
+    assert!(saved.iter().all(|x| x.is_finite()));
+    let mut sorted_before = before.clone();
+    let mut sorted_saved = saved.clone();
+    sorted_before.sort_by(f32::total_cmp);
+    sorted_saved.sort_by(f32::total_cmp);
+    assert_eq!(sorted_before, sorted_saved, "rolled back means unchanged");
+}
+
+/// A learning rate that blows the weights up without overflowing them (1e3: AdamW moves each
+/// weight by about 1e3 per step): the run completes its steps but says it diverged, as a
+/// warning and in its final message.
+#[test]
+fn a_diverging_run_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let mut cfg = small_config();
+    cfg.steps = 1;
+    cfg.optim.planner.lr = 1e3;
+    cfg.optim.executor.lr = 1e3;
+    let w = new_session(&dir, &cfg);
+    let (tx, rx) = mpsc::channel();
+    let (_ctx, crx) = mpsc::channel();
+    train::run(trainer(&cfg), Some(w), tx, crx).unwrap();
+    let ((completed, message), warnings) = finished_and_warnings(&rx);
+    assert!(completed, "{message}");
+    assert!(message.contains("diverged"), "{message}");
+    assert!(message.contains("weights reach"), "{message}");
+    assert!(
+        warnings.iter().any(|w| w.starts_with("divergence: ")),
+        "{warnings:?}"
+    );
+}
+
+/// Resume skips a damaged newest checkpoint, says which one it used, drops the records after
+/// it, and the continued run records every step again.
+#[test]
+fn resume_falls_back_to_the_newest_intact_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let mut cfg = small_config();
+    cfg.steps = 3;
+    run_steps(trainer(&cfg), new_session(&dir, &cfg));
+    std::fs::write(
+        dir.join("checkpoints/step-3/planner/adapter_model.safetensors"),
+        b"garbage",
+    )
+    .unwrap();
+    let mut t = trainer(&cfg);
+    let r = train::resume_session(&mut t, &dir).unwrap();
+    assert_eq!(r.step, 2, "{:?}", r.notes);
+    assert_eq!(t.steps_done(), 2);
+    assert!(
+        r.notes.iter().any(|n| n.contains("step-3")),
+        "the damaged checkpoint is named: {:?}",
+        r.notes
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n == "resuming from checkpoint step-2"),
+        "{:?}",
+        r.notes
+    );
+    let steps = |d: &Path| -> Vec<u64> {
+        metrics_sans_timing(d)
+            .iter()
+            .map(|m| m["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        steps(&dir),
+        vec![1, 2],
+        "records after the checkpoint dropped"
+    );
+    run_steps(t, r.writer);
+    assert_eq!(steps(&dir), vec![1, 2, 3]);
+}

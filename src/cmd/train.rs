@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use cahl_engine::benchmarks::{training_world, TrainingWorld};
 use cahl_engine::load::embedded;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
-use cahl_sessions::events::TrainEvent;
+use cahl_sessions::events::{TrainCommand, TrainEvent};
 use cahl_sessions::records::RunInfo;
 use cahl_sessions::SessionWriter;
 
@@ -253,7 +253,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         };
         cahl_ui::run_live(ev_rx, cmd_tx, opts)?;
     } else {
-        drop(cmd_tx);
+        // SIGTERM, SIGINT or SIGHUP: stop after the current step and save a checkpoint, as
+        // `q` does in the dashboard; a second signal exits at once.
+        cahl_ui::app::signals::listen(move |sig| {
+            eprintln!(
+                "{}: stopping after the current step and saving a checkpoint (send it again to \
+                 exit now)",
+                sig.name
+            );
+            cmd_tx.send(TrainCommand::Stop).is_ok()
+        })
+        .context("installing the signal handlers")?;
         headless(ev_rx);
     }
     train::driver::join(handle)

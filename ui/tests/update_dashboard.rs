@@ -221,6 +221,35 @@ fn quit_times_out_and_second_q_or_ctrl_c_forces() {
     assert_eq!(feed(&mut s, [key('q')]), vec![Effect::Quit]);
 }
 
+/// A termination signal ends the UI as `q` does: a live run is asked to stop (and save), the
+/// signal is logged, and a diverged or unfinished run's end is a warning.
+#[test]
+fn a_signal_stops_the_live_run_like_q() {
+    let mut s = live_state(3);
+    assert_eq!(
+        feed(&mut s, [Msg::Signal("SIGTERM")]),
+        vec![Effect::Command(TrainCommand::Stop)]
+    );
+    assert!(s.log.iter().any(|l| l.text.contains("SIGTERM received")));
+    let eff = feed(
+        &mut s,
+        [Msg::Engine(TrainEvent::Finished {
+            step: 3,
+            completed: true,
+            checkpoint: None,
+            message: "completed; diverged: planner reward collapsed".into(),
+        })],
+    );
+    assert_eq!(eff, vec![Effect::Quit]);
+    assert!(s
+        .flash
+        .as_deref()
+        .is_some_and(|f| f.contains("diverged: see messages")));
+    // Outside a live run a signal quits at once.
+    let mut r = AppState::new(Mode::Replay, StateOptions::default());
+    assert_eq!(feed(&mut r, [Msg::Signal("SIGHUP")]), vec![Effect::Quit]);
+}
+
 #[test]
 fn engine_errors_are_shown_not_fatal() {
     let mut s = live_state(3);

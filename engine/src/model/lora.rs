@@ -299,12 +299,21 @@ impl LoraAdapter {
             "layers_to_transform": null,
             "revision": null,
         });
-        let text = serde_json::to_string_pretty(&cfg)?;
-        atomic_write(&dir.join("adapter_config.json"), text.as_bytes())?;
+        // A non-finite adapter is never written: it would load fine and generate garbage.
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (k, v) in self.named_vars() {
-            map.insert(k, v.as_tensor().to_dtype(DType::F32)?);
+            let t = v.as_tensor().to_dtype(DType::F32)?;
+            if !crate::optim::all_finite(&t)? {
+                return Err(EngineError::Invalid(format!(
+                    "adapter {}: {k} holds non-finite values; not saved to {}",
+                    self.name,
+                    dir.display()
+                )));
+            }
+            map.insert(k, t);
         }
+        let text = serde_json::to_string_pretty(&cfg)?;
+        atomic_write(&dir.join("adapter_config.json"), text.as_bytes())?;
         atomic_write_with(&dir.join("adapter_model.safetensors"), |tmp| {
             Ok::<_, crate::EngineError>(candle_core::safetensors::save(&map, tmp)?)
         })?;

@@ -15,6 +15,7 @@ use cahl_sessions::SessionWriter;
 use crate::error::{EngineError, Result};
 use crate::model::ops;
 
+use super::health::{no_signal_note, not_completed_reason, Health};
 use super::trainer::Trainer;
 
 /// A session reopened for `--resume` ([`resume_session`]).
@@ -281,6 +282,8 @@ pub fn run(
     }
     let mut paused = false;
     let mut failures = 0;
+    let mut health = Health::new();
+    let first_step = trainer.steps_done();
     let mut stopped = false;
     let mut last_ckpt = None;
     if trainer.steps_done() == 0 && trainer.eval_enabled() {
@@ -366,6 +369,15 @@ pub fn run(
                 for t in res.trajectories {
                     sink.emit(TrainEvent::Trajectory(Box::new(t)));
                 }
+                match trainer.adapter_max_abs() {
+                    Ok(w) => {
+                        for a in health.observe(&res.metrics, w) {
+                            tracing::warn!("divergence: {a}");
+                            sink.emit(TrainEvent::Warning(format!("divergence: {a}")));
+                        }
+                    }
+                    Err(e) => tracing::warn!("reading the adapters' weights: {e}"),
+                }
                 sink.emit(TrainEvent::Progress {
                     step: res.metrics.step,
                     phase: "step done".into(),
@@ -405,15 +417,27 @@ pub fn run(
         state: RunState::Finished,
         message: "finished".into(),
     });
+    let no_update =
+        not_completed_reason(trainer.steps_done() - first_step, trainer.update_counts());
+    let mut message = match (&no_update, stopped) {
+        (Some(why), _) => format!("not completed: {why}"),
+        (None, true) => "stopped by user".into(),
+        (None, false) => "completed".into(),
+    };
+    if let Some(note) = no_signal_note(trainer.steps_done() - first_step, trainer.update_counts()) {
+        message += &format!("; {note}");
+    }
+    if !health.alarms().is_empty() {
+        message += &format!("; diverged: {}", health.alarms().join("; "));
+    }
     sink.emit(TrainEvent::Finished {
         step: trainer.steps_done(),
-        completed: !stopped,
+        completed: !stopped && no_update.is_none(),
         checkpoint: last_ckpt,
-        message: if stopped {
-            "stopped by user".into()
-        } else {
-            "completed".into()
-        },
+        message,
     });
-    Ok(())
+    match no_update {
+        Some(why) => Err(EngineError::NoUpdate(why)),
+        None => Ok(()),
+    }
 }

@@ -7,6 +7,7 @@
 //! held-out evaluation of `[eval]`).
 pub mod config;
 pub mod driver;
+pub mod health;
 pub mod prompts;
 pub mod quick_eval;
 pub mod rollout;

@@ -21,6 +21,7 @@ use crate::worlds::{Task, World};
 use cahl_sessions::fsutil::atomic_write;
 
 use super::config::{Mode, TrainConfig};
+use super::health::UpdateCounts;
 use super::quick_eval::quick_eval_on;
 use super::rollout::{mix_seed, rollout_task_with, Policy, Prefixes, TaskRollout};
 
@@ -71,6 +72,8 @@ pub struct Trainer {
     pub(super) lanes: Lanes,
     /// The base model's (reference policy's) shared-prompt prefixes, by token ids.
     pub(super) reference_prefixes: HashMap<Vec<u32>, Prefix>,
+    /// Optimizer steps applied and rolled back in this process.
+    pub(super) updates: UpdateCounts,
 }
 
 /// The number of side-by-side workers for `cfg` (see [`TrainConfig::workers`]).
@@ -127,7 +130,21 @@ impl Trainer {
             eval_tasks: Vec::new(),
             lanes,
             reference_prefixes: HashMap::new(),
+            updates: UpdateCounts::default(),
         })
+    }
+
+    /// Optimizer steps applied and rolled back so far in this process.
+    pub fn update_counts(&self) -> UpdateCounts {
+        self.updates
+    }
+
+    /// The largest absolute weight of the planner and executor adapters.
+    pub fn adapter_max_abs(&self) -> Result<[f64; 2]> {
+        Ok([
+            crate::optim::max_abs(self.opt_planner.vars())?,
+            crate::optim::max_abs(self.opt_executor.vars())?,
+        ])
     }
 
     /// Side-by-side workers in use (see [`TrainConfig::workers`]).

@@ -287,6 +287,7 @@ impl Trainer {
         stats.clip_frac = clipped / toks.max(1.0);
         if stats.skipped {
             stats.grad_norm = f64::NAN;
+            self.updates.rejected += 1;
             return Ok(stats);
         }
         let opt = match policy {
@@ -297,9 +298,14 @@ impl Trainer {
         stats.grad_norm = info.grad_norm;
         if info.skipped {
             stats.skipped = true;
-            warnings.push(format!(
-                "{adapter}: non-finite gradient norm; update skipped"
-            ));
+            self.updates.rejected += 1;
+            warnings.push(if info.non_finite_weights {
+                format!("{adapter}: the update would make weights non-finite; rolled back")
+            } else {
+                format!("{adapter}: non-finite gradient norm; update skipped")
+            });
+        } else {
+            self.updates.applied += 1;
         }
         Ok(stats)
     }

@@ -10,6 +10,7 @@
 
 mod runtime;
 pub mod session;
+pub mod signals;
 pub mod terminal;
 pub mod workers;
 
@@ -119,6 +120,8 @@ impl UiOptions {
 }
 
 fn with_terminal(rt: &mut Runtime, state: &mut AppState, initial: Vec<Effect>) -> Result<()> {
+    let tx = rt.tx.clone();
+    signals::listen(move |sig| tx.send(Msg::Signal(sig.name)).is_ok())?;
     let (guard, mut terminal) = terminal::setup_terminal()?;
     let stop = Arc::new(AtomicBool::new(false));
     spawn_input_thread(rt.tx.clone(), stop.clone(), rt.start);

@@ -82,6 +82,8 @@ pub enum Msg {
     Backend(BackendReply),
     /// A debugger session file was written (or failed).
     Saved(Result<PathBuf, SaveError>),
+    /// A termination signal (SIGTERM, SIGINT, SIGHUP) arrived: end as `q` does.
+    Signal(&'static str),
 }
 
 /// Why a trajectory requested with [`Effect::Load`] could not be loaded.
@@ -338,6 +340,10 @@ fn update_inner(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         Msg::Backend(reply) => debug_host::on_backend(s, reply),
+        Msg::Signal(name) => {
+            s.log(Level::Warn, format!("{name} received: ending as q does"));
+            s.quit()
+        }
         Msg::Saved(r) => {
             let text = match r {
                 Ok(p) => format!("debugger session saved to {}", p.display()),

@@ -176,11 +176,20 @@ pub(super) fn on_engine(s: &mut AppState, ev: TrainEvent) -> Vec<Effect> {
                 .map(|c| format!(", checkpoint step {}", c.step))
                 .unwrap_or_default();
             let how = if completed { "completed" } else { "ended" };
-            s.log(
-                Level::Info,
-                format!("run {how} at step {step}{ck}: {message}"),
-            );
-            s.flash = Some(format!("run {how} at step {step}{ck}"));
+            // A run that ended early or diverged is a warning, not news.
+            let diverged = message.contains("diverged");
+            let level = if completed && !diverged {
+                Level::Info
+            } else {
+                Level::Warn
+            };
+            s.log(level, format!("run {how} at step {step}{ck}: {message}"));
+            let tail = if diverged {
+                " (diverged: see messages)"
+            } else {
+                ""
+            };
+            s.flash = Some(format!("run {how} at step {step}{ck}{tail}"));
             if s.quit_deadline_ms.is_some() {
                 return vec![Effect::Quit];
             }
