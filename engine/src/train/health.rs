@@ -106,8 +106,9 @@ impl Health {
 pub fn not_completed_reason(steps_run: u64, counts: UpdateCounts) -> Option<String> {
     (steps_run > 0 && counts.applied == 0 && counts.rejected > 0).then(|| {
         format!(
-            "no update applied in {steps_run} steps: all {} were rolled back (non-finite loss, \
-             gradient or weights)",
+            "no update applied in {}: all {} were rolled back (non-finite loss, gradient or \
+             weights)",
+            steps(steps_run),
             counts.rejected
         )
     })
@@ -118,10 +119,19 @@ pub fn not_completed_reason(steps_run: u64, counts: UpdateCounts) -> Option<Stri
 pub fn no_signal_note(steps_run: u64, counts: UpdateCounts) -> Option<String> {
     (steps_run > 0 && counts.applied == 0 && counts.rejected == 0).then(|| {
         format!(
-            "no update applied in {steps_run} steps: no group carried a learning signal \
-             (equal rewards within every group)"
+            "no update applied in {}: no group carried a learning signal (equal rewards \
+             within every group)",
+            steps(steps_run)
         )
     })
+}
+
+fn steps(n: u64) -> String {
+    if n == 1 {
+        "1 step".into()
+    } else {
+        format!("{n} steps")
+    }
 }
 
 /// A reward collapse: the mean of the last [`WINDOW`] steps is below the best earlier window
