@@ -36,6 +36,10 @@ pub struct GrpoConfig {
     /// activation memory whatever lengths a step samples (verl's dynamic batch size). A single
     /// sequence longer than this runs alone.
     pub micro_batch_tokens: usize,
+    /// Updates per rollout batch (GRPO's mu, TRL's `num_iterations`, verl's `ppo_epochs`). The
+    /// sampling-time log-probs are the old policy throughout, so from the second update on the
+    /// ratio moves away from 1 and clipping acts.
+    pub iterations: usize,
 }
 
 impl Default for GrpoConfig {
@@ -48,6 +52,7 @@ impl Default for GrpoConfig {
             loss_agg: LossAgg::TokenMean,
             micro_batch: 4,
             micro_batch_tokens: 320,
+            iterations: 2,
         }
     }
 }

@@ -798,3 +798,31 @@ fn resume_falls_back_to_the_newest_intact_checkpoint() {
     run_steps(t, r.writer);
     assert_eq!(steps(&dir), vec![1, 2, 3]);
 }
+
+/// GRPO's mu: with one update per batch the ratio stays at 1 and nothing is clipped; with
+/// several, the later updates see a moved policy against the sampling-time log-probs, so the
+/// ratio leaves the trust region and the clip fraction is positive.
+#[test]
+fn several_iterations_per_batch_make_clipping_act() {
+    let clip = |mu: usize| {
+        let mut cfg = small_config();
+        cfg.grpo.iterations = mu;
+        cfg.grpo.beta = 0.0;
+        cfg.grpo.epsilon_low = 0.01;
+        cfg.grpo.epsilon_high = 0.01;
+        cfg.optim.executor.lr = 5e-2;
+        let mut t = trainer(&cfg);
+        let groups = executor_groups(&t, &cfg);
+        let mut warnings = Vec::new();
+        let temp = cfg.rollout.executor.temperature;
+        let st = t
+            .update_iterations(Policy::Executor, &groups, temp, &mut warnings)
+            .unwrap();
+        assert!(!st.skipped, "{warnings:?}");
+        st.clip_frac
+    };
+    let one = clip(1);
+    assert!(one < 1e-3, "mu = 1: the ratio is 1, clip fraction {one}");
+    let three = clip(3);
+    assert!(three > 0.0, "mu = 3: clip fraction {three}");
+}

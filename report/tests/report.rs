@@ -103,7 +103,7 @@ fn session_report_names_its_files() {
     assert!(md.contains("| 3 | 3/6 | 50.0 |"), "{md}");
     assert!(
         md.contains(
-            "| plan_too_coarse — plan too coarse (fewer sub-tasks than needed) | 2 | 100.0 |"
+            "| plan_too_coarse — a merged sub-task (several calls) the executor did not carry out | 2 | 100.0 |"
         ),
         "{md}"
     );

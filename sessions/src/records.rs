@@ -160,6 +160,13 @@ pub struct MetricsRecord {
     /// Fraction of trajectories flagged as planner–executor misaligned.
     #[serde(with = "float")]
     pub misaligned_rate: f64,
+    /// Fraction of the step's plans that failed on the planner side (see
+    /// [`PlanRecord::failure_side`]).
+    #[serde(with = "float")]
+    pub planner_side_rate: f64,
+    /// Fraction of the step's plans that failed on the executor side.
+    #[serde(with = "float")]
+    pub executor_side_rate: f64,
     /// Planner optimizer statistics.
     pub planner: PolicyStats,
     /// Executor optimizer statistics.
@@ -210,6 +217,8 @@ impl Default for MetricsRecord {
             executor_reward: f64::NAN,
             success_rate: f64::NAN,
             misaligned_rate: f64::NAN,
+            planner_side_rate: f64::NAN,
+            executor_side_rate: f64::NAN,
             planner: PolicyStats::default(),
             executor: PolicyStats::default(),
             components: BTreeMap::new(),
@@ -311,6 +320,15 @@ pub struct PlanRecord {
     pub final_response: Option<String>,
     /// Whether this plan's execution solved the task.
     pub success: bool,
+    /// For a failed plan: its misalignment label (`plan_missing_call`, `plan_too_coarse`, …,
+    /// see the engine's `eval::taxonomy`), from the content alignment of sub-tasks and gold calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// For a failed plan: which side failed, `planner` (the plan lacks a call or a value, or
+    /// asks for more than the executor carries out) or `executor` (the plan was complete and
+    /// correct, the calls were not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_side: Option<String>,
 }
 
 /// One line of `trajectories.jsonl`: everything sampled for one task in one step.
@@ -333,7 +351,8 @@ pub struct TrajectoryRecord {
     /// Mean executor reward over all executor samples.
     #[serde(with = "float")]
     pub executor_reward: f64,
-    /// Flagged as planner–executor misalignment.
+    /// Planner–executor misalignment: no plan solved the task and at least one parsable plan
+    /// failed on the planner side (see [`PlanRecord::failure_side`]).
     pub misaligned: bool,
     /// How it was produced, e.g. `"train"`, `"eval"`, `"debug"`.
     pub mode: String,

@@ -439,7 +439,6 @@ pub fn label_episode(
         plan_parsed: parsed,
         subtasks: &subtasks,
         step_calls,
-        gold_plan: &task.gold_plan,
         gold_calls: &task.gold_calls,
         gold_derived: &task.gold_derived,
     })

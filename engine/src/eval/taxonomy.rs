@@ -1,55 +1,93 @@
-//! Planner–executor misalignment taxonomy of a failed hierarchical episode.
+//! Planner–executor misalignment taxonomy of a failed hierarchical episode, by content: the
+//! plan's sub-tasks are aligned with the gold calls by what they say ([`align_plan`]: values
+//! and tool names, not positions), and each failed task gets one label, the first rule that
+//! applies, in this order:
 //!
-//! Each failed task gets one label, the first rule that applies, in this order:
-//!
-//! 1. `plan_unparsable` — the planner's output has no usable sub-task list;
-//! 2. `plan_too_coarse` — fewer sub-tasks than needed (the gold plan's length, or the number of
-//!    gold calls where there is no gold plan);
-//! 3. `plan_too_fine` — more sub-tasks than needed;
-//! 4. `subtask_value_missing` — the right number of sub-tasks, but a value the calls need (a
-//!    non-derived gold argument value) is missing from, or misstated in, the sub-task texts;
-//! 5. `executor_failed` — the plan is right (count and values), but the executor's calls on some
-//!    sub-task do not match the gold call of that sub-task;
-//! 6. `final_state_wrong` — every gold call was made (in order), yet the task failed: the final
-//!    world state differs from the gold state, or the benchmark's scorer rejected the call list
-//!    (e.g. extra calls under API-Bank's exact match).
+//! 1. `plan_unparsable` (planner side): the planner's output has no usable sub-task list;
+//! 2. `plan_missing_call` (planner): a gold call that no sub-task describes;
+//! 3. `subtask_value_missing` (planner): a value a call needs (a non-derived gold argument
+//!    value) is missing from, or misstated in, the sub-task that carries the call;
+//! 4. `plan_too_coarse` (planner): a sub-task that carries several gold calls (a merge) and
+//!    whose calls were not all made: a plan beyond what this executor carries out;
+//! 5. `executor_failed` (executor): the plan is complete and correct, but a gold call of a
+//!    one-call sub-task was never made (or the gold calls were made out of order);
+//! 6. `plan_too_fine` (planner): every gold call was made in order, the task failed, and
+//!    sub-tasks that carry no gold call made calls (the plan's extra steps did the damage);
+//! 7. `final_state_wrong` (executor): every gold call was made in order, yet the task failed:
+//!    the final world state differs from the gold state, or the benchmark's scorer rejected the
+//!    call list (e.g. extra calls under API-Bank's exact match).
 //!
 //! Tasks without a gold call sequence (Bamboogle, BFCL irrelevance) are `unclassified`; flat
 //! episodes have no plan and get no label.
 use serde::{Deserialize, Serialize};
 
 use crate::parse::ToolCall;
-use crate::rewards::{call_similarity, plan_value_coverage, ExecutorWeights};
+use crate::rewards::{align_plan, call_similarity, value_coverage_aligned, ExecutorWeights};
 
 /// One misalignment label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Misalignment {
     PlanUnparsable,
-    PlanTooCoarse,
-    PlanTooFine,
+    PlanMissingCall,
     SubtaskValueMissing,
+    PlanTooCoarse,
     ExecutorFailed,
+    PlanTooFine,
     FinalStateWrong,
     Unclassified,
 }
 
+/// Which side of the hierarchy a failure is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The plan lacks a call or a value, or asks for more than the executor carries out.
+    Planner,
+    /// The plan was complete and correct; the executor's calls were not.
+    Executor,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Planner => "planner",
+            Side::Executor => "executor",
+        }
+    }
+}
+
 impl Misalignment {
     /// All labels, in rule order.
-    pub const ALL: [Misalignment; 7] = [
+    pub const ALL: [Misalignment; 8] = [
         Misalignment::PlanUnparsable,
-        Misalignment::PlanTooCoarse,
-        Misalignment::PlanTooFine,
+        Misalignment::PlanMissingCall,
         Misalignment::SubtaskValueMissing,
+        Misalignment::PlanTooCoarse,
         Misalignment::ExecutorFailed,
+        Misalignment::PlanTooFine,
         Misalignment::FinalStateWrong,
         Misalignment::Unclassified,
     ];
+
+    /// The side the failure is on (`None` for `unclassified`).
+    pub fn side(self) -> Option<Side> {
+        match self {
+            Misalignment::PlanUnparsable
+            | Misalignment::PlanMissingCall
+            | Misalignment::SubtaskValueMissing
+            | Misalignment::PlanTooCoarse
+            | Misalignment::PlanTooFine => Some(Side::Planner),
+            Misalignment::ExecutorFailed | Misalignment::FinalStateWrong => Some(Side::Executor),
+            Misalignment::Unclassified => None,
+        }
+    }
 
     /// The snake_case name used in files.
     pub fn name(self) -> &'static str {
         match self {
             Misalignment::PlanUnparsable => "plan_unparsable",
+            Misalignment::PlanMissingCall => "plan_missing_call",
             Misalignment::PlanTooCoarse => "plan_too_coarse",
             Misalignment::PlanTooFine => "plan_too_fine",
             Misalignment::SubtaskValueMissing => "subtask_value_missing",
@@ -63,10 +101,15 @@ impl Misalignment {
     pub fn describe(self) -> &'static str {
         match self {
             Misalignment::PlanUnparsable => "planner output has no usable sub-tasks",
-            Misalignment::PlanTooCoarse => "plan too coarse (fewer sub-tasks than needed)",
-            Misalignment::PlanTooFine => "plan too fine (more sub-tasks than needed)",
-            Misalignment::SubtaskValueMissing => "a sub-task misses or misstates a needed value",
-            Misalignment::ExecutorFailed => "executor failed on a correct sub-task",
+            Misalignment::PlanMissingCall => "no sub-task describes a needed call",
+            Misalignment::SubtaskValueMissing => {
+                "the sub-task carrying a call misses or misstates a needed value"
+            }
+            Misalignment::PlanTooCoarse => {
+                "a merged sub-task (several calls) the executor did not carry out"
+            }
+            Misalignment::ExecutorFailed => "executor failed on a complete, correct plan",
+            Misalignment::PlanTooFine => "extra sub-tasks made calls that spoiled the outcome",
             Misalignment::FinalStateWrong => {
                 "executor made the gold calls but the outcome is wrong"
             }
@@ -94,8 +137,6 @@ pub struct EpisodeView<'a> {
     pub subtasks: &'a [String],
     /// The calls the executor made for each executed sub-task, in order.
     pub step_calls: &'a [Vec<ToolCall>],
-    /// Gold plan (may be empty: benchmarks have none).
-    pub gold_plan: &'a [String],
     pub gold_calls: &'a [ToolCall],
     /// Per gold call, the argument names whose values come from earlier results.
     pub gold_derived: &'a [Vec<String>],
@@ -128,25 +169,18 @@ pub fn classify(ep: &EpisodeView<'_>) -> Label {
             "no sub-tasks could be read from the plan".into(),
         );
     }
-    let needed = if ep.gold_plan.is_empty() {
-        ep.gold_calls.len()
-    } else {
-        ep.gold_plan.len()
-    };
-    let n = ep.subtasks.len();
-    if n < needed {
+    let a = align_plan(ep.subtasks, ep.gold_calls, ep.gold_derived);
+    let unowned = a.unowned();
+    if let Some(&j) = unowned.first() {
         return label(
-            Misalignment::PlanTooCoarse,
-            format!("{n} sub-tasks, {needed} needed"),
+            Misalignment::PlanMissingCall,
+            format!(
+                "no sub-task describes {}",
+                ep.gold_calls[j].to_toolrl_json()
+            ),
         );
     }
-    if n > needed {
-        return label(
-            Misalignment::PlanTooFine,
-            format!("{n} sub-tasks, {needed} needed"),
-        );
-    }
-    let (_, missing) = plan_value_coverage(ep.subtasks, ep.gold_calls, ep.gold_derived);
+    let (_, missing) = value_coverage_aligned(ep.subtasks, ep.gold_calls, ep.gold_derived, &a);
     if !missing.is_empty() {
         return label(
             Misalignment::SubtaskValueMissing,
@@ -154,33 +188,66 @@ pub fn classify(ep: &EpisodeView<'_>) -> Label {
         );
     }
     let executed: Vec<ToolCall> = ep.step_calls.iter().flatten().cloned().collect();
-    if !gold_made_in_order(&executed, ep.gold_calls) {
-        // With one sub-task per gold call, name the first sub-task whose calls miss its gold call.
-        let bad = if needed == ep.gold_calls.len() {
-            ep.gold_calls.iter().enumerate().find_map(|(k, g)| {
-                let made = ep.step_calls.get(k).map(Vec::as_slice).unwrap_or(&[]);
-                (!made.iter().any(|c| call_matches(c, g))).then_some((k, g, made))
-            })
+    let made = |g: &ToolCall| executed.iter().any(|c| call_matches(c, g));
+    // The first sub-task (in plan order) with a gold call never made.
+    let failed = a.calls_of.iter().enumerate().find_map(|(i, js)| {
+        let lost: Vec<usize> = js
+            .iter()
+            .copied()
+            .filter(|&j| !made(&ep.gold_calls[j]))
+            .collect();
+        (!lost.is_empty()).then_some((i, js.len(), lost))
+    });
+    if let Some((i, carried, lost)) = failed {
+        let got = ep.step_calls.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let got = if got.is_empty() {
+            "no call".to_string()
         } else {
-            None
+            got.iter()
+                .map(ToolCall::to_toolrl_json)
+                .collect::<Vec<_>>()
+                .join("; ")
         };
-        let detail = match bad {
-            Some((k, g, made)) => format!(
-                "sub-task {} expected {} but got {}",
-                k + 1,
-                g.to_toolrl_json(),
-                if made.is_empty() {
-                    "no call".to_string()
-                } else {
-                    made.iter()
-                        .map(ToolCall::to_toolrl_json)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                }
+        let expected = lost
+            .iter()
+            .map(|&j| ep.gold_calls[j].to_toolrl_json())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let (l, what) = if carried > 1 {
+            (
+                Misalignment::PlanTooCoarse,
+                format!("sub-task {} merges {carried} calls", i + 1),
+            )
+        } else {
+            (Misalignment::ExecutorFailed, format!("sub-task {}", i + 1))
+        };
+        return label(l, format!("{what}: expected {expected} but got {got}"));
+    }
+    if !gold_made_in_order(&executed, ep.gold_calls) {
+        return label(
+            Misalignment::ExecutorFailed,
+            "every gold call was made, but not in order".into(),
+        );
+    }
+    let extra: Vec<usize> = a
+        .calls_of
+        .iter()
+        .enumerate()
+        .filter(|(i, js)| js.is_empty() && ep.step_calls.get(*i).is_some_and(|c| !c.is_empty()))
+        .map(|(i, _)| i + 1)
+        .collect();
+    if !extra.is_empty() {
+        return label(
+            Misalignment::PlanTooFine,
+            format!(
+                "sub-task(s) {} carry no gold call but made calls",
+                extra
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            None => "the gold calls were not all made in order".to_string(),
-        };
-        return label(Misalignment::ExecutorFailed, detail);
+        );
     }
     label(
         Misalignment::FinalStateWrong,
@@ -217,41 +284,53 @@ mod tests {
             plan_parsed: parsed,
             subtasks,
             step_calls: steps,
-            gold_plan: &[],
             gold_calls: &g,
             gold_derived: &d,
         })
     }
 
     #[test]
-    fn unparsable_and_counts() {
+    fn unparsable_missing_call_merge_and_extra_steps() {
         assert_eq!(run(&[], &[], false).label, Misalignment::PlanUnparsable);
-        let l = run(&plan(&["log in as ana and send to bob"]), &[], true);
-        assert_eq!(l.label, Misalignment::PlanTooCoarse);
-        assert_eq!(l.detail, "1 sub-tasks, 2 needed");
-        let l = run(&plan(&["log in as ana", "look", "send to bob"]), &[], true);
-        assert_eq!(l.label, Misalignment::PlanTooFine);
-    }
-
-    #[test]
-    fn gold_plan_length_wins_over_call_count() {
+        let l = run(&plan(&["log in as ana"]), &[], true);
+        assert_eq!(l.label, Misalignment::PlanMissingCall);
+        assert!(l.detail.contains("send"), "{}", l.detail);
+        // A merge the executor carried half of: planner side (beyond this executor).
         let g = gold();
-        let d = derived();
-        let sub = plan(&["log in as ana and send to bob"]);
-        let l = classify(&EpisodeView {
-            plan_parsed: true,
-            subtasks: &sub,
-            step_calls: &[vec![]],
-            gold_plan: &plan(&["do it all"]),
-            gold_calls: &g,
-            gold_derived: &d,
-        });
-        // count matches the gold plan; values present; the executor made no call
-        assert_eq!(l.label, Misalignment::ExecutorFailed);
-        assert_eq!(
-            l.detail, "the gold calls were not all made in order",
-            "no per-step attribution when sub-tasks and gold calls are not one-to-one"
+        let merged = plan(&["log in as ana and send to bob"]);
+        let l = run(&merged, &[vec![g[0].clone()]], true);
+        assert_eq!(l.label, Misalignment::PlanTooCoarse);
+        assert!(
+            l.detail.starts_with("sub-task 1 merges 2 calls"),
+            "{}",
+            l.detail
         );
+        assert_eq!(l.label.side(), Some(Side::Planner));
+        // The same merge carried out whole is no failure of the plan: the outcome decides.
+        let l = run(&merged, &[vec![g[0].clone(), g[1].clone()]], true);
+        assert_eq!(l.label, Misalignment::FinalStateWrong);
+        // An extra sub-task that made a call, all gold calls made: the extra step did it.
+        let l = run(
+            &plan(&["log in as ana", "look around", "send to bob"]),
+            &[
+                vec![g[0].clone()],
+                vec![ToolCall::new("extra", json!({}))],
+                vec![g[1].clone()],
+            ],
+            true,
+        );
+        assert_eq!(l.label, Misalignment::PlanTooFine);
+        assert_eq!(l.detail, "sub-task(s) 2 carry no gold call but made calls");
+        // Reordered sub-tasks are aligned by content: the executor's failure is named on the
+        // sub-task that carries the call.
+        let l = run(
+            &plan(&["send to bob", "log in as ana"]),
+            &[vec![], vec![g[0].clone()]],
+            true,
+        );
+        assert_eq!(l.label, Misalignment::ExecutorFailed);
+        assert!(l.detail.starts_with("sub-task 1: expected"), "{}", l.detail);
+        assert_eq!(l.label.side(), Some(Side::Executor));
     }
 
     #[test]
@@ -278,9 +357,9 @@ mod tests {
         ];
         let l = run(&plan(&["log in as ana", "send to bob"]), &steps, true);
         assert_eq!(l.label, Misalignment::ExecutorFailed);
-        assert!(l.detail.starts_with("sub-task 2 expected"), "{}", l.detail);
+        assert!(l.detail.starts_with("sub-task 2: expected"), "{}", l.detail);
         let l = run(&plan(&["log in as ana", "send to bob"]), &[vec![]], true);
-        assert!(l.detail.contains("sub-task 1 expected") && l.detail.ends_with("no call"));
+        assert!(l.detail.contains("sub-task 1: expected") && l.detail.ends_with("no call"));
     }
 
     #[test]
@@ -302,7 +381,6 @@ mod tests {
             plan_parsed: false,
             subtasks: &[],
             step_calls: &[],
-            gold_plan: &[],
             gold_calls: &[],
             gold_derived: &[],
         });

@@ -22,8 +22,10 @@
 //!     dynamic programming) sum of call similarities between executed and gold calls divided
 //!     by max(#executed, #gold).
 //! * Flat baseline ([`toolrl_reward`]): ToolRL's format {0, 1} plus correctness in [−3, 3].
+pub mod align;
 mod toolrl;
 
+pub use align::{align_plan, PlanAlignment};
 pub use toolrl::{toolrl_reward, ToolRlGold};
 
 use serde::{Deserialize, Serialize};
@@ -110,7 +112,8 @@ pub struct PlannerWeights {
     pub execution_level: f64,
     /// Inside param_level: share of gold values conveyed.
     pub values: f64,
-    /// Inside param_level: sub-task count vs gold call count.
+    /// Inside param_level: share of sub-tasks that describe a gold call (extra or empty
+    /// sub-tasks lower it; merged ones do not).
     pub count: f64,
     /// Inside execution_level: trajectory alignment.
     pub trajectory: f64,
@@ -409,24 +412,34 @@ fn padded_words(text: &str) -> String {
     )
 }
 
-/// Share of the gold calls' stated (non-derived) argument values that the plan conveys, and the
-/// list of missing values.
+/// Share of the gold calls' stated (non-derived) argument values that the plan conveys, each
+/// counted only in the sub-task that carries its call (see [`align_plan`]); and the list of
+/// missing values (a call no sub-task describes misses all of its values).
 pub fn plan_value_coverage(
     subtasks: &[String],
     gold: &[ToolCall],
     derived: &[Vec<String>],
 ) -> (f64, Vec<String>) {
-    let plan = padded_words(&subtasks.join(" "));
+    let a = align_plan(subtasks, gold, derived);
+    value_coverage_aligned(subtasks, gold, derived, &a)
+}
+
+/// [`plan_value_coverage`] with the alignment already made.
+pub fn value_coverage_aligned(
+    subtasks: &[String],
+    gold: &[ToolCall],
+    derived: &[Vec<String>],
+    a: &PlanAlignment,
+) -> (f64, Vec<String>) {
+    let padded: Vec<String> = subtasks.iter().map(|s| padded_words(s)).collect();
     let mut total = 0usize;
     let mut missing = Vec::new();
-    for (i, call) in gold.iter().enumerate() {
-        for (k, v) in &call.arguments {
-            if derived.get(i).is_some_and(|d| d.contains(k)) {
-                continue;
-            }
+    for (j, call) in gold.iter().enumerate() {
+        let owner = a.owner.get(j).copied().flatten();
+        for (k, v) in align::stated_values(call, derived.get(j)) {
             total += 1;
-            let needle = padded_words(&value_key(v));
-            if needle.trim().is_empty() || !plan.contains(&needle) {
+            let said = owner.is_some_and(|i| align::mentions(&padded[i], v));
+            if !said {
                 missing.push(format!("{}.{k}={}", call.name, value_key(v)));
             }
         }
@@ -468,19 +481,42 @@ pub fn planner_reward_parsed(
     let w = &cfg.planner;
     let mut b = RewardBreakdown::default();
     let format = format_score(&plan.issues, &mut b.reasons);
-    let (values, missing) = plan_value_coverage(&plan.subtasks, ep.gold_calls, ep.gold_derived);
+    let a = align_plan(&plan.subtasks, ep.gold_calls, ep.gold_derived);
+    let (values, missing) =
+        value_coverage_aligned(&plan.subtasks, ep.gold_calls, ep.gold_derived, &a);
     if !missing.is_empty() {
         b.reasons
             .push(format!("plan does not state: {}", missing.join(", ")));
     }
-    let (n, m) = (plan.subtasks.len(), ep.gold_calls.len());
-    let count = if n.max(m) == 0 {
-        1.0
+    // Sub-tasks that carry a gold call (merging calls into one sub-task is not penalised here:
+    // whether the executor can carry a merge out is the execution level's business).
+    let n = plan.subtasks.len();
+    let used = a.calls_of.iter().filter(|c| !c.is_empty()).count();
+    let count = if n == 0 {
+        if ep.gold_calls.is_empty() {
+            1.0
+        } else {
+            0.0
+        }
     } else {
-        1.0 - n.abs_diff(m) as f64 / n.max(m) as f64
+        used as f64 / n as f64
     };
-    if n != m {
-        b.reasons.push(format!("{n} sub-tasks for {m} gold calls"));
+    if used < n {
+        b.reasons.push(format!(
+            "{} of {n} sub-tasks describe no gold call",
+            n - used
+        ));
+    }
+    let unowned = a.unowned();
+    if !unowned.is_empty() {
+        b.reasons.push(format!(
+            "no sub-task describes {}",
+            unowned
+                .iter()
+                .map(|&j| ep.gold_calls[j].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     let pl_sum = w.values + w.count;
     let param_level = if pl_sum > 0.0 {
@@ -514,7 +550,7 @@ pub fn planner_reward_parsed(
     b.push("param_level", param_level, w.param_level);
     b.push("execution_level", execution, w.execution_level);
     b.push("param_values", values, 0.0);
-    b.push("subtask_count", count, 0.0);
+    b.push("subtasks_used", count, 0.0);
     b.push("trajectory_alignment", align, 0.0);
     b.finish()
 }
@@ -646,7 +682,11 @@ mod tests {
         };
         let r2 = planner_reward(&ep2, &cfg);
         assert!(r2.component("param_values").unwrap() < 0.5);
-        assert!((r2.component("subtask_count").unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(
+            r2.component("subtasks_used"),
+            Some(1.0),
+            "its one sub-task carries login"
+        );
         assert!((r2.component("trajectory_alignment").unwrap() - 0.5).abs() < 1e-9);
         assert!(r2.total < r.total);
     }

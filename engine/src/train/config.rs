@@ -298,6 +298,9 @@ impl TrainConfig {
         non_neg("grpo.beta", self.grpo.beta)?;
         non_neg("grpo.epsilon_low", self.grpo.epsilon_low)?;
         non_neg("grpo.epsilon_high", self.grpo.epsilon_high)?;
+        if self.grpo.iterations == 0 || self.grpo.iterations > 64 {
+            return bad("grpo.iterations", self.grpo.iterations, "1 to 64");
+        }
         if self.grpo.micro_batch == 0 {
             return bad("grpo.micro_batch", 0, "at least 1");
         }

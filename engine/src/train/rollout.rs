@@ -7,11 +7,12 @@ use serde_json::Value;
 
 use crate::agent::Agent;
 use crate::error::Result;
+use crate::eval::taxonomy::{call_matches, classify, EpisodeView, Misalignment, Side};
 use crate::model::Prefix;
 use crate::parse::{call_record, parse_executor, parse_planner, ToolCall, ToolSchema};
 use crate::rewards::{
-    executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
-    RewardBreakdown, ToolRlGold,
+    align_plan, executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanAlignment,
+    PlanEpisode, RewardBreakdown, ToolRlGold,
 };
 use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
@@ -317,12 +318,57 @@ fn absorb_step(
     made_calls
 }
 
-/// The gold call aligned to step `k` (by index), or none.
+/// The gold call aligned to flat turn `k` (by index), or none.
 fn gold_at(task: &Task, k: usize) -> &[ToolCall] {
     task.gold_calls
         .get(k)
         .map(std::slice::from_ref)
         .unwrap_or(&[])
+}
+
+/// The gold of sub-task `k` under `align`: the gold calls it describes that no earlier step
+/// made yet (an executor that made a call early is not asked for it again).
+fn gold_of_subtask(task: &Task, align: &PlanAlignment, made: &[bool], k: usize) -> Vec<ToolCall> {
+    align
+        .calls_of
+        .get(k)
+        .map(|js| {
+            js.iter()
+                .filter(|&&j| !made[j])
+                .map(|&j| task.gold_calls[j].clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Mark the gold calls that `executed` made (each executed call makes at most one gold call,
+/// the first not yet made that it matches fully).
+fn mark_made(executed: &[ToolCall], gold: &[ToolCall], made: &mut [bool]) {
+    for c in executed {
+        if let Some(j) = (0..gold.len()).find(|&j| !made[j] && call_matches(c, &gold[j])) {
+            made[j] = true;
+        }
+    }
+}
+
+/// The misalignment label and side of a failed plan (see [`crate::eval::taxonomy`]).
+fn failure_of(
+    task: &Task,
+    parsed: bool,
+    subtasks: &[String],
+    step_calls: &[Vec<ToolCall>],
+) -> (Option<String>, Option<String>) {
+    let l = classify(&EpisodeView {
+        plan_parsed: parsed,
+        subtasks,
+        step_calls,
+        gold_calls: &task.gold_calls,
+        gold_derived: &task.gold_derived,
+    });
+    (
+        Some(l.label.name().to_string()),
+        l.label.side().map(|s| s.name().to_string()),
+    )
 }
 
 fn component_list(prefix: &str, b: &RewardBreakdown, out: &mut Vec<(String, f64)>) {
@@ -380,7 +426,7 @@ pub fn rollout_task_with(
     let mut tokens: usize = plans.iter().map(|p| p.tokens.len()).sum();
     let mut exec_rewards = Vec::new();
     let mut any_success = false;
-    let mut misaligned_all = true;
+    let mut planner_side_failure = false;
     // In `separate` mode the executor works on the gold sub-tasks (once, under plan 0) and the
     // planner is rewarded on parameter-level accuracy only.
     let mut planner_rcfg = cfg.rewards.clone();
@@ -399,11 +445,15 @@ pub fn rollout_task_with(
         let mut history = Vec::new();
         let mut executed = Vec::new();
         let mut steps = Vec::new();
+        let mut step_calls = Vec::new();
         let mut final_response = None;
+        // Each step's gold is what its sub-task describes (by content), less what was made.
+        let align = align_plan(&subtasks, &task.gold_calls, &task.gold_derived);
+        let mut made = vec![false; task.gold_calls.len()];
         if run_exec {
             for (k, st) in subtasks.iter().take(cfg.rollout.max_subtasks).enumerate() {
                 let user = prompts::executor_user(&task.request, &subtasks, k, &history);
-                let gold = gold_at(task, k);
+                let gold = gold_of_subtask(task, &align, &made, k);
                 let so = executor_step(
                     agent,
                     world,
@@ -411,13 +461,15 @@ pub fn rollout_task_with(
                     &esys,
                     user,
                     (k, st.clone()),
-                    gold,
+                    &gold,
                     cfg,
                     mix_seed(&[seed, 2, pi as u64, k as u64]),
                     false,
                     &mut history,
                     prefixes.executor.as_ref(),
                 )?;
+                mark_made(&so.executed, &task.gold_calls, &mut made);
+                step_calls.push(so.executed.clone());
                 absorb_step(
                     so,
                     pi,
@@ -444,8 +496,15 @@ pub fn rollout_task_with(
         component_list("planner", &prb, &mut components);
         let success = run_exec && episode_success(task, &executed, final_state.as_ref());
         any_success |= success;
-        if success || !parsed.is_well_formed() {
-            misaligned_all = false;
+        let (failure, failure_side) = if success || !run_exec {
+            (None, None)
+        } else {
+            failure_of(task, parsed.is_well_formed(), &subtasks, &step_calls)
+        };
+        if failure_side.as_deref() == Some(Side::Planner.name())
+            && failure.as_deref() != Some(Misalignment::PlanUnparsable.name())
+        {
+            planner_side_failure = true;
         }
         plan_rewards.push(prb.total);
         plan_records.push(PlanRecord {
@@ -459,6 +518,8 @@ pub fn rollout_task_with(
             steps,
             final_response,
             success,
+            failure,
+            failure_side,
         });
     }
     groups.push(Group {
@@ -477,7 +538,7 @@ pub fn rollout_task_with(
         success: any_success,
         planner_reward: plan_rewards.iter().sum::<f64>() / n_plans,
         executor_reward: mean(&exec_rewards),
-        misaligned: !any_success && misaligned_all,
+        misaligned: !any_success && planner_side_failure,
         mode: cfg.mode.name().to_string(),
     };
     Ok(TaskRollout {
@@ -581,6 +642,8 @@ pub fn rollout_flat(
         steps,
         final_response,
         success,
+        failure: None,
+        failure_side: None,
     };
     let record = TrajectoryRecord {
         step,
@@ -599,4 +662,121 @@ pub fn rollout_flat(
         generated_tokens: tokens,
         components,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewards::{executor_step_reward, RewardConfig};
+    use crate::worlds::builtin::{builtin_tools, generate_tasks};
+    use crate::worlds::Split;
+
+    /// A "transfer" task: login, then transfer (the token derived from the login).
+    fn transfer_task() -> Task {
+        generate_tasks(Split::Train, 300, 4)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.template.as_deref() == Some("transfer"))
+            .unwrap()
+    }
+
+    fn calls_text(calls: &[ToolCall]) -> String {
+        let lines: Vec<String> = calls.iter().map(ToolCall::to_toolrl_json).collect();
+        format!(
+            "<think>do it</think>\n<tool_call>\n{}\n</tool_call>",
+            lines.join("\n")
+        )
+    }
+
+    fn semantics(task: &Task, subtasks: &[String], made: &[bool], k: usize, out: &str) -> f64 {
+        let a = align_plan(subtasks, &task.gold_calls, &task.gold_derived);
+        let gold = gold_of_subtask(task, &a, made, k);
+        executor_step_reward(out, builtin_tools(), &gold, &RewardConfig::default())
+            .component("semantics")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_merged_subtask_carried_out_whole_gets_full_semantics() {
+        let t = transfer_task();
+        let merged = vec![format!("{}, then {}", t.gold_plan[0], t.gold_plan[1])];
+        let s = semantics(&t, &merged, &[false, false], 0, &calls_text(&t.gold_calls));
+        assert_eq!(s, 1.0, "both calls the merged sub-task asks for");
+        // Half of it is half the semantics.
+        let s = semantics(
+            &t,
+            &merged,
+            &[false, false],
+            0,
+            &calls_text(&t.gold_calls[..1]),
+        );
+        assert!((s - 0.5).abs() < 1e-9, "{s}");
+    }
+
+    #[test]
+    fn reordered_split_and_extra_subtasks_are_scored_for_what_they_say() {
+        let t = transfer_task();
+        let (login, transfer) = (&t.gold_calls[0], &t.gold_calls[1]);
+        let none = [false, false];
+        // Reordered: sub-task 0 asks for the transfer, so the transfer is its gold.
+        let rev = vec![t.gold_plan[1].clone(), t.gold_plan[0].clone()];
+        let s = semantics(
+            &t,
+            &rev,
+            &none,
+            0,
+            &calls_text(std::slice::from_ref(transfer)),
+        );
+        assert_eq!(s, 1.0);
+        let s = semantics(&t, &rev, &none, 1, &calls_text(std::slice::from_ref(login)));
+        assert_eq!(s, 1.0);
+        // Extra: a sub-task that describes no gold call wants no call.
+        let extra = vec![
+            "say hello to the user".to_string(),
+            t.gold_plan[0].clone(),
+            t.gold_plan[1].clone(),
+        ];
+        let s = semantics(
+            &t,
+            &extra,
+            &none,
+            0,
+            "<think>x</think>\n<response>\nhi\n</response>",
+        );
+        assert_eq!(s, 1.0);
+        let s = semantics(
+            &t,
+            &extra,
+            &none,
+            1,
+            &calls_text(std::slice::from_ref(login)),
+        );
+        assert_eq!(
+            s, 1.0,
+            "the login is still sub-task 1's, not shifted by the extra one"
+        );
+        // A call made early is not asked for again.
+        let s = semantics(
+            &t,
+            &extra,
+            &[true, false],
+            1,
+            "<think>x</think>\n<response>\ndone\n</response>",
+        );
+        assert_eq!(s, 1.0);
+    }
+
+    #[test]
+    fn made_calls_are_marked_once_each() {
+        let t = transfer_task();
+        let mut made = vec![false; 2];
+        mark_made(
+            std::slice::from_ref(&t.gold_calls[1]),
+            &t.gold_calls,
+            &mut made,
+        );
+        assert_eq!(made, vec![false, true]);
+        mark_made(&t.gold_calls, &t.gold_calls, &mut made);
+        assert_eq!(made, vec![true, true]);
+    }
 }

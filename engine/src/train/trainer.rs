@@ -276,7 +276,7 @@ impl Trainer {
         crate::memory::log_memory(s, "after rollouts");
         let planner_stats = if mode.trains_planner() && mode != Mode::Flat {
             let temp = self.cfg.rollout.planner.temperature;
-            self.update(Policy::Planner, &planner_groups, temp, &mut warnings)?
+            self.update_iterations(Policy::Planner, &planner_groups, temp, &mut warnings)?
         } else {
             PolicyStats {
                 lr: 0.0,
@@ -286,7 +286,8 @@ impl Trainer {
         crate::memory::log_memory(s, "after the planner update");
         let executor_stats = if mode.trains_executor() {
             let temp = self.cfg.rollout.executor.temperature;
-            let st = self.update(Policy::Executor, &executor_groups, temp, &mut warnings)?;
+            let st =
+                self.update_iterations(Policy::Executor, &executor_groups, temp, &mut warnings)?;
             crate::memory::log_memory(s, "after the executor update");
             st
         } else {
@@ -342,6 +343,7 @@ impl Trainer {
         let mut exec_r = Vec::new();
         let mut succ = Vec::new();
         let mut mis = Vec::new();
+        let (mut planner_side, mut executor_side) = (Vec::new(), Vec::new());
         let mut comps: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for r in rollouts {
             mis.push(if r.record.misaligned { 1.0 } else { 0.0 });
@@ -354,6 +356,11 @@ impl Trainer {
                     continue;
                 }
                 succ.push(if p.success { 1.0 } else { 0.0 });
+                if self.cfg.mode != Mode::Flat {
+                    let side = p.failure_side.as_deref();
+                    planner_side.push(if side == Some("planner") { 1.0 } else { 0.0 });
+                    executor_side.push(if side == Some("executor") { 1.0 } else { 0.0 });
+                }
                 for st in &p.steps {
                     for smp in &st.samples {
                         exec_r.push(smp.reward.total);
@@ -379,6 +386,8 @@ impl Trainer {
             executor_reward: mean(&exec_r),
             success_rate: mean(&succ),
             misaligned_rate: mean(&mis),
+            planner_side_rate: mean(&planner_side),
+            executor_side_rate: mean(&executor_side),
             planner,
             executor,
             components: comps

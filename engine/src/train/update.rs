@@ -131,6 +131,32 @@ fn micro_batch_grads(
 }
 
 impl Trainer {
+    /// `grpo.iterations` (mu) GRPO updates of `policy` on the same groups, each against the
+    /// sampling-time log-probs. The stats are means over the updates (loss, KL, clip fraction,
+    /// gradient norm); `skipped` when any update was.
+    pub fn update_iterations(
+        &mut self,
+        policy: Policy,
+        groups: &[(Group, Vec<f64>)],
+        temperature: f64,
+        warnings: &mut Vec<String>,
+    ) -> Result<PolicyStats> {
+        let mu = self.cfg.grpo.iterations.max(1);
+        let mut all = Vec::with_capacity(mu);
+        for _ in 0..mu {
+            all.push(self.update(policy, groups, temperature, warnings)?);
+        }
+        let avg = |f: fn(&PolicyStats) -> f64| all.iter().map(f).sum::<f64>() / mu as f64;
+        Ok(PolicyStats {
+            loss: avg(|s| s.loss),
+            kl: avg(|s| s.kl),
+            grad_norm: avg(|s| s.grad_norm),
+            lr: all[0].lr,
+            clip_frac: avg(|s| s.clip_frac),
+            skipped: all.iter().any(|s| s.skipped),
+        })
+    }
+
     /// One GRPO update of `policy` over its groups (gradient accumulation per micro-batch).
     /// `groups` pairs each group with its advantages (see [`group_advantages`]).
     pub fn update(

@@ -35,6 +35,8 @@ pub fn metrics(step: u64) -> MetricsRecord {
         executor_reward: step as f64 / 16.0,
         success_rate: 0.5,
         misaligned_rate: 0.25,
+        planner_side_rate: 0.125,
+        executor_side_rate: 0.5,
         planner: PolicyStats {
             loss: -(step as f64) / 64.0,
             kl: 0.001,
@@ -98,6 +100,8 @@ pub fn trajectory(step: u64, i: usize) -> TrajectoryRecord {
             continued: 2,
         }],
         final_response: Some("It is sunny.".to_string()),
+        failure: (p == 1).then(|| "executor_failed".to_string()),
+        failure_side: (p == 1).then(|| "executor".to_string()),
         success: p == 0,
     };
     TrajectoryRecord {

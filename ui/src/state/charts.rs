@@ -30,7 +30,7 @@ impl ChartKind {
     /// Chart title.
     pub fn title(self) -> &'static str {
         match self {
-            ChartKind::Success => "success / misaligned rate",
+            ChartKind::Success => "success / misaligned / side",
             ChartKind::Components => "reward components",
             ChartKind::Loss => "loss",
             ChartKind::Kl => "KL",
@@ -91,6 +91,8 @@ pub fn kind_series(kind: ChartKind, metrics: &[MetricsRecord]) -> Vec<Series> {
         ChartKind::Success => vec![
             series_of("success", metrics, |m| m.success_rate),
             series_of("misaligned", metrics, |m| m.misaligned_rate),
+            series_of("planner-side", metrics, |m| m.planner_side_rate),
+            series_of("executor-side", metrics, |m| m.executor_side_rate),
         ],
         ChartKind::Loss => vec![
             series_of("planner", metrics, |m| m.planner.loss),

@@ -215,6 +215,18 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
             ),
             Span::raw(format!("reward {}{adv} ", fmt_breakdown(&p.reward))),
             ok(p.success),
+            match (&p.failure, &p.failure_side) {
+                (Some(f), Some(side)) => Span::styled(
+                    format!("  {side} side: {f}"),
+                    Style::new().fg(if side == "planner" {
+                        Color::Magenta
+                    } else {
+                        Color::Yellow
+                    }),
+                ),
+                (Some(f), None) => Span::styled(format!("  {f}"), Style::new().dim()),
+                _ => Span::raw(""),
+            },
         ]));
         if let Some(e) = &p.parse_error {
             out.push(Line::styled(

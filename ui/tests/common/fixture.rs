@@ -45,6 +45,8 @@ pub fn metrics(step: u64) -> MetricsRecord {
         executor_reward: 0.1 + 0.7 * (1.0 - (-t / 15.0).exp()) + 0.03 * (t * 1.3).cos(),
         success_rate: (0.05 + t / 60.0).min(0.95),
         misaligned_rate: (0.5 - t / 100.0).max(0.05),
+        planner_side_rate: (0.4 - t / 120.0).max(0.04),
+        executor_side_rate: (0.3 - t / 150.0).max(0.03),
         planner: PolicyStats {
             loss: 0.8 / (1.0 + t / 10.0),
             kl: 0.001 * t,
@@ -171,6 +173,8 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
             steps,
             final_response: Some(format!("Weather checked and table booked in {city}.")),
             success: ok,
+            failure: (!ok).then(|| "plan_too_coarse".into()),
+            failure_side: (!ok).then(|| "planner".into()),
         }
     };
     TrajectoryRecord {
