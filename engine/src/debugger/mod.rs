@@ -18,7 +18,8 @@ use crate::agent::Agent;
 use crate::benchmarks::{bamboogle, world_by_name};
 use crate::error::Result;
 use crate::parse::{call_record, parse_executor, parse_planner, tool_call, ToolCall, ToolSchema};
-use crate::rewards::executor_step_reward_parsed;
+use crate::rewards::align::{mark_made, step_gold};
+use crate::rewards::{align_plan, executor_step_reward_parsed};
 use crate::sampling::sample_group;
 use crate::train::config::ModelSection;
 use crate::train::prompts::{self, HistoryItem};
@@ -202,12 +203,15 @@ impl ExecutorBackend for EngineBackend {
         .map_err(backend_err)?;
         let text = out[0].text.clone();
         let parsed = parse_executor(&text);
-        let gold: Vec<ToolCall> = task
-            .gold_calls
-            .get(req.index)
-            .cloned()
-            .into_iter()
-            .collect();
+        // The step's gold by content: the gold calls this sub-task describes, less those the
+        // earlier steps made (as in training).
+        let align = align_plan(&req.subtasks, &task.gold_calls, &task.gold_derived);
+        let mut made = vec![false; task.gold_calls.len()];
+        for prior in &req.previous {
+            let calls: Vec<ToolCall> = prior.calls.iter().map(tool_call).collect();
+            mark_made(&calls, &task.gold_calls, &mut made);
+        }
+        let gold = step_gold(&align, &task.gold_calls, &made, req.index);
         let rb = executor_step_reward_parsed(&parsed, &tools, &gold, &self.cfg.rewards);
         let calls = parsed.calls();
         let mut results: Vec<serde_json::Value> = calls

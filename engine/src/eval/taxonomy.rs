@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::parse::ToolCall;
-use crate::rewards::{align_plan, call_similarity, value_coverage_aligned, ExecutorWeights};
+use crate::rewards::{align_plan, value_coverage_aligned};
 
 /// One misalignment label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -142,11 +142,7 @@ pub struct EpisodeView<'a> {
     pub gold_derived: &'a [Vec<String>],
 }
 
-/// A predicted call fully matches a gold call: same name, same argument names, every gold
-/// value matched (numbers compared with a relative tolerance, strings case-insensitively).
-pub fn call_matches(pred: &ToolCall, gold: &ToolCall) -> bool {
-    call_similarity(pred, gold, &ExecutorWeights::default()) >= 1.0 - 1e-9
-}
+pub use crate::rewards::align::call_matches;
 
 /// Gold calls form an ordered subsequence of the executed calls, under [`call_matches`].
 pub fn gold_made_in_order(executed: &[ToolCall], gold: &[ToolCall]) -> bool {

@@ -5,7 +5,7 @@
 //! calls, and an extra sub-task owns none.
 use serde_json::Value;
 
-use super::{padded_words, value_key};
+use super::{call_similarity, padded_words, value_key, ExecutorWeights};
 use crate::parse::ToolCall;
 
 /// Which sub-task owns each gold call.
@@ -109,6 +109,43 @@ pub fn align_plan(
         }
     }
     PlanAlignment { owner, calls_of }
+}
+
+/// A predicted call fully matches a gold call: same name, same argument names, every gold
+/// value matched (numbers with a relative tolerance, strings case-insensitively).
+pub fn call_matches(pred: &ToolCall, gold: &ToolCall) -> bool {
+    call_similarity(pred, gold, &ExecutorWeights::default()) >= 1.0 - 1e-9
+}
+
+/// The gold of sub-task `k` under `align`: the gold calls it describes that were not made yet
+/// (`made[j]`: gold call `j` was made by an earlier step), so an executor that made a call
+/// early is not asked for it again.
+pub fn step_gold(
+    align: &PlanAlignment,
+    gold: &[ToolCall],
+    made: &[bool],
+    k: usize,
+) -> Vec<ToolCall> {
+    align
+        .calls_of
+        .get(k)
+        .map(|js| {
+            js.iter()
+                .filter(|&&j| !made.get(j).copied().unwrap_or(false))
+                .map(|&j| gold[j].clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Mark in `made` the gold calls that `executed` made (each executed call makes at most one,
+/// the first not yet made that it fully matches).
+pub fn mark_made(executed: &[ToolCall], gold: &[ToolCall], made: &mut [bool]) {
+    for c in executed {
+        if let Some(j) = (0..gold.len()).find(|&j| !made[j] && call_matches(c, &gold[j])) {
+            made[j] = true;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use serde_json::Value;
 
 use crate::agent::Agent;
 use crate::error::Result;
-use crate::eval::taxonomy::{call_matches, classify, EpisodeView, Misalignment, Side};
+use crate::eval::taxonomy::{classify, EpisodeView, Misalignment, Side};
 use crate::model::Prefix;
 use crate::parse::{call_record, parse_executor, parse_planner, ToolCall, ToolSchema};
+use crate::rewards::align::{mark_made, step_gold};
 use crate::rewards::{
     align_plan, executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanAlignment,
     PlanEpisode, RewardBreakdown, ToolRlGold,
@@ -326,29 +327,9 @@ fn gold_at(task: &Task, k: usize) -> &[ToolCall] {
         .unwrap_or(&[])
 }
 
-/// The gold of sub-task `k` under `align`: the gold calls it describes that no earlier step
-/// made yet (an executor that made a call early is not asked for it again).
+/// The gold of sub-task `k`: see [`step_gold`].
 fn gold_of_subtask(task: &Task, align: &PlanAlignment, made: &[bool], k: usize) -> Vec<ToolCall> {
-    align
-        .calls_of
-        .get(k)
-        .map(|js| {
-            js.iter()
-                .filter(|&&j| !made[j])
-                .map(|&j| task.gold_calls[j].clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Mark the gold calls that `executed` made (each executed call makes at most one gold call,
-/// the first not yet made that it matches fully).
-fn mark_made(executed: &[ToolCall], gold: &[ToolCall], made: &mut [bool]) {
-    for c in executed {
-        if let Some(j) = (0..gold.len()).find(|&j| !made[j] && call_matches(c, &gold[j])) {
-            made[j] = true;
-        }
-    }
+    step_gold(align, &task.gold_calls, made, k)
 }
 
 /// The misalignment label and side of a failed plan (see [`crate::eval::taxonomy`]).
