@@ -826,3 +826,75 @@ fn several_iterations_per_batch_make_clipping_act() {
     let three = clip(3);
     assert!(three > 0.0, "mu = 3: clip fraction {three}");
 }
+
+/// Every plan of a task meets the same executor randomness: execution r of any plan draws the
+/// same samples for the same sub-tasks; executions differ from each other.
+#[test]
+fn plans_share_their_executions_seeds() {
+    let mut cfg = small_config();
+    cfg.rollout.executions_per_plan = 2;
+    cfg.rollout.executor.max_tokens = 6;
+    let t = trainer(&cfg);
+    let task = generate_tasks(Split::Train, 50, 2)
+        .unwrap()
+        .into_iter()
+        .find(|t| t.gold_plan.len() == 2)
+        .unwrap();
+    let mut world = BuiltinWorld::new();
+    let tools = world.tools();
+    let run = |world: &mut BuiltinWorld, pi: usize, r: usize| {
+        train::execute_plan(
+            &t.agent,
+            world,
+            &task,
+            &tools,
+            &task.gold_plan,
+            &cfg,
+            77,
+            (pi, r),
+            &train::Prefixes::default(),
+        )
+        .unwrap()
+    };
+    let texts = |e: &train::Execution| -> Vec<String> {
+        e.steps
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|x| x.raw_text.clone()))
+            .collect()
+    };
+    let a0 = run(&mut world, 0, 0);
+    let b0 = run(&mut world, 1, 0);
+    let a1 = run(&mut world, 0, 1);
+    assert_eq!(texts(&a0), texts(&b0), "same execution index, same draws");
+    assert_ne!(texts(&a0), texts(&a1), "another execution, other draws");
+    assert!(a1.steps.iter().all(|s| s.execution == 1));
+    assert_eq!(
+        b0.groups[0].at,
+        (1, Some(0)),
+        "plan 1's groups point at plan 1"
+    );
+}
+
+/// With K executions per plan, every executor sample in the trace gets its own group's
+/// advantage (the groups of the second execution point past the first's steps).
+#[test]
+fn every_execution_step_gets_its_advantages() {
+    let mut cfg = small_config();
+    cfg.mode = train::Mode::Separate;
+    cfg.rollout.executions_per_plan = 2;
+    let mut t = trainer(&cfg);
+    let r = t.step().unwrap();
+    let plan0 = &r.trajectories[0].plans[0];
+    assert!(
+        plan0.steps.iter().any(|s| s.execution == 1),
+        "two executions"
+    );
+    for st in &plan0.steps {
+        assert!(
+            st.samples.iter().all(|x| x.advantage.is_some()),
+            "step of execution {} without advantages",
+            st.execution
+        );
+    }
+    assert!(plan0.success_rate.is_finite());
+}

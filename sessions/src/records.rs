@@ -293,10 +293,18 @@ pub struct StepRecord {
     pub samples: Vec<ExecSample>,
     /// Index into `samples` of the sample whose result continued the trajectory.
     pub continued: usize,
+    /// Which of the plan's executions (`rollout.executions_per_plan`) this step belongs to;
+    /// 0 for the first (omitted then).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub execution: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One planner sample (plan) and its execution.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PlanRecord {
     /// Index of this plan among the task's G_h plans.
@@ -318,9 +326,13 @@ pub struct PlanRecord {
     pub steps: Vec<StepRecord>,
     /// Final answer to the user, if one was produced.
     pub final_response: Option<String>,
-    /// Whether this plan's execution solved the task.
+    /// Whether this plan's first execution solved the task.
     pub success: bool,
-    /// For a failed plan: its misalignment label (`plan_missing_call`, `plan_too_coarse`, …,
+    /// Share of the plan's executions that solved the task (`rollout.executions_per_plan`;
+    /// absent in older sessions, read as NaN).
+    #[serde(with = "float")]
+    pub success_rate: f64,
+    /// For a failed plan (its first execution): its misalignment label (`plan_missing_call`, `plan_too_coarse`, …,
     /// see the engine's `eval::taxonomy`), from the content alignment of sub-tasks and gold calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -329,6 +341,26 @@ pub struct PlanRecord {
     /// correct, the calls were not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_side: Option<String>,
+}
+
+impl Default for PlanRecord {
+    fn default() -> Self {
+        PlanRecord {
+            index: 0,
+            raw_text: String::new(),
+            subtasks: Vec::new(),
+            parse_error: None,
+            reward: RewardBreakdown::default(),
+            advantage: None,
+            tokens: 0,
+            steps: Vec::new(),
+            final_response: None,
+            success: false,
+            success_rate: f64::NAN,
+            failure: None,
+            failure_side: None,
+        }
+    }
 }
 
 /// One line of `trajectories.jsonl`: everything sampled for one task in one step.
@@ -406,6 +438,10 @@ pub struct RunInfo {
     pub device: String,
     /// Producer, e.g. `"cahl-tui 0.1.0"`.
     pub tool: String,
+    /// The executor's continuation was chosen by a gold-based oracle (`continue_with =
+    /// "oracle-best"`): rewards and success are optimistic. Shown in the UI's header.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oracle: bool,
 }
 
 impl Default for RunInfo {
@@ -419,6 +455,7 @@ impl Default for RunInfo {
             seed: 0,
             device: String::new(),
             tool: String::new(),
+            oracle: false,
         }
     }
 }
@@ -441,6 +478,7 @@ impl RunInfo {
             seed,
             device: device.into(),
             tool: format!("cahl-sessions {}", env!("CARGO_PKG_VERSION")),
+            oracle: false,
         }
     }
 }

@@ -219,13 +219,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Some(d) => d.clone(),
             None => cahl_sessions::new_session_dir(std::path::Path::new("sessions"))?,
         };
-        let info = RunInfo::new(
-            cfg.model.path.clone(),
-            cfg.mode.name().to_string(),
-            cfg.steps,
-            cfg.seed,
-            &cfg.model.device,
-        );
+        let info = RunInfo {
+            oracle: cfg.rollout.continue_with.is_oracle(),
+            ..RunInfo::new(
+                cfg.model.path.clone(),
+                cfg.mode.name().to_string(),
+                cfg.steps,
+                cfg.seed,
+                &cfg.model.device,
+            )
+        };
         let w = SessionWriter::create(&dir, &cfg.to_toml()?, &info)?;
         (w, dir)
     };

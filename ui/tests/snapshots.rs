@@ -238,3 +238,41 @@ fn debugger_benchmark_task_compare() {
     assert!(out.contains("≠ gold from call #1"), "{out}");
     insta::assert_snapshot!("debugger_benchmark_compare", render(&s));
 }
+
+/// An oracle run says so in the header; a plan executed twice shows both executions, and a
+/// failed plan its failure side.
+#[test]
+fn oracle_header_and_several_executions() {
+    use cahl_sessions::TrainEvent;
+    let mut s = common::LiveRun::new(cahl_ui::state::StateOptions::default());
+    s.send(TrainEvent::Started {
+        info: common::fixture::run_info(100),
+        total_steps: 100,
+        start_step: 0,
+        session_dir: std::path::PathBuf::from("ignored"),
+        device: "cpu".into(),
+    });
+    let mut t = common::fixture::trajectory(1, 1);
+    for p in &mut t.plans {
+        let again: Vec<_> = p
+            .steps
+            .iter()
+            .cloned()
+            .map(|mut st| {
+                st.execution = 1;
+                st
+            })
+            .collect();
+        p.steps.extend(again);
+    }
+    s.send(TrainEvent::Trajectory(Box::new(t)));
+    s.send(TrainEvent::Metrics(common::fixture::metrics(1)));
+    // The run info comes from the session's run.json, which the engine writes with `oracle`.
+    s.run_info.as_mut().expect("run info").oracle = true;
+    let out = screen(&s);
+    assert!(out.contains("ORACLE continuation"), "{out}");
+    feed(&mut s, [code(KeyCode::Enter)]);
+    let out = screen(&s);
+    // Steps are labelled by execution once a plan has several (the second is further down).
+    assert!(out.contains("execution 1"), "{out}");
+}

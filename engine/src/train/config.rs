@@ -61,10 +61,21 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Continue {
-    /// The sample with the highest step reward (first on ties).
-    Best,
-    /// The first sample (itself a random draw).
+    /// An oracle: the sample with the highest gold-based step reward (first on ties). The
+    /// executor then never continues from its own mistakes and the planner is judged against
+    /// an executor that consults gold; for ablations only (`"best"` is read as this too, as
+    /// sessions before it was renamed wrote it).
+    #[serde(alias = "best")]
+    OracleBest,
+    /// The first sample (itself a random draw): what the executor would do on its own.
     Sampled,
+}
+
+impl Continue {
+    /// Whether the continuation consults gold.
+    pub fn is_oracle(self) -> bool {
+        self == Continue::OracleBest
+    }
 }
 
 pub use crate::agent::ModelSection;
@@ -88,6 +99,9 @@ pub struct RolloutSection {
     /// G_l: executor samples per sub-task (the executor's GRPO group).
     pub samples_per_step: usize,
     pub continue_with: Continue,
+    /// K: executions of each plan (each a sampled continuation from its own executor seed,
+    /// the same K seeds for every plan of a task); the planner's execution level is their mean.
+    pub executions_per_plan: usize,
     /// At most this many sub-tasks are executed per plan.
     pub max_subtasks: usize,
     pub planner: SamplingParams,
@@ -261,6 +275,13 @@ impl TrainConfig {
         }
         if self.tasks_per_step == 0 {
             return bad("tasks_per_step", 0, "at least 1");
+        }
+        if self.rollout.executions_per_plan == 0 || self.rollout.executions_per_plan > 16 {
+            return bad(
+                "rollout.executions_per_plan",
+                self.rollout.executions_per_plan,
+                "1 to 16",
+            );
         }
         if self.rollout.max_subtasks == 0 {
             return bad("rollout.max_subtasks", 0, "at least 1");

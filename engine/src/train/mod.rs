@@ -19,7 +19,7 @@ pub use config::{Continue, EvalSection, Mode, TrainConfig};
 pub use driver::{resume_session, run};
 pub use quick_eval::{quick_eval, quick_eval_on, QuickEval};
 pub use rollout::{
-    mix_seed, rollout_task, rollout_task_with, shared_prompt_ids, Group, Policy, Prefixes,
-    TaskRollout,
+    execute_plan, mix_seed, rollout_task, rollout_task_with, shared_prompt_ids, Execution, Group,
+    Policy, Prefixes, SideCounts, TaskRollout,
 };
 pub use trainer::{add_missing_adapters, worker_count, StepResult, Trainer};

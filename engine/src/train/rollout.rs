@@ -12,8 +12,8 @@ use crate::model::Prefix;
 use crate::parse::{call_record, parse_executor, parse_planner, ToolCall, ToolSchema};
 use crate::rewards::align::{mark_made, step_gold};
 use crate::rewards::{
-    align_plan, executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanAlignment,
-    PlanEpisode, RewardBreakdown, ToolRlGold,
+    align_plan, executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
+    RewardBreakdown, ToolRlGold,
 };
 use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
@@ -108,6 +108,8 @@ pub struct TaskRollout {
     pub generated_tokens: usize,
     /// Mean reward components keyed `"<policy>/<name>"` with their counts, for metrics.
     pub components: Vec<(String, f64)>,
+    /// The plans' executions by outcome side (none in `flat` mode).
+    pub sides: SideCounts,
 }
 
 /// A 64-bit mix of several integers (splitmix64 steps), for per-call seeds.
@@ -171,7 +173,7 @@ fn params_with_seed(p: &SamplingParams, seed: u64) -> SamplingParams {
 fn pick_continued(rewards: &[f64], how: Continue) -> usize {
     match how {
         Continue::Sampled => 0,
-        Continue::Best => {
+        Continue::OracleBest => {
             let mut best = 0;
             for (i, r) in rewards.iter().enumerate() {
                 if *r > rewards[best] {
@@ -272,6 +274,7 @@ fn executor_step(
             prompt: Some(user),
             samples,
             continued: k,
+            execution: 0,
         },
         group: Group {
             policy: Policy::Executor,
@@ -327,11 +330,6 @@ fn gold_at(task: &Task, k: usize) -> &[ToolCall] {
         .unwrap_or(&[])
 }
 
-/// The gold of sub-task `k`: see [`step_gold`].
-fn gold_of_subtask(task: &Task, align: &PlanAlignment, made: &[bool], k: usize) -> Vec<ToolCall> {
-    step_gold(align, &task.gold_calls, made, k)
-}
-
 /// The misalignment label and side of a failed plan (see [`crate::eval::taxonomy`]).
 fn failure_of(
     task: &Task,
@@ -370,6 +368,112 @@ pub fn rollout_task(
     rollout_task_with(agent, world, task, cfg, seed, step, &Prefixes::default())
 }
 
+/// One execution of a plan: the executor through its sub-tasks, each step's gold aligned by
+/// content (see [`step_gold`]).
+#[derive(Debug)]
+pub struct Execution {
+    /// The step records (with their executor groups' samples).
+    pub steps: Vec<StepRecord>,
+    /// The calls each step made (its continued sample's).
+    pub step_calls: Vec<Vec<ToolCall>>,
+    /// All calls made, in order.
+    pub executed: Vec<ToolCall>,
+    pub final_state: Option<Value>,
+    pub final_response: Option<String>,
+    /// The executor's GRPO groups, one per step.
+    pub groups: Vec<Group>,
+    /// Every executor sample's reward.
+    pub rewards: Vec<f64>,
+    pub components: Vec<(String, f64)>,
+    /// Tokens generated.
+    pub tokens: usize,
+}
+
+/// Run the executor through `subtasks` once (execution `r` of plan `pi`). The executor's seeds
+/// depend on the task seed, `r` and the step, not on the plan: every plan of a task meets the
+/// same executor randomness.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_plan(
+    agent: &Agent,
+    world: &mut dyn World,
+    task: &Task,
+    tools: &[ToolSchema],
+    subtasks: &[String],
+    cfg: &TrainConfig,
+    seed: u64,
+    (pi, r): (usize, usize),
+    prefixes: &Prefixes,
+) -> Result<Execution> {
+    let esys = prompts::executor_system(tools);
+    world.reset(task)?;
+    let mut history = Vec::new();
+    let mut ex = Execution {
+        steps: Vec::new(),
+        step_calls: Vec::new(),
+        executed: Vec::new(),
+        final_state: None,
+        final_response: None,
+        groups: Vec::new(),
+        rewards: Vec::new(),
+        components: Vec::new(),
+        tokens: 0,
+    };
+    let align = align_plan(subtasks, &task.gold_calls, &task.gold_derived);
+    let mut made = vec![false; task.gold_calls.len()];
+    for (k, st) in subtasks.iter().take(cfg.rollout.max_subtasks).enumerate() {
+        let user = prompts::executor_user(&task.request, subtasks, k, &history);
+        let gold = step_gold(&align, &task.gold_calls, &made, k);
+        let mut so = executor_step(
+            agent,
+            world,
+            tools,
+            &esys,
+            user,
+            (k, st.clone()),
+            &gold,
+            cfg,
+            mix_seed(&[seed, 2, r as u64, k as u64]),
+            false,
+            &mut history,
+            prefixes.executor.as_ref(),
+        )?;
+        so.record.execution = r;
+        mark_made(&so.executed, &task.gold_calls, &mut made);
+        ex.step_calls.push(so.executed.clone());
+        absorb_step(
+            so,
+            pi,
+            &mut ex.tokens,
+            &mut ex.rewards,
+            &mut ex.components,
+            &mut ex.executed,
+            &mut ex.final_response,
+            &mut ex.groups,
+            &mut ex.steps,
+        );
+    }
+    ex.final_state = world.final_state();
+    Ok(ex)
+}
+
+/// The component-wise mean of several reward breakdowns (reasons: the first one's).
+fn mean_breakdown(all: &[RewardBreakdown]) -> RewardBreakdown {
+    let Some(first) = all.first() else {
+        return RewardBreakdown::default();
+    };
+    let n = all.len() as f64;
+    let mut out = first.clone();
+    for (i, c) in out.components.iter_mut().enumerate() {
+        c.value = all.iter().map(|b| b.components[i].value).sum::<f64>() / n;
+    }
+    out.total = all.iter().map(|b| b.total).sum::<f64>() / n;
+    if all.len() > 1 {
+        out.reasons
+            .push(format!("execution level: mean of {} executions", all.len()));
+    }
+    out
+}
+
 /// [`rollout_task`] reusing the shared system-prompt prefixes in `prefixes`.
 pub fn rollout_task_with(
     agent: &Agent,
@@ -399,7 +503,6 @@ pub fn rollout_task_with(
         &pparams,
         &agent.tok,
     )?;
-    let esys = prompts::executor_system(&tools);
     let mut groups = Vec::new();
     let mut plan_records = Vec::new();
     let mut plan_rewards = Vec::new();
@@ -408,12 +511,14 @@ pub fn rollout_task_with(
     let mut exec_rewards = Vec::new();
     let mut any_success = false;
     let mut planner_side_failure = false;
-    // In `separate` mode the executor works on the gold sub-tasks (once, under plan 0) and the
+    let mut sides = SideCounts::default();
+    // In `separate` mode the executor works on the gold sub-tasks (under plan 0 only) and the
     // planner is rewarded on parameter-level accuracy only.
     let mut planner_rcfg = cfg.rewards.clone();
     if cfg.mode == Mode::Separate {
         planner_rcfg.planner.execution_level = 0.0;
     }
+    let k_exec = cfg.rollout.executions_per_plan.max(1);
     for (pi, plan) in plans.iter().enumerate() {
         let parsed = parse_planner(&plan.text);
         let run_exec = cfg.mode != Mode::Separate || pi == 0;
@@ -422,70 +527,103 @@ pub fn rollout_task_with(
         } else {
             parsed.subtasks.clone()
         };
-        world.reset(task)?;
-        let mut history = Vec::new();
-        let mut executed = Vec::new();
-        let mut steps = Vec::new();
-        let mut step_calls = Vec::new();
-        let mut final_response = None;
-        // Each step's gold is what its sub-task describes (by content), less what was made.
-        let align = align_plan(&subtasks, &task.gold_calls, &task.gold_derived);
-        let mut made = vec![false; task.gold_calls.len()];
+        let mut executions = Vec::new();
         if run_exec {
-            for (k, st) in subtasks.iter().take(cfg.rollout.max_subtasks).enumerate() {
-                let user = prompts::executor_user(&task.request, &subtasks, k, &history);
-                let gold = gold_of_subtask(task, &align, &made, k);
-                let so = executor_step(
+            for r in 0..k_exec {
+                executions.push(execute_plan(
                     agent,
                     world,
+                    task,
                     &tools,
-                    &esys,
-                    user,
-                    (k, st.clone()),
-                    &gold,
+                    &subtasks,
                     cfg,
-                    mix_seed(&[seed, 2, pi as u64, k as u64]),
-                    false,
-                    &mut history,
-                    prefixes.executor.as_ref(),
-                )?;
-                mark_made(&so.executed, &task.gold_calls, &mut made);
-                step_calls.push(so.executed.clone());
-                absorb_step(
-                    so,
-                    pi,
-                    &mut tokens,
-                    &mut exec_rewards,
-                    &mut components,
-                    &mut executed,
-                    &mut final_response,
-                    &mut groups,
-                    &mut steps,
-                );
+                    seed,
+                    (pi, r),
+                    prefixes,
+                )?);
             }
         }
-        let final_state = world.final_state();
-        let ep = PlanEpisode {
-            plan_text: &plan.text,
-            executed: &executed,
-            final_state: final_state.as_ref(),
-            gold_calls: &task.gold_calls,
-            gold_derived: &task.gold_derived,
-            gold_state: task.gold_final_state.as_ref(),
-        };
-        let prb = planner_reward_parsed(&parsed, &ep, &planner_rcfg);
-        component_list("planner", &prb, &mut components);
-        let success = run_exec && episode_success(task, &executed, final_state.as_ref());
-        any_success |= success;
-        let (failure, failure_side) = if success || !run_exec {
-            (None, None)
+        // The planner's reward: format and parameter level from the plan, execution level the
+        // mean over its executions.
+        let breakdowns: Vec<RewardBreakdown> = if executions.is_empty() {
+            vec![planner_reward_parsed(
+                &parsed,
+                &PlanEpisode {
+                    plan_text: &plan.text,
+                    executed: &[],
+                    final_state: None,
+                    gold_calls: &task.gold_calls,
+                    gold_derived: &task.gold_derived,
+                    gold_state: task.gold_final_state.as_ref(),
+                },
+                &planner_rcfg,
+            )]
         } else {
-            failure_of(task, parsed.is_well_formed(), &subtasks, &step_calls)
+            executions
+                .iter()
+                .map(|ex| {
+                    planner_reward_parsed(
+                        &parsed,
+                        &PlanEpisode {
+                            plan_text: &plan.text,
+                            executed: &ex.executed,
+                            final_state: ex.final_state.as_ref(),
+                            gold_calls: &task.gold_calls,
+                            gold_derived: &task.gold_derived,
+                            gold_state: task.gold_final_state.as_ref(),
+                        },
+                        &planner_rcfg,
+                    )
+                })
+                .collect()
         };
-        if failure_side.as_deref() == Some(Side::Planner.name())
-            && failure.as_deref() != Some(Misalignment::PlanUnparsable.name())
-        {
-            planner_side_failure = true;
+        let prb = mean_breakdown(&breakdowns);
+        component_list("planner", &prb, &mut components);
+        let mut solved = Vec::new();
+        let mut first_failure = (None, None);
+        for (r, ex) in executions.iter().enumerate() {
+            let ok = episode_success(task, &ex.executed, ex.final_state.as_ref());
+            solved.push(ok);
+            if !ok {
+                let (label, side) =
+                    failure_of(task, parsed.is_well_formed(), &subtasks, &ex.step_calls);
+                sides.count(side.as_deref());
+                if side.as_deref() == Some(Side::Planner.name())
+                    && label.as_deref() != Some(Misalignment::PlanUnparsable.name())
+                {
+                    planner_side_failure = true;
+                }
+                if r == 0 {
+                    first_failure = (label, side);
+                }
+            } else {
+                sides.count(None);
+            }
+        }
+        let success = solved.first().copied().unwrap_or(false);
+        any_success |= solved.iter().any(|&b| b);
+        let success_rate = if solved.is_empty() {
+            f64::NAN
+        } else {
+            solved.iter().filter(|&&b| b).count() as f64 / solved.len() as f64
+        };
+        let mut steps = Vec::new();
+        let mut final_response = None;
+        for ex in executions {
+            tokens += ex.tokens;
+            exec_rewards.extend(ex.rewards);
+            components.extend(ex.components);
+            // The groups point at their step in the plan record, where the executions' steps
+            // follow one another.
+            let offset = steps.len();
+            groups.extend(ex.groups.into_iter().map(|mut g| {
+                g.at.1 = g.at.1.map(|k| k + offset);
+                g
+            }));
+            steps.extend(ex.steps);
+            if final_response.is_none() {
+                final_response = ex.final_response;
+            }
         }
         plan_rewards.push(prb.total);
         plan_records.push(PlanRecord {
@@ -499,8 +637,9 @@ pub fn rollout_task_with(
             steps,
             final_response,
             success,
-            failure,
-            failure_side,
+            success_rate,
+            failure: first_failure.0,
+            failure_side: first_failure.1,
         });
     }
     groups.push(Group {
@@ -527,7 +666,28 @@ pub fn rollout_task_with(
         groups,
         generated_tokens: tokens,
         components,
+        sides,
     })
+}
+
+/// Executions of a step's plans by outcome: solved, failed on the planner side, failed on the
+/// executor side (for the metrics' rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideCounts {
+    pub executions: usize,
+    pub planner: usize,
+    pub executor: usize,
+}
+
+impl SideCounts {
+    fn count(&mut self, side: Option<&str>) {
+        self.executions += 1;
+        match side {
+            Some("planner") => self.planner += 1,
+            Some("executor") => self.executor += 1,
+            _ => {}
+        }
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -623,6 +783,7 @@ pub fn rollout_flat(
         steps,
         final_response,
         success,
+        success_rate: if success { 1.0 } else { 0.0 },
         failure: None,
         failure_side: None,
     };
@@ -642,6 +803,7 @@ pub fn rollout_flat(
         groups,
         generated_tokens: tokens,
         components,
+        sides: SideCounts::default(),
     })
 }
 
@@ -671,7 +833,7 @@ mod tests {
 
     fn semantics(task: &Task, subtasks: &[String], made: &[bool], k: usize, out: &str) -> f64 {
         let a = align_plan(subtasks, &task.gold_calls, &task.gold_derived);
-        let gold = gold_of_subtask(task, &a, made, k);
+        let gold = step_gold(&a, &task.gold_calls, made, k);
         executor_step_reward(out, builtin_tools(), &gold, &RewardConfig::default())
             .component("semantics")
             .unwrap()

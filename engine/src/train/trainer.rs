@@ -23,7 +23,7 @@ use cahl_sessions::fsutil::atomic_write;
 use super::config::{Mode, TrainConfig};
 use super::health::UpdateCounts;
 use super::quick_eval::quick_eval_on;
-use super::rollout::{mix_seed, rollout_task_with, Policy, Prefixes, TaskRollout};
+use super::rollout::{mix_seed, rollout_task_with, Policy, Prefixes, SideCounts, TaskRollout};
 
 /// What one step produced.
 #[derive(Debug, Clone)]
@@ -343,10 +343,13 @@ impl Trainer {
         let mut exec_r = Vec::new();
         let mut succ = Vec::new();
         let mut mis = Vec::new();
-        let (mut planner_side, mut executor_side) = (Vec::new(), Vec::new());
+        let mut sides = SideCounts::default();
         let mut comps: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for r in rollouts {
             mis.push(if r.record.misaligned { 1.0 } else { 0.0 });
+            sides.executions += r.sides.executions;
+            sides.planner += r.sides.planner;
+            sides.executor += r.sides.executor;
             for (pi, p) in r.record.plans.iter().enumerate() {
                 if self.cfg.mode != Mode::Flat {
                     plan_r.push(p.reward.total);
@@ -355,12 +358,14 @@ impl Trainer {
                 if self.cfg.mode == Mode::Separate && pi > 0 {
                     continue;
                 }
-                succ.push(if p.success { 1.0 } else { 0.0 });
-                if self.cfg.mode != Mode::Flat {
-                    let side = p.failure_side.as_deref();
-                    planner_side.push(if side == Some("planner") { 1.0 } else { 0.0 });
-                    executor_side.push(if side == Some("executor") { 1.0 } else { 0.0 });
-                }
+                // Every execution of the plan counts (`rollout.executions_per_plan`).
+                succ.push(if p.success_rate.is_finite() {
+                    p.success_rate
+                } else if p.success {
+                    1.0
+                } else {
+                    0.0
+                });
                 for st in &p.steps {
                     for smp in &st.samples {
                         exec_r.push(smp.reward.total);
@@ -380,14 +385,21 @@ impl Trainer {
                 v.iter().sum::<f64>() / v.len() as f64
             }
         };
+        let rate = |n: usize, of: usize| {
+            if of == 0 {
+                f64::NAN
+            } else {
+                n as f64 / of as f64
+            }
+        };
         MetricsRecord {
             step: s,
             planner_reward: mean(&plan_r),
             executor_reward: mean(&exec_r),
             success_rate: mean(&succ),
             misaligned_rate: mean(&mis),
-            planner_side_rate: mean(&planner_side),
-            executor_side_rate: mean(&executor_side),
+            planner_side_rate: rate(sides.planner, sides.executions),
+            executor_side_rate: rate(sides.executor, sides.executions),
             planner,
             executor,
             components: comps

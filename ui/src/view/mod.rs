@@ -60,6 +60,12 @@ fn title_line(s: &AppState) -> Line<'static> {
             if i.mode.is_empty() { "?" } else { &i.mode },
             i.seed
         )));
+        if i.oracle {
+            spans.push(Span::styled(
+                " ORACLE continuation (gold-ranked) ",
+                Style::new().bold().fg(Color::Yellow),
+            ));
+        }
     }
     spans.push(Span::styled(" ? help ", Style::new().dim()));
     if let Some(p) = &s.session_path {

@@ -240,57 +240,67 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
                 format!("  {}. {st}", i + 1),
                 Style::new().bold(),
             ));
-            let Some(step) = p.steps.iter().find(|s| s.subtask_index == i) else {
+            let runs: Vec<_> = p.steps.iter().filter(|s| s.subtask_index == i).collect();
+            if runs.is_empty() {
                 out.push(Line::styled("     (not executed)", Style::new().dim()));
                 continue;
-            };
-            if let Some(prompt) = &step.prompt {
-                let n = prompt.lines().count();
-                out.push(Line::styled(
-                    format!("     executor prompt: {n} lines (full text in the debugger)"),
-                    Style::new().dim(),
-                ));
             }
-            for (j, smp) in step.samples.iter().enumerate() {
-                let cont = j == step.continued;
-                let adv = smp
-                    .advantage
-                    .map(|a| format!(" adv {a:+.2}"))
-                    .unwrap_or_default();
-                out.push(Line::from(vec![
-                    Span::styled(
-                        format!("     {} sample {j} ", if cont { "▶" } else { "·" }),
-                        if cont {
-                            Style::new().fg(Color::Green).bold()
-                        } else {
-                            Style::new()
-                        },
-                    ),
-                    Span::raw(format!("reward {}{adv}", fmt_breakdown(&smp.reward))),
-                    Span::styled(
-                        if cont { "  (continued)" } else { "" },
-                        Style::new().fg(Color::Green),
-                    ),
-                ]));
-                push_multiline(&mut out, "         ", "raw: ", &smp.raw_text, Style::new());
-                if let Some(e) = &smp.parse_error {
+            let several = p.steps.iter().any(|s| s.execution > 0);
+            for step in runs {
+                if several {
                     out.push(Line::styled(
-                        format!("         parse error: {e}"),
-                        Style::new().fg(Color::Red),
+                        format!("     execution {}", step.execution + 1),
+                        Style::new().fg(Color::Cyan),
                     ));
                 }
-                for c in &smp.calls {
-                    out.push(Line::from(vec![
-                        Span::styled("         call: ", Style::new().dim()),
-                        Span::styled(fmt_call(c), Style::new().fg(Color::Yellow)),
-                    ]));
+                if let Some(prompt) = &step.prompt {
+                    let n = prompt.lines().count();
+                    out.push(Line::styled(
+                        format!("     executor prompt: {n} lines (full text in the debugger)"),
+                        Style::new().dim(),
+                    ));
                 }
-                if let Some(o) = &smp.observation {
-                    let text = serde_json::to_string(o).unwrap_or_default();
+                for (j, smp) in step.samples.iter().enumerate() {
+                    let cont = j == step.continued;
+                    let adv = smp
+                        .advantage
+                        .map(|a| format!(" adv {a:+.2}"))
+                        .unwrap_or_default();
                     out.push(Line::from(vec![
-                        Span::styled("         result: ", Style::new().dim()),
-                        Span::raw(text),
+                        Span::styled(
+                            format!("     {} sample {j} ", if cont { "▶" } else { "·" }),
+                            if cont {
+                                Style::new().fg(Color::Green).bold()
+                            } else {
+                                Style::new()
+                            },
+                        ),
+                        Span::raw(format!("reward {}{adv}", fmt_breakdown(&smp.reward))),
+                        Span::styled(
+                            if cont { "  (continued)" } else { "" },
+                            Style::new().fg(Color::Green),
+                        ),
                     ]));
+                    push_multiline(&mut out, "         ", "raw: ", &smp.raw_text, Style::new());
+                    if let Some(e) = &smp.parse_error {
+                        out.push(Line::styled(
+                            format!("         parse error: {e}"),
+                            Style::new().fg(Color::Red),
+                        ));
+                    }
+                    for c in &smp.calls {
+                        out.push(Line::from(vec![
+                            Span::styled("         call: ", Style::new().dim()),
+                            Span::styled(fmt_call(c), Style::new().fg(Color::Yellow)),
+                        ]));
+                    }
+                    if let Some(o) = &smp.observation {
+                        let text = serde_json::to_string(o).unwrap_or_default();
+                        out.push(Line::from(vec![
+                            Span::styled("         result: ", Style::new().dim()),
+                            Span::raw(text),
+                        ]));
+                    }
                 }
             }
         }

@@ -147,6 +147,7 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
                     )),
                     samples: vec![good, bad],
                     continued: if ok { 0 } else { 1 },
+                    execution: 0,
                 }
             })
             .collect();
@@ -173,6 +174,7 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
             steps,
             final_response: Some(format!("Weather checked and table booked in {city}.")),
             success: ok,
+            success_rate: if ok { 1.0 } else { 0.0 },
             failure: (!ok).then(|| "plan_too_coarse".into()),
             failure_side: (!ok).then(|| "planner".into()),
         }
