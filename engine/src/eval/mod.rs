@@ -133,6 +133,8 @@ impl EvalOptions {
         };
         c.rollout.plans_per_task = 1;
         c.rollout.samples_per_step = 1;
+        // Greedy decoding: one execution (a second would repeat it, and be counted twice).
+        c.rollout.executions_per_plan = 1;
         c.rollout.max_subtasks = self.max_subtasks.max(1);
         c.rollout.planner.greedy = true;
         c.rollout.executor.greedy = true;

@@ -148,6 +148,37 @@ pub fn mark_made(executed: &[ToolCall], gold: &[ToolCall], made: &mut [bool]) {
     }
 }
 
+/// The gold calls grouped into turns, as a flat (ToolRL) agent answers them: calls that need
+/// no earlier result go out together in one turn (ToolRL's parallel calls); a call with a
+/// derived argument (`derived[j]` non-empty: a token from `login`, a price from an earlier
+/// call) starts a new turn. Items whose calls need nothing earlier are one turn, as ToolRL's.
+pub fn gold_turns(gold: &[ToolCall], derived: &[Vec<String>]) -> Vec<Vec<usize>> {
+    let mut turns: Vec<Vec<usize>> = Vec::new();
+    for j in 0..gold.len() {
+        let needs_earlier = derived.get(j).is_some_and(|d| !d.is_empty());
+        match turns.last_mut() {
+            Some(t) if !needs_earlier => t.push(j),
+            _ => turns.push(vec![j]),
+        }
+    }
+    turns
+}
+
+/// The gold of the next flat turn: the calls not made yet of the first gold turn that still
+/// has some (empty when all were made: the turn should answer).
+pub fn turn_gold(gold: &[ToolCall], turns: &[Vec<usize>], made: &[bool]) -> Vec<ToolCall> {
+    turns
+        .iter()
+        .find(|t| t.iter().any(|&j| !made[j]))
+        .map(|t| {
+            t.iter()
+                .filter(|&&j| !made[j])
+                .map(|&j| gold[j].clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +257,37 @@ mod tests {
         // earliest.
         assert_eq!(a.owner[0], Some(0));
         assert!(a.calls_of[1].is_empty());
+    }
+
+    #[test]
+    fn turns_break_where_a_call_needs_an_earlier_result() {
+        let g = vec![
+            ToolCall::new("get_weather", json!({"city": "a"})),
+            ToolCall::new("get_weather", json!({"city": "b"})),
+            ToolCall::new("login", json!({"username": "u", "password": "p"})),
+            ToolCall::new("transfer", json!({"token": "T", "amount": 5})),
+            ToolCall::new("logout", json!({"token": "T"})),
+        ];
+        let d = vec![
+            vec![],
+            vec![],
+            vec![],
+            vec!["token".into()],
+            vec!["token".into()],
+        ];
+        assert_eq!(gold_turns(&g, &d), vec![vec![0, 1, 2], vec![3], vec![4]]);
+        assert_eq!(
+            gold_turns(&g[..2], &[]),
+            vec![vec![0, 1]],
+            "ToolRL items: one turn"
+        );
+        let turns = gold_turns(&g, &d);
+        let mut made = vec![false; 5];
+        assert_eq!(turn_gold(&g, &turns, &made).len(), 3);
+        made[0] = true;
+        made[2] = true;
+        assert_eq!(turn_gold(&g, &turns, &made), vec![g[1].clone()]);
+        made = vec![true; 5];
+        assert!(turn_gold(&g, &turns, &made).is_empty());
     }
 }

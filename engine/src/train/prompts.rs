@@ -93,9 +93,10 @@ pub fn executor_user(
 
 pub fn flat_system(tools: &[ToolSchema]) -> String {
     format!(
-        "You are a tool-using assistant. Complete the user's request one tool call at a time with the tools:\n{}\
-         Answer with <think>...</think> then <tool_call> with one JSON object {{\"name\": ..., \"parameters\": {{...}}}} \
-         per line and </tool_call>, or <response>...</response> when the request is done.",
+        "You are a tool-using assistant. Complete the user's request with the tools:\n{}\
+         Answer with <think>...</think> then one <tool_call> block with one JSON object {{\"name\": ..., \"parameters\": {{...}}}} \
+         per line (every call that needs no result of another goes in the same block) and </tool_call>, \
+         or <response>...</response> when the request is done.",
         compact_tools(tools)
     )
 }

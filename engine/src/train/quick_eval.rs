@@ -53,6 +53,8 @@ pub fn quick_eval_on(
     c.rollout.executor.greedy = true;
     c.rollout.plans_per_task = 1;
     c.rollout.samples_per_step = 1;
+    // Greedy: a second execution would repeat the first.
+    c.rollout.executions_per_plan = 1;
     let mut out = QuickEval::default();
     let (mut pr, mut er, mut np, mut ne) = (0.0, 0.0, 0usize, 0usize);
     let jobs: Vec<(usize, &Task, Box<dyn World>)> = tasks

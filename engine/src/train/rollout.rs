@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::eval::taxonomy::{classify, EpisodeView, Misalignment, Side};
 use crate::model::Prefix;
 use crate::parse::{call_record, parse_executor, parse_planner, ToolCall, ToolSchema};
-use crate::rewards::align::{mark_made, step_gold};
+use crate::rewards::align::{gold_turns, mark_made, step_gold, turn_gold};
 use crate::rewards::{
     align_plan, executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
     RewardBreakdown, ToolRlGold,
@@ -320,14 +320,6 @@ fn absorb_step(
     groups.push(grp);
     steps.push(so.record);
     made_calls
-}
-
-/// The gold call aligned to flat turn `k` (by index), or none.
-fn gold_at(task: &Task, k: usize) -> &[ToolCall] {
-    task.gold_calls
-        .get(k)
-        .map(std::slice::from_ref)
-        .unwrap_or(&[])
 }
 
 /// The misalignment label and side of a failed plan (see [`crate::eval::taxonomy`]).
@@ -738,9 +730,13 @@ pub fn rollout_flat(
     let mut components = Vec::new();
     let mut final_response = None;
     let max_turns = cfg.rollout.max_subtasks;
+    // Per-turn gold as ToolRL has it: the calls of the next gold turn not made yet (several
+    // when they need no earlier result), by content, not by turn index.
+    let turns = gold_turns(&task.gold_calls, &task.gold_derived);
+    let mut made = vec![false; task.gold_calls.len()];
     for k in 0..max_turns {
         let user = prompts::flat_user(&task.request, &history);
-        let gold = gold_at(task, k);
+        let gold = turn_gold(&task.gold_calls, &turns, &made);
         let so = executor_step(
             agent,
             world,
@@ -748,13 +744,14 @@ pub fn rollout_flat(
             &sys,
             user,
             (k, format!("turn {}", k + 1)),
-            gold,
+            &gold,
             cfg,
             mix_seed(&[seed, 3, k as u64]),
             true,
             &mut history,
             prefixes.executor.as_ref(),
         )?;
+        mark_made(&so.executed, &task.gold_calls, &mut made);
         let made_calls = absorb_step(
             so,
             0,
