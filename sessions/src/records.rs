@@ -207,6 +207,21 @@ pub struct HeldOutEval {
     /// Mean executor reward of the greedy executor steps.
     #[serde(with = "float")]
     pub executor_reward: f64,
+    /// Invalid-invocation rate: call entries that do not parse or that the tool schemas reject,
+    /// over all call entries (`null` in older sessions).
+    #[serde(with = "float", default = "nan")]
+    pub invalid_rate: f64,
+    /// Fraction of the tasks that failed on the planner side / the executor side (hierarchical
+    /// modes; `null` in flat mode and older sessions).
+    #[serde(with = "float", default = "nan")]
+    pub planner_side_rate: f64,
+    /// See `planner_side_rate`.
+    #[serde(with = "float", default = "nan")]
+    pub executor_side_rate: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 impl Default for MetricsRecord {

@@ -33,11 +33,15 @@ pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld, BenchError> {
     } else {
         0
     };
-    if kind == "builtin" {
+    if kind == "builtin" || kind == "builtin-one-call" {
         return Ok(TrainingWorld {
             train: generate_tasks(Split::Train, cfg.world.train_tasks, cfg.seed)?,
             held_out: generate_tasks(Split::Test, held_n, cfg.seed)?,
-            world: Box::new(BuiltinWorld::new()),
+            world: Box::new(if kind == "builtin" {
+                BuiltinWorld::new()
+            } else {
+                BuiltinWorld::one_call_per_step()
+            }),
         });
     }
     if cfg.world.data.is_empty() {
@@ -59,7 +63,7 @@ pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld, BenchError> {
             )),
             other => {
                 return Err(BenchError::Input(format!(
-            "unknown [world].kind {other:?} (expected builtin, toolrl, api-bank, bfcl or nestful)"
+            "unknown [world].kind {other:?} (expected builtin, builtin-one-call, toolrl, api-bank, bfcl or nestful)"
         )))
             }
         };

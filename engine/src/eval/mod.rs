@@ -174,7 +174,7 @@ struct Episode {
 }
 
 /// Calls, attempts and schema failures of the continued samples of an episode.
-fn episode_costs(
+pub(crate) fn episode_costs(
     record: &TrajectoryRecord,
     task: &Task,
     tools: &[ToolSchema],

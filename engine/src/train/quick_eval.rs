@@ -18,6 +18,13 @@ pub struct QuickEval {
     pub successes: usize,
     pub planner_reward: f64,
     pub executor_reward: f64,
+    /// Call entries of the continued samples that do not parse or that the tool schemas
+    /// reject, and all call entries (the invalid-invocation rate is their ratio).
+    pub invalid_calls: usize,
+    pub call_attempts: usize,
+    /// Failed tasks by side (hierarchical modes; see `eval::taxonomy`).
+    pub planner_side: usize,
+    pub executor_side: usize,
 }
 
 impl QuickEval {
@@ -49,6 +56,12 @@ pub fn quick_eval_on(
     lanes: &Lanes,
 ) -> Result<QuickEval> {
     let mut c = cfg.clone();
+    // The modes differ in what they train, not in the agent: every hierarchical mode is
+    // evaluated as the planner-then-executor agent (`separate` trains its executor on gold
+    // sub-tasks, but its held-out tasks are run on its planner's plans).
+    if c.mode != crate::train::Mode::Flat {
+        c.mode = crate::train::Mode::Cahl;
+    }
     c.rollout.planner.greedy = true;
     c.rollout.executor.greedy = true;
     c.rollout.plans_per_task = 1;
@@ -78,8 +91,19 @@ pub fn quick_eval_on(
     });
     for r in results {
         let r = r?;
+        let i = out.tasks;
         out.tasks += 1;
         out.successes += r.record.success as usize;
+        let tools = if tasks[i].tools.is_empty() {
+            world.tools()
+        } else {
+            tasks[i].tools.clone()
+        };
+        let (_, e) = crate::eval::episode_costs(&r.record, &tasks[i], &tools, 0, 0.0);
+        out.invalid_calls += e.invalid_calls;
+        out.call_attempts += e.call_attempts;
+        out.planner_side += r.sides.planner;
+        out.executor_side += r.sides.executor;
         if r.record.planner_reward.is_finite() {
             pr += r.record.planner_reward;
             np += 1;

@@ -18,7 +18,7 @@ use crate::rewards::{
 use crate::sampling::{sample_group_with, Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
-use crate::worlds::{Task, World};
+use crate::worlds::{Observation, Task, World};
 
 /// Which adapter a group trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,16 +251,7 @@ fn executor_step(
     }
     let k = pick_continued(&rewards, cfg.rollout.continue_with);
     let (out, _) = &parsed[k];
-    let calls = out.calls();
-    let mut observations = Vec::new();
-    for call in &calls {
-        let obs = world.execute(call);
-        observations.push(obs.content.clone());
-        history.push(HistoryItem {
-            call: call.clone(),
-            observation: obs,
-        });
-    }
+    let (calls, mut observations) = run_calls(world, out.calls(), history);
     samples[k].observation = match observations.len() {
         0 => None,
         1 => observations.pop(),
@@ -287,6 +278,39 @@ fn executor_step(
         response: out.response.clone(),
         tokens,
     })
+}
+
+/// Run a step's calls in `world`, in order, appending each with its observation to `history`.
+/// A world whose agent carries out at most N calls per step ([`World::calls_per_step`])
+/// refuses the rest: they get an error observation and are not run. Returns the calls run and
+/// every observation.
+fn run_calls(
+    world: &mut dyn World,
+    mut calls: Vec<ToolCall>,
+    history: &mut Vec<HistoryItem>,
+) -> (Vec<ToolCall>, Vec<Value>) {
+    let limit = world.calls_per_step().unwrap_or(usize::MAX);
+    let refused = calls.split_off(limit.min(calls.len()));
+    let mut observations = Vec::new();
+    for call in &calls {
+        let obs = world.execute(call);
+        observations.push(obs.content.clone());
+        history.push(HistoryItem {
+            call: call.clone(),
+            observation: obs,
+        });
+    }
+    for call in refused {
+        let obs = Observation::error(format!(
+            "not run: this executor carries out {limit} call(s) per step"
+        ));
+        observations.push(obs.content.clone());
+        history.push(HistoryItem {
+            call,
+            observation: obs,
+        });
+    }
+    (calls, observations)
 }
 
 /// Book-keeping shared by the hierarchical and flat loops: fold one executor step into the
@@ -919,4 +943,56 @@ mod tests {
         mark_made(&t.gold_calls, &t.gold_calls, &mut made);
         assert_eq!(made, vec![true, true]);
     }
+
+    /// The testbed's executor runs one call per sub-task: a merged sub-task's second call is
+    /// refused (an error observation, nothing run); the plain world runs both.
+    #[test]
+    fn the_one_call_world_refuses_a_second_call_per_step() {
+        use crate::worlds::builtin::BuiltinWorld;
+        let t = transfer_task();
+        let mut limited = BuiltinWorld::one_call_per_step();
+        limited.reset(&t).unwrap();
+        let mut history = Vec::new();
+        let (ran, obs) = run_calls(&mut limited, t.gold_calls.clone(), &mut history);
+        assert_eq!(ran, t.gold_calls[..1].to_vec());
+        assert_eq!(obs.len(), 2);
+        assert!(obs[1]["error"].as_str().unwrap().starts_with("not run"), "{obs:?}");
+        assert_eq!(history.len(), 2, "the refusal is in the executor's history");
+        let mut plain = BuiltinWorld::new();
+        plain.reset(&t).unwrap();
+        let (ran, _) = run_calls(&mut plain, t.gold_calls.clone(), &mut Vec::new());
+        assert_eq!(ran.len(), 2);
+    }
+
+    /// By construction a planner reward without the execution term cannot tell a merged plan
+    /// from the split one: both state every value in the sub-task carrying its call, and every
+    /// sub-task carries a call.
+    #[test]
+    fn merged_and_split_plans_are_equal_without_the_execution_term() {
+        let t = transfer_task();
+        let mut cfg = crate::rewards::RewardConfig::default();
+        cfg.planner.execution_level = 0.0;
+        let reward = |subtasks: &[String]| {
+            let text = format!(
+                "<think>x</think>\n<plan>\n{}\n</plan>",
+                crate::worlds::builtin::render_plan(subtasks)
+            );
+            let plan = parse_planner(&text);
+            let ep = PlanEpisode {
+                plan_text: &text,
+                executed: &[],
+                final_state: None,
+                gold_calls: &t.gold_calls,
+                gold_derived: &t.gold_derived,
+                gold_state: t.gold_final_state.as_ref(),
+            };
+            planner_reward_parsed(&plan, &ep, &cfg)
+        };
+        let split = reward(&t.gold_plan);
+        let merged = reward(&[format!("{}, then {}", t.gold_plan[0], t.gold_plan[1])]);
+        assert_eq!(split.component("param_level"), Some(1.0));
+        assert_eq!(merged.component("param_level"), Some(1.0));
+        assert_eq!(split.total, merged.total);
+    }
 }
+

@@ -41,6 +41,15 @@ struct TrainerState {
     seed: u64,
 }
 
+/// `n` of `tasks` as a rate; NaN in `flat` mode (no plans) or without tasks.
+fn side_rate(n: usize, tasks: usize, mode: Mode) -> f64 {
+    if mode == Mode::Flat || tasks == 0 {
+        f64::NAN
+    } else {
+        n as f64 / tasks as f64
+    }
+}
+
 /// Add the `planner` and `executor` adapters of `cfg.lora` with their seeded PEFT init
 /// (derived from `cfg.seed`) where the model does not have them yet. `Trainer::new` and
 /// `cahl-tui sft` both start from this, so an SFT warm start and a run without one begin from
@@ -190,6 +199,13 @@ impl Trainer {
             success_rate: q.success_rate(),
             planner_reward: q.planner_reward,
             executor_reward: q.executor_reward,
+            invalid_rate: if q.call_attempts == 0 {
+                f64::NAN
+            } else {
+                q.invalid_calls as f64 / q.call_attempts as f64
+            },
+            planner_side_rate: side_rate(q.planner_side, q.tasks, self.cfg.mode),
+            executor_side_rate: side_rate(q.executor_side, q.tasks, self.cfg.mode),
         }))
     }
 

@@ -126,4 +126,10 @@ pub trait World: Send {
     /// An independent copy of this world (same definition), so that tasks can be rolled out
     /// concurrently; each episode still starts with [`World::reset`].
     fn fork(&self) -> Box<dyn World>;
+    /// The most calls the executor carries out per sub-task (per turn in `flat` mode): a
+    /// capability limit of the agent the world is set up with; calls past it are refused with
+    /// an error observation and not run. `None`: no limit.
+    fn calls_per_step(&self) -> Option<usize> {
+        None
+    }
 }

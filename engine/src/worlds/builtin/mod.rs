@@ -94,6 +94,7 @@ pub fn builtin_tools() -> &'static [ToolSchema] {
 #[derive(Debug, Clone)]
 pub struct BuiltinWorld {
     state: BuiltinState,
+    calls_per_step: Option<usize>,
 }
 
 impl Default for BuiltinWorld {
@@ -106,6 +107,19 @@ impl BuiltinWorld {
     pub fn new() -> Self {
         BuiltinWorld {
             state: initial_state().clone(),
+            calls_per_step: None,
+        }
+    }
+
+    /// The capability-boundary testbed (world kind `builtin-one-call`): the built-in tasks, with
+    /// an executor that carries out one call per sub-task. A plan that merges two calls into one
+    /// sub-task ("A, then B") states the same values as one that splits them, so a planner
+    /// reward on what plans say (parameter level) cannot tell them apart, and the gold plans (one
+    /// call per sub-task) do not name the limit; only what the executor achieves does.
+    pub fn one_call_per_step() -> Self {
+        BuiltinWorld {
+            calls_per_step: Some(1),
+            ..Self::new()
         }
     }
 
@@ -150,5 +164,8 @@ impl World for BuiltinWorld {
 
     fn fork(&self) -> Box<dyn World> {
         Box::new(self.clone())
+    }
+    fn calls_per_step(&self) -> Option<usize> {
+        self.calls_per_step
     }
 }
