@@ -130,6 +130,10 @@ pub fn all_finite(t: &Tensor) -> Result<bool> {
 pub fn max_abs(vars: &[Var]) -> Result<f64> {
     let mut most = 0f64;
     for v in vars {
+        // candle's max does not propagate NaN: check finiteness first.
+        if !all_finite(v.as_tensor())? {
+            return Ok(f64::NAN);
+        }
         let m = v
             .as_tensor()
             .to_dtype(DType::F64)?

@@ -390,7 +390,7 @@ pub struct TrajectoryRecord {
     pub seed: u64,
     /// The G_h plans, each with its execution.
     pub plans: Vec<PlanRecord>,
-    /// Whether any plan solved the task.
+    /// Whether any execution of any plan solved the task.
     pub success: bool,
     /// Mean planner reward over `plans`.
     #[serde(with = "float")]

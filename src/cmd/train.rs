@@ -19,8 +19,10 @@ pub struct TrainArgs {
     /// Model: HF folder or .gguf file (overrides [model].path; default: the embedded model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// World: builtin (generated tasks), or toolrl, api-bank, bfcl, nestful with --data (their
-    /// items with gold calls, a seeded held-out part for [eval]; tools answered by a static world).
+    /// World: builtin (generated tasks), builtin-one-call (the same tasks with an executor that
+    /// carries out one call per sub-task: the capability-boundary testbed), or toolrl, api-bank,
+    /// bfcl, nestful with --data (their items with gold calls, a seeded held-out part for [eval];
+    /// tools answered by a static world).
     #[arg(long)]
     pub world: Option<String>,
     /// Data path for benchmark worlds.
@@ -81,7 +83,7 @@ pub fn load_agent_for(cfg: &mut TrainConfig) -> Result<(Agent, u64)> {
 /// [`cahl_engine::benchmarks::training_world`]).
 pub fn load_world(cfg: &TrainConfig) -> Result<TrainingWorld> {
     let w = training_world(cfg)?;
-    if cfg.world.kind != "builtin" {
+    if !cfg.world.kind.starts_with("builtin") {
         eprintln!(
             "world {}: {} training items, {} held out ({})",
             cfg.world.kind,
@@ -161,6 +163,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let text =
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let mut c = TrainConfig::from_toml(&text, &p.display().to_string())?;
+        // Sessions written before these keys existed ran their algorithm without them: keep it.
+        for note in c.keep_pre_key_behaviour(&text) {
+            eprintln!("resume: {note}");
+        }
         if let Some(s) = args.steps {
             c.steps = s;
         }

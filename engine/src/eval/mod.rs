@@ -430,10 +430,7 @@ pub fn label_episode(
     let (parsed, subtasks) = match record.plans.first() {
         Some(p) => {
             let out = parse_planner(&p.raw_text);
-            (
-                p.parse_error.is_none() && !p.subtasks.is_empty(),
-                out.subtasks,
-            )
+            (!p.subtasks.is_empty(), out.subtasks)
         }
         None => (false, Vec::new()),
     };

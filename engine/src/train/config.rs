@@ -227,6 +227,30 @@ impl TrainConfig {
             .try_into()
             .map_err(|e: toml::de::Error| bad(e.to_string()))
     }
+    /// For a session's `config.toml` written before `rollout.executions_per_plan` and
+    /// `grpo.iterations` existed (`text`), set them to the behaviour of that time (1 and 1)
+    /// instead of today's defaults, so a resumed run goes on as it began. Returns a note per key.
+    pub fn keep_pre_key_behaviour(&mut self, text: &str) -> Vec<String> {
+        let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        let has = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|t| t.contains_key(key))
+        };
+        let mut notes = Vec::new();
+        if !has("rollout", "executions_per_plan") {
+            self.rollout.executions_per_plan = 1;
+            notes
+                .push("the session predates rollout.executions_per_plan: 1, as it ran".to_string());
+        }
+        if !has("grpo", "iterations") {
+            self.grpo.iterations = 1;
+            notes.push("the session predates grpo.iterations: 1, as it ran".to_string());
+        }
+        notes
+    }
+
     pub fn to_toml(&self) -> crate::Result<String> {
         toml::to_string_pretty(self).map_err(|e| crate::EngineError::Config(e.to_string()))
     }
@@ -456,5 +480,23 @@ mod tests {
         };
         c.rollout.plans_per_task = 1;
         c.validate().unwrap();
+    }
+
+    /// Configs and sessions written before the oracle was renamed say `continue_with = "best"`:
+    /// it still reads, as the oracle it always was.
+    #[test]
+    fn old_best_reads_as_the_oracle_and_old_sessions_keep_their_algorithm() {
+        let c = TrainConfig::from_toml("[rollout]\ncontinue_with = \"best\"", "old.toml").unwrap();
+        assert_eq!(c.rollout.continue_with, Continue::OracleBest);
+        assert!(c.rollout.continue_with.is_oracle());
+        assert!(!TrainConfig::default().rollout.continue_with.is_oracle());
+        let old = "[rollout]\ncontinue_with = \"best\"\n[grpo]\nbeta = 0.04\n";
+        let mut c = TrainConfig::from_toml(old, "old.toml").unwrap();
+        assert_eq!(c.keep_pre_key_behaviour(old).len(), 2);
+        assert_eq!((c.rollout.executions_per_plan, c.grpo.iterations), (1, 1));
+        let now = TrainConfig::default().to_toml().unwrap();
+        let mut c = TrainConfig::from_toml(&now, "new.toml").unwrap();
+        assert!(c.keep_pre_key_behaviour(&now).is_empty());
+        assert_eq!(c.grpo.iterations, 2);
     }
 }

@@ -101,23 +101,31 @@ impl Health {
     }
 }
 
-/// `Some(reason)` when a run that ran steps must not end as completed: it applied no update and
-/// rolled at least one back (non-finite loss, gradient or weights).
-pub fn not_completed_reason(steps_run: u64, counts: UpdateCounts) -> Option<String> {
-    (steps_run > 0 && counts.applied == 0 && counts.rejected > 0).then(|| {
+/// `Some(reason)` when a run that ran steps must not end as completed: a policy (planner,
+/// executor) applied no update and rolled at least one back (non-finite loss, gradient or
+/// weights).
+pub fn not_completed_reason(steps_run: u64, counts: [UpdateCounts; 2]) -> Option<String> {
+    let bad: Vec<String> = POLICIES
+        .iter()
+        .zip(counts)
+        .filter(|(_, c)| c.applied == 0 && c.rejected > 0)
+        .map(|(name, c)| format!("{name}: all {} rolled back", c.rejected))
+        .collect();
+    (steps_run > 0 && !bad.is_empty()).then(|| {
         format!(
-            "no update applied in {}: all {} were rolled back (non-finite loss, gradient or \
-             weights)",
+            "no update applied in {} ({}; non-finite loss, gradient or weights)",
             steps(steps_run),
-            counts.rejected
+            bad.join(", ")
         )
     })
 }
 
-/// `Some(note)` when a run ran steps and applied no update without rolling any back: no group
-/// carried a learning signal (equal rewards within every group). Said, but not a failure.
-pub fn no_signal_note(steps_run: u64, counts: UpdateCounts) -> Option<String> {
-    (steps_run > 0 && counts.applied == 0 && counts.rejected == 0).then(|| {
+/// `Some(note)` when a run ran steps and applied no update at all without rolling any back: no
+/// group carried a learning signal (equal rewards within every group). Said, but not a failure.
+pub fn no_signal_note(steps_run: u64, counts: [UpdateCounts; 2]) -> Option<String> {
+    let applied: u64 = counts.iter().map(|c| c.applied).sum();
+    let rejected: u64 = counts.iter().map(|c| c.rejected).sum();
+    (steps_run > 0 && applied == 0 && rejected == 0).then(|| {
         format!(
             "no update applied in {}: no group carried a learning signal (equal rewards \
              within every group)",
@@ -236,23 +244,27 @@ mod tests {
 
     #[test]
     fn a_run_that_applied_no_update_is_not_completed() {
-        let none = UpdateCounts::default();
+        let none = [UpdateCounts::default(); 2];
         assert!(not_completed_reason(0, none).is_none());
-        let r = not_completed_reason(
-            3,
-            UpdateCounts {
-                applied: 0,
-                rejected: 6,
-            },
-        )
-        .unwrap();
-        assert!(r.contains("rolled back"), "{r}");
+        let rolled = UpdateCounts {
+            applied: 0,
+            rejected: 6,
+        };
+        let ok = UpdateCounts {
+            applied: 4,
+            rejected: 0,
+        };
+        let r = not_completed_reason(3, [rolled, rolled]).unwrap();
+        assert!(r.contains("planner: all 6 rolled back"), "{r}");
+        // One policy rolling back everything is enough, whatever the other did.
+        let r = not_completed_reason(3, [ok, rolled]).unwrap();
+        assert!(
+            r.contains("executor: all 6 rolled back") && !r.contains("planner"),
+            "{r}"
+        );
         assert!(not_completed_reason(3, none).is_none());
         assert!(no_signal_note(3, none).unwrap().contains("learning signal"));
-        let ok = UpdateCounts {
-            applied: 1,
-            rejected: 5,
-        };
-        assert!(not_completed_reason(3, ok).is_none());
+        assert!(not_completed_reason(3, [ok, ok]).is_none());
+        assert!(no_signal_note(3, [ok, none[1]]).is_none());
     }
 }

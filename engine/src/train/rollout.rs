@@ -20,11 +20,11 @@ use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
 use crate::worlds::{Observation, Task, World};
 
-/// Which adapter a group trains.
+/// Which adapter a group trains (as an index: planner 0, executor 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
-    Planner,
-    Executor,
+    Planner = 0,
+    Executor = 1,
 }
 
 impl Policy {
@@ -438,7 +438,9 @@ pub fn execute_plan(
     let mut made = vec![false; task.gold_calls.len()];
     for (k, st) in subtasks.iter().take(cfg.rollout.max_subtasks).enumerate() {
         let user = prompts::executor_user(&task.request, subtasks, k, &history);
-        let gold = step_gold(&align, &task.gold_calls, &made, k);
+        let mut gold = step_gold(&align, &task.gold_calls, &made, k);
+        // No reward for calls the world would refuse (see `World::calls_per_step`).
+        gold.truncate(world.calls_per_step().unwrap_or(usize::MAX));
         let mut so = executor_step(
             agent,
             world,
@@ -601,8 +603,10 @@ pub fn rollout_task_with(
             let ok = episode_success(task, &ex.executed, ex.final_state.as_ref());
             solved.push(ok);
             if !ok {
-                let (label, side) =
-                    failure_of(task, parsed.is_well_formed(), &subtasks, &ex.step_calls);
+                // The sub-tasks that ran (at most `max_subtasks`); a plan counts as parsed when it
+                // gave sub-tasks (format issues are the format reward's business).
+                let ran = &subtasks[..subtasks.len().min(cfg.rollout.max_subtasks)];
+                let (label, side) = failure_of(task, !ran.is_empty(), ran, &ex.step_calls);
                 sides.count(side.as_deref());
                 if side.as_deref() == Some(Side::Planner.name())
                     && label.as_deref() != Some(Misalignment::PlanUnparsable.name())
@@ -760,7 +764,8 @@ pub fn rollout_flat(
     let mut made = vec![false; task.gold_calls.len()];
     for k in 0..max_turns {
         let user = prompts::flat_user(&task.request, &history);
-        let gold = turn_gold(&task.gold_calls, &turns, &made);
+        let mut gold = turn_gold(&task.gold_calls, &turns, &made);
+        gold.truncate(world.calls_per_step().unwrap_or(usize::MAX));
         let so = executor_step(
             agent,
             world,
@@ -956,7 +961,10 @@ mod tests {
         let (ran, obs) = run_calls(&mut limited, t.gold_calls.clone(), &mut history);
         assert_eq!(ran, t.gold_calls[..1].to_vec());
         assert_eq!(obs.len(), 2);
-        assert!(obs[1]["error"].as_str().unwrap().starts_with("not run"), "{obs:?}");
+        assert!(
+            obs[1]["error"].as_str().unwrap().starts_with("not run"),
+            "{obs:?}"
+        );
         assert_eq!(history.len(), 2, "the refusal is in the executor's history");
         let mut plain = BuiltinWorld::new();
         plain.reset(&t).unwrap();
@@ -995,4 +1003,3 @@ mod tests {
         assert_eq!(split.total, merged.total);
     }
 }
-

@@ -82,7 +82,8 @@ pub struct Trainer {
     /// The base model's (reference policy's) shared-prompt prefixes, by token ids.
     pub(super) reference_prefixes: HashMap<Vec<u32>, Prefix>,
     /// Optimizer steps applied and rolled back in this process.
-    pub(super) updates: UpdateCounts,
+    /// Per policy (planner, executor).
+    pub(super) updates: [UpdateCounts; 2],
 }
 
 /// The number of side-by-side workers for `cfg` (see [`TrainConfig::workers`]).
@@ -139,12 +140,12 @@ impl Trainer {
             eval_tasks: Vec::new(),
             lanes,
             reference_prefixes: HashMap::new(),
-            updates: UpdateCounts::default(),
+            updates: [UpdateCounts::default(); 2],
         })
     }
 
     /// Optimizer steps applied and rolled back so far in this process.
-    pub fn update_counts(&self) -> UpdateCounts {
+    pub fn update_counts(&self) -> [UpdateCounts; 2] {
         self.updates
     }
 

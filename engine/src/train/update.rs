@@ -146,7 +146,15 @@ impl Trainer {
         for _ in 0..mu {
             all.push(self.update(policy, groups, temperature, warnings)?);
         }
-        let avg = |f: fn(&PolicyStats) -> f64| all.iter().map(f).sum::<f64>() / mu as f64;
+        // Means over the updates that produced the value (a skipped one has no gradient norm).
+        let avg = |f: fn(&PolicyStats) -> f64| {
+            let v: Vec<f64> = all.iter().map(f).filter(|x| x.is_finite()).collect();
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
         Ok(PolicyStats {
             loss: avg(|s| s.loss),
             kl: avg(|s| s.kl),
@@ -313,7 +321,7 @@ impl Trainer {
         stats.clip_frac = clipped / toks.max(1.0);
         if stats.skipped {
             stats.grad_norm = f64::NAN;
-            self.updates.rejected += 1;
+            self.updates[policy as usize].rejected += 1;
             return Ok(stats);
         }
         let opt = match policy {
@@ -324,14 +332,14 @@ impl Trainer {
         stats.grad_norm = info.grad_norm;
         if info.skipped {
             stats.skipped = true;
-            self.updates.rejected += 1;
+            self.updates[policy as usize].rejected += 1;
             warnings.push(if info.non_finite_weights {
                 format!("{adapter}: the update would make weights non-finite; rolled back")
             } else {
                 format!("{adapter}: non-finite gradient norm; update skipped")
             });
         } else {
-            self.updates.applied += 1;
+            self.updates[policy as usize].applied += 1;
         }
         Ok(stats)
     }

@@ -215,6 +215,18 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
             ),
             Span::raw(format!("reward {}{adv} ", fmt_breakdown(&p.reward))),
             ok(p.success),
+            {
+                // With several executions: how many solved the task.
+                let k = p.steps.iter().map(|s| s.execution + 1).max().unwrap_or(1);
+                if k > 1 && p.success_rate.is_finite() {
+                    Span::raw(format!(
+                        " ({}/{k} executions solved)",
+                        (p.success_rate * k as f64).round() as usize
+                    ))
+                } else {
+                    Span::raw("")
+                }
+            },
             match (&p.failure, &p.failure_side) {
                 (Some(f), Some(side)) => Span::styled(
                     format!("  {side} side: {f}"),

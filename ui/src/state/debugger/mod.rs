@@ -112,7 +112,14 @@ impl DebuggerState {
                         name: "original".into(),
                         subtasks: p.subtasks.clone(),
                         seed: record.seed,
-                        steps: p.steps.iter().map(outcome_from_trace).collect(),
+                        // The first execution (a plan run K times records them one after
+                        // another; a branch holds one step per sub-task).
+                        steps: p
+                            .steps
+                            .iter()
+                            .filter(|s| s.execution == 0)
+                            .map(outcome_from_trace)
+                            .collect(),
                         from_trace: true,
                         error: p.parse_error.clone(),
                     },
