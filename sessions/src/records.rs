@@ -160,11 +160,11 @@ pub struct MetricsRecord {
     /// Fraction of trajectories flagged as planner–executor misaligned.
     #[serde(with = "float")]
     pub misaligned_rate: f64,
-    /// Fraction of the step's plans that failed on the planner side (see
+    /// Fraction of the step's plan executions that failed on the planner side (see
     /// [`PlanRecord::failure_side`]).
     #[serde(with = "float")]
     pub planner_side_rate: f64,
-    /// Fraction of the step's plans that failed on the executor side.
+    /// Fraction of the step's plan executions that failed on the executor side.
     #[serde(with = "float")]
     pub executor_side_rate: f64,
     /// Planner optimizer statistics.

@@ -43,8 +43,8 @@ fn backend_err(e: impl std::fmt::Display) -> BackendError {
 /// NESTFUL (whose tools are not executable) a [`StaticWorld`] that checks each call against its
 /// schema and answers with a labelled placeholder. Each step starts from a fresh world, replays
 /// the earlier calls and samples with a seed derived from the request, so re-running a branch
-/// reproduces it. Steps are scored against the gold call of the same index with the training
-/// rewards.
+/// reproduces it. Steps are scored with the training rewards against their content-aligned gold
+/// (the gold calls the sub-task describes, less those the earlier steps made).
 pub struct EngineBackend {
     agent: Agent,
     cfg: TrainConfig,

@@ -456,8 +456,6 @@ pub fn ensure_adapters(agent: &mut Agent) -> Result<()> {
     Ok(())
 }
 
-/// Write `results.jsonl` and `summary.json` into `dir` (created if needed); each file is
-/// written to a temporary name and renamed into place.
 /// Make sure `dir` can take the outputs before an evaluation runs (creating it, writing and
 /// removing a probe file), so a read-only or impossible place fails at once, not after the run.
 pub fn check_writable(dir: &Path) -> Result<()> {
@@ -473,6 +471,8 @@ pub fn check_writable(dir: &Path) -> Result<()> {
     std::fs::remove_file(&probe).map_err(|e| fail(&probe, e))
 }
 
+/// Write `results.jsonl` and `summary.json` into `dir` (created if needed); each file is
+/// written to a temporary name and renamed into place.
 pub fn write_outputs(dir: &Path, run: &EvalRun) -> Result<()> {
     let io = |p: &Path| {
         let p = p.to_path_buf();

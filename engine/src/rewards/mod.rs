@@ -10,13 +10,15 @@
 //!   - syntax = mean over call entries of ¼·(JSON object with a name) + ¼·(tool exists) +
 //!     ¼·(required parameters present) + ¼·(types valid, no extra parameter, enum respected);
 //!     1 when no call was made and none was due, 0 when calls were due and none was made;
-//!   - semantics = best one-to-one matching of predicted and gold calls for this step, each pair
+//!   - semantics = best one-to-one matching of predicted and gold calls for this step (the gold
+//!     calls its sub-task describes, less those already made: [`align::step_gold`]), each pair
 //!     scored `name_w·[same name] + keys_w·Jaccard(parameter names) + values_w·(share of gold
 //!     values matched)`, summed and divided by max(#predicted, #gold).
 //! * Planner, per plan ([`planner_reward`]):
 //!   `total = w_format·format + w_param·param_level + w_exec·execution_level` with
-//!   - param_level = values_w·(share of non-derived gold argument values that appear in the
-//!     plan text) + count_w·(1 − |#sub-tasks − #gold calls| / max(…));
+//!   - param_level = (values_w·(share of non-derived gold argument values stated in the
+//!     sub-task that carries their call, [`align_plan`]) + count_w·(share of sub-tasks that
+//!     carry a gold call)) / (values_w + count_w);
 //!   - execution_level = trajectory_w·alignment + state_w·[final state == gold state]
 //!     (only alignment where the world has no state), alignment = order-aware (LCS-style
 //!     dynamic programming) sum of call similarities between executed and gold calls divided
