@@ -4,7 +4,7 @@
 # checkpoint and the untrained base ("SFT-only": the embedded model is itself supervised on gold
 # trajectories) evaluated greedily on the same test-split tasks.
 #
-#   bench/ablation.sh [OUT_DIR]     MINUTES=5 SEED=0 LIMIT=100 PAR=2 CONFIG=FILE to override
+#   bench/ablation.sh [OUT_DIR]     MINUTES=5 SEED=0 LIMIT=100 PAR=2 MODES="..." CONFIG=FILE to override
 #
 # PAR runs go side by side, each on one thread (CANDLE_NUM_THREADS=1), so every mode gets the
 # same share of this 2-core machine; the budget is wall-clock (`--max-minutes`, evaluation
@@ -17,7 +17,7 @@ limit="${LIMIT:-100}"
 par="${PAR:-2}"
 bin="${BIN:-target/release/cahl-tui}"
 [ -x "$bin" ] || cargo build --release --workspace --quiet
-modes="cahl flat frozen-planner frozen-executor separate"
+modes="${MODES:-cahl flat frozen-planner frozen-executor separate steptool ih-grpo}"
 mkdir -p "$out"
 export CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=1
 run_mode() {

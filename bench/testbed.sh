@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The ablation of issue #19: every mode trained for the same wall-clock budget on a world, for
+# The ablation of issues #19 and #20: every mode trained for the same wall-clock budget on a world, for
 # several seeds, each run's held-out success measured greedily by the in-run evaluation before
 # step 1 and after the last step (the same 100 test-split tasks per seed), then a table of
 # mean +- std over seeds with the invalid-invocation rate and the misalignment split.
 #
-#   bench/testbed.sh [OUT_DIR]   WORLD=builtin-one-call MINUTES=6 SEEDS="0 1 2" PAR=2 BIN=...
+#   bench/testbed.sh [OUT_DIR]   WORLD=builtin-one-call MINUTES=6 SEEDS="0 1 2" PAR=2 BIN=... MODES="..."
 #
 # PAR runs go side by side, each with one worker thread, so every mode gets the same share of
 # the machine; the budget (`--max-minutes`) includes both evaluations, as it would for a user.
@@ -16,7 +16,7 @@ seeds="${SEEDS:-0 1 2}"
 par="${PAR:-2}"
 tasks="${TASKS:-100}"
 bin="${BIN:-target/release/cahl-tui}"
-modes="${MODES:-cahl separate frozen-planner frozen-executor flat}"
+modes="${MODES:-cahl separate frozen-planner frozen-executor flat steptool ih-grpo}"
 [ -x "$bin" ] || cargo build --release --workspace --quiet
 mkdir -p "$out"
 cat > "$out/config.toml" <<TOML

@@ -115,6 +115,26 @@ pub fn group_advantages(rewards: &[f64], scale_std: bool) -> Vec<f64> {
         .collect()
 }
 
+/// Advantages per index across a group: `returns[i][t]` of member `i` (StepTool: the return of
+/// step `t`; IH-GRPO: the reward of call `t`) is compared with the values at index `t` of every
+/// member that has one (mean subtracted, divided by the
+/// sample std + 1e-4 when `scale_std`, as [`group_advantages`]). An index only one member has gets 0.
+pub fn per_index_advantages(returns: &[Vec<f64>], scale_std: bool) -> Vec<Vec<f64>> {
+    let longest = returns.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out: Vec<Vec<f64>> = returns.iter().map(|r| vec![0.0; r.len()]).collect();
+    for t in 0..longest {
+        let who: Vec<usize> = (0..returns.len())
+            .filter(|&i| t < returns[i].len())
+            .collect();
+        let vals: Vec<f64> = who.iter().map(|&i| returns[i][t]).collect();
+        let adv = group_advantages(&vals, scale_std);
+        for (&i, a) in who.iter().zip(adv) {
+            out[i][t] = if who.len() > 1 { a } else { 0.0 };
+        }
+    }
+    out
+}
+
 /// Per-token log-probs `(G, L)` (f32) of `completions` following a shared `prompt`, and the
 /// mask `(G, L)` of real (non-padding) positions. With `train` the result carries a graph
 /// through the adapter's variables. The prompt is run once at batch 1 and its keys/values are
@@ -232,8 +252,70 @@ pub struct GrpoBatch<'a> {
     pub old_logprobs: &'a Tensor,
     /// Reference log-probs `(G, L)`; required when beta > 0.
     pub ref_logprobs: Option<&'a Tensor>,
-    pub advantages: &'a [f64],
+    pub advantages: Advantages<'a>,
     pub mask: &'a Tensor,
+}
+
+/// The advantages of a micro-batch: one per sequence (GRPO: every token of a completion gets
+/// its completion's), or one per token (segments of a completion with their own advantages, as
+/// StepTool's turns and IH-GRPO's plan and call segments have).
+#[derive(Debug, Clone, Copy)]
+pub enum Advantages<'a> {
+    /// `G` values.
+    PerSequence(&'a [f64]),
+    /// A `(G, L)` tensor; padding positions are masked anyway.
+    PerToken(&'a Tensor),
+}
+
+impl<'a> From<&'a [f64]> for Advantages<'a> {
+    fn from(v: &'a [f64]) -> Self {
+        Advantages::PerSequence(v)
+    }
+}
+
+impl<'a> From<&'a Vec<f64>> for Advantages<'a> {
+    fn from(v: &'a Vec<f64>) -> Self {
+        Advantages::PerSequence(v.as_slice())
+    }
+}
+
+/// One completion's advantage: the same for all its tokens, or one per token (a completion
+/// made of segments with advantages of their own).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeqAdvantage {
+    Uniform(f64),
+    PerToken(Vec<f64>),
+}
+
+impl SeqAdvantage {
+    /// Whether it carries no policy gradient.
+    pub fn is_zero(&self) -> bool {
+        match self {
+            SeqAdvantage::Uniform(a) => *a == 0.0,
+            SeqAdvantage::PerToken(v) => v.iter().all(|a| *a == 0.0),
+        }
+    }
+    /// The advantage of token `j` (0 past the end).
+    pub fn at(&self, j: usize) -> f64 {
+        match self {
+            SeqAdvantage::Uniform(a) => *a,
+            SeqAdvantage::PerToken(v) => v.get(j).copied().unwrap_or(0.0),
+        }
+    }
+    /// The mean over `len` tokens (what a trace shows as the completion's advantage).
+    pub fn mean(&self, len: usize) -> f64 {
+        match self {
+            SeqAdvantage::Uniform(a) => *a,
+            SeqAdvantage::PerToken(v) => {
+                let n = len.min(v.len());
+                if n == 0 {
+                    0.0
+                } else {
+                    v[..n].iter().sum::<f64>() / n as f64
+                }
+            }
+        }
+    }
 }
 
 /// Loss value (with graph) and statistics of one micro-batch.
@@ -249,19 +331,28 @@ pub struct GrpoLoss {
 /// micro-batch losses add up to the full-batch loss: the total token count for token-mean, the
 /// total sequence count for sequence-mean.
 pub fn grpo_loss(cfg: &GrpoConfig, b: &GrpoBatch, norm: f64) -> Result<GrpoLoss> {
-    let (g, _) = b.logprobs.dims2()?;
-    if b.advantages.len() != g {
-        return Err(EngineError::Invalid(
-            "advantages do not match the batch".into(),
-        ));
-    }
+    let (g, l) = b.logprobs.dims2()?;
     let dev = b.logprobs.device();
-    let adv = Tensor::from_vec(
-        b.advantages.iter().map(|&a| a as f32).collect::<Vec<_>>(),
-        (g, 1),
-        dev,
-    )?
-    .to_dtype(b.logprobs.dtype())?;
+    let adv = match b.advantages {
+        Advantages::PerSequence(a) => {
+            if a.len() != g {
+                return Err(EngineError::Invalid(
+                    "advantages do not match the batch".into(),
+                ));
+            }
+            Tensor::from_vec(a.iter().map(|&a| a as f32).collect::<Vec<_>>(), (g, 1), dev)?
+                .to_dtype(b.logprobs.dtype())?
+        }
+        Advantages::PerToken(t) => {
+            if t.dims2()? != (g, l) {
+                return Err(EngineError::Invalid(format!(
+                    "per-token advantages {:?} do not match the batch ({g}, {l})",
+                    t.dims()
+                )));
+            }
+            t.to_dtype(b.logprobs.dtype())?.detach()
+        }
+    };
     // Differences are masked before exp so padding can never produce inf * 0.
     let ratio = ((b.logprobs - b.old_logprobs)? * b.mask)?.exp()?;
     let clipped = ratio.clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high)?;

@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use cahl_engine::grpo::{
-    completion_logprobs, group_advantages, grpo_loss, GrpoBatch, GrpoConfig, LossAgg,
+    completion_logprobs, group_advantages, grpo_loss, Advantages, GrpoBatch, GrpoConfig, LossAgg,
 };
 use cahl_engine::model::{LoraAdapter, LoraConfig, Model, ModelConfig};
 use cahl_engine::optim::GradAccum;
@@ -558,7 +558,7 @@ fn grpo_loss_matches_hand_computed() {
             logprobs: var.as_tensor(),
             old_logprobs: &o,
             ref_logprobs: Some(&r),
-            advantages: &adv,
+            advantages: Advantages::PerSequence(&adv),
             mask: &m,
         };
         let out = grpo_loss(&cfg, &b, norm).unwrap();
@@ -573,6 +573,68 @@ fn grpo_loss_matches_hand_computed() {
         assert_eq!(gv[1][2], 0.0);
     }
     assert!(clipped >= 1.0, "the case must exercise clipping");
+}
+
+/// Per-token advantages: a `(G, L)` tensor whose rows are constant gives exactly the loss of
+/// per-sequence advantages, and a token's gradient follows its own advantage (a token with a
+/// negative advantage in a sequence whose others are positive is pushed down).
+#[test]
+fn per_token_advantages_reduce_to_per_sequence_and_act_per_token() {
+    let dev = Device::Cpu;
+    let new = [[-1.0f64, -0.5, -2.0], [-0.2, -1.5, -9.0]];
+    let old = [[-1.0f64, -0.5, -2.0], [-0.2, -1.5, -9.0]];
+    let mask = [[1.0f64, 1.0, 1.0], [1.0, 1.0, 0.0]];
+    let t = |x: &[[f64; 3]; 2]| Tensor::new(x, &dev).unwrap();
+    let cfg = GrpoConfig {
+        beta: 0.0,
+        ..Default::default()
+    };
+    let (o, m) = (t(&old), t(&mask));
+    let loss = |adv: Advantages| {
+        let var = Var::from_tensor(&t(&new)).unwrap();
+        let b = GrpoBatch {
+            logprobs: var.as_tensor(),
+            old_logprobs: &o,
+            ref_logprobs: None,
+            advantages: adv,
+            mask: &m,
+        };
+        let out = grpo_loss(&cfg, &b, 5.0).unwrap();
+        let g = out.loss.backward().unwrap();
+        let gv = g.get(var.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
+        (out.loss.to_scalar::<f64>().unwrap(), gv)
+    };
+    let seq = [1.5f64, -0.5];
+    let rows = t(&[[1.5, 1.5, 1.5], [-0.5, -0.5, -0.5]]);
+    let (l1, g1) = loss(Advantages::PerSequence(&seq));
+    let (l2, g2) = loss(Advantages::PerToken(&rows));
+    assert!((l1 - l2).abs() < 1e-12, "{l1} vs {l2}");
+    assert_eq!(g1, g2);
+    // At ratio 1 the token-mean loss is -sum(A * ratio) / 5, so d loss / d logp = -A / 5 on
+    // real tokens and 0 on padding.
+    let mixed = t(&[[2.0, -1.0, 0.0], [0.5, -3.0, 7.0]]);
+    let (l3, g3) = loss(Advantages::PerToken(&mixed));
+    assert!(
+        (l3 - (-(2.0 - 1.0 + 0.0 + 0.5 - 3.0) / 5.0)).abs() < 1e-12,
+        "{l3}"
+    );
+    let want = [[-0.4, 0.2, 0.0], [-0.1, 0.6, 0.0]];
+    for i in 0..2 {
+        for j in 0..3 {
+            assert!((g3[i][j] - want[i][j]).abs() < 1e-12, "{g3:?}");
+        }
+    }
+    // A shape that does not match the batch is refused.
+    let wrong = Tensor::new(&[[1.0f64, 2.0]], &dev).unwrap();
+    let var = Var::from_tensor(&t(&new)).unwrap();
+    let b = GrpoBatch {
+        logprobs: var.as_tensor(),
+        old_logprobs: &o,
+        ref_logprobs: None,
+        advantages: Advantages::PerToken(&wrong),
+        mask: &m,
+    };
+    assert!(grpo_loss(&cfg, &b, 5.0).is_err());
 }
 
 /// An adapter holding a NaN is refused, naming the tensor, and nothing is written.
@@ -730,7 +792,7 @@ fn grpo_loop_raises_a_verifiable_reward() {
             logprobs: &lp,
             old_logprobs: &old,
             ref_logprobs: Some(&reference),
-            advantages: &adv,
+            advantages: Advantages::PerSequence(&adv),
             mask: &mask,
         };
         let out = grpo_loss(&gcfg, &batch, 48.0).unwrap();

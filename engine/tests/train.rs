@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use cahl_engine::chat::ChatTemplate;
-use cahl_engine::grpo::group_advantages;
+use cahl_engine::grpo::{group_advantages, SeqAdvantage};
 use cahl_engine::model::{LoraConfig, Model, ModelConfig};
 use cahl_engine::sampling::sample_group;
 use cahl_engine::tokenizer::Tokenizer;
@@ -182,7 +182,9 @@ fn grpo_update_changes_only_the_active_adapter() {
         completions: comps,
         rewards,
         at: (0, None),
+        advantages: None,
     };
+    let adv = uniform(&adv);
     let before_p = snapshot(&t, "planner");
     let before_e = snapshot(&t, "executor");
     let mut warnings = Vec::new();
@@ -204,9 +206,14 @@ fn grpo_update_changes_only_the_active_adapter() {
     );
 }
 
+/// Sequence-level advantages as the update takes them.
+fn uniform(adv: &[f64]) -> Vec<SeqAdvantage> {
+    adv.iter().map(|&a| SeqAdvantage::Uniform(a)).collect()
+}
+
 /// Three executor groups of 4 sampled completions with fixed rewards (prompts of the built-in
 /// world).
-fn executor_groups(t: &Trainer, cfg: &TrainConfig) -> Vec<(Group, Vec<f64>)> {
+fn executor_groups(t: &Trainer, cfg: &TrainConfig) -> Vec<(Group, Vec<SeqAdvantage>)> {
     let world = BuiltinWorld::new();
     let mut groups = Vec::new();
     for (k, user) in ["log in as bob", "add 3 and 4", "record weight 70"]
@@ -239,8 +246,9 @@ fn executor_groups(t: &Trainer, cfg: &TrainConfig) -> Vec<(Group, Vec<f64>)> {
                 completions: comps,
                 rewards,
                 at: (0, None),
+                advantages: None,
             },
-            adv,
+            uniform(&adv),
         ));
     }
     groups
@@ -288,7 +296,7 @@ fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
     let mut score = 0.0;
     for ((b, a), (_, adv)) in before.iter().zip(&after).zip(&groups) {
         for i in 0..adv.len() {
-            score += adv[i] * (a[i] - b[i]);
+            score += adv[i].at(0) * (a[i] - b[i]);
         }
     }
     assert!(
@@ -488,8 +496,11 @@ fn every_mode_runs_a_step() {
         Mode::Separate,
         Mode::FrozenPlanner,
         Mode::FrozenExecutor,
+        Mode::StepTool,
+        Mode::IhGrpo,
     ] {
         let mut cfg = small_config();
+        cfg.ih_grpo.max_tokens = 16;
         cfg.mode = mode;
         cfg.steps = 1;
         let mut t = trainer(&cfg);
@@ -528,12 +539,39 @@ fn every_mode_runs_a_step() {
                     tr.plans.iter().map(|p| p.reward.total).sum::<f64>() / tr.plans.len() as f64;
                 assert!((res.metrics.planner_reward - mean).abs() < 1e-12);
             }
+            Mode::StepTool => {
+                // G whole trajectories, each turn with its reward, return and advantage.
+                assert!(res.metrics.planner_reward.is_nan());
+                assert_eq!(tr.plans.len(), cfg.rollout.samples_per_step);
+                for p in &tr.plans {
+                    assert!(!p.steps.is_empty());
+                    for st in &p.steps {
+                        assert_eq!(st.samples.len(), 1);
+                        let smp = &st.samples[0];
+                        assert!(smp.step_return.is_some_and(f64::is_finite));
+                        assert!(smp.advantage.is_some_and(f64::is_finite));
+                        assert!(smp.reward.components.contains_key("invocation"));
+                    }
+                    // The last turn carries the terminal reward.
+                    let last = &p.steps.last().unwrap().samples[0];
+                    assert!(last.reward.components.contains_key("solved"));
+                }
+            }
+            Mode::IhGrpo => {
+                // One completion per sample with its planner reward and plan advantage.
+                assert!(res.metrics.planner_reward.is_finite());
+                assert_eq!(tr.plans.len(), cfg.rollout.samples_per_step);
+                assert!(tr
+                    .plans
+                    .iter()
+                    .all(|p| p.advantage.is_some() && !p.raw_text.is_empty()));
+            }
             _ => {}
         }
         let (after_p, after_e) = (snapshot(&t, "planner"), snapshot(&t, "executor"));
         assert_eq!(
             before_p != after_p,
-            mode.trains_planner() && mode != Mode::Flat,
+            mode.trains_planner(),
             "{mode:?}: planner update"
         );
         if !mode.trains_executor() {
@@ -897,4 +935,82 @@ fn every_execution_step_gets_its_advantages() {
         );
     }
     assert!(plan0.success_rate.is_finite());
+}
+
+/// An update with per-token advantages (IH-GRPO's segments, StepTool's turns) moves each
+/// token's log-probability in the direction of its own advantage: within one completion the
+/// first half is pushed up and the second half down (and the reverse in the next completion).
+#[test]
+fn a_per_token_update_raises_the_log_probs_of_positively_advantaged_segments() {
+    use cahl_engine::grpo::completion_logprobs;
+    let mut cfg = small_config();
+    cfg.grpo.beta = 0.0;
+    cfg.optim.executor.lr = 2e-3;
+    let mut t = trainer(&cfg);
+    let groups: Vec<(Group, Vec<SeqAdvantage>)> = executor_groups(&t, &cfg)
+        .into_iter()
+        .map(|(g, _)| {
+            let adv = g
+                .completions
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let n = c.tokens.len();
+                    let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+                    SeqAdvantage::PerToken(
+                        (0..n)
+                            .map(|j| if 2 * j < n { sign } else { -sign })
+                            .collect(),
+                    )
+                })
+                .collect();
+            (g, adv)
+        })
+        .collect();
+    let token_logp = |t: &Trainer| -> Vec<Vec<Vec<f64>>> {
+        groups
+            .iter()
+            .map(|(g, _)| {
+                let refs: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
+                let (lp, _) = completion_logprobs(
+                    &t.agent.model,
+                    Some("executor"),
+                    &g.prompt,
+                    &refs,
+                    1.0,
+                    false,
+                )
+                .unwrap();
+                lp.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
+            })
+            .collect()
+    };
+    let before = token_logp(&t);
+    let mut warnings = Vec::new();
+    t.update(Policy::Executor, &groups, 1.0, &mut warnings)
+        .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let after = token_logp(&t);
+    let (mut score, mut moved) = (0.0, 0);
+    for ((b, a), (g, adv)) in before.iter().zip(&after).zip(&groups) {
+        for (i, c) in g.completions.iter().enumerate() {
+            for j in 0..c.tokens.len() {
+                let d = a[i][j] - b[i][j];
+                score += adv[i].at(j) * d;
+                moved += (adv[i].at(j) * d > 0.0) as usize;
+            }
+        }
+    }
+    let total: usize = groups
+        .iter()
+        .flat_map(|(g, _)| g.completions.iter().map(|c| c.tokens.len()))
+        .sum();
+    assert!(
+        score > 0.0,
+        "advantage-weighted token log-prob change {score}"
+    );
+    assert!(
+        moved * 2 > total,
+        "most tokens ({moved} of {total}) move the way their own advantage says"
+    );
 }

@@ -289,6 +289,10 @@ pub struct ExecSample {
     /// GRPO advantage within the executor group (`None` if not computed).
     #[serde(with = "opt_float")]
     pub advantage: Option<f64>,
+    /// `steptool`: the discounted return from this step, `R_t = sum gamma^(k-t) r_k`, whose
+    /// normalisation per step index is `advantage` (absent in other modes).
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
+    pub step_return: Option<f64>,
     /// Number of generated tokens.
     pub tokens: usize,
 }

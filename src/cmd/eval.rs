@@ -33,8 +33,9 @@ pub struct EvalArgs {
     /// A checkpoint directory with planner/ and executor/ PEFT adapters (instead of --session).
     #[arg(long, conflicts_with = "session")]
     pub checkpoint: Option<PathBuf>,
-    /// hierarchical (planner then executor) or flat (executor alone). Default: flat for a
-    /// session trained in flat mode, else hierarchical.
+    /// hierarchical (planner then executor), flat (executor alone, turn by turn) or ih-grpo
+    /// (plan and every call in one completion, run afterwards). Default: the session's agent
+    /// (flat for flat and steptool sessions, ih-grpo for ih-grpo, else hierarchical).
     #[arg(long)]
     pub mode: Option<String>,
     /// builtin: number of generated test tasks (default 100); benchmarks: at most N items per
@@ -109,7 +110,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let mode = match (&args.mode, &info) {
         (Some(m), _) => EvalMode::parse(m)?,
-        (None, Some(i)) if i.mode == "flat" => EvalMode::Flat,
+        // `steptool` trains the flat agent.
+        (None, Some(i)) if i.mode == "flat" || i.mode == "steptool" => EvalMode::Flat,
+        (None, Some(i)) if i.mode == "ih-grpo" => EvalMode::IhGrpo,
         _ => EvalMode::Hierarchical,
     };
     let (checkpoint, step) = match (&args.session, &args.checkpoint) {

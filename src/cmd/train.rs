@@ -28,7 +28,8 @@ pub struct TrainArgs {
     /// Data path for benchmark worlds.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// cahl (joint, default), frozen-planner, frozen-executor, separate, flat.
+    /// cahl (joint, default), frozen-planner, frozen-executor, separate, flat, steptool
+    /// (StepTool: step-grained rewards and returns), ih-grpo (plan and calls in one completion).
     #[arg(long)]
     pub mode: Option<String>,
     #[arg(long)]
@@ -136,7 +137,8 @@ pub fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
     }
     if let Some(m) = &args.mode {
         cfg.mode = Mode::parse(m).with_context(|| {
-            format!("unknown --mode {m:?} (cahl, frozen-planner, frozen-executor, separate, flat)")
+            let all: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown --mode {m:?} ({})", all.join(", "))
         })?;
     }
     if let Some(s) = args.steps {

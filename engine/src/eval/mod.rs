@@ -69,6 +69,9 @@ pub type Result<T> = std::result::Result<T, EvalError>;
 pub enum EvalMode {
     Hierarchical,
     Flat,
+    /// `ih-grpo`'s agent: the plan and every call in one completion, run afterwards.
+    #[serde(rename = "ih-grpo")]
+    IhGrpo,
 }
 
 impl EvalMode {
@@ -76,8 +79,9 @@ impl EvalMode {
         match s {
             "hierarchical" => Ok(EvalMode::Hierarchical),
             "flat" => Ok(EvalMode::Flat),
+            "ih-grpo" => Ok(EvalMode::IhGrpo),
             _ => Err(EvalError::Input(format!(
-                "unknown --mode {s:?} (expected hierarchical or flat)"
+                "unknown --mode {s:?} (expected hierarchical, flat or ih-grpo)"
             ))),
         }
     }
@@ -85,6 +89,7 @@ impl EvalMode {
         match self {
             EvalMode::Hierarchical => "hierarchical",
             EvalMode::Flat => "flat",
+            EvalMode::IhGrpo => "ih-grpo",
         }
     }
 }
@@ -128,6 +133,7 @@ impl EvalOptions {
             mode: match self.mode {
                 EvalMode::Hierarchical => Mode::Cahl,
                 EvalMode::Flat => Mode::Flat,
+                EvalMode::IhGrpo => Mode::IhGrpo,
             },
             ..Default::default()
         };
@@ -233,10 +239,10 @@ fn run_episode(
     let r = rollout_task_with(agent, world, task, cfg, seed, 0, prefixes)?;
     let latency_s = t0.elapsed().as_secs_f64();
     let mut record = r.record;
-    record.mode = if cfg.mode == Mode::Flat {
-        "eval-flat".into()
-    } else {
-        "eval-hierarchical".into()
+    record.mode = match cfg.mode {
+        Mode::Flat => "eval-flat".into(),
+        Mode::IhGrpo => "eval-ih-grpo".into(),
+        _ => "eval-hierarchical".into(),
     };
     let tools = if task.tools.is_empty() {
         world.tools()
@@ -377,7 +383,7 @@ pub fn run_eval(
         })?;
         let item = match ep {
             Ok(ep) => {
-                let taxonomy = (!correct && opts.mode == EvalMode::Hierarchical)
+                let taxonomy = (!correct && opts.mode != EvalMode::Flat)
                     .then(|| label_episode(t, &ep.record, &ep.step_calls));
                 ItemRecord {
                     result: ItemResult {

@@ -24,10 +24,14 @@
 //!     dynamic programming) sum of call similarities between executed and gold calls divided
 //!     by max(#executed, #gold).
 //! * Flat baseline ([`toolrl_reward`]): ToolRL's format {0, 1} plus correctness in [−3, 3].
+//! * StepTool ([`steptool_step_reward`]): per turn alpha·invocation + beta·contribution, plus
+//!   terminal·solved on the last turn; discounted returns normalised per step index.
 pub mod align;
+pub mod steptool;
 mod toolrl;
 
 pub use align::{align_plan, PlanAlignment};
+pub use steptool::{steptool_step_reward, StepToolConfig};
 pub use toolrl::{toolrl_reward, ToolRlGold};
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +169,7 @@ pub struct RewardConfig {
     pub executor: ExecutorWeights,
     pub planner: PlannerWeights,
     pub toolrl: ToolRlConfig,
+    pub steptool: StepToolConfig,
 }
 
 // ---------------------------------------------------------------------------------------------

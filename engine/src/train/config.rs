@@ -27,6 +27,15 @@ pub enum Mode {
     Separate,
     /// One adapter calls tools directly with ToolRL's reward (no planner).
     Flat,
+    /// StepTool (Yu et al. 2024): one adapter (the executor's) calls tools turn by turn; G
+    /// whole trajectories per task; step-grained rewards and per-step returns normalised per
+    /// step index, each turn's tokens carrying their step's advantage.
+    StepTool,
+    /// IH-GRPO-style implicit hierarchy: one adapter (the executor's) writes its plan and all
+    /// its calls in one completion, run after generation (delayed execution, references to
+    /// earlier results resolved); the plan's tokens get the plan-level advantage, each call's
+    /// tokens its sub-task's (`[ih_grpo]`).
+    IhGrpo,
 }
 
 impl Mode {
@@ -37,6 +46,8 @@ impl Mode {
             "frozen-executor" => Mode::FrozenExecutor,
             "separate" => Mode::Separate,
             "flat" => Mode::Flat,
+            "steptool" => Mode::StepTool,
+            "ih-grpo" => Mode::IhGrpo,
             _ => return None,
         })
     }
@@ -47,10 +58,31 @@ impl Mode {
             Mode::FrozenExecutor => "frozen-executor",
             Mode::Separate => "separate",
             Mode::Flat => "flat",
+            Mode::StepTool => "steptool",
+            Mode::IhGrpo => "ih-grpo",
         }
     }
+    /// Every mode's name, as `--mode` takes it.
+    pub const ALL: [Mode; 7] = [
+        Mode::Cahl,
+        Mode::FrozenPlanner,
+        Mode::FrozenExecutor,
+        Mode::Separate,
+        Mode::Flat,
+        Mode::StepTool,
+        Mode::IhGrpo,
+    ];
     pub fn trains_planner(self) -> bool {
         matches!(self, Mode::Cahl | Mode::FrozenExecutor | Mode::Separate)
+    }
+    /// One adapter (the executor's) plays every role: `flat`, `steptool`, `ih-grpo`.
+    pub fn single_policy(self) -> bool {
+        matches!(self, Mode::Flat | Mode::StepTool | Mode::IhGrpo)
+    }
+    /// Whether the mode writes plans (the planner adapter's or, in `ih-grpo`, inside the one
+    /// completion), so that planner rewards and failure sides exist.
+    pub fn has_plans(self) -> bool {
+        !matches!(self, Mode::Flat | Mode::StepTool)
     }
     pub fn trains_executor(self) -> bool {
         !matches!(self, Mode::FrozenExecutor)
@@ -141,7 +173,31 @@ pub struct TrainConfig {
     pub optim: PerPolicy<AdamWConfig>,
     pub grpo: GrpoConfig,
     pub rewards: RewardConfig,
+    pub ih_grpo: IhGrpoSection,
     pub eval: EvalSection,
+}
+
+/// `--mode ih-grpo`: one completion holds the plan and every call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IhGrpoSection {
+    /// Tokens of the one completion (plan and calls); sampling otherwise follows
+    /// `[rollout.executor]`.
+    pub max_tokens: usize,
+    pub advantage: IhAdvantage,
+}
+
+/// How `ih-grpo` assigns advantages to a completion's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IhAdvantage {
+    /// Plan tokens: the group advantage of the planner reward (computed from the executed
+    /// calls); each call's tokens: the advantage of its sub-task's executor reward, normalised
+    /// per sub-task index across the group.
+    Segments,
+    /// Every token: the group advantage of task success (what the published IH-GRPO code
+    /// optimises, without its hierarchy correction term).
+    Outcome,
 }
 
 /// Held-out evaluation during training (greedy, one plan, one executor sample per sub-task).
@@ -306,6 +362,20 @@ impl TrainConfig {
                 self.rollout.executions_per_plan,
                 "1 to 16",
             );
+        }
+        if self.ih_grpo.max_tokens == 0 {
+            return bad("ih_grpo.max_tokens", 0, "at least 1");
+        }
+        let st = &self.rewards.steptool;
+        for (k, v) in [
+            ("alpha", st.alpha),
+            ("beta", st.beta),
+            ("terminal", st.terminal),
+        ] {
+            non_neg(&format!("rewards.steptool.{k}"), v)?;
+        }
+        if !(0.0..=1.0).contains(&st.gamma) {
+            return bad("rewards.steptool.gamma", st.gamma, "in [0, 1]");
         }
         if self.rollout.max_subtasks == 0 {
             return bad("rollout.max_subtasks", 0, "at least 1");

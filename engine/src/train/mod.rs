@@ -8,9 +8,11 @@
 pub mod config;
 pub mod driver;
 pub mod health;
+pub mod ih_grpo;
 pub mod prompts;
 pub mod quick_eval;
 pub mod rollout;
+pub mod steptool;
 pub mod trainer;
 mod update;
 

@@ -104,3 +104,20 @@ pub fn flat_system(tools: &[ToolSchema]) -> String {
 pub fn flat_user(request: &str, history: &[HistoryItem]) -> String {
     format!("Task: {request}\n{}Next step:", history_text(history))
 }
+
+/// `ih-grpo`: the plan and every call in one answer, run after it is written.
+pub fn ih_system(tools: &[ToolSchema]) -> String {
+    format!(
+        "You are a tool-using assistant. Plan the user's request, then write every call at once: the calls run only \
+         after your answer, in order, with the tools:\n{}\
+         Answer with <think>...</think>, then <plan> with numbered sub-tasks, one per line, then </plan>, then one \
+         <tool_call> block with one JSON object {{\"name\": ..., \"parameters\": {{...}}}} per line, one per sub-task in \
+         plan order, and </tool_call>. A value returned by an earlier call is written \"$k.field\" (k counts the calls \
+         from 1), e.g. \"$1.token\".",
+        compact_tools(tools)
+    )
+}
+
+pub fn ih_user(request: &str) -> String {
+    format!("Task: {request}")
+}

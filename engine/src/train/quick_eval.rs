@@ -59,9 +59,14 @@ pub fn quick_eval_on(
     // The modes differ in what they train, not in the agent: every hierarchical mode is
     // evaluated as the planner-then-executor agent (`separate` trains its executor on gold
     // sub-tasks, but its held-out tasks are run on its planner's plans).
-    if c.mode != crate::train::Mode::Flat {
-        c.mode = crate::train::Mode::Cahl;
-    }
+    // `steptool` trains the flat agent; `ih-grpo` is evaluated with its own one-completion
+    // protocol.
+    use crate::train::Mode;
+    c.mode = match c.mode {
+        Mode::Flat | Mode::StepTool => Mode::Flat,
+        Mode::IhGrpo => Mode::IhGrpo,
+        _ => Mode::Cahl,
+    };
     c.rollout.planner.greedy = true;
     c.rollout.executor.greedy = true;
     c.rollout.plans_per_task = 1;

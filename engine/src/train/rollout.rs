@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::agent::Agent;
 use crate::error::Result;
 use crate::eval::taxonomy::{classify, EpisodeView, Misalignment, Side};
+use crate::grpo::SeqAdvantage;
 use crate::model::Prefix;
 use crate::parse::{call_record, parse_executor, parse_planner, ToolCall, ToolSchema};
 use crate::rewards::align::{gold_turns, mark_made, step_gold, turn_gold};
@@ -55,7 +56,8 @@ pub fn shared_prompt_ids(
 ) -> Result<Vec<u32>> {
     let system = match (policy, mode) {
         (Policy::Planner, _) => prompts::planner_system(tools),
-        (Policy::Executor, Mode::Flat) => prompts::flat_system(tools),
+        (Policy::Executor, Mode::Flat | Mode::StepTool) => prompts::flat_system(tools),
+        (Policy::Executor, Mode::IhGrpo) => prompts::ih_system(tools),
         (Policy::Executor, _) => prompts::executor_system(tools),
     };
     agent.prompt_ids(&system, "")
@@ -78,7 +80,7 @@ impl Prefixes {
             )?))
         };
         Ok(Prefixes {
-            planner: if mode == Mode::Flat {
+            planner: if mode.single_policy() {
                 None
             } else {
                 build(Policy::Planner)?
@@ -98,6 +100,10 @@ pub struct Group {
     /// Where the group's advantages go in the trace: (plan index, step index) for executor
     /// groups, plan indices for the planner group.
     pub at: (usize, Option<usize>),
+    /// Advantages the rollout computed itself (StepTool's per-step returns, IH-GRPO's
+    /// segments), already written into the trace; `None`: the trainer normalises `rewards`
+    /// within the group.
+    pub advantages: Option<Vec<SeqAdvantage>>,
 }
 
 /// Everything one task's rollout produced.
@@ -158,7 +164,7 @@ pub fn episode_success(task: &Task, executed: &[ToolCall], final_state: Option<&
     calls_ok && state_ok
 }
 
-fn tools_of(world: &dyn World, task: &Task) -> Vec<ToolSchema> {
+pub(super) fn tools_of(world: &dyn World, task: &Task) -> Vec<ToolSchema> {
     if task.tools.is_empty() {
         world.tools()
     } else {
@@ -166,7 +172,7 @@ fn tools_of(world: &dyn World, task: &Task) -> Vec<ToolSchema> {
     }
 }
 
-fn params_with_seed(p: &SamplingParams, seed: u64) -> SamplingParams {
+pub(super) fn params_with_seed(p: &SamplingParams, seed: u64) -> SamplingParams {
     SamplingParams { seed, ..p.clone() }
 }
 
@@ -245,6 +251,7 @@ fn executor_step(
             observation: None,
             reward: to_record_breakdown(&rb),
             advantage: None,
+            step_return: None,
             tokens: c.tokens.len(),
         });
         parsed.push((out, rb));
@@ -273,6 +280,7 @@ fn executor_step(
             completions: comps,
             rewards,
             at: (0, Some(subtask.0)),
+            advantages: None,
         },
         executed: calls,
         response: out.response.clone(),
@@ -284,7 +292,7 @@ fn executor_step(
 /// A world whose agent carries out at most N calls per step ([`World::calls_per_step`])
 /// refuses the rest: they get an error observation and are not run. Returns the calls run and
 /// every observation.
-fn run_calls(
+pub(super) fn run_calls(
     world: &mut dyn World,
     mut calls: Vec<ToolCall>,
     history: &mut Vec<HistoryItem>,
@@ -347,7 +355,7 @@ fn absorb_step(
 }
 
 /// The misalignment label and side of a failed plan (see [`crate::eval::taxonomy`]).
-fn failure_of(
+pub(super) fn failure_of(
     task: &Task,
     parsed: bool,
     subtasks: &[String],
@@ -502,8 +510,15 @@ pub fn rollout_task_with(
     step: u64,
     prefixes: &Prefixes,
 ) -> Result<TaskRollout> {
-    if cfg.mode == Mode::Flat {
-        return rollout_flat(agent, world, task, cfg, seed, step, prefixes);
+    match cfg.mode {
+        Mode::Flat => return rollout_flat(agent, world, task, cfg, seed, step, prefixes),
+        Mode::StepTool => {
+            return super::steptool::rollout_steptool(agent, world, task, cfg, seed, step, prefixes)
+        }
+        Mode::IhGrpo => {
+            return super::ih_grpo::rollout_ih_grpo(agent, world, task, cfg, seed, step, prefixes)
+        }
+        _ => {}
     }
     world.reset(task)?;
     let tools = tools_of(world, task);
@@ -668,6 +683,7 @@ pub fn rollout_task_with(
         completions: plans,
         rewards: plan_rewards.clone(),
         at: (0, None),
+        advantages: None,
     });
     let n_plans = plan_records.len().max(1) as f64;
     let record = TrajectoryRecord {
@@ -700,7 +716,7 @@ pub struct SideCounts {
 }
 
 impl SideCounts {
-    fn count(&mut self, side: Option<&str>) {
+    pub(super) fn count(&mut self, side: Option<&str>) {
         self.executions += 1;
         match side {
             Some("planner") => self.planner += 1,
@@ -710,7 +726,7 @@ impl SideCounts {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub(super) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
     } else {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::error::{EngineError, Result};
-use crate::grpo::group_advantages;
+use crate::grpo::{group_advantages, SeqAdvantage};
 use crate::lanes::Lanes;
 use crate::model::{Model, Prefix};
 use crate::optim::AdamW;
@@ -41,9 +41,14 @@ struct TrainerState {
     seed: u64,
 }
 
+/// Sequence-level advantages (one per completion).
+fn uniform(adv: &[f64]) -> Vec<SeqAdvantage> {
+    adv.iter().map(|&a| SeqAdvantage::Uniform(a)).collect()
+}
+
 /// `n` of `tasks` as a rate; NaN in `flat` mode (no plans) or without tasks.
 fn side_rate(n: usize, tasks: usize, mode: Mode) -> f64 {
-    if mode == Mode::Flat || tasks == 0 {
+    if !mode.has_plans() || tasks == 0 {
         f64::NAN
     } else {
         n as f64 / tasks as f64
@@ -260,6 +265,15 @@ impl Trainer {
         let mut executor_groups = Vec::new();
         for r in rollouts.iter_mut() {
             for g in &r.groups {
+                if let Some(adv) = &g.advantages {
+                    // Computed by the rollout (and written into its trace) already.
+                    let dest = match g.policy {
+                        Policy::Planner => &mut planner_groups,
+                        Policy::Executor => &mut executor_groups,
+                    };
+                    dest.push((g.clone(), adv.clone()));
+                    continue;
+                }
                 let adv = group_advantages(&g.rewards, scale);
                 match g.policy {
                     Policy::Planner => {
@@ -268,7 +282,7 @@ impl Trainer {
                                 p.advantage = Some(*a);
                             }
                         }
-                        planner_groups.push((g.clone(), adv));
+                        planner_groups.push((g.clone(), uniform(&adv)));
                     }
                     Policy::Executor => {
                         let (pi, si) = g.at;
@@ -284,14 +298,14 @@ impl Trainer {
                                 }
                             }
                         }
-                        executor_groups.push((g.clone(), adv));
+                        executor_groups.push((g.clone(), uniform(&adv)));
                     }
                 }
             }
         }
         let mode = self.cfg.mode;
         crate::memory::log_memory(s, "after rollouts");
-        let planner_stats = if mode.trains_planner() && mode != Mode::Flat {
+        let planner_stats = if mode.trains_planner() {
             let temp = self.cfg.rollout.planner.temperature;
             self.update_iterations(Policy::Planner, &planner_groups, temp, &mut warnings)?
         } else {
@@ -368,7 +382,7 @@ impl Trainer {
             sides.planner += r.sides.planner;
             sides.executor += r.sides.executor;
             for (pi, p) in r.record.plans.iter().enumerate() {
-                if self.cfg.mode != Mode::Flat {
+                if self.cfg.mode.has_plans() {
                     plan_r.push(p.reward.total);
                 }
                 // In `separate` mode only plan 0 is executed (on the gold sub-tasks).

@@ -6,7 +6,8 @@ use candle_core::{DType, Tensor};
 use crate::agent::Agent;
 use crate::error::Result;
 use crate::grpo::{
-    completion_logprobs_with, grpo_loss, pack_micro_batches, GrpoBatch, GrpoConfig, LossAgg,
+    completion_logprobs_with, grpo_loss, pack_micro_batches, Advantages, GrpoBatch, GrpoConfig,
+    LossAgg, SeqAdvantage,
 };
 use crate::model::prefix::add_leaf_grads;
 use crate::model::Prefix;
@@ -19,7 +20,7 @@ use super::trainer::Trainer;
 struct MicroBatch<'a> {
     group: &'a Group,
     idx: Vec<usize>,
-    advs: Vec<f64>,
+    advs: Vec<SeqAdvantage>,
 }
 
 /// What one micro-batch contributes: its gradients and loss statistics (or a skip).
@@ -98,11 +99,35 @@ fn micro_batch_grads(
         true,
     )?;
     let old = Tensor::from_vec(old, (mb.idx.len(), l), &dev)?.to_dtype(lp.dtype())?;
+    // One advantage per completion unless some completion has segments of its own.
+    let uniform: Option<Vec<f64>> = mb
+        .advs
+        .iter()
+        .map(|a| match a {
+            SeqAdvantage::Uniform(x) => Some(*x),
+            SeqAdvantage::PerToken(_) => None,
+        })
+        .collect();
+    let per_token = match uniform {
+        Some(_) => None,
+        None => {
+            let v: Vec<f32> = mb
+                .advs
+                .iter()
+                .flat_map(|a| (0..l).map(move |j| a.at(j) as f32))
+                .collect();
+            Some(Tensor::from_vec(v, (mb.idx.len(), l), &dev)?)
+        }
+    };
+    let advantages = match &per_token {
+        Some(t) => Advantages::PerToken(t),
+        None => Advantages::PerSequence(uniform.as_deref().unwrap_or(&[])),
+    };
     let batch = GrpoBatch {
         logprobs: &lp,
         old_logprobs: &old,
         ref_logprobs: reference.as_ref(),
-        advantages: &mb.advs,
+        advantages,
         mask: &mask,
     };
     let out = grpo_loss(gcfg, &batch, norm)?;
@@ -137,7 +162,7 @@ impl Trainer {
     pub fn update_iterations(
         &mut self,
         policy: Policy,
-        groups: &[(Group, Vec<f64>)],
+        groups: &[(Group, Vec<SeqAdvantage>)],
         temperature: f64,
         warnings: &mut Vec<String>,
     ) -> Result<PolicyStats> {
@@ -170,7 +195,7 @@ impl Trainer {
     pub fn update(
         &mut self,
         policy: Policy,
-        groups: &[(Group, Vec<f64>)],
+        groups: &[(Group, Vec<SeqAdvantage>)],
         temperature: f64,
         warnings: &mut Vec<String>,
     ) -> Result<PolicyStats> {
@@ -182,10 +207,10 @@ impl Trainer {
         };
         // Groups whose advantages are all zero carry no policy gradient; without a KL term they
         // are skipped entirely.
-        let useful: Vec<&(Group, Vec<f64>)> = groups
+        let useful: Vec<&(Group, Vec<SeqAdvantage>)> = groups
             .iter()
             .filter(|(g, a)| {
-                !g.completions.is_empty() && (gcfg.beta > 0.0 || a.iter().any(|x| *x != 0.0))
+                !g.completions.is_empty() && (gcfg.beta > 0.0 || a.iter().any(|x| !x.is_zero()))
             })
             .collect();
         let norm = match gcfg.loss_agg {
@@ -257,7 +282,7 @@ impl Trainer {
                 most_tokens = most_tokens.max(tail + idx.len() * longest);
                 batches.push(MicroBatch {
                     group: g,
-                    advs: idx.iter().map(|&i| adv[i]).collect(),
+                    advs: idx.iter().map(|&i| adv[i].clone()).collect(),
                     idx,
                 });
             }

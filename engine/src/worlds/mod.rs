@@ -22,6 +22,7 @@
 //! ```
 pub mod builtin;
 pub mod calc;
+pub mod refs;
 pub mod search;
 pub mod static_world;
 

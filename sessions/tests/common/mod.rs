@@ -78,6 +78,7 @@ pub fn trajectory(step: u64, i: usize) -> TrajectoryRecord {
         observation: Some(json!({"temp_c": 21.5, "sky": "clear"})),
         reward: reward(0.5 + k as f64 / 8.0),
         advantage: Some(k as f64 - 1.5),
+        step_return: None,
         tokens: 17 + k,
     };
     let plan = |p: usize| PlanRecord {

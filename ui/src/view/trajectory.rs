@@ -210,7 +210,12 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
             .unwrap_or_default();
         out.push(Line::from(vec![
             Span::styled(
-                format!("plan #{} ", p.index),
+                // Flat and steptool records hold trajectories without a plan.
+                if p.subtasks.is_empty() && p.raw_text.is_empty() {
+                    format!("trajectory #{} ", p.index)
+                } else {
+                    format!("plan #{} ", p.index)
+                },
                 Style::new().bold().fg(Color::Cyan),
             ),
             Span::raw(format!("reward {}{adv} ", fmt_breakdown(&p.reward))),
@@ -247,12 +252,22 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
             ));
             push_multiline(&mut out, "  ", "raw: ", &p.raw_text, Style::new());
         }
-        for (i, st) in p.subtasks.iter().enumerate() {
-            out.push(Line::styled(
-                format!("  {}. {st}", i + 1),
-                Style::new().bold(),
-            ));
+        // The plan's sub-tasks, and steps beyond them (flat and steptool turns, which have no
+        // plan; ih-grpo calls past the last sub-task), under the step's own label.
+        let rows = p.subtasks.len().max(
+            p.steps
+                .iter()
+                .map(|s| s.subtask_index + 1)
+                .max()
+                .unwrap_or(0),
+        );
+        for i in 0..rows {
             let runs: Vec<_> = p.steps.iter().filter(|s| s.subtask_index == i).collect();
+            let label = match p.subtasks.get(i) {
+                Some(st) => format!("  {}. {st}", i + 1),
+                None => format!("  {}", runs.first().map_or("", |s| s.subtask.as_str())),
+            };
+            out.push(Line::styled(label, Style::new().bold()));
             if runs.is_empty() {
                 out.push(Line::styled("     (not executed)", Style::new().dim()));
                 continue;
@@ -274,10 +289,13 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
                 }
                 for (j, smp) in step.samples.iter().enumerate() {
                     let cont = j == step.continued;
-                    let adv = smp
+                    let mut adv = smp
                         .advantage
                         .map(|a| format!(" adv {a:+.2}"))
                         .unwrap_or_default();
+                    if let Some(ret) = smp.step_return {
+                        adv = format!(" return {ret:+.2}{adv}");
+                    }
                     out.push(Line::from(vec![
                         Span::styled(
                             format!("     {} sample {j} ", if cont { "▶" } else { "·" }),

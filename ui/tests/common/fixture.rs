@@ -124,6 +124,7 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
                         &[],
                     ),
                     advantage: Some(0.5),
+                    step_return: None,
                     tokens: 24,
                 };
                 let bad = ExecSample {
@@ -137,6 +138,7 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
                         &["no tool call"],
                     ),
                     advantage: Some(-0.5),
+                    step_return: None,
                     tokens: 7,
                 };
                 StepRecord {
