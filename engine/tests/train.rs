@@ -1014,3 +1014,94 @@ fn a_per_token_update_raises_the_log_probs_of_positively_advantaged_segments() {
         "most tokens ({moved} of {total}) move the way their own advantage says"
     );
 }
+
+/// One update in each of `steptool` and `ih-grpo`, on the groups their own rollouts produce
+/// (steptool: one group per turn, each with its own prompt; ih-grpo: one group of whole
+/// completions with per-token advantages), raises the log-probs of the positively advantaged
+/// segments. A random model earns equal rewards everywhere, so the advantages are set by hand
+/// in each mode's shape: per turn +1 / -1 alternating (steptool), per token +1 in the first
+/// half and -1 in the second (ih-grpo, where the plan comes first and the calls after it).
+#[test]
+fn an_update_in_each_new_mode_raises_its_positively_advantaged_segments() {
+    use cahl_engine::grpo::completion_logprobs;
+    use cahl_engine::train::{rollout_task_with, Mode, Prefixes};
+    for mode in [Mode::StepTool, Mode::IhGrpo] {
+        let mut cfg = small_config();
+        cfg.mode = mode;
+        cfg.grpo.beta = 0.0;
+        cfg.optim.executor.lr = 2e-3;
+        cfg.ih_grpo.max_tokens = 12;
+        cfg.rollout.samples_per_step = 3;
+        let mut t = trainer(&cfg);
+        let task = generate_tasks(Split::Train, 20, 3).unwrap().remove(0);
+        let mut world = BuiltinWorld::new();
+        let r = rollout_task_with(
+            &t.agent,
+            &mut world,
+            &task,
+            &cfg,
+            11,
+            1,
+            &Prefixes::default(),
+        )
+        .unwrap();
+        assert!(r.groups.iter().all(|g| g.advantages.is_some()), "{mode:?}");
+        let groups: Vec<(Group, Vec<SeqAdvantage>)> = r
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(k, g)| {
+                let adv = g
+                    .completions
+                    .iter()
+                    .map(|c| match mode {
+                        Mode::StepTool => {
+                            SeqAdvantage::Uniform(if k % 2 == 0 { 1.0 } else { -1.0 })
+                        }
+                        _ => {
+                            let n = c.tokens.len();
+                            SeqAdvantage::PerToken(
+                                (0..n).map(|j| if 2 * j < n { 1.0 } else { -1.0 }).collect(),
+                            )
+                        }
+                    })
+                    .collect();
+                (g.clone(), adv)
+            })
+            .collect();
+        let token_logp = |t: &Trainer| -> Vec<Vec<Vec<f64>>> {
+            groups
+                .iter()
+                .map(|(g, _)| {
+                    let refs: Vec<&[u32]> =
+                        g.completions.iter().map(|c| c.tokens.as_slice()).collect();
+                    let (lp, _) = completion_logprobs(
+                        &t.agent.model,
+                        Some("executor"),
+                        &g.prompt,
+                        &refs,
+                        1.0,
+                        false,
+                    )
+                    .unwrap();
+                    lp.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
+                })
+                .collect()
+        };
+        let before = token_logp(&t);
+        let mut warnings = Vec::new();
+        t.update(Policy::Executor, &groups, 1.0, &mut warnings)
+            .unwrap();
+        assert!(warnings.is_empty(), "{mode:?}: {warnings:?}");
+        let after = token_logp(&t);
+        let mut score = 0.0;
+        for ((b, a), (g, adv)) in before.iter().zip(&after).zip(&groups) {
+            for (i, c) in g.completions.iter().enumerate() {
+                for j in 0..c.tokens.len() {
+                    score += adv[i].at(j) * (a[i][j] - b[i][j]);
+                }
+            }
+        }
+        assert!(score > 0.0, "{mode:?}: advantage-weighted change {score}");
+    }
+}

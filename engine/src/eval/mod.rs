@@ -39,7 +39,10 @@ pub use taxonomy::{classify, EpisodeView, Label, Misalignment};
 use crate::benchmarks::{category_of, Bench, BenchError, Prediction, ScoreError};
 use crate::error::EngineError;
 use crate::lanes::Lanes;
-use crate::parse::{parse_executor, parse_planner, tool_call, validate_call, ToolCall, ToolSchema};
+use crate::parse::{
+    parse_executor, parse_planner, tool_call, validate_call, CallEntry, ExecutorOutput, ToolCall,
+    ToolSchema,
+};
 use crate::train::{rollout_task_with, Agent, Mode, Prefixes, TrainConfig};
 use crate::worlds::{Task, World, WorldError};
 use cahl_sessions::fsutil::atomic_write;
@@ -104,6 +107,8 @@ pub struct EvalOptions {
     pub max_subtasks: usize,
     pub planner_max_tokens: usize,
     pub executor_max_tokens: usize,
+    /// `ih-grpo`: tokens of the one completion (plan and calls).
+    pub ih_max_tokens: usize,
     /// Episodes run side by side on this many single-threaded lanes (0 = automatic, see
     /// [`crate::lanes::Lanes::auto_count`]); results and per-episode latencies are those of
     /// one thread per episode.
@@ -119,6 +124,7 @@ impl Default for EvalOptions {
             max_subtasks: r.max_subtasks,
             planner_max_tokens: r.planner.max_tokens,
             executor_max_tokens: r.executor.max_tokens,
+            ih_max_tokens: TrainConfig::default().ih_grpo.max_tokens,
             workers: 0,
         }
     }
@@ -146,6 +152,7 @@ impl EvalOptions {
         c.rollout.executor.greedy = true;
         c.rollout.planner.max_tokens = self.planner_max_tokens;
         c.rollout.executor.max_tokens = self.executor_max_tokens;
+        c.ih_grpo.max_tokens = self.ih_max_tokens;
         c
     }
 }
@@ -199,7 +206,21 @@ pub(crate) fn episode_costs(
             let Some(s) = st.samples.get(st.continued) else {
                 continue;
             };
-            let out = parse_executor(&s.raw_text);
+            // An ih-grpo step is one call entry, recorded as it ran (references resolved);
+            // its raw text is the bare call line.
+            let out = if record.mode.ends_with("ih-grpo") {
+                ExecutorOutput {
+                    entries: vec![CallEntry {
+                        block: 0,
+                        line: 1,
+                        call: s.calls.first().map(tool_call),
+                        issues: Vec::new(),
+                    }],
+                    ..Default::default()
+                }
+            } else {
+                parse_executor(&s.raw_text)
+            };
             let mut calls = Vec::new();
             for entry in &out.entries {
                 e.call_attempts += 1;
@@ -434,6 +455,8 @@ pub fn label_episode(
     step_calls: &[Vec<ToolCall>],
 ) -> Label {
     let (parsed, subtasks) = match record.plans.first() {
+        // An ih-grpo completion holds its calls after the plan: its parsed plan is recorded.
+        Some(p) if record.mode.ends_with("ih-grpo") => (!p.subtasks.is_empty(), p.subtasks.clone()),
         Some(p) => {
             let out = parse_planner(&p.raw_text);
             (!p.subtasks.is_empty(), out.subtasks)

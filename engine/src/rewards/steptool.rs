@@ -5,8 +5,8 @@
 //! `r_t = alpha * invocation + beta * contribution`, each in [0, 1]:
 //! - invocation ("SuccCalling"): share of the turn's call entries that parse, pass the tool
 //!   schema and were accepted by the world (an observation that is not an error);
-//! - contribution: share of the turn's calls that matter for the task: a call that matches a
-//!   gold call not matched before (the content alignment of [`super::align::call_matches`]), or
+//! - contribution: share of the turn's calls that matter for the task: an accepted call that
+//!   matches a gold call not matched before (the content alignment of [`super::align::call_matches`]), or
 //!   one whose observation feeds a later call's argument or the final answer.
 //!
 //! The last turn of the trajectory adds `terminal * solved` (the paper's IsSolved, here the
@@ -144,6 +144,10 @@ pub fn steptool_step_reward(
     let mut made = turn.made_before.to_vec();
     let mut useful = 0usize;
     for (call, ok, obs) in turn.ran {
+        // A call the world refused or failed achieved nothing, whatever it says.
+        if !*ok {
+            continue;
+        }
         let gold_hit = gold
             .iter()
             .enumerate()
@@ -152,7 +156,7 @@ pub fn steptool_step_reward(
         if let Some(i) = gold_hit {
             made[i] = true;
             useful += 1;
-        } else if *ok && observation_feeds(obs, later, answer) {
+        } else if observation_feeds(obs, later, answer) {
             useful += 1;
         }
     }
@@ -274,15 +278,17 @@ mod tests {
             Some(1.0),
             "its token feeds the transfer"
         );
-        // Refused by the world: no invocation success.
+        // Refused by the world (as the one-call testbed refuses a second call): neither
+        // invocation success nor contribution, though it is a gold call not made before.
         let refused = vec![(login.clone(), false, json!({"error": "not run"}))];
         let view = TurnView {
             output: &out,
             ran: &refused,
-            made_before: &[true, false],
+            made_before: &[false, false],
         };
         let r = steptool_step_reward(&view, &tools(), &gold, &[], None, Some(true), &cfg);
         assert_eq!(r.component("invocation"), Some(0.0));
+        assert_eq!(r.component("contribution"), Some(0.0));
         assert_eq!(r.component("solved"), Some(1.0));
         assert_eq!(r.total, 1.0);
     }

@@ -2,7 +2,9 @@
 //! `<think>…</think><plan>…</plan><tool_call>…</tool_call>` in one completion: the plan's
 //! numbered sub-tasks, then one call per sub-task in plan order. The calls run only after the
 //! completion is written (delayed execution), in order, each reference to an earlier result
-//! (`"$k.field"`, [`crate::worlds::refs`]) resolved before it runs.
+//! (`"$k.field"`, [`crate::worlds::refs`]) resolved before it runs; at most
+//! `rollout.max_subtasks` of them. The capability-boundary testbed's limit (one call per
+//! sub-task) does not bind here: each call is its own sub-task's by construction.
 //!
 //! Rewards are CAHL's: the plan gets the planner reward (format, parameter level, and the
 //! execution level of what its calls achieved); call `j` gets the executor's step reward
@@ -90,15 +92,18 @@ pub fn parse_ih(text: &str) -> IhParsed {
             lines.push((start, start + l.len()));
             at += line.len() + 1;
         }
+        let base = plan_len + body_start + lead;
         let mut seen = std::collections::HashSet::new();
         let unique = calls
             .entries
             .iter()
             .all(|e| e.block == 0 && seen.insert(e.line));
-        if unique {
+        if calls.entries.len() == 1 {
+            // One entry is the whole block (one line, or one object over several lines).
+            spans[0] = Some((base, base + trimmed.len()));
+        } else if unique {
             for (k, e) in calls.entries.iter().enumerate() {
                 if let Some(&(s, t)) = lines.get(e.line.wrapping_sub(1)) {
-                    let base = plan_len + body_start + lead;
                     spans[k] = Some((base + s, base + t));
                 }
             }
@@ -182,7 +187,15 @@ fn score_completion(
         .filter(|i| i.class() == IssueClass::Format)
         .cloned()
         .collect();
-    for (j, entry) in parsed.calls.entries.iter().enumerate() {
+    // At most `rollout.max_subtasks` calls run (and are rewarded); the tokens of any further
+    // ones carry the plan's advantage.
+    for (j, entry) in parsed
+        .calls
+        .entries
+        .iter()
+        .take(cfg.rollout.max_subtasks)
+        .enumerate()
+    {
         let gold = step_gold(&align, &task.gold_calls, &made, j);
         let mut reasons = Vec::new();
         let (run, obs) = match &entry.call {
@@ -373,7 +386,13 @@ pub fn rollout_ih_grpo(
                     parse_error: entry.issues.first().map(|e| e.message()),
                     observation: Some(obs.clone()),
                     reward: to_record_breakdown(rb),
-                    advantage: Some(calls_a[j]),
+                    // What its tokens trained with: a call without a span of its own (several
+                    // calls in one JSON array) trained with the plan's.
+                    advantage: Some(if s.parsed.spans[j].is_some() {
+                        calls_a[j]
+                    } else {
+                        plan_a
+                    }),
                     step_return: None,
                     tokens: seg_tokens,
                 }],
@@ -539,6 +558,16 @@ mod tests {
             "an unresolvable reference is not run"
         );
         assert!(s.calls[1].2.reasons.iter().any(|r| r.contains("not run")));
+    }
+
+    /// One call written over several lines is one segment: all of its lines.
+    #[test]
+    fn one_call_over_several_lines_is_one_segment() {
+        let text = "<think>x</think>\n<plan>\n1. a\n</plan>\n<tool_call>\n{\"name\": \"f\",\n \"parameters\": {}}\n</tool_call>";
+        let p = parse_ih(text);
+        assert_eq!(p.calls.calls().len(), 1);
+        let (a, b) = p.spans[0].unwrap();
+        assert_eq!(&text[a..b], "{\"name\": \"f\",\n \"parameters\": {}}");
     }
 
     /// Calls written without a plan are still calls: they run, and the missing plan is the

@@ -133,7 +133,16 @@ pub fn detail_line_bound(rec: &TrajectoryRecord) -> usize {
     let text = |s: &str| s.lines().count().max(1);
     let mut n = 6 + text(&rec.task.text) + rec.task.gold_plan.len();
     for p in &rec.plans {
-        n += 4 + text(&p.raw_text) + p.subtasks.len() * 2;
+        // One label (and a "not executed" line) per row: the sub-tasks, or the steps' own
+        // labels past them (flat and steptool turns, ih-grpo calls past the last sub-task).
+        let rows = p.subtasks.len().max(
+            p.steps
+                .iter()
+                .map(|s| s.subtask_index + 1)
+                .max()
+                .unwrap_or(0),
+        );
+        n += 4 + text(&p.raw_text) + rows * 2 + p.steps.len() * 2;
         n += p.final_response.as_deref().map_or(0, text);
         for st in &p.steps {
             for smp in &st.samples {

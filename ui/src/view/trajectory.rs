@@ -366,3 +366,53 @@ pub fn draw_detail(f: &mut Frame, area: Rect, s: &AppState) {
         area,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cahl_sessions::records::{ExecSample, PlanRecord, StepRecord};
+
+    fn text(lines: &[Line<'_>]) -> String {
+        lines
+            .iter()
+            .map(|l| {
+                l.spans
+                    .iter()
+                    .map(|s| s.content.as_ref())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A steptool record: trajectories without a plan, each turn with its return and
+    /// advantage; the turns are listed (they were hidden when a record had no sub-tasks).
+    #[test]
+    fn steptool_turns_show_with_their_returns() {
+        let turn = |t: usize, ret: f64, adv: f64| StepRecord {
+            subtask_index: t,
+            subtask: format!("turn {}", t + 1),
+            samples: vec![ExecSample {
+                raw_text: "<think>x</think>".into(),
+                step_return: Some(ret),
+                advantage: Some(adv),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rec = TrajectoryRecord {
+            mode: "steptool".into(),
+            plans: vec![PlanRecord {
+                index: 0,
+                steps: vec![turn(0, 2.99, 0.5), turn(1, 1.0, -0.25)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = text(&trajectory_lines(&rec));
+        assert!(out.contains("trajectory #0"), "{out}");
+        assert!(out.contains("turn 1") && out.contains("turn 2"), "{out}");
+        assert!(out.contains("return +2.99 adv +0.50"), "{out}");
+        assert!(out.contains("return +1.00 adv -0.25"), "{out}");
+    }
+}
