@@ -5,7 +5,8 @@
 # opens it in the real binary inside a detached tmux session, presses keys and asserts on the
 # captured screen. Skips (exit 0, with the reason) when tmux is not installed.
 #
-# Env: CAHL_TUI_BIN  path to the binary (default: target/debug/cahl-tui, built if missing)
+# Env: CAHL_TUI_BIN  path to the binary (default: $CARGO_TARGET_DIR or target, /debug/cahl-tui,
+#                    built if missing)
 #      E2E_TIMEOUT   seconds to wait for each expected text (default 20)
 set -euo pipefail
 
@@ -15,14 +16,17 @@ if ! command -v tmux >/dev/null 2>&1; then
 fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${CAHL_TUI_BIN:-$ROOT/target/debug/cahl-tui}
+# Where cargo puts what it builds: CARGO_TARGET_DIR (relative to the workspace) or target/.
+TARGET=${CARGO_TARGET_DIR:-target}
+case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
+BIN=${CAHL_TUI_BIN:-$TARGET/debug/cahl-tui}
 TIMEOUT=${E2E_TIMEOUT:-20}
 # Build with the same package selection as `cargo test --workspace`, so dependencies are
 # reused instead of being recompiled with another feature set.
 if [ -z "${CAHL_TUI_BIN:-}" ]; then
     (cd "$ROOT" && cargo build -q --workspace --all-targets)
 fi
-FIXTURE=$ROOT/target/debug/examples/make_fixture
+FIXTURE=$TARGET/debug/examples/make_fixture
 
 WORK=$(mktemp -d)
 SESSION="cahl-e2e-$$"

@@ -151,6 +151,27 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
         for (label, f) in metrics {
             table_row(&mut md, label, &cell(&|s| num(tail_mean(&s.metrics, f))));
         }
+        // The in-run held-out evaluations (greedy, test split): the first and the last.
+        let held_out = |s: &SessionData, last: bool| -> String {
+            let mut evals = s
+                .metrics
+                .iter()
+                .filter_map(|m| m.eval.as_ref().map(|e| (m.step, e.success_rate)));
+            let e = if last { evals.next_back() } else { evals.next() };
+            e.map_or("—".into(), |(step, r)| {
+                format!("{} (step {step})", num(r))
+            })
+        };
+        table_row(
+            &mut md,
+            "held-out success, first evaluation",
+            &cell(&|s| held_out(s, false)),
+        );
+        table_row(
+            &mut md,
+            "held-out success, last evaluation",
+            &cell(&|s| held_out(s, true)),
+        );
         md.push('\n');
         let overlays: [(&str, Metric); 3] = [
             (
@@ -217,9 +238,14 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
         let _ = writeln!(md, "### {bench}\n");
         let evaluated = picked.iter().filter(|p| p.is_some()).count();
         let totals: Vec<usize> = picked.iter().flatten().map(|e| e.summary.items).collect();
+        let who = if evaluated == 1 {
+            format!("the one run that has a {bench} evaluation")
+        } else {
+            format!("all {evaluated} runs that have a {bench} evaluation")
+        };
         let _ = writeln!(
             md,
-            "{} items evaluated by all {evaluated} runs that have a {bench} evaluation{}.\n",
+            "{} items evaluated by {who}{}.\n",
             common.len(),
             if totals.iter().any(|t| *t != common.len()) {
                 format!(

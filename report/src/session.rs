@@ -193,6 +193,7 @@ pub fn session_report(session: &Path, out: &Path) -> Result<ReportOutput> {
             num(tail_mean(m, |r| r.misaligned_rate)),
         );
     }
+    md.push_str(&held_out_markdown(&sd.metrics));
     md.push_str("## Evaluations\n\n");
     let evals = find_evals(session)?;
     if evals.is_empty() {
@@ -209,6 +210,41 @@ pub fn session_report(session: &Path, out: &Path) -> Result<ReportOutput> {
     let p = out.join("report.md");
     write_file(&p, &md)?;
     Ok(ReportOutput { markdown: p, plots })
+}
+
+/// The in-run held-out evaluations (`[eval]`, greedy on the test split), one row per
+/// evaluation; empty when the run made none.
+pub fn held_out_markdown(metrics: &[MetricsRecord]) -> String {
+    let rows: Vec<String> = metrics
+        .iter()
+        .filter_map(|m| {
+            m.eval.as_ref().map(|e| {
+                format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    m.step,
+                    e.tasks,
+                    num(e.success_rate),
+                    num(e.planner_reward),
+                    num(e.executor_reward),
+                    num(e.invalid_rate),
+                    num(e.planner_side_rate),
+                    num(e.executor_side_rate),
+                )
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Held-out evaluation during training\n\nGreedy, on the test split (`[eval]`); step 0 is the baseline before training.\n\n| step | tasks | success | planner reward | executor reward | invalid invocations | planner-side failures | executor-side failures |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        md.push_str(&r);
+        md.push('\n');
+    }
+    md.push('\n');
+    md
 }
 
 #[cfg(test)]

@@ -162,6 +162,8 @@ pub enum BackendJob {
 
 /// A backend result coming back to the UI.
 #[derive(Debug, Clone, PartialEq)]
+// One reply per debugger job, moved once over a channel: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum BackendReply {
     /// Result of [`BackendJob::Step`].
     Step {

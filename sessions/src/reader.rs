@@ -20,7 +20,8 @@ use crate::error::{io_err, Result, SessionError};
 use crate::jsonl::{starts_with_brace, Line, LineScanner, ScanOutcome};
 use crate::layout::{self, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, TRAJECTORIES_FILE};
 use crate::records::{
-    CheckpointRecord, MetricsRecord, RunInfo, TrajectoryRecord, TrajectorySummary,
+    CheckpointRecord, MetricsRecord, RunInfo, SummaryWithoutShape, TrajectoryRecord,
+    TrajectorySummary,
 };
 
 /// What kind of path was opened.
@@ -257,7 +258,13 @@ impl SessionReader {
             let mut new_records = Vec::new();
             let problems = &mut up.problems;
             let res = self.traj_scan.scan(path, |line| {
-                let Some(summary) = parse_line::<TrajectorySummary>(path, &line, problems) else {
+                // A line whose plans are damaged still indexes, without their shape.
+                let whole = starts_with_brace(line.bytes)
+                    .then(|| serde_json::from_slice::<TrajectorySummary>(line.bytes).ok())
+                    .flatten();
+                let Some(summary) = whole.or_else(|| {
+                    parse_line::<SummaryWithoutShape>(path, &line, problems).map(Into::into)
+                }) else {
                     return;
                 };
                 if !initial {

@@ -93,6 +93,10 @@ pub struct RewardBreakdown {
     pub components: BTreeMap<String, f64>,
     /// Short explanations, e.g. `"argument 'city' missing"`.
     pub reasons: Vec<String>,
+    /// Each component's weight in `total` (`total` = sum of value × weight), where recorded;
+    /// omitted in older sessions and when not known.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
 }
 
 impl Default for RewardBreakdown {
@@ -101,6 +105,7 @@ impl Default for RewardBreakdown {
             total: f64::NAN,
             components: BTreeMap::new(),
             reasons: Vec::new(),
+            weights: BTreeMap::new(),
         }
     }
 }
@@ -509,7 +514,7 @@ impl RunInfo {
 pub struct TrajectorySummary {
     /// See [`TrajectoryRecord::step`].
     pub step: u64,
-    /// Task id and split (text and gold data are not loaded).
+    /// Task id, split and text (gold data is not loaded).
     pub task: TaskRef,
     /// See [`TrajectoryRecord::seed`].
     pub seed: u64,
@@ -525,6 +530,80 @@ pub struct TrajectorySummary {
     pub misaligned: bool,
     /// See [`TrajectoryRecord::mode`].
     pub mode: String,
+    /// `(number of plans, sub-tasks of the best-rewarded plan)`, read from `plans` without
+    /// keeping them (`None` when the line has no plans).
+    #[serde(
+        rename = "plans",
+        deserialize_with = "plan_shape::deserialize",
+        skip_serializing
+    )]
+    pub plan_shape: Option<(usize, usize)>,
+}
+
+/// Reads a trajectory's `plans` as its shape only: how many plans, and how many sub-tasks the
+/// best-rewarded one has (the first plan when none has a finite reward).
+mod plan_shape {
+    use serde::de::IgnoredAny;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Total {
+        #[serde(with = "super::float")]
+        total: f64,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Shape {
+        subtasks: Vec<IgnoredAny>,
+        reward: Total,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<(usize, usize)>, D::Error> {
+        let plans = Vec::<Shape>::deserialize(d)?;
+        let best = plans
+            .iter()
+            .filter(|p| p.reward.total.is_finite())
+            .max_by(|a, b| a.reward.total.total_cmp(&b.reward.total))
+            .or_else(|| plans.first());
+        Ok(Some((plans.len(), best.map_or(0, |p| p.subtasks.len()))))
+    }
+}
+
+/// [`TrajectorySummary`] without the plans' shape: what the reader's index falls back to for a
+/// line whose `plans` do not read as a list of plans (the full load reports the problem).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SummaryWithoutShape {
+    step: u64,
+    task: TaskRef,
+    seed: u64,
+    success: bool,
+    #[serde(with = "float", default = "nan")]
+    planner_reward: f64,
+    #[serde(with = "float", default = "nan")]
+    executor_reward: f64,
+    misaligned: bool,
+    mode: String,
+}
+
+impl From<SummaryWithoutShape> for TrajectorySummary {
+    fn from(s: SummaryWithoutShape) -> Self {
+        TrajectorySummary {
+            step: s.step,
+            task: s.task,
+            seed: s.seed,
+            success: s.success,
+            planner_reward: s.planner_reward,
+            executor_reward: s.executor_reward,
+            misaligned: s.misaligned,
+            mode: s.mode,
+            plan_shape: None,
+        }
+    }
 }
 
 impl Default for TrajectorySummary {
@@ -538,6 +617,7 @@ impl Default for TrajectorySummary {
             executor_reward: f64::NAN,
             misaligned: false,
             mode: String::new(),
+            plan_shape: None,
         }
     }
 }
@@ -549,6 +629,7 @@ impl From<&TrajectoryRecord> for TrajectorySummary {
             task: TaskRef {
                 id: t.task.id.clone(),
                 split: t.task.split.clone(),
+                text: t.task.text.clone(),
             },
             seed: t.seed,
             success: t.success,
@@ -556,11 +637,24 @@ impl From<&TrajectoryRecord> for TrajectorySummary {
             executor_reward: t.executor_reward,
             misaligned: t.misaligned,
             mode: t.mode.clone(),
+            plan_shape: Some(plan_shape_of(t)),
         }
     }
 }
 
-/// Task identity without its text (part of [`TrajectorySummary`]).
+/// `(number of plans, sub-tasks of the best-rewarded plan)` of a full record, as the summary
+/// reads it.
+pub fn plan_shape_of(t: &TrajectoryRecord) -> (usize, usize) {
+    let best = t
+        .plans
+        .iter()
+        .filter(|p| p.reward.total.is_finite())
+        .max_by(|a, b| a.reward.total.total_cmp(&b.reward.total))
+        .or_else(|| t.plans.first());
+    (t.plans.len(), best.map_or(0, |p| p.subtasks.len()))
+}
+
+/// Task identity and request (part of [`TrajectorySummary`]; the gold data is not loaded).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TaskRef {
@@ -568,4 +662,6 @@ pub struct TaskRef {
     pub id: String,
     /// See [`TaskInfo::split`].
     pub split: String,
+    /// See [`TaskInfo::text`].
+    pub text: String,
 }

@@ -45,8 +45,9 @@ pub struct DebugArgs {
     #[arg(long)]
     pub open: Option<PathBuf>,
     /// Model for running the planner/executor (HF folder, .gguf, or "embedded" for the default
-    /// model). Without it, --trace uses its session's model when that is found from here;
-    /// otherwise the debugger edits plans and compares branches but cannot run them.
+    /// model). Without it, --task and --task-id use the embedded default model, --trace its
+    /// session's model when that is found from here; otherwise (--open, or a session whose model
+    /// is not found) the debugger edits plans and compares branches but cannot run them.
     #[arg(long)]
     pub model: Option<String>,
     /// Checkpoint with planner/ and executor/ PEFT adapters (default: the latest of --trace's session).
@@ -62,7 +63,10 @@ pub struct DebugArgs {
 }
 
 pub fn run(args: DebugArgs) -> Result<()> {
-    let with_model = args.model.is_some();
+    // A task with no session behind it runs on the embedded default model, as every other
+    // command does without --model.
+    let default_embedded = args.model.is_none() && args.trace.is_none() && args.open.is_none();
+    let with_model = args.model.is_some() || default_embedded;
     let initial = if let Some(p) = &args.open {
         DebugInitial::from_saved_file(p).map_err(|e| anyhow::anyhow!(e))?
     } else if let Some(trace) = &args.trace {
@@ -124,11 +128,20 @@ pub fn run(args: DebugArgs) -> Result<()> {
         _ => None,
     };
     // Without --model, a trace's session model is used when it can be found from here.
-    let model = args.model.clone().or_else(|| {
-        let l = SessionModelLoader::of_session(args.trace.as_deref()?)?;
-        eprintln!("using the session's model {} (--model overrides)", l.model);
-        Some(l.model)
-    });
+    let model = args
+        .model
+        .clone()
+        .or_else(|| {
+            let l = SessionModelLoader::of_session(args.trace.as_deref()?)?;
+            eprintln!("using the session's model {} (--model overrides)", l.model);
+            Some(l.model)
+        })
+        .or_else(|| {
+            default_embedded.then(|| {
+                eprintln!("using the embedded default model (--model overrides)");
+                "embedded".to_string()
+            })
+        });
     let backend: Option<Box<dyn ExecutorBackend>> = match &model {
         Some(m) => {
             eprintln!("loading {m}…");

@@ -1,8 +1,9 @@
 //! `cahl-tui replay <trajectories.jsonl | metrics.jsonl | SESSION_DIR>`: browse a recorded run
-//! without a model.
+//! without a model. A session's own `trajectories.jsonl` opens the whole session; other files
+//! are refused.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,8 +39,44 @@ pub struct ReplayArgs {
     pub summary: bool,
 }
 
+/// What `replay` opens for `path`: a directory as it is; a session's `trajectories.jsonl` or
+/// `metrics.jsonl` as the session around it (so its metrics, checkpoints and model come too);
+/// a bare one of those files alone. Anything else is refused with one line.
+pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.exists() {
+        anyhow::bail!("{}: no such file or directory", path.display());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match name.as_str() {
+        "trajectories.jsonl" | "metrics.jsonl" => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            match parent {
+                Some(dir) if dir.join("run.json").is_file() => Ok(dir.to_path_buf()),
+                _ => Ok(path.to_path_buf()),
+            }
+        }
+        "results.jsonl" | "summary.json" => anyhow::bail!(
+            "{} is an evaluation's output, not a session: replay the session it belongs to, or \
+             read it with `cahl-tui report SESSION` / `cahl-tui compare`",
+            path.display()
+        ),
+        _ => anyhow::bail!(
+            "{} is not a session: replay takes a session directory, a trajectories.jsonl or a \
+             metrics.jsonl",
+            path.display()
+        ),
+    }
+}
+
 /// Runs `cahl-tui replay`.
-pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
+    args.path = replay_target(&args.path)?;
     if args.summary || !std::io::stdout().is_terminal() {
         return print_summary(&args);
     }

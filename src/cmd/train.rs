@@ -34,7 +34,7 @@ pub struct TrainArgs {
     pub mode: Option<String>,
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Session directory (default: a new ./sessions/run-YYYYMMDD-HHMMSS).
+    /// Session directory (default: a new ./runs/run-YYYYMMDD-HHMMSS).
     #[arg(long)]
     pub session: Option<PathBuf>,
     /// Continue the session in --session from its last checkpoint.
@@ -225,7 +225,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         let dir = match &args.session {
             Some(d) => d.clone(),
-            None => cahl_sessions::new_session_dir(std::path::Path::new("sessions"))?,
+            None => cahl_sessions::new_session_dir(std::path::Path::new("runs"))?,
         };
         let info = RunInfo {
             oracle: cfg.rollout.continue_with.is_oracle(),
@@ -280,6 +280,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     train::driver::join(handle)
         .with_context(|| format!("training (see {})", dir.join("train.log").display()))?;
     println!("session: {}", dir.display());
+    // Where to go from here.
+    let d = dir.display();
+    println!("next: cahl-tui replay {d}   (curves, trajectories, the debugger)");
+    println!("      cahl-tui report {d}   (Markdown and plots)");
+    println!("      cahl-tui eval --bench builtin --session {d}");
     Ok(())
 }
 

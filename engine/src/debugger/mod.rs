@@ -251,6 +251,11 @@ impl ExecutorBackend for EngineBackend {
                     .map(|c| (c.name.clone(), c.value))
                     .collect(),
                 reasons,
+                weights: rb
+                    .components
+                    .iter()
+                    .map(|c| (c.name.clone(), c.weight))
+                    .collect(),
             },
         })
     }

@@ -30,7 +30,7 @@ use crate::grpo::{group_advantages, per_index_advantages, SeqAdvantage};
 use crate::parse::{
     call_record, parse_executor, parse_planner, ExecutorOutput, IssueClass, PlannerOutput, ToolCall,
 };
-use crate::rewards::align::{mark_made, step_gold};
+use crate::rewards::align::{gold_turns, mark_made, step_gold, turn_gold};
 use crate::rewards::{
     align_plan, executor_step_reward_parsed, planner_reward_parsed, PlanEpisode, RewardBreakdown,
 };
@@ -153,6 +153,14 @@ pub fn segment_advantages(
         .collect()
 }
 
+/// Set component `name` to 0 and recompute the total.
+fn zero_component(rb: &mut RewardBreakdown, name: &str) {
+    for c in rb.components.iter_mut().filter(|c| c.name == name) {
+        c.value = 0.0;
+    }
+    rb.total = rb.components.iter().map(|c| c.value * c.weight).sum();
+}
+
 /// One completion's delayed execution and rewards.
 struct Scored {
     parsed: IhParsed,
@@ -174,6 +182,7 @@ fn score_completion(
     let parsed = parse_ih(text);
     let subtasks = &parsed.plan.subtasks;
     let align = align_plan(subtasks, &task.gold_calls, &task.gold_derived);
+    let turns = gold_turns(&task.gold_calls, &task.gold_derived);
     let mut made = vec![false; task.gold_calls.len()];
     let mut results: Vec<Option<Value>> = Vec::new();
     let mut executed = Vec::new();
@@ -196,7 +205,14 @@ fn score_completion(
         .take(cfg.rollout.max_subtasks)
         .enumerate()
     {
-        let gold = step_gold(&align, &task.gold_calls, &made, j);
+        // Call j is sub-task j's: its gold is what that sub-task describes. A call past the
+        // plan's sub-tasks (or written without a plan) is compared with the calls still due
+        // (the next gold turn, as flat mode's turns are).
+        let gold = if j < subtasks.len() {
+            step_gold(&align, &task.gold_calls, &made, j)
+        } else {
+            turn_gold(&task.gold_calls, &turns, &made)
+        };
         let mut reasons = Vec::new();
         let (run, obs) = match &entry.call {
             None => (None, Observation::error("the call does not parse")),
@@ -222,6 +238,12 @@ fn score_completion(
         one.issues.extend(entry.issues.iter().cloned());
         let mut rb = executor_step_reward_parsed(&one, &tools, &gold, &cfg.rewards);
         rb.reasons.extend(reasons);
+        if entry.call.is_none() {
+            // A call was written and does not parse: it made nothing, which the executor's
+            // semantics would otherwise count as right where no call is due (a policy learned
+            // to write broken calls for it).
+            zero_component(&mut rb, "semantics");
+        }
         if let Some(r) = &run {
             mark_made(std::slice::from_ref(r), &task.gold_calls, &mut made);
             executed.push(r.clone());
@@ -558,6 +580,58 @@ mod tests {
             "an unresolvable reference is not run"
         );
         assert!(s.calls[1].2.reasons.iter().any(|r| r.contains("not run")));
+    }
+
+    /// A call that does not parse is never worth more than a valid one: it gets no semantics,
+    /// even where no call is due; a call written without a plan is compared with the calls
+    /// still due.
+    #[test]
+    fn a_broken_call_earns_less_than_a_valid_one() {
+        use crate::worlds::builtin::{generate_tasks, BuiltinWorld};
+        use crate::worlds::Split;
+        let task = generate_tasks(Split::Train, 300, 4)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.template.as_deref() == Some("transfer"))
+            .unwrap();
+        let cfg = TrainConfig::default();
+        let mut world = BuiltinWorld::new();
+        let with = |line: &str| format!("<think>x</think>\n<tool_call>\n{line}\n</tool_call>");
+        let broken = score_completion(
+            &mut world,
+            &task,
+            &with("{\"name\": \"login\", \"parameters\": {\"username\":\"\":1}}"),
+            &cfg,
+        )
+        .unwrap();
+        let right = score_completion(
+            &mut world,
+            &task,
+            &with(&task.gold_calls[0].to_toolrl_json()),
+            &cfg,
+        )
+        .unwrap();
+        let (b, r) = (&broken.calls[0].2, &right.calls[0].2);
+        assert_eq!(b.component("semantics"), Some(0.0), "{b:?}");
+        assert_eq!(
+            r.component("semantics"),
+            Some(1.0),
+            "the login is the call due: {r:?}"
+        );
+        assert!(b.total < r.total);
+        // Where nothing is due any more (every gold call made), a broken extra call still
+        // earns no semantics.
+        let all = format!(
+            "<think>x</think>\n<tool_call>\n{}\n{}\n{{broken\n</tool_call>",
+            task.gold_calls[0].to_toolrl_json(),
+            task.gold_calls[1].to_toolrl_json().replace(
+                task.gold_calls[1].arguments["token"].as_str().unwrap(),
+                "$1.token"
+            )
+        );
+        let s = score_completion(&mut world, &task, &all, &cfg).unwrap();
+        assert!(s.success, "{:?}", s.failure);
+        assert_eq!(s.calls[2].2.component("semantics"), Some(0.0));
     }
 
     /// One call written over several lines is one segment: all of its lines.

@@ -143,6 +143,11 @@ pub(crate) fn to_record_breakdown(b: &RewardBreakdown) -> RecBreakdown {
             .map(|c| (c.name.clone(), c.value))
             .collect(),
         reasons: b.reasons.clone(),
+        weights: b
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.weight))
+            .collect(),
     }
 }
 

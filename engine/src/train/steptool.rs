@@ -238,6 +238,7 @@ pub fn rollout_steptool(
                     i + 1,
                     scfg.gamma
                 )],
+                ..Default::default()
             },
             advantage: None,
             tokens: 0,

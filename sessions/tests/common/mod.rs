@@ -20,6 +20,7 @@ pub fn reward(total: f64) -> RewardBreakdown {
         total,
         components,
         reasons: vec!["argument 'city' missing".to_string()],
+        ..Default::default()
     }
 }
 

@@ -5,7 +5,7 @@ use cahl_sessions::MetricsRecord;
 /// What the right-hand chart shows (the left one always shows planner and executor reward).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChartKind {
-    /// Success rate and misaligned rate.
+    /// Held-out success (markers), sampled success, misaligned and side rates.
     #[default]
     Success,
     /// Mean reward components (`executor/format`, `planner/param_accuracy`, ...).
@@ -30,7 +30,7 @@ impl ChartKind {
     /// Chart title.
     pub fn title(self) -> &'static str {
         match self {
-            ChartKind::Success => "success / misaligned / side",
+            ChartKind::Success => "held-out / success / misaligned / side",
             ChartKind::Components => "reward components",
             ChartKind::Loss => "loss",
             ChartKind::Kl => "KL",
@@ -64,6 +64,15 @@ pub struct Series {
     pub name: String,
     /// Points sorted by step.
     pub points: Vec<(f64, f64)>,
+    /// Drawn as markers, not a line (sparse points such as held-out evaluations).
+    pub markers: bool,
+}
+
+impl Series {
+    /// The last value (the current one, for chart titles).
+    pub fn last(&self) -> Option<f64> {
+        self.points.last().map(|p| p.1)
+    }
 }
 
 fn series_of(name: &str, metrics: &[MetricsRecord], f: impl Fn(&MetricsRecord) -> f64) -> Series {
@@ -74,7 +83,26 @@ fn series_of(name: &str, metrics: &[MetricsRecord], f: impl Fn(&MetricsRecord) -
             .map(|m| (m.step as f64, f(m)))
             .filter(|(_, y)| y.is_finite())
             .collect(),
+        markers: false,
     }
+}
+
+/// The held-out evaluations' success rates, as markers at their steps.
+pub fn held_out_series(metrics: &[MetricsRecord]) -> Series {
+    Series {
+        markers: true,
+        ..series_of("held-out", metrics, |m| {
+            m.eval.as_ref().map_or(f64::NAN, |e| e.success_rate)
+        })
+    }
+}
+
+/// The latest held-out evaluation: (step, success rate).
+pub fn latest_held_out(metrics: &[MetricsRecord]) -> Option<(u64, f64)> {
+    metrics
+        .iter()
+        .rev()
+        .find_map(|m| m.eval.as_ref().map(|e| (m.step, e.success_rate)))
 }
 
 /// Planner and executor mean reward.
@@ -89,6 +117,7 @@ pub fn reward_series(metrics: &[MetricsRecord]) -> Vec<Series> {
 pub fn kind_series(kind: ChartKind, metrics: &[MetricsRecord]) -> Vec<Series> {
     match kind {
         ChartKind::Success => vec![
+            held_out_series(metrics),
             series_of("success", metrics, |m| m.success_rate),
             series_of("misaligned", metrics, |m| m.misaligned_rate),
             series_of("planner-side", metrics, |m| m.planner_side_rate),
@@ -219,11 +248,38 @@ mod tests {
         assert_eq!(in_range(&m, ChartRange::Whole).len(), 50);
     }
 
+    /// Held-out evaluations appear as markers on the success chart, and the latest one is
+    /// found for the status bar.
+    #[test]
+    fn held_out_evaluations_are_markers_and_the_latest_is_found() {
+        use cahl_sessions::records::HeldOutEval;
+        let mut m: Vec<MetricsRecord> = (0..5)
+            .map(|i| MetricsRecord {
+                step: i,
+                success_rate: 0.5,
+                ..Default::default()
+            })
+            .collect();
+        for (i, r) in [(0usize, 0.12), (4, 0.2)] {
+            m[i].eval = Some(HeldOutEval {
+                success_rate: r,
+                ..Default::default()
+            });
+        }
+        let s = kind_series(ChartKind::Success, &m);
+        assert_eq!(s[0].name, "held-out");
+        assert!(s[0].markers && !s[1].markers);
+        assert_eq!(s[0].points, vec![(0.0, 0.12), (4.0, 0.2)]);
+        assert_eq!(latest_held_out(&m), Some((4, 0.2)));
+        assert_eq!(latest_held_out(&m[1..4]), None);
+    }
+
     #[test]
     fn bounds_pad_flat_lines_and_skip_nan() {
         let s = vec![Series {
             name: "a".into(),
             points: vec![(1.0, 0.5), (2.0, 0.5)],
+            markers: false,
         }];
         let b = bounds(&s, true).expect("bounds");
         assert!(b[0] < 0.5 && b[1] > 0.5);

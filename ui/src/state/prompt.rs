@@ -64,11 +64,15 @@ pub(super) fn on_input_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                         return Vec::new();
                     }
                     let n = s.trajs.visible().len();
-                    s.flash = Some(format!("search '{q}': {n} matching"));
                     let missing = s.trajs.iter().any(|it| it.task_text.is_none());
                     if missing {
+                        // Older sessions' index lacks some texts: the count grows as they load.
+                        s.flash = Some(format!(
+                            "search '{q}': {n} matching so far (reading task texts…)"
+                        ));
                         return vec![Effect::LoadTexts];
                     }
+                    s.flash = Some(format!("search '{q}': {n} matching"));
                 }
                 InputKind::Jump => match input.text.parse::<u64>() {
                     Ok(step) => {

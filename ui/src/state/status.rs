@@ -140,7 +140,8 @@ pub(super) fn on_engine(s: &mut AppState, ev: TrainEvent) -> Vec<Effect> {
         }
         TrainEvent::Status { state, message } => {
             s.run_state = state;
-            let text = if message.is_empty() {
+            // A message that only repeats the state ("paused") adds nothing.
+            let text = if message.is_empty() || message == state.label() {
                 format!("trainer {}", state.label())
             } else {
                 format!("trainer {}: {message}", state.label())

@@ -87,8 +87,8 @@ impl TrajItem {
             disk_index,
             step: s.step,
             task_id: s.task.id.clone(),
-            task_text: None,
-            plan_len: None,
+            task_text: (!s.task.text.is_empty()).then(|| s.task.text.clone()),
+            plan_len: s.plan_shape,
             success: s.success,
             misaligned: s.misaligned,
             planner_reward: s.planner_reward,
@@ -118,13 +118,7 @@ impl TrajItem {
 
 /// `(number of plans, sub-tasks of the best-rewarded plan)`.
 pub fn plan_shape(rec: &TrajectoryRecord) -> (usize, usize) {
-    let best = rec
-        .plans
-        .iter()
-        .filter(|p| p.reward.total.is_finite())
-        .max_by(|a, b| a.reward.total.total_cmp(&b.reward.total))
-        .or_else(|| rec.plans.first());
-    (rec.plans.len(), best.map_or(0, |p| p.subtasks.len()))
+    cahl_sessions::records::plan_shape_of(rec)
 }
 
 /// Upper bound on the number of lines of the expanded view of `rec` (before wrapping), used to

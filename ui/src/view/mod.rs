@@ -9,9 +9,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{
-    Axis, Block, Chart, Clear, Dataset, GraphType, LegendPosition, Paragraph, Wrap,
-};
+use ratatui::widgets::{Axis, Block, Chart, Clear, Dataset, GraphType, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::state::charts::{self, Series};
@@ -125,6 +123,29 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
     draw_bottom(f, bottom, s);
 }
 
+/// Three y-axis labels (low, middle, high) with as many decimals as the range needs to tell
+/// them apart (scientific notation for tiny ranges such as a KL of 1e-4).
+fn axis_labels(lo: f64, hi: f64) -> [String; 3] {
+    let mid = (lo + hi) / 2.0;
+    let big = lo.abs().max(hi.abs());
+    let half = ((hi - lo) / 2.0).abs();
+    let decimals = if half > 0.0 {
+        (-half.log10()).ceil().max(0.0) as usize + 1
+    } else {
+        2
+    };
+    let fmt = |v: f64| {
+        // No "-0.000".
+        let v = if v == 0.0 { 0.0 } else { v };
+        if big >= 10_000.0 || decimals > 4 {
+            format!("{v:.2e}")
+        } else {
+            format!("{v:.decimals$}")
+        }
+    };
+    [fmt(lo), fmt(mid), fmt(hi)]
+}
+
 fn fmt_axis(v: f64) -> String {
     let a = v.abs();
     if a >= 10_000.0 {
@@ -146,13 +167,29 @@ pub fn draw_series_chart(
     y_name: &str,
     series: Vec<Series>,
 ) {
-    let block = Block::bordered().title(title);
+    // The title is the legend, outside the plot: each series in its colour with its current
+    // value (its last point).
+    let mut spans = vec![Span::raw(title)];
+    for (i, s) in series.iter().enumerate() {
+        let color = SERIES_COLORS[i % SERIES_COLORS.len()];
+        let now = s.last().map_or("-".into(), fmt_axis);
+        spans.push(Span::styled(
+            format!("{} {} {now} ", if s.markers { "■" } else { "━" }, s.name),
+            Style::new().fg(color),
+        ));
+    }
+    let block = Block::bordered().title(Line::from(spans));
     let buckets = (area.width.saturating_sub(10) as usize) * 2;
     let series: Vec<Series> = series
         .into_iter()
         .map(|s| Series {
-            points: charts::downsample(&s.points, buckets),
+            points: if s.markers {
+                s.points
+            } else {
+                charts::downsample(&s.points, buckets)
+            },
             name: s.name,
+            markers: s.markers,
         })
         .collect();
     let (Some(xb), Some(yb)) = (
@@ -173,18 +210,24 @@ pub fn draw_series_chart(
         .map(|(i, s)| {
             Dataset::default()
                 .name(s.name.clone())
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
+                .marker(if s.markers {
+                    Marker::Block
+                } else {
+                    Marker::Braille
+                })
+                .graph_type(if s.markers {
+                    GraphType::Scatter
+                } else {
+                    GraphType::Line
+                })
                 .style(Style::new().fg(SERIES_COLORS[i % SERIES_COLORS.len()]))
                 .data(&s.points)
         })
         .collect();
     let xmid = (xb[0] + xb[1]) / 2.0;
-    let ymid = (yb[0] + yb[1]) / 2.0;
     let chart = Chart::new(datasets)
         .block(block)
-        .legend_position(Some(LegendPosition::BottomRight))
-        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)))
+        .legend_position(None)
         .x_axis(
             Axis::default()
                 .title("step")
@@ -201,7 +244,7 @@ pub fn draw_series_chart(
                 .title(y_name.to_string())
                 .style(Style::new().dim())
                 .bounds(yb)
-                .labels([fmt_axis(yb[0]), fmt_axis(ymid), fmt_axis(yb[1])]),
+                .labels(axis_labels(yb[0], yb[1])),
         );
     f.render_widget(chart, area);
 }
@@ -337,6 +380,13 @@ fn draw_status(f: &mut Frame, area: Rect, s: &AppState) {
             s.device.clone()
         }),
     ];
+    if let Some((step, rate)) = charts::latest_held_out(&s.metrics) {
+        spans.push(sep.clone());
+        spans.push(Span::styled(
+            format!("held-out {:.0}% @{step}", 100.0 * rate),
+            Style::new().bold(),
+        ));
+    }
     if let Some(mem) = s.progress.as_ref().and_then(|p| p.memory_bytes) {
         spans.push(sep.clone());
         spans.push(Span::raw(format!("mem {}", fmt_bytes(mem))));
@@ -411,4 +461,20 @@ fn draw_help(f: &mut Frame, area: Rect, in_debugger: bool) {
         Paragraph::new(lines).block(Block::bordered().title(title)),
         rect,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::axis_labels;
+
+    /// A KL range of 1e-4 got the labels "0.001 / 0.001 / -0.000"; now they differ.
+    #[test]
+    fn axis_labels_tell_their_values_apart() {
+        let [a, b, c] = axis_labels(-0.0001, 0.0012);
+        assert!(a != b && b != c, "{a} {b} {c}");
+        assert!(!a.starts_with("-0.0") || a.contains('e'), "{a}");
+        assert_eq!(axis_labels(0.0, 1.0), ["0.00", "0.50", "1.00"]);
+        assert_eq!(axis_labels(0.0, 2.0), ["0.0", "1.0", "2.0"]);
+        assert_eq!(axis_labels(-1e-9, 1e-9)[1], "0.00e0");
+    }
 }

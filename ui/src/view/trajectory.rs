@@ -26,12 +26,25 @@ pub fn fmt_call(c: &CallRecord) -> String {
     format!("{}({})", c.name, args)
 }
 
-/// `+0.80 (format 1.00, syntax 1.00)` plus reasons.
+/// A weight without trailing zeros: 2, 0.5, 0.25.
+fn fmt_weight(w: f64) -> String {
+    let s = format!("{w:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `+4.00 (format +1.00, semantics +1.00×2, syntax +1.00)` plus reasons (weights other than 1
+/// shown where recorded).
 pub fn fmt_breakdown(r: &RewardBreakdown) -> String {
+    // A component whose weight is not 1 shows it: "semantics +1.00×2".
     let comps: Vec<String> = r
         .components
         .iter()
-        .map(|(k, v)| format!("{k} {}", fmt_reward(*v).trim()))
+        .map(|(k, v)| match r.weights.get(k) {
+            Some(w) if (*w - 1.0).abs() > 1e-12 => {
+                format!("{k} {}×{}", fmt_reward(*v).trim(), fmt_weight(*w))
+            }
+            _ => format!("{k} {}", fmt_reward(*v).trim()),
+        })
         .collect();
     let mut s = fmt_reward(r.total).trim().to_string();
     if !comps.is_empty() {
@@ -43,7 +56,18 @@ pub fn fmt_breakdown(r: &RewardBreakdown) -> String {
     s
 }
 
-fn item_line(it: &TrajItem, selected: bool, width: usize) -> Line<'static> {
+/// `id` in `w` columns: whole when it fits, else its end (where ids differ) after an ellipsis.
+fn fit_id(id: &str, w: usize) -> String {
+    let n = id.chars().count();
+    if n <= w {
+        format!("{id:<w$}")
+    } else {
+        let tail: String = id.chars().skip(n - w.saturating_sub(1)).collect();
+        format!("…{tail}")
+    }
+}
+
+fn item_line(it: &TrajItem, selected: bool, width: usize, id_w: usize) -> Line<'static> {
     let (mark, mark_style) = if it.success {
         ("✓", Style::new().fg(Color::Green))
     } else {
@@ -59,13 +83,13 @@ fn item_line(it: &TrajItem, selected: bool, width: usize) -> Line<'static> {
         None => " ?  ".into(),
     };
     let head = format!(" {:>5} ", it.step);
-    let id: String = it.task_id.chars().take(14).collect();
+    let id = fit_id(&it.task_id, id_w);
     let mut spans = vec![
         Span::raw(if selected { "▶" } else { " " }),
         Span::styled(head, Style::new().dim()),
         Span::styled(mark, mark_style),
         mis,
-        Span::raw(format!(" {id:<14} ")),
+        Span::raw(format!(" {id} ")),
         Span::raw(format!("{shape} ")),
         Span::raw(format!(
             "P{} E{} ",
@@ -110,8 +134,19 @@ pub fn draw_list(f: &mut Frame, area: Rect, s: &AppState) {
         .unwrap_or(0);
     let offset = (pos + 1).saturating_sub(h.max(1));
     let width = area.width.saturating_sub(2) as usize;
+    // The id column fits the longest id shown (at most a third of the width, at least 8).
+    let id_w = vis
+        .iter()
+        .filter_map(|seq| t.get(*seq))
+        .map(|it| it.task_id.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, (width / 3).max(8));
     let mut lines = vec![Line::styled(
-        "  step  ok task           plans reward (planner, executor)   task text",
+        format!(
+            "  step  ok {:<id_w$} plans reward (planner, executor)   task text",
+            "task"
+        ),
         Style::new().dim().underlined(),
     )];
     if vis.is_empty() {
@@ -129,7 +164,7 @@ pub fn draw_list(f: &mut Frame, area: Rect, s: &AppState) {
             .skip(offset)
             .take(h)
             .filter_map(|seq| t.get(*seq))
-            .map(|it| item_line(it, Some(it.seq) == cur, width)),
+            .map(|it| item_line(it, Some(it.seq) == cur, width, id_w)),
     );
     f.render_widget(Paragraph::new(lines).block(block), area);
 }
@@ -383,6 +418,33 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The total 4.00 of format 1, syntax 1, semantics 1 reads right once the weights show.
+    #[test]
+    fn a_breakdown_shows_weights_that_are_not_one() {
+        let r = RewardBreakdown {
+            total: 4.0,
+            components: [("format", 1.0), ("semantics", 1.0), ("syntax", 1.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            weights: [("format", 1.0), ("semantics", 2.0), ("syntax", 1.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ..Default::default()
+        };
+        let s = fmt_breakdown(&r);
+        assert!(s.contains("semantics +1.00×2"), "{s}");
+        assert!(s.contains("format +1.00,"), "{s}");
+    }
+
+    #[test]
+    fn ids_fit_their_column_keeping_the_end() {
+        assert_eq!(fit_id("abc", 5), "abc  ");
+        assert_eq!(fit_id("builtin-train-0-369", 19), "builtin-train-0-369");
+        assert_eq!(fit_id("builtin-train-0-369", 8), "…n-0-369");
     }
 
     /// A steptool record: trajectories without a plan, each turn with its return and

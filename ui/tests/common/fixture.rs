@@ -77,6 +77,7 @@ fn reward(total: f64, comps: &[(&str, f64)], reasons: &[&str]) -> RewardBreakdow
         total,
         components: comps.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         reasons: reasons.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
 }
 

@@ -254,6 +254,7 @@ impl ExecutorBackend for FakeBackend {
                     .into_iter()
                     .collect(),
                 reasons: vec![],
+                ..Default::default()
             },
         })
     }
