@@ -157,7 +157,11 @@ pub fn compare(paths: &[PathBuf], out: &Path) -> Result<ReportOutput> {
                 .metrics
                 .iter()
                 .filter_map(|m| m.eval.as_ref().map(|e| (m.step, e.success_rate)));
-            let e = if last { evals.next_back() } else { evals.next() };
+            let e = if last {
+                evals.next_back()
+            } else {
+                evals.next()
+            };
             e.map_or("—".into(), |(step, r)| {
                 format!("{} (step {step})", num(r))
             })

@@ -341,7 +341,12 @@ fn replay_has_no_training_controls_and_search_loads_texts() {
     let entries = (0..5)
         .map(|i| {
             let t = common::fixture::trajectory(i + 1, i);
-            (i as usize, cahl_sessions::TrajectorySummary::from(&t), None)
+            // An older session's index: no task text or plan shape in the summary, so a
+            // search reads the texts from disk.
+            let mut sm = cahl_sessions::TrajectorySummary::from(&t);
+            sm.task.text.clear();
+            sm.plan_shape = None;
+            (i as usize, sm, None)
         })
         .collect();
     feed(

@@ -33,9 +33,27 @@ fn debugger_without_model_explains_and_still_edits() {
         StateOptions::default(),
     );
     assert!(eff.is_empty());
-    feed(&mut s, [key('z'), key('n')]);
+    // `z` on the recording keeps it and starts a copy of its plan (the recording is read-only).
+    feed(&mut s, [key('z')]);
+    let d = s.debugger.as_ref().expect("debugger");
+    assert_eq!(d.branches.len(), 2);
+    assert!(d.branches[0].from_trace && d.branches[0].steps.len() == 2);
+    assert_eq!((d.current, d.branch().name.as_str()), (1, "rerun 1"));
+    assert_eq!(d.branch().subtasks, d.branches[0].subtasks);
+    assert!(d.branch().steps.is_empty());
+    // A new seed on the recording also goes to a copy.
+    feed(&mut s, [code(KeyCode::BackTab), key('+')]);
+    let d = s.debugger.as_ref().expect("debugger");
+    assert_eq!(d.branches.len(), 3);
+    assert_eq!(d.branches[0].seed + 1, d.branch().seed);
+    assert!(d.branches[0].from_trace && d.branches[0].steps.len() == 2);
+    feed(&mut s, [key('n')]);
     let d = s.debugger.as_ref().expect("debugger");
     assert_eq!(d.message.as_deref(), Some(NEEDS_MODEL));
+    // Back to the original to edit it.
+    feed(&mut s, [code(KeyCode::Tab)]);
+    let d = s.debugger.as_ref().expect("debugger");
+    assert_eq!(d.current, 0);
     // Edit: split the first sub-task in two.
     let mut msgs = vec![key('e'), code(KeyCode::End)];
     msgs.push(code(KeyCode::Enter));
@@ -43,8 +61,8 @@ fn debugger_without_model_explains_and_still_edits() {
     msgs.push(code(KeyCode::Esc));
     feed(&mut s, msgs);
     let d = s.debugger.as_ref().expect("debugger");
-    assert_eq!(d.branches.len(), 2);
-    assert_eq!(d.current, 1);
+    assert_eq!(d.branches.len(), 4);
+    assert_eq!(d.current, 3);
     assert_eq!(d.branch().name, "edit 1");
     assert_eq!(d.branch().subtasks.len(), 3);
     assert_eq!(d.branch().subtasks[1], "Check the forecast source");

@@ -243,13 +243,18 @@ mod tests {
         assert!(out.contains("file problems"), "{out}");
     }
 
+    /// Opening a recorded session shows every row's task text and plan shape at once (they come
+    /// with the index), so a search counts right from the first key.
     #[test]
-    fn replay_search_loads_texts_from_disk() {
+    fn replay_rows_have_their_texts_and_search_finds_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         fx::write_session(dir.path(), 10, 3, false);
         let mut opts = UiOptions::default();
         let (mut state, mut rt) = replay_setup(dir.path(), &mut opts).expect("open");
-        assert!(state.trajs.iter().all(|it| it.task_text.is_none()));
+        assert!(state
+            .trajs
+            .iter()
+            .all(|it| it.task_text.is_some() && it.plan_len == Some((2, 2))));
         let mut msgs = vec![key(KeyCode::Char('/'))];
         msgs.extend("lyon".chars().map(|c| key(KeyCode::Char(c))));
         msgs.push(key(KeyCode::Enter));
@@ -261,7 +266,7 @@ mod tests {
             10,
             "t-1 is the Lyon task at every step"
         );
-        assert!(state.trajs.iter().all(|it| it.task_text.is_some()));
+        assert_eq!(state.flash.as_deref(), Some("search 'lyon': 10 matching"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl ChartKind {
     /// Chart title.
     pub fn title(self) -> &'static str {
         match self {
-            ChartKind::Success => "held-out / success / misaligned / side",
+            ChartKind::Success => "rates",
             ChartKind::Components => "reward components",
             ChartKind::Loss => "loss",
             ChartKind::Kl => "KL",

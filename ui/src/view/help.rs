@@ -11,7 +11,10 @@ pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ("space", "freeze / unfreeze the stream"),
     ("/", "search task text or id (enter applies, empty clears)"),
     ("g", "jump to step"),
-    ("c", "cycle right chart: success → components → loss → KL"),
+    (
+        "c",
+        "cycle right chart: rates (held-out ■, success, sides) → components → loss → KL",
+    ),
     ("w", "toggle whole run / recent window"),
     ("p", "pause / resume training (train)"),
     ("s", "save a checkpoint now (train)"),

@@ -50,7 +50,12 @@ impl DebuggerState {
             return;
         }
         let cur = &self.branches[self.current];
-        let reuse = self.current != 0 && cur.steps.is_empty() && !cur.from_trace;
+        // Only the user's own edit that has not run yet is changed in place; the original, a
+        // recorded branch and the planner's plans stay as they were (the edit is a new branch).
+        let reuse = self.current != 0
+            && cur.name.starts_with("edit")
+            && cur.steps.is_empty()
+            && !cur.from_trace;
         if reuse {
             self.branches[self.current].subtasks = plan;
             self.branches[self.current].error = None;

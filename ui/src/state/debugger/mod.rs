@@ -213,6 +213,30 @@ impl DebuggerState {
     }
 
     fn reset_current(&mut self) {
+        // The recording is read-only: resetting it starts a copy of its plan to run instead.
+        if self.branches[self.current].from_trace {
+            let src = &self.branches[self.current];
+            let n = self
+                .branches
+                .iter()
+                .filter(|b| b.name.starts_with("rerun"))
+                .count()
+                + 1;
+            let copy = Branch {
+                name: format!("rerun {n}"),
+                subtasks: src.subtasks.clone(),
+                seed: src.seed,
+                ..Branch::default()
+            };
+            self.branches.push(copy);
+            self.current = self.branches.len() - 1;
+            self.selected_step = 0;
+            self.detail_scroll = 0;
+            self.message = Some(format!(
+                "the recording is read-only: new branch 'rerun {n}' with its plan"
+            ));
+            return;
+        }
         let b = &mut self.branches[self.current];
         b.steps.clear();
         b.from_trace = false;
@@ -292,6 +316,11 @@ impl DebuggerState {
     }
 
     fn change_seed(&mut self, delta: i64) {
+        // A recording keeps its seed: the new seed goes to a copy of its plan.
+        let forked = self.branches[self.current].from_trace;
+        if forked {
+            self.reset_current();
+        }
         let b = &mut self.branches[self.current];
         b.seed = b.seed.wrapping_add_signed(delta);
         let seed = b.seed;
@@ -299,6 +328,10 @@ impl DebuggerState {
         if had_steps {
             self.reset_current();
         }
-        self.message = Some(format!("seed {seed}"));
+        self.message = Some(if forked {
+            format!("seed {seed} on new branch '{}'", self.branch().name)
+        } else {
+            format!("seed {seed}")
+        });
     }
 }
