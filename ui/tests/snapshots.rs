@@ -67,6 +67,25 @@ fn help_overlay() {
     insta::assert_snapshot!("help_overlay", render(&s));
 }
 
+/// The debugger's key list at 80x24 (it was clipped): every key is on the screen.
+#[test]
+fn debugger_help_fits_a_small_terminal() {
+    let (mut s, _) = AppState::debugger(
+        DebugInitial::Trajectory {
+            record: Box::new(common::fixture::trajectory(3, 0)),
+            plan_index: None,
+        },
+        StateOptions::default(),
+    );
+    feed(&mut s, [key('?')]);
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| cahl_ui::view::draw(f, &s)).unwrap();
+    let out = t.backend().to_string();
+    for (k, _) in cahl_ui::view::help::DEBUGGER_KEYS {
+        assert!(out.contains(k), "the 80x24 debugger help lists {k}:\n{out}");
+    }
+}
+
 #[test]
 fn debugger_from_trace_without_model() {
     let (s, _) = AppState::debugger(

@@ -161,6 +161,44 @@ pub fn in_range(metrics: &[MetricsRecord], range: ChartRange) -> &[MetricsRecord
     }
 }
 
+/// The smoothing `m` turns on (the weight of the previous average, as TensorBoard's slider).
+pub const DEFAULT_SMOOTHING: f64 = 0.8;
+
+/// Exponential moving average with TensorBoard's debiasing: `avg = w·avg + (1 − w)·y`, divided
+/// by `1 − w^n` after `n` points, so the first points are not pulled toward 0.
+pub fn ema(points: &[(f64, f64)], w: f64) -> Vec<(f64, f64)> {
+    let mut avg = 0.0;
+    let mut debias = 1.0;
+    points
+        .iter()
+        .map(|&(x, y)| {
+            avg = w * avg + (1.0 - w) * y;
+            debias *= w;
+            (x, avg / (1.0 - debias).max(f64::MIN_POSITIVE))
+        })
+        .collect()
+}
+
+/// `series` smoothed with [`ema`] (markers are left as they are).
+pub fn smoothed(series: Vec<Series>, smoothing: Option<f64>) -> Vec<Series> {
+    let Some(w) = smoothing else {
+        return series;
+    };
+    series
+        .into_iter()
+        .map(|s| {
+            if s.markers {
+                s
+            } else {
+                Series {
+                    points: ema(&s.points, w),
+                    ..s
+                }
+            }
+        })
+        .collect()
+}
+
 /// Reduces `points` to at most `buckets` points by averaging equal-width step buckets (x is the
 /// bucket's mean step). Points are returned unchanged when they already fit.
 pub fn downsample(points: &[(f64, f64)], buckets: usize) -> Vec<(f64, f64)> {
@@ -272,6 +310,28 @@ mod tests {
         assert_eq!(s[0].points, vec![(0.0, 0.12), (4.0, 0.2)]);
         assert_eq!(latest_held_out(&m), Some((4, 0.2)));
         assert_eq!(latest_held_out(&m[1..4]), None);
+    }
+
+    #[test]
+    fn ema_is_debiased_and_leaves_markers() {
+        let pts = vec![(1.0, 1.0), (2.0, 1.0), (3.0, 0.0)];
+        let e = ema(&pts, 0.5);
+        assert!(
+            (e[0].1 - 1.0).abs() < 1e-12,
+            "debiased: the first point is itself"
+        );
+        assert!((e[1].1 - 1.0).abs() < 1e-12);
+        // avg3 = 0.5*0.75 + 0 = 0.375 over 1 - 0.125.
+        assert!((e[2].1 - 0.375 / 0.875).abs() < 1e-12);
+        let s = smoothed(
+            vec![Series {
+                name: "held-out".into(),
+                points: pts.clone(),
+                markers: true,
+            }],
+            Some(0.5),
+        );
+        assert_eq!(s[0].points, pts);
     }
 
     #[test]

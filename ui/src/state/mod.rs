@@ -213,6 +213,9 @@ pub struct AppState {
     pub chart: ChartKind,
     /// Chart range.
     pub range: ChartRange,
+    /// Exponential moving average of the line series (`m`; TensorBoard's smoothing): `None`
+    /// shows the raw values.
+    pub smoothing: Option<f64>,
     /// Focused pane.
     pub focus: Pane,
     /// Scroll of the log pane (lines from the newest).
@@ -267,6 +270,7 @@ impl AppState {
             last_error: None,
             chart: ChartKind::default(),
             range: ChartRange::Whole,
+            smoothing: None,
             focus: Pane::default(),
             log_scroll: 0,
             input: None,
@@ -435,6 +439,12 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
             })
         }
         KeyCode::Char('c') => s.chart = s.chart.next(),
+        KeyCode::Char('m') => {
+            s.smoothing = match s.smoothing {
+                None => Some(charts::DEFAULT_SMOOTHING),
+                Some(_) => None,
+            };
+        }
         KeyCode::Char('w') => {
             s.range = match s.range {
                 ChartRange::Whole => ChartRange::Window(s.window),

@@ -253,13 +253,16 @@ fn draw_charts(f: &mut Frame, area: Rect, s: &AppState) {
     let [l, r] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
     let m = charts::in_range(&s.metrics, s.range);
-    let range = s.range.label();
+    let range = match s.smoothing {
+        Some(w) => format!("{} · EMA {w}", s.range.label()),
+        None => s.range.label(),
+    };
     draw_series_chart(
         f,
         l,
         format!(" mean reward · {range} "),
         "reward",
-        charts::reward_series(m),
+        charts::smoothed(charts::reward_series(m), s.smoothing),
     );
     draw_series_chart(
         f,
@@ -271,7 +274,7 @@ fn draw_charts(f: &mut Frame, area: Rect, s: &AppState) {
             charts::ChartKind::Loss => "loss",
             charts::ChartKind::Kl => "KL",
         },
-        charts::kind_series(s.chart, m),
+        charts::smoothed(charts::kind_series(s.chart, m), s.smoothing),
     );
 }
 
@@ -446,19 +449,49 @@ fn draw_help(f: &mut Frame, area: Rect, in_debugger: bool) {
     } else {
         (" keys (any key closes) ", help::DASHBOARD_KEYS)
     };
-    let lines: Vec<Line> = keys
+    // As wide as the longest entry; in two columns when one does not fit the height (the
+    // debugger's list was clipped at 80x24); wrapped when even that is too narrow.
+    let colw = keys
         .iter()
-        .map(|(k, d)| {
-            Line::from(vec![
-                Span::styled(format!(" {k:<18}"), Style::new().bold().fg(Color::Cyan)),
-                Span::raw(*d),
-            ])
+        .map(|(_, d)| 20 + d.chars().count())
+        .max()
+        .unwrap_or(20);
+    let n = keys.len();
+    let two = n + 2 > area.height as usize && area.width as usize >= 2 * colw + 2;
+    let rows = if two { n.div_ceil(2) } else { n };
+    let entry = |i: usize, pad: bool| -> Vec<Span<'static>> {
+        let Some((k, d)) = keys.get(i) else {
+            return Vec::new();
+        };
+        let d = if pad {
+            format!("{d:<w$}", w = colw - 20)
+        } else {
+            d.to_string()
+        };
+        vec![
+            Span::styled(format!(" {k:<18} "), Style::new().bold().fg(Color::Cyan)),
+            Span::raw(d),
+        ]
+    };
+    let lines: Vec<Line> = (0..rows)
+        .map(|r| {
+            let mut spans = entry(r, two);
+            if two {
+                spans.extend(entry(r + rows, false));
+            }
+            Line::from(spans)
         })
         .collect();
-    let rect = centered(area, 76, lines.len() as u16 + 2);
+    let width = (if two { 2 * colw + 2 } else { colw + 2 }).min(area.width as usize);
+    // Lines wrap inside the border: count the rows they take.
+    let inner = width.saturating_sub(2).max(1);
+    let height: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
+    let rect = centered(area, width as u16, height as u16 + 2);
     f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(title)),
+        Paragraph::new(lines)
+            .block(Block::bordered().title(title))
+            .wrap(Wrap { trim: false }),
         rect,
     );
 }
