@@ -68,7 +68,14 @@ wait_for "mean reward"
 
 keys f
 wait_for "trajectories · failures"
-keys f f
+keys f
+wait_for "trajectories · misaligned"
+# Then each failure label the failed trajectories carry (the fixture's: plan_too_coarse).
+keys f
+wait_for "trajectories · plan_too_coarse"
+wait_for "coarse"
+keys f
+wait_for "trajectories · all"
 
 keys /
 wait_for "search:"

@@ -537,7 +537,20 @@ pub struct TrajectorySummary {
         deserialize_with = "plan_shape::deserialize",
         skip_serializing
     )]
-    pub plan_shape: Option<(usize, usize)>,
+    pub plan_shape: Option<PlansGlance>,
+}
+
+/// What the trajectory stream shows of a record's plans without loading them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlansGlance {
+    /// Number of plans.
+    pub plans: usize,
+    /// Sub-tasks of the best-rewarded plan (the first when none has a finite reward).
+    pub subtasks: usize,
+    /// The best-rewarded plan's misalignment label, when its execution failed.
+    pub failure: Option<String>,
+    /// Its side (`planner` or `executor`).
+    pub failure_side: Option<String>,
 }
 
 /// Reads a trajectory's `plans` as its shape only: how many plans, and how many sub-tasks the
@@ -558,18 +571,25 @@ mod plan_shape {
     struct Shape {
         subtasks: Vec<IgnoredAny>,
         reward: Total,
+        failure: Option<String>,
+        failure_side: Option<String>,
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Option<(usize, usize)>, D::Error> {
+    ) -> Result<Option<super::PlansGlance>, D::Error> {
         let plans = Vec::<Shape>::deserialize(d)?;
         let best = plans
             .iter()
             .filter(|p| p.reward.total.is_finite())
             .max_by(|a, b| a.reward.total.total_cmp(&b.reward.total))
             .or_else(|| plans.first());
-        Ok(Some((plans.len(), best.map_or(0, |p| p.subtasks.len()))))
+        Ok(Some(super::PlansGlance {
+            plans: plans.len(),
+            subtasks: best.map_or(0, |p| p.subtasks.len()),
+            failure: best.and_then(|p| p.failure.clone()),
+            failure_side: best.and_then(|p| p.failure_side.clone()),
+        }))
     }
 }
 
@@ -637,21 +657,25 @@ impl From<&TrajectoryRecord> for TrajectorySummary {
             executor_reward: t.executor_reward,
             misaligned: t.misaligned,
             mode: t.mode.clone(),
-            plan_shape: Some(plan_shape_of(t)),
+            plan_shape: Some(plans_glance(t)),
         }
     }
 }
 
-/// `(number of plans, sub-tasks of the best-rewarded plan)` of a full record, as the summary
-/// reads it.
-pub fn plan_shape_of(t: &TrajectoryRecord) -> (usize, usize) {
+/// The [`PlansGlance`] of a full record, as the summary reads it.
+pub fn plans_glance(t: &TrajectoryRecord) -> PlansGlance {
     let best = t
         .plans
         .iter()
         .filter(|p| p.reward.total.is_finite())
         .max_by(|a, b| a.reward.total.total_cmp(&b.reward.total))
         .or_else(|| t.plans.first());
-    (t.plans.len(), best.map_or(0, |p| p.subtasks.len()))
+    PlansGlance {
+        plans: t.plans.len(),
+        subtasks: best.map_or(0, |p| p.subtasks.len()),
+        failure: best.and_then(|p| p.failure.clone()),
+        failure_side: best.and_then(|p| p.failure_side.clone()),
+    }
 }
 
 /// Task identity and request (part of [`TrajectorySummary`]; the gold data is not loaded).

@@ -51,6 +51,15 @@ fn filter_cycles_all_failures_misaligned() {
         .visible()
         .iter()
         .all(|q| s.trajs.get(*q).expect("item").misaligned));
+    // Then the failure labels the failed trajectories carry (the fixture's: plan_too_coarse).
+    feed(&mut s, [key('f')]);
+    assert_eq!(s.trajs.filter.label(), "plan_too_coarse");
+    let coarse = s.trajs.visible();
+    assert!(!coarse.is_empty());
+    assert!(coarse.iter().all(|q| {
+        let it = s.trajs.get(*q).expect("item");
+        !it.success && it.failure.as_deref() == Some("plan_too_coarse")
+    }));
     feed(&mut s, [key('f')]);
     assert_eq!(s.trajs.visible().len(), all);
 }

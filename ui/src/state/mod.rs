@@ -417,7 +417,13 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Esc => s.trajs.expanded = false,
         KeyCode::Char('f') => {
-            s.trajs.filter = s.trajs.filter.next();
+            let present: Vec<&str> = s
+                .trajs
+                .iter()
+                .filter(|it| !it.success)
+                .filter_map(|it| it.failure.as_deref())
+                .collect();
+            s.trajs.filter = s.trajs.filter.next_among(&present);
             s.flash = Some(format!("filter: {}", s.trajs.filter.label()));
         }
         KeyCode::Char(' ') => {

@@ -4,6 +4,27 @@ use std::collections::VecDeque;
 
 use cahl_sessions::{TrajectoryRecord, TrajectorySummary};
 
+/// The misalignment labels of failed plans (the engine's `eval::taxonomy`), with the short
+/// names the stream shows.
+pub const FAILURE_LABELS: [(&str, &str); 7] = [
+    ("plan_unparsable", "no-plan"),
+    ("plan_missing_call", "missing"),
+    ("subtask_value_missing", "no-value"),
+    ("plan_too_coarse", "coarse"),
+    ("plan_too_fine", "fine"),
+    ("executor_failed", "exec"),
+    ("final_state_wrong", "state"),
+];
+
+/// The short name of a failure label (the label itself when unknown, cut to 8 characters).
+pub fn short_label(label: &str) -> String {
+    FAILURE_LABELS
+        .iter()
+        .find(|(l, _)| *l == label)
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_else(|| label.chars().take(8).collect())
+}
+
 /// Which trajectories the stream shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Filter {
@@ -14,16 +35,35 @@ pub enum Filter {
     Failures,
     /// Only trajectories flagged as planner–executor misaligned.
     Misaligned,
+    /// Only failed trajectories whose best plan carries this label (index into
+    /// [`FAILURE_LABELS`]).
+    Label(usize),
 }
 
 impl Filter {
-    /// The next filter in the `f` key cycle.
+    /// The next filter in the `f` key cycle, without items to look at: all, failures,
+    /// misaligned, then every label.
     pub fn next(self) -> Filter {
         match self {
             Filter::All => Filter::Failures,
             Filter::Failures => Filter::Misaligned,
-            Filter::Misaligned => Filter::All,
+            Filter::Misaligned => Filter::Label(0),
+            Filter::Label(i) if i + 1 < FAILURE_LABELS.len() => Filter::Label(i + 1),
+            Filter::Label(_) => Filter::All,
         }
+    }
+
+    /// The next filter, skipping labels that no failed item carries (`present`: the labels of
+    /// the failed items).
+    pub fn next_among(self, present: &[&str]) -> Filter {
+        let mut f = self.next();
+        while let Filter::Label(i) = f {
+            if present.contains(&FAILURE_LABELS[i].0) {
+                return f;
+            }
+            f = f.next();
+        }
+        f
     }
 
     /// Label shown in the pane title.
@@ -32,6 +72,7 @@ impl Filter {
             Filter::All => "all",
             Filter::Failures => "failures",
             Filter::Misaligned => "misaligned",
+            Filter::Label(i) => FAILURE_LABELS.get(i).map_or("?", |l| l.0),
         }
     }
 
@@ -40,6 +81,9 @@ impl Filter {
             Filter::All => true,
             Filter::Failures => !item.success,
             Filter::Misaligned => item.misaligned,
+            Filter::Label(i) => {
+                !item.success && item.failure.as_deref() == FAILURE_LABELS.get(i).map(|l| l.0)
+            }
         }
     }
 }
@@ -59,6 +103,10 @@ pub struct TrajItem {
     pub task_text: Option<String>,
     /// Number of plans (G_h) and sub-tasks of the best plan, once known.
     pub plan_len: Option<(usize, usize)>,
+    /// The best plan's misalignment label when it failed, once known.
+    pub failure: Option<String>,
+    /// Its side (`planner` or `executor`).
+    pub failure_side: Option<String>,
     /// Some plan solved the task.
     pub success: bool,
     /// Flagged as misaligned.
@@ -88,7 +136,9 @@ impl TrajItem {
             step: s.step,
             task_id: s.task.id.clone(),
             task_text: (!s.task.text.is_empty()).then(|| s.task.text.clone()),
-            plan_len: s.plan_shape,
+            plan_len: s.plan_shape.as_ref().map(|g| (g.plans, g.subtasks)),
+            failure: s.plan_shape.as_ref().and_then(|g| g.failure.clone()),
+            failure_side: s.plan_shape.as_ref().and_then(|g| g.failure_side.clone()),
             success: s.success,
             misaligned: s.misaligned,
             planner_reward: s.planner_reward,
@@ -100,7 +150,10 @@ impl TrajItem {
     /// Fills the fields that only the full record has (task text, plan length).
     pub fn fill_from(&mut self, rec: &TrajectoryRecord) {
         self.task_text = Some(rec.task.text.clone());
-        self.plan_len = Some(plan_shape(rec));
+        let g = cahl_sessions::records::plans_glance(rec);
+        self.plan_len = Some((g.plans, g.subtasks));
+        self.failure = g.failure;
+        self.failure_side = g.failure_side;
     }
 
     fn matches(&self, query: &str) -> bool {
@@ -118,7 +171,8 @@ impl TrajItem {
 
 /// `(number of plans, sub-tasks of the best-rewarded plan)`.
 pub fn plan_shape(rec: &TrajectoryRecord) -> (usize, usize) {
-    cahl_sessions::records::plan_shape_of(rec)
+    let g = cahl_sessions::records::plans_glance(rec);
+    (g.plans, g.subtasks)
 }
 
 /// Upper bound on the number of lines of the expanded view of `rec` (before wrapping), used to
@@ -353,5 +407,71 @@ impl TrajList {
     /// Iterates over all held items, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &TrajItem> {
         self.items.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64, success: bool, failure: Option<&str>) -> TrajItem {
+        TrajItem {
+            seq,
+            disk_index: None,
+            step: seq,
+            task_id: format!("t-{seq}"),
+            task_text: None,
+            plan_len: None,
+            failure: failure.map(String::from),
+            failure_side: None,
+            success,
+            misaligned: false,
+            planner_reward: 0.0,
+            executor_reward: 0.0,
+            record: None,
+        }
+    }
+
+    /// `f` cycles all → failures → misaligned → each label some failed item carries → all,
+    /// and a label filter keeps the failed items with that label.
+    #[test]
+    fn the_filter_cycles_through_the_labels_present() {
+        let items = [
+            item(1, false, Some("plan_too_coarse")),
+            item(2, false, Some("executor_failed")),
+            item(3, true, None),
+        ];
+        let present: Vec<&str> = items
+            .iter()
+            .filter(|it| !it.success)
+            .filter_map(|it| it.failure.as_deref())
+            .collect();
+        let mut f = Filter::All;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            f = f.next_among(&present);
+            seen.push(f.label());
+        }
+        assert_eq!(
+            seen,
+            [
+                "failures",
+                "misaligned",
+                "plan_too_coarse",
+                "executor_failed",
+                "all",
+                "failures"
+            ]
+        );
+        let coarse = Filter::Label(3);
+        assert_eq!(coarse.label(), "plan_too_coarse");
+        let kept: Vec<u64> = items
+            .iter()
+            .filter(|it| coarse.accepts(it))
+            .map(|it| it.seq)
+            .collect();
+        assert_eq!(kept, vec![1]);
+        assert_eq!(short_label("subtask_value_missing"), "no-value");
+        assert_eq!(short_label("something_else_entirely"), "somethin");
     }
 }

@@ -7,7 +7,10 @@ pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ("PgDn PgUp", "move by 10"),
     ("enter", "expand / collapse the selected trajectory"),
     ("esc", "collapse"),
-    ("f", "filter: all → failures → misaligned"),
+    (
+        "f",
+        "filter: all → failures → misaligned → each failure label",
+    ),
     ("space", "freeze / unfreeze the stream"),
     ("/", "search task text or id (enter applies, empty clears)"),
     ("g", "jump to step"),

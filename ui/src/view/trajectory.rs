@@ -8,7 +8,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::focus_block;
-use crate::state::trajs::TrajItem;
+use crate::state::trajs::{short_label, TrajItem};
 use crate::state::{AppState, Pane};
 
 /// Formats a reward (`-` when unknown).
@@ -73,10 +73,26 @@ fn item_line(it: &TrajItem, selected: bool, width: usize, id_w: usize) -> Line<'
     } else {
         ("✗", Style::new().fg(Color::Red))
     };
-    let mis = if it.misaligned {
-        Span::styled("M", Style::new().fg(Color::Magenta).bold())
-    } else {
-        Span::raw(" ")
+    // The failure label of the best plan (magenta: planner side, yellow: executor side), bold
+    // when the task is flagged misaligned; blank on success.
+    let mis = match (&it.failure, it.success) {
+        (Some(l), false) => {
+            let color = match it.failure_side.as_deref() {
+                Some("planner") => Color::Magenta,
+                Some("executor") => Color::Yellow,
+                _ => Color::Gray,
+            };
+            let mut st = Style::new().fg(color);
+            if it.misaligned {
+                st = st.bold();
+            }
+            Span::styled(format!(" {:<8}", short_label(l)), st)
+        }
+        _ if it.misaligned => Span::styled(
+            format!(" {:<8}", "M"),
+            Style::new().fg(Color::Magenta).bold(),
+        ),
+        _ => Span::raw(" ".repeat(9)),
     };
     let shape = match it.plan_len {
         Some((g, n)) => format!("{g}×{n:<2}"),
@@ -144,7 +160,7 @@ pub fn draw_list(f: &mut Frame, area: Rect, s: &AppState) {
         .clamp(4, (width / 3).max(8));
     let mut lines = vec![Line::styled(
         format!(
-            "  step  ok {:<id_w$} plans reward (planner, executor)   task text",
+            "  step  ok failure  {:<id_w$} plans reward (planner, executor)   task text",
             "task"
         ),
         Style::new().dim().underlined(),
