@@ -45,9 +45,10 @@ pub struct DebugArgs {
     #[arg(long)]
     pub open: Option<PathBuf>,
     /// Model for running the planner/executor (HF folder, .gguf, or "embedded" for the default
-    /// model). Without it, --task and --task-id use the embedded default model, --trace its
-    /// session's model when that is found from here; otherwise (--open, or a session whose model
-    /// is not found) the debugger edits plans and compares branches but cannot run them.
+    /// model). Without it, --task and --task-id use the embedded default model, --trace (and
+    /// --open of a file saved under <session>/debug/) its session's model and latest
+    /// checkpoint when they are found from here; otherwise the debugger edits plans and
+    /// compares branches but cannot run them.
     #[arg(long)]
     pub model: Option<String>,
     /// Checkpoint with planner/ and executor/ PEFT adapters (default: the latest of --trace's session).
@@ -63,9 +64,18 @@ pub struct DebugArgs {
 }
 
 pub fn run(args: DebugArgs) -> Result<()> {
+    // A saved debugger session under `<session>/debug/` belongs to that session: reopened, it
+    // runs on the session's model and latest checkpoint again, as when it was saved.
+    let saved_in = args.open.as_deref().and_then(|f| {
+        let dir = f.parent()?;
+        let session = dir.parent()?;
+        (dir.file_name()? == "debug" && session.join("run.json").is_file())
+            .then(|| session.to_path_buf())
+    });
+    let session = args.trace.clone().or(saved_in);
     // A task with no session behind it runs on the embedded default model, as every other
     // command does without --model.
-    let default_embedded = args.model.is_none() && args.trace.is_none() && args.open.is_none();
+    let default_embedded = args.model.is_none() && session.is_none() && args.open.is_none();
     let with_model = args.model.is_some() || default_embedded;
     let initial = if let Some(p) = &args.open {
         DebugInitial::from_saved_file(p).map_err(|e| anyhow::anyhow!(e))?
@@ -122,7 +132,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
     } else {
         bail!("say what to debug: --trace SESSION [--index N], --task-id ID [--bench B --data DIR], --task TEXT or --open FILE");
     };
-    let checkpoint = match (&args.checkpoint, &args.trace) {
+    let checkpoint = match (&args.checkpoint, &session) {
         (Some(c), _) => Some(c.clone()),
         (None, Some(t)) => latest_checkpoint_of(t),
         _ => None,
@@ -132,7 +142,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
         .model
         .clone()
         .or_else(|| {
-            let l = SessionModelLoader::of_session(args.trace.as_deref()?)?;
+            let l = SessionModelLoader::of_session(session.as_deref()?)?;
             eprintln!("using the session's model {} (--model overrides)", l.model);
             Some(l.model)
         })
@@ -145,11 +155,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
     let backend: Option<Box<dyn ExecutorBackend>> = match &model {
         Some(m) => {
             eprintln!("loading {m}…");
-            let cfg = args
-                .trace
-                .as_deref()
-                .map(session_config)
-                .unwrap_or_default();
+            let cfg = session.as_deref().map(session_config).unwrap_or_default();
             let mut b = engine_backend(m, checkpoint.as_deref(), cfg)?;
             if let Some(dir) = &args.search_index {
                 let idx = Bm25Index::open(dir)
