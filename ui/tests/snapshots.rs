@@ -30,7 +30,7 @@ fn dashboard_components_window() {
     let mut s = live_state(30);
     feed(&mut s, [key('c'), key('w'), code(KeyCode::Tab)]);
     let out = screen(&s);
-    assert!(out.contains("reward components"));
+    assert!(out.contains("planner reward components"));
     assert!(out.contains("last 100 steps"));
     insta::assert_snapshot!("dashboard_components_window", render(&s));
 }
@@ -39,6 +39,8 @@ fn dashboard_components_window() {
 fn dashboard_loss_and_kl() {
     let mut s = live_state(30);
     feed(&mut s, [key('c'), key('c')]);
+    assert!(screen(&s).contains("executor reward components"));
+    feed(&mut s, [key('c')]);
     assert!(screen(&s).contains(" loss "));
     insta::assert_snapshot!("dashboard_loss", render(&s));
     feed(&mut s, [key('c')]);

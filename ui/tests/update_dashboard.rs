@@ -327,6 +327,8 @@ fn chart_and_pane_keys() {
     assert_eq!(s.chart, ChartKind::Success);
     feed(&mut s, [key('c')]);
     assert_eq!(s.chart, ChartKind::Components);
+    feed(&mut s, [key('c')]);
+    assert_eq!(s.chart, ChartKind::ExecutorComponents);
     feed(&mut s, [key('c'), key('c'), key('c')]);
     assert_eq!(s.chart, ChartKind::Success);
     feed(&mut s, [key('w')]);

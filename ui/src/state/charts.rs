@@ -8,8 +8,11 @@ pub enum ChartKind {
     /// Held-out success (markers), sampled success, misaligned and side rates.
     #[default]
     Success,
-    /// Mean reward components (`executor/format`, `planner/param_accuracy`, ...).
+    /// The planner's mean reward components (`planner/param_level`, ...), in a panel of their
+    /// own.
     Components,
+    /// The executor's mean reward components (`executor/format`, ...).
+    ExecutorComponents,
     /// Policy loss per policy.
     Loss,
     /// KL to the reference per policy.
@@ -21,7 +24,8 @@ impl ChartKind {
     pub fn next(self) -> ChartKind {
         match self {
             ChartKind::Success => ChartKind::Components,
-            ChartKind::Components => ChartKind::Loss,
+            ChartKind::Components => ChartKind::ExecutorComponents,
+            ChartKind::ExecutorComponents => ChartKind::Loss,
             ChartKind::Loss => ChartKind::Kl,
             ChartKind::Kl => ChartKind::Success,
         }
@@ -31,7 +35,8 @@ impl ChartKind {
     pub fn title(self) -> &'static str {
         match self {
             ChartKind::Success => "rates",
-            ChartKind::Components => "reward components",
+            ChartKind::Components => "planner reward components",
+            ChartKind::ExecutorComponents => "executor reward components",
             ChartKind::Loss => "loss",
             ChartKind::Kl => "KL",
         }
@@ -131,19 +136,29 @@ pub fn kind_series(kind: ChartKind, metrics: &[MetricsRecord]) -> Vec<Series> {
             series_of("planner", metrics, |m| m.planner.kl),
             series_of("executor", metrics, |m| m.executor.kl),
         ],
-        ChartKind::Components => {
-            let mut keys: Vec<&String> = metrics.iter().flat_map(|m| m.components.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter()
-                .map(|k| {
-                    series_of(k, metrics, |m| {
-                        m.components.get(k).copied().unwrap_or(f64::NAN)
-                    })
-                })
-                .collect()
-        }
+        ChartKind::Components => components_of(metrics, "planner/"),
+        ChartKind::ExecutorComponents => components_of(metrics, "executor/"),
     }
+}
+
+/// The components whose key starts with `prefix`, named without it (the panel says whose).
+fn components_of(metrics: &[MetricsRecord], prefix: &str) -> Vec<Series> {
+    let mut keys: Vec<&String> = metrics
+        .iter()
+        .flat_map(|m| m.components.keys())
+        .filter(|k| k.starts_with(prefix))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            let mut s = series_of(k, metrics, |m| {
+                m.components.get(k).copied().unwrap_or(f64::NAN)
+            });
+            s.name = k[prefix.len()..].to_string();
+            s
+        })
+        .collect()
 }
 
 /// The metrics in range: all of them, or those of the last `n` steps.

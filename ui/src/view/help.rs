@@ -16,7 +16,7 @@ pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ("g", "jump to step"),
     (
         "c",
-        "cycle right chart: rates (held-out ■, success, sides) → components → loss → KL",
+        "cycle right chart: rates (held-out ■) → planner, executor components → loss → KL",
     ),
     ("w", "toggle whole run / recent window"),
     ("m", "smooth the curves (EMA 0.8) / show raw values"),

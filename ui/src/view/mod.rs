@@ -167,9 +167,9 @@ pub fn draw_series_chart(
     y_name: &str,
     series: Vec<Series>,
 ) {
-    // The title is the legend, outside the plot: each series in its colour with its current
-    // value (its last point).
-    let mut spans = vec![Span::raw(title)];
+    // The legend sits on the bottom border, outside the plot: each series in its colour with
+    // its current value (its last point).
+    let mut spans = vec![Span::raw(" ")];
     for (i, s) in series.iter().enumerate() {
         let color = SERIES_COLORS[i % SERIES_COLORS.len()];
         let now = s.last().map_or("-".into(), fmt_axis);
@@ -178,7 +178,9 @@ pub fn draw_series_chart(
             Style::new().fg(color),
         ));
     }
-    let block = Block::bordered().title(Line::from(spans));
+    let block = Block::bordered()
+        .title(title)
+        .title_bottom(Line::from(spans));
     let buckets = (area.width.saturating_sub(10) as usize) * 2;
     let series: Vec<Series> = series
         .into_iter()
@@ -270,7 +272,7 @@ fn draw_charts(f: &mut Frame, area: Rect, s: &AppState) {
         format!(" {} · {range} · c: next ", s.chart.title()),
         match s.chart {
             charts::ChartKind::Success => "rate",
-            charts::ChartKind::Components => "reward",
+            charts::ChartKind::Components | charts::ChartKind::ExecutorComponents => "reward",
             charts::ChartKind::Loss => "loss",
             charts::ChartKind::Kl => "KL",
         },
