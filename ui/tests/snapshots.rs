@@ -297,3 +297,34 @@ fn oracle_header_and_several_executions() {
     // Steps are labelled by execution once a plan has several (the second is further down).
     assert!(out.contains("execution 1"), "{out}");
 }
+
+/// The dashboard at 80x24: one pane at a time under a tab line; `1` the charts, `2` the stream,
+/// `tab` the messages.
+#[test]
+fn dashboard_at_80x24_shows_one_pane_at_a_time() {
+    let draw = |s: &AppState| {
+        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| cahl_ui::view::draw(f, s)).unwrap();
+        t.backend().clone()
+    };
+    let mut s = live_state(12);
+    let out = draw(&s).to_string();
+    assert!(
+        out.contains("2 trajectories") && out.contains("trajectories · all"),
+        "{out}"
+    );
+    insta::assert_snapshot!("dashboard_80x24_stream", draw(&s));
+    feed(&mut s, [key('1')]);
+    let out = draw(&s).to_string();
+    assert!(
+        out.contains("mean reward") && out.contains("rates"),
+        "{out}"
+    );
+    insta::assert_snapshot!("dashboard_80x24_charts", draw(&s));
+    feed(&mut s, [key('2'), code(KeyCode::Tab)]);
+    let out = draw(&s).to_string();
+    assert!(
+        out.contains("messages") && !out.contains("mean reward"),
+        "{out}"
+    );
+}

@@ -224,6 +224,9 @@ pub struct AppState {
     pub input: Option<Input>,
     /// Help overlay shown.
     pub help: bool,
+    /// Small terminals (under 100x30) show one pane at a time: the charts (`1`) or the stream
+    /// (`2`; `tab` switches trajectories and messages).
+    pub compact_charts: bool,
     /// Open debugger.
     pub debugger: Option<Box<DebuggerState>>,
     /// The debugger's model (outlives an open debugger).
@@ -275,6 +278,7 @@ impl AppState {
             log_scroll: 0,
             input: None,
             help: false,
+            compact_charts: false,
             debugger: None,
             model: match (&opts.backend, &opts.loader) {
                 (Some(_), _) => ModelState::given(opts.backend.clone()),
@@ -389,6 +393,8 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
     let live = s.mode == Mode::Live;
     match k.code {
         KeyCode::Char('?') => s.help = true,
+        KeyCode::Char('1') => s.compact_charts = true,
+        KeyCode::Char('2') => s.compact_charts = false,
         KeyCode::Char('q') => return s.quit(),
         KeyCode::Tab | KeyCode::BackTab => {
             s.focus = match s.focus {

@@ -3,6 +3,7 @@
 /// Dashboard keys (train and replay): `(key, what it does)`.
 pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ("tab / shift-tab", "switch pane (trajectories, messages)"),
+    ("1 / 2", "under 100x30: show the charts / the stream"),
     ("j k / ↓ ↑", "move selection / scroll"),
     ("PgDn PgUp", "move by 10"),
     ("enter", "expand / collapse the selected trajectory"),

@@ -98,6 +98,50 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
         ));
         banner.push(Line::styled(format!("   {first}"), style));
     }
+    // A small terminal shows one pane at a time under a tab line.
+    if area.width < COMPACT_WIDTH || area.height < COMPACT_HEIGHT {
+        let [title, banner_area, tabs, body, status, bottom] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(banner.len() as u16),
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(1),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        f.render_widget(Paragraph::new(title_line(s)), title);
+        f.render_widget(Paragraph::new(banner), banner_area);
+        let tab = |on: bool, text: &str| {
+            if on {
+                Span::styled(format!(" {text} "), Style::new().reversed().bold())
+            } else {
+                Span::styled(format!(" {text} "), Style::new().dim())
+            }
+        };
+        let stream = !s.compact_charts;
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                tab(s.compact_charts, "1 charts"),
+                tab(stream && s.focus == Pane::Trajectories, "2 trajectories"),
+                tab(stream && s.focus == Pane::Log, "tab: messages"),
+            ])),
+            tabs,
+        );
+        if s.compact_charts {
+            let [a, b] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(body);
+            draw_chart_pair(f, a, b, s);
+        } else if s.focus == Pane::Log {
+            draw_log(f, body, s);
+        } else if s.trajs.expanded {
+            trajectory::draw_detail(f, body, s);
+        } else {
+            trajectory::draw_list(f, body, s);
+        }
+        draw_status(f, status, s);
+        draw_bottom(f, bottom, s);
+        return;
+    }
     let chart_h = (area.height.saturating_sub(4) * 2 / 5).max(6);
     let [title, banner_area, charts_area, body, status, bottom] = Layout::vertical([
         Constraint::Length(1),
@@ -251,9 +295,19 @@ pub fn draw_series_chart(
     f.render_widget(chart, area);
 }
 
+/// Below this width or height the dashboard shows one pane at a time.
+pub const COMPACT_WIDTH: u16 = 100;
+/// See [`COMPACT_WIDTH`].
+pub const COMPACT_HEIGHT: u16 = 30;
+
 fn draw_charts(f: &mut Frame, area: Rect, s: &AppState) {
     let [l, r] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    draw_chart_pair(f, l, r, s);
+}
+
+/// The reward chart in `l` and the chosen right-hand chart in `r`.
+fn draw_chart_pair(f: &mut Frame, l: Rect, r: Rect, s: &AppState) {
     let m = charts::in_range(&s.metrics, s.range);
     let range = match s.smoothing {
         Some(w) => format!("{} · EMA {w}", s.range.label()),
