@@ -392,6 +392,65 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
     out
 }
 
+/// `lines` wrapped to `width` columns: a continuation keeps the line's indent (plus two), and a
+/// line breaks after a space or a `,` where it can, so JSON is not split inside a token.
+pub fn wrap_lines(lines: Vec<Line<'static>>, width: usize) -> Vec<Line<'static>> {
+    let width = width.max(8);
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        if line.width() <= width {
+            out.push(line);
+            continue;
+        }
+        let line_style = line.style;
+        let chars: Vec<(char, Style)> = line
+            .spans
+            .iter()
+            .flat_map(|s| s.content.chars().map(move |c| (c, s.style)))
+            .collect();
+        let indent = chars
+            .iter()
+            .take_while(|(c, _)| *c == ' ')
+            .count()
+            .min(width / 2)
+            + 2;
+        let mut start = 0;
+        let mut first = true;
+        while start < chars.len() {
+            let avail = if first { width } else { width - indent };
+            let end = if chars.len() - start <= avail {
+                chars.len()
+            } else {
+                // The last break opportunity within reach, else a hard break.
+                (start + 1..start + avail)
+                    .rev()
+                    .find(|&i| matches!(chars[i - 1].0, ' ' | ','))
+                    .unwrap_or(start + avail)
+            };
+            let mut spans: Vec<Span<'static>> = Vec::new();
+            if !first {
+                spans.push(Span::raw(" ".repeat(indent)));
+            }
+            let mut cur = String::new();
+            let mut cur_style = chars[start].1;
+            for &(c, st) in &chars[start..end] {
+                if st != cur_style && !cur.is_empty() {
+                    spans.push(Span::styled(std::mem::take(&mut cur), cur_style));
+                }
+                cur_style = st;
+                cur.push(c);
+            }
+            if !cur.is_empty() {
+                spans.push(Span::styled(cur, cur_style));
+            }
+            out.push(Line::from(spans).style(line_style));
+            start = end;
+            first = false;
+        }
+    }
+    out
+}
+
 /// Draws the expanded trajectory (or a loading note while it is read from disk).
 pub fn draw_detail(f: &mut Frame, area: Rect, s: &AppState) {
     let item = s.trajs.current().and_then(|q| s.trajs.get(q));
@@ -407,15 +466,10 @@ pub fn draw_detail(f: &mut Frame, area: Rect, s: &AppState) {
         Some(rec) => trajectory_lines(rec),
         None => vec![Line::styled("loading…", Style::new().dim())],
     };
+    let lines = wrap_lines(lines, area.width.saturating_sub(2) as usize);
     let max = lines.len().saturating_sub(1);
     let scroll = s.trajs.detail_scroll.min(max) as u16;
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false })
-            .scroll((scroll, 0)),
-        area,
-    );
+    f.render_widget(Paragraph::new(lines).block(block).scroll((scroll, 0)), area);
 }
 
 #[cfg(test)]
@@ -454,6 +508,43 @@ mod tests {
         let s = fmt_breakdown(&r);
         assert!(s.contains("semantics +1.00×2"), "{s}");
         assert!(s.contains("format +1.00,"), "{s}");
+    }
+
+    /// A long call wraps after a comma or space with the line's indent kept, never inside a
+    /// JSON token.
+    #[test]
+    fn wrapping_keeps_indent_and_json_tokens() {
+        let l = Line::from(vec![
+            Span::raw("         call: "),
+            Span::raw(
+                r#"transfer({"token":"tok-alice-1","from_account":"checking","to_account":"savings","amount":40})"#,
+            ),
+        ]);
+        let out = wrap_lines(vec![l], 40);
+        let rows: Vec<String> = out.iter().map(|l| text(std::slice::from_ref(l))).collect();
+        assert!(rows.len() > 1, "{rows:?}");
+        for r in &rows[1..] {
+            assert!(r.starts_with("           "), "indent kept: {r:?}");
+        }
+        for r in &rows {
+            assert!(r.chars().count() <= 40, "{r:?}");
+        }
+        let joined: String = rows
+            .iter()
+            .map(|r| r.trim_start())
+            .collect::<Vec<_>>()
+            .concat();
+        for token in [
+            "\"tok-alice-1\"",
+            "\"from_account\"",
+            "\"checking\"",
+            "40})",
+        ] {
+            assert!(joined.contains(token), "{token} split: {rows:?}");
+        }
+        // Short lines are left alone.
+        let short = wrap_lines(vec![Line::raw("abc")], 40);
+        assert_eq!(text(&short), "abc");
     }
 
     #[test]
