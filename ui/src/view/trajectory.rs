@@ -4,7 +4,7 @@ use cahl_sessions::{CallRecord, RewardBreakdown, TrajectoryRecord};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::focus_block;
