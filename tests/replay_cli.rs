@@ -37,7 +37,12 @@ fn files_that_are_not_sessions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for (name, text, want) in [
         ("config.toml", "steps = 3\n", "is not a session"),
-        ("results.jsonl", "{\"id\": \"a\"}\n", "evaluation's output"),
+        (
+            "results.jsonl",
+            "{\"id\": \"a\"}\n",
+            "not an evaluation result line",
+        ),
+        ("summary.json", "{}", "evaluation's summary"),
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -64,4 +69,23 @@ fn a_sessions_trajectories_file_opens_the_session() {
     let (ok, out, err) = replay_summary(&run.join("trajectories.jsonl"));
     assert!(ok, "{err}");
     assert!(out.contains("metrics: 2 steps"), "{out}");
+}
+
+/// An evaluation's results.jsonl opens as a list of its items' episodes, each successful as the
+/// scorer judged it.
+#[test]
+fn an_evaluations_results_open_as_a_browsable_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("results.jsonl");
+    let line = |id: &str, ok: bool| {
+        format!(
+            "{{\"id\": \"{id}\", \"category\": \"c\", \"correct\": {ok}, \"prediction\": {{}}, \"trajectory\": {{\"step\": 0, \"task\": {{\"id\": \"{id}\", \"text\": \"t\"}}, \"success\": {}}}}}\n",
+            !ok
+        )
+    };
+    std::fs::write(&p, line("a", true) + &line("b", false) + &line("c", true)).unwrap();
+    let (ok, out, err) = replay_summary(&p);
+    assert!(ok, "{err}");
+    assert!(out.contains("trajectories: 3 (2 successful)"), "{out}");
+    assert!(err.contains("3 items (2 correct)"), "{err}");
 }

@@ -1,6 +1,6 @@
 //! `cahl-tui replay <trajectories.jsonl | metrics.jsonl | SESSION_DIR>`: browse a recorded run
-//! without a model. A session's own `trajectories.jsonl` opens the whole session; other files
-//! are refused.
+//! without a model. A session's own `trajectories.jsonl` opens the whole session, an
+//! evaluation's `results.jsonl` its items' episodes; other files are refused.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,8 @@ use anyhow::Context;
 /// Arguments of `cahl-tui replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// A session directory, or a bare `trajectories.jsonl` / `metrics.jsonl`.
+    /// A session directory, a `trajectories.jsonl` / `metrics.jsonl`, or an evaluation's
+    /// `results.jsonl` (its items' episodes as a list).
     pub path: PathBuf,
     /// Maximum frames per second.
     #[arg(long, default_value_t = 20)]
@@ -61,9 +62,10 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
                 _ => Ok(path.to_path_buf()),
             }
         }
-        "results.jsonl" | "summary.json" => anyhow::bail!(
-            "{} is an evaluation's output, not a session: replay the session it belongs to, or \
-             read it with `cahl-tui report SESSION` / `cahl-tui compare`",
+        "results.jsonl" => eval_as_session(path),
+        "summary.json" => anyhow::bail!(
+            "{} is an evaluation's summary: replay its results.jsonl (one row per item) or the \
+             session it belongs to, or read it with `cahl-tui report SESSION`",
             path.display()
         ),
         _ => anyhow::bail!(
@@ -72,6 +74,78 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
             path.display()
         ),
     }
+}
+
+/// One line of an evaluation's `results.jsonl`, as far as replay needs it.
+#[derive(serde::Deserialize)]
+struct EvalLine {
+    correct: bool,
+    trajectory: cahl_sessions::TrajectoryRecord,
+}
+
+/// An evaluation's `results.jsonl` as a browsable session: its items' episodes (success = the
+/// scorer's verdict) in a temporary session, with the run's `run.json` and `config.toml` and the
+/// evaluated checkpoint linked in when the evaluation lies in `SESSION/eval/<name>-step-N/`, so
+/// `d` debugs an item on the model and adapters that were evaluated.
+fn eval_as_session(path: &Path) -> anyhow::Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = String::new();
+    let (mut n, mut correct) = (0usize, 0usize);
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut e: EvalLine = serde_json::from_str(line).map_err(|err| {
+            anyhow::anyhow!(
+                "{}:{}: not an evaluation result line ({err})",
+                path.display(),
+                i + 1
+            )
+        })?;
+        e.trajectory.success = e.correct;
+        n += 1;
+        correct += e.correct as usize;
+        out.push_str(&serde_json::to_string(&e.trajectory)?);
+        out.push('\n');
+    }
+    let dir = std::env::temp_dir().join(format!("cahl-eval-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("trajectories.jsonl"), out)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    // SESSION/eval/<bench>-<mode>-step-N/results.jsonl: the session and the checkpoint.
+    let eval_dir = path.parent();
+    let session = eval_dir
+        .and_then(Path::parent)
+        .filter(|d| d.file_name().is_some_and(|n| n == "eval"))
+        .and_then(Path::parent)
+        .filter(|s| s.join("run.json").is_file());
+    if let (Some(session), Some(eval_dir)) = (session, eval_dir) {
+        for f in ["run.json", "config.toml"] {
+            let _ = std::fs::copy(session.join(f), dir.join(f));
+        }
+        let name = eval_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if let Some(step) = name.rsplit_once("-step-").map(|(_, s)| s.to_string()) {
+            let ck = session.join("checkpoints").join(format!("step-{step}"));
+            if ck.is_dir() {
+                std::fs::create_dir_all(dir.join("checkpoints"))?;
+                #[cfg(unix)]
+                let _ = std::os::unix::fs::symlink(
+                    &ck,
+                    dir.join("checkpoints").join(format!("step-{step}")),
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{}: {n} items ({correct} correct), browsed as a temporary session in {}",
+        path.display(),
+        dir.display()
+    );
+    Ok(dir)
 }
 
 /// Runs `cahl-tui replay`.
