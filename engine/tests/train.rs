@@ -937,12 +937,35 @@ fn every_execution_step_gets_its_advantages() {
     assert!(plan0.success_rate.is_finite());
 }
 
+/// Each group's completions' per-token log-probs under the executor adapter, `[group][i][j]`.
+fn executor_token_logprobs(
+    t: &Trainer,
+    groups: &[(Group, Vec<SeqAdvantage>)],
+) -> Vec<Vec<Vec<f64>>> {
+    use cahl_engine::grpo::completion_logprobs;
+    groups
+        .iter()
+        .map(|(g, _)| {
+            let refs: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
+            let (lp, _) = completion_logprobs(
+                &t.agent.model,
+                Some("executor"),
+                &g.prompt,
+                &refs,
+                1.0,
+                false,
+            )
+            .unwrap();
+            lp.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
+        })
+        .collect()
+}
+
 /// An update with per-token advantages (IH-GRPO's segments, StepTool's turns) moves each
 /// token's log-probability in the direction of its own advantage: within one completion the
 /// first half is pushed up and the second half down (and the reverse in the next completion).
 #[test]
 fn a_per_token_update_raises_the_log_probs_of_positively_advantaged_segments() {
-    use cahl_engine::grpo::completion_logprobs;
     let mut cfg = small_config();
     cfg.grpo.beta = 0.0;
     cfg.optim.executor.lr = 2e-3;
@@ -967,30 +990,12 @@ fn a_per_token_update_raises_the_log_probs_of_positively_advantaged_segments() {
             (g, adv)
         })
         .collect();
-    let token_logp = |t: &Trainer| -> Vec<Vec<Vec<f64>>> {
-        groups
-            .iter()
-            .map(|(g, _)| {
-                let refs: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
-                let (lp, _) = completion_logprobs(
-                    &t.agent.model,
-                    Some("executor"),
-                    &g.prompt,
-                    &refs,
-                    1.0,
-                    false,
-                )
-                .unwrap();
-                lp.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
-            })
-            .collect()
-    };
-    let before = token_logp(&t);
+    let before = executor_token_logprobs(&t, &groups);
     let mut warnings = Vec::new();
     t.update(Policy::Executor, &groups, 1.0, &mut warnings)
         .unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    let after = token_logp(&t);
+    let after = executor_token_logprobs(&t, &groups);
     let (mut score, mut moved) = (0.0, 0);
     for ((b, a), (g, adv)) in before.iter().zip(&after).zip(&groups) {
         for (i, c) in g.completions.iter().enumerate() {
@@ -1023,7 +1028,6 @@ fn a_per_token_update_raises_the_log_probs_of_positively_advantaged_segments() {
 /// half and -1 in the second (ih-grpo, where the plan comes first and the calls after it).
 #[test]
 fn an_update_in_each_new_mode_raises_its_positively_advantaged_segments() {
-    use cahl_engine::grpo::completion_logprobs;
     use cahl_engine::train::{rollout_task_with, Mode, Prefixes};
     for mode in [Mode::StepTool, Mode::IhGrpo] {
         let mut cfg = small_config();
@@ -1069,31 +1073,12 @@ fn an_update_in_each_new_mode_raises_its_positively_advantaged_segments() {
                 (g.clone(), adv)
             })
             .collect();
-        let token_logp = |t: &Trainer| -> Vec<Vec<Vec<f64>>> {
-            groups
-                .iter()
-                .map(|(g, _)| {
-                    let refs: Vec<&[u32]> =
-                        g.completions.iter().map(|c| c.tokens.as_slice()).collect();
-                    let (lp, _) = completion_logprobs(
-                        &t.agent.model,
-                        Some("executor"),
-                        &g.prompt,
-                        &refs,
-                        1.0,
-                        false,
-                    )
-                    .unwrap();
-                    lp.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
-                })
-                .collect()
-        };
-        let before = token_logp(&t);
+        let before = executor_token_logprobs(&t, &groups);
         let mut warnings = Vec::new();
         t.update(Policy::Executor, &groups, 1.0, &mut warnings)
             .unwrap();
         assert!(warnings.is_empty(), "{mode:?}: {warnings:?}");
-        let after = token_logp(&t);
+        let after = executor_token_logprobs(&t, &groups);
         let mut score = 0.0;
         for ((b, a), (g, adv)) in before.iter().zip(&after).zip(&groups) {
             for (i, c) in g.completions.iter().enumerate() {

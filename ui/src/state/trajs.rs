@@ -175,22 +175,22 @@ pub fn plan_shape(rec: &TrajectoryRecord) -> (usize, usize) {
     (g.plans, g.subtasks)
 }
 
+/// The rows of a plan in the expanded view: its sub-tasks, and the steps past them under their
+/// own labels (flat and steptool turns, which have no plan; ih-grpo calls past the last
+/// sub-task).
+pub fn plan_rows(p: &cahl_sessions::PlanRecord) -> usize {
+    let steps = p.steps.iter().map(|s| s.subtask_index + 1).max();
+    p.subtasks.len().max(steps.unwrap_or(0))
+}
+
 /// Upper bound on the number of lines of the expanded view of `rec` (before wrapping), used to
 /// keep scrolling within the content.
 pub fn detail_line_bound(rec: &TrajectoryRecord) -> usize {
     let text = |s: &str| s.lines().count().max(1);
     let mut n = 6 + text(&rec.task.text) + rec.task.gold_plan.len();
     for p in &rec.plans {
-        // One label (and a "not executed" line) per row: the sub-tasks, or the steps' own
-        // labels past them (flat and steptool turns, ih-grpo calls past the last sub-task).
-        let rows = p.subtasks.len().max(
-            p.steps
-                .iter()
-                .map(|s| s.subtask_index + 1)
-                .max()
-                .unwrap_or(0),
-        );
-        n += 4 + text(&p.raw_text) + rows * 2 + p.steps.len() * 2;
+        // One label (and a "not executed" line) per row.
+        n += 4 + text(&p.raw_text) + plan_rows(p) * 2 + p.steps.len() * 2;
         n += p.final_response.as_deref().map_or(0, text);
         for st in &p.steps {
             for smp in &st.samples {

@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::focus_block;
-use crate::state::trajs::{short_label, TrajItem};
+use crate::state::trajs::{plan_rows, short_label, TrajItem};
 use crate::state::{AppState, Pane};
 
 /// Formats a reward (`-` when unknown).
@@ -303,16 +303,7 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
             ));
             push_multiline(&mut out, "  ", "raw: ", &p.raw_text, Style::new());
         }
-        // The plan's sub-tasks, and steps beyond them (flat and steptool turns, which have no
-        // plan; ih-grpo calls past the last sub-task), under the step's own label.
-        let rows = p.subtasks.len().max(
-            p.steps
-                .iter()
-                .map(|s| s.subtask_index + 1)
-                .max()
-                .unwrap_or(0),
-        );
-        for i in 0..rows {
+        for i in 0..plan_rows(p) {
             let runs: Vec<_> = p.steps.iter().filter(|s| s.subtask_index == i).collect();
             let label = match p.subtasks.get(i) {
                 Some(st) => format!("  {}. {st}", i + 1),
