@@ -71,8 +71,9 @@ pub struct DebugStepRequest {
     pub index: usize,
     /// Results of sub-tasks `0..index` in this branch.
     pub previous: Vec<PriorStep>,
-    /// Sampling seed of the branch; the backend derives the step's seed from it and `index`, so
-    /// re-running a branch reproduces it.
+    /// Sampling seed of the branch; the backend derives the step's seed from it and `index` as
+    /// training derives a plan's first execution's (so re-running a branch reproduces it, and a
+    /// branch with a recorded trajectory's seed and plan reproduces its recorded steps).
     pub seed: u64,
 }
 

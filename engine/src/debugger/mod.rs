@@ -190,7 +190,9 @@ impl ExecutorBackend for EngineBackend {
         let system = prompts::executor_system(&tools);
         let ids = self.agent.prompt_ids(&system, &user).map_err(backend_err)?;
         let mut p = self.cfg.rollout.executor.clone();
-        p.seed = mix_seed(&[req.seed, 2, req.index as u64]);
+        // The rollout's seed of this sub-task in a plan's first execution (`execute_plan`): a
+        // branch with a recorded trajectory's seed reproduces its recorded steps.
+        p.seed = mix_seed(&[req.seed, 2, 0, req.index as u64]);
         let out = sample_group(
             &self.agent.model,
             self.adapter("executor"),

@@ -277,3 +277,49 @@ fn debug_tasks_round_trip_world_tools_and_gold() {
         .to_string()
         .contains("tool schema 1"));
 }
+
+/// A recorded step is reproduced by the debugger from the trajectory's seed: same prompt, same
+/// sampling seed, same executor output as the continued sample of the plan's first execution.
+#[test]
+fn a_recorded_step_is_reproduced_from_its_seed() {
+    use crate::worlds::builtin::{generate_tasks, BuiltinWorld};
+    use crate::worlds::Split;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path());
+    let spec = dir.path().display().to_string();
+    let mut cfg = quick_config();
+    cfg.mode = crate::train::Mode::Separate; // plan 0 runs the gold plan: steps to compare
+    cfg.rollout.plans_per_task = 2;
+    cfg.rollout.samples_per_step = 3;
+    cfg.rollout.executions_per_plan = 1;
+    let mut backend = engine_backend(&spec, None, cfg.clone()).expect("tiny model loads");
+    // Fresh adapters (B = 0: the base model exactly), which the rollout needs.
+    crate::eval::ensure_adapters(&mut backend.agent).expect("adapters");
+    let task = generate_tasks(Split::Train, 20, 1)
+        .expect("tasks")
+        .into_iter()
+        .find(|t| t.gold_plan.len() >= 2)
+        .expect("a two-step task");
+    let mut world = BuiltinWorld::new();
+    let r = crate::train::rollout_task(&backend.agent, &mut world, &task, &cfg, 77, 1)
+        .expect("rollout");
+    let plan = &r.record.plans[0];
+    let step = &plan.steps[0];
+    let recorded = &step.samples[step.continued];
+    let out = backend
+        .run_step(DebugStepRequest {
+            task: debug_task_of(&task),
+            subtasks: plan.subtasks.clone(),
+            index: 0,
+            previous: vec![],
+            seed: r.record.seed,
+        })
+        .expect("step runs");
+    assert!(!recorded.raw_text.is_empty());
+    assert_eq!(out.raw_output, recorded.raw_text);
+    let user = step
+        .prompt
+        .as_deref()
+        .expect("the rollout records the user message");
+    assert!(out.prompt.contains(user), "{}", out.prompt);
+}

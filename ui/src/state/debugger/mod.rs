@@ -233,7 +233,8 @@ impl DebuggerState {
             self.selected_step = 0;
             self.detail_scroll = 0;
             self.message = Some(format!(
-                "the recording is read-only: new branch 'rerun {n}' with its plan"
+                "the recording is read-only: new branch 'rerun {n}' with its plan and seed \
+                 (with the adapters that sampled it, running it reproduces the recording)"
             ));
             return;
         }
