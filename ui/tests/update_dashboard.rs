@@ -327,8 +327,18 @@ fn chart_and_pane_keys() {
     assert_eq!(s.chart, ChartKind::Success);
     feed(&mut s, [key('c')]);
     assert_eq!(s.chart, ChartKind::Components);
-    feed(&mut s, [key('c')]);
+    // `C` shows each component alone, then all again.
+    let n = cahl_ui::state::charts::kind_series(s.chart, &s.metrics).len();
+    assert!(n >= 2);
+    feed(&mut s, [key('C')]);
+    assert_eq!(s.component, Some(0));
+    feed(&mut s, std::iter::repeat_n(key('C'), n - 1));
+    assert_eq!(s.component, Some(n - 1));
+    feed(&mut s, [key('C')]);
+    assert_eq!(s.component, None);
+    feed(&mut s, [key('C'), key('c')]);
     assert_eq!(s.chart, ChartKind::ExecutorComponents);
+    assert_eq!(s.component, None, "a new panel shows all its components");
     feed(&mut s, [key('c'), key('c'), key('c')]);
     assert_eq!(s.chart, ChartKind::Success);
     feed(&mut s, [key('w')]);

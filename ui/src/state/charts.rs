@@ -20,6 +20,11 @@ pub enum ChartKind {
 }
 
 impl ChartKind {
+    /// A panel of reward components (where `C` picks one).
+    pub fn is_components(self) -> bool {
+        matches!(self, ChartKind::Components | ChartKind::ExecutorComponents)
+    }
+
     /// The next kind in the `c` key cycle.
     pub fn next(self) -> ChartKind {
         match self {
@@ -173,6 +178,14 @@ pub fn in_range(metrics: &[MetricsRecord], range: ChartRange) -> &[MetricsRecord
             let start = metrics.partition_point(|m| m.step < from);
             &metrics[start..]
         }
+    }
+}
+
+/// Only series `pick` of `series` when given (and in range), else all.
+pub fn pick(series: Vec<Series>, pick: Option<usize>) -> Vec<Series> {
+    match pick {
+        Some(i) if i < series.len() => series.into_iter().skip(i).take(1).collect(),
+        _ => series,
     }
 }
 

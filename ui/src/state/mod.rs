@@ -216,6 +216,8 @@ pub struct AppState {
     /// Exponential moving average of the line series (`m`; TensorBoard's smoothing): `None`
     /// shows the raw values.
     pub smoothing: Option<f64>,
+    /// In a components panel, the one component shown (`C` cycles; `None`: all of them).
+    pub component: Option<usize>,
     /// Focused pane.
     pub focus: Pane,
     /// Scroll of the log pane (lines from the newest).
@@ -274,6 +276,7 @@ impl AppState {
             chart: ChartKind::default(),
             range: ChartRange::Whole,
             smoothing: None,
+            component: None,
             focus: Pane::default(),
             log_scroll: 0,
             input: None,
@@ -450,7 +453,20 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 text: String::new(),
             })
         }
-        KeyCode::Char('c') => s.chart = s.chart.next(),
+        KeyCode::Char('c') => {
+            s.chart = s.chart.next();
+            s.component = None;
+        }
+        KeyCode::Char('C') => {
+            // All components, then each one alone.
+            let n = charts::kind_series(s.chart, &s.metrics).len();
+            s.component = match s.component {
+                _ if !s.chart.is_components() || n == 0 => None,
+                None => Some(0),
+                Some(i) if i + 1 < n => Some(i + 1),
+                Some(_) => None,
+            };
+        }
         KeyCode::Char('m') => {
             s.smoothing = match s.smoothing {
                 None => Some(charts::DEFAULT_SMOOTHING),

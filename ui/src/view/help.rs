@@ -21,6 +21,10 @@ pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ),
     ("w", "toggle whole run / recent window"),
     ("m", "smooth the curves (EMA 0.8) / show raw values"),
+    (
+        "C",
+        "in a components panel: all components, then each one alone",
+    ),
     ("p", "pause / resume training (train)"),
     ("s", "save a checkpoint now (train)"),
     ("x", "stop training, with confirmation (train)"),

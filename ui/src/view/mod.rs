@@ -330,7 +330,13 @@ fn draw_chart_pair(f: &mut Frame, l: Rect, r: Rect, s: &AppState) {
             charts::ChartKind::Loss => "loss",
             charts::ChartKind::Kl => "KL",
         },
-        charts::smoothed(charts::kind_series(s.chart, m), s.smoothing),
+        charts::smoothed(
+            charts::pick(
+                charts::kind_series(s.chart, m),
+                s.component.filter(|_| s.chart.is_components()),
+            ),
+            s.smoothing,
+        ),
     );
 }
 
