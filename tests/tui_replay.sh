@@ -65,6 +65,9 @@ wait_for "REPLAY"
 wait_for "file problems"
 wait_for "trajectories · all · 120 shown"
 wait_for "mean reward"
+# The fixture's held-out evaluations: the latest in the status bar, markers in the rates chart.
+wait_for "held-out 30% @40"
+wait_for "■ held-out"
 
 keys f
 wait_for "trajectories · failures"

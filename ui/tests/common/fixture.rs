@@ -68,7 +68,15 @@ pub fn metrics(step: u64) -> MetricsRecord {
         elapsed_s: 12.0 * t,
         step_time_s: 12.0,
         rollout_s: 8.0,
-        eval: None,
+        // A held-out evaluation every 20 steps.
+        eval: step
+            .is_multiple_of(20)
+            .then(|| cahl_sessions::records::HeldOutEval {
+                split: "test".into(),
+                tasks: 100,
+                success_rate: 0.1 + t / 200.0,
+                ..Default::default()
+            }),
     }
 }
 
