@@ -15,9 +15,11 @@ fn debugger_opens_on_selected_trajectory_and_closes() {
     assert!(feed(&mut s, [key('d')]).is_empty());
     let d = s.debugger.as_ref().expect("debugger open");
     assert_eq!(d.task.id, "t-2");
-    assert_eq!(d.branches.len(), 1);
-    assert!(d.branches[0].from_trace);
+    // The best plan as the original, and the group's other plan as a recorded branch.
+    assert_eq!(d.branches.len(), 2);
+    assert!(d.branches.iter().all(|b| b.from_trace));
     assert_eq!(d.branches[0].steps.len(), 2);
+    assert!(d.branches[1].name.starts_with("plan #"));
     feed(&mut s, [code(KeyCode::Esc)]);
     assert!(s.debugger.is_none(), "esc returns to the dashboard");
 }
@@ -36,15 +38,20 @@ fn debugger_without_model_explains_and_still_edits() {
     // `z` on the recording keeps it and starts a copy of its plan (the recording is read-only).
     feed(&mut s, [key('z')]);
     let d = s.debugger.as_ref().expect("debugger");
-    assert_eq!(d.branches.len(), 2);
+    assert_eq!(
+        d.branches.len(),
+        3,
+        "original, the other recorded plan, the rerun"
+    );
     assert!(d.branches[0].from_trace && d.branches[0].steps.len() == 2);
-    assert_eq!((d.current, d.branch().name.as_str()), (1, "rerun 1"));
+    assert_eq!((d.current, d.branch().name.as_str()), (2, "rerun 1"));
     assert_eq!(d.branch().subtasks, d.branches[0].subtasks);
     assert!(d.branch().steps.is_empty());
-    // A new seed on the recording also goes to a copy.
+    // A new seed on a recording (here the group's other plan) also goes to a copy.
     feed(&mut s, [code(KeyCode::BackTab), key('+')]);
     let d = s.debugger.as_ref().expect("debugger");
-    assert_eq!(d.branches.len(), 3);
+    assert_eq!(d.branches.len(), 4);
+    assert!(d.branches[1].from_trace && d.branches[1].seed == d.branches[0].seed);
     assert_eq!(d.branches[0].seed + 1, d.branch().seed);
     assert!(d.branches[0].from_trace && d.branches[0].steps.len() == 2);
     feed(&mut s, [key('n')]);
@@ -61,8 +68,8 @@ fn debugger_without_model_explains_and_still_edits() {
     msgs.push(code(KeyCode::Esc));
     feed(&mut s, msgs);
     let d = s.debugger.as_ref().expect("debugger");
-    assert_eq!(d.branches.len(), 4);
-    assert_eq!(d.current, 3);
+    assert_eq!(d.branches.len(), 5);
+    assert_eq!(d.current, 4);
     assert_eq!(d.branch().name, "edit 1");
     assert_eq!(d.branch().subtasks.len(), 3);
     assert_eq!(d.branch().subtasks[1], "Check the forecast source");
@@ -185,7 +192,7 @@ fn debugger_session_saves_and_reopens() {
         s2.debugger.as_ref().expect("b"),
     );
     assert_eq!(a.branches, b.branches);
-    assert_eq!(b.current, 1);
+    assert_eq!(b.current, 2, "original, the other recorded plan, the edit");
     assert!(b.branch().subtasks[1].ends_with(" now"));
     assert!(cahl_ui::DebugSessionFile::from_json("{\"version\": 99}").is_err());
     assert!(cahl_ui::DebugSessionFile::from_json("not json").is_err());

@@ -107,33 +107,43 @@ impl DebuggerState {
                             .map(|(i, _)| i)
                     })
                     .unwrap_or(0);
-                let branch = match record.plans.get(idx) {
-                    Some(p) => Branch {
-                        name: "original".into(),
-                        subtasks: p.subtasks.clone(),
-                        seed: record.seed,
-                        // The first execution (a plan run K times records them one after
-                        // another; a branch holds one step per sub-task).
-                        steps: p
-                            .steps
-                            .iter()
-                            .filter(|s| s.execution == 0)
-                            .map(outcome_from_trace)
-                            .collect(),
-                        from_trace: true,
-                        error: p.parse_error.clone(),
-                    },
+                let recorded = |name: String, p: &cahl_sessions::PlanRecord| Branch {
+                    name,
+                    subtasks: p.subtasks.clone(),
+                    seed: record.seed,
+                    // The first execution (a plan run K times records them one after
+                    // another; a branch holds one step per sub-task).
+                    steps: p
+                        .steps
+                        .iter()
+                        .filter(|s| s.execution == 0)
+                        .map(outcome_from_trace)
+                        .collect(),
+                    from_trace: true,
+                    error: p.parse_error.clone(),
+                };
+                let mut branches = vec![match record.plans.get(idx) {
+                    Some(p) => recorded("original".into(), p),
                     None => Branch {
                         name: "original".into(),
                         seed: record.seed,
                         ..Branch::default()
                     },
-                };
+                }];
+                // The group's other plans, recorded too, one branch each (b / B reach them).
+                branches.extend(
+                    record
+                        .plans
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != idx)
+                        .map(|(i, p)| recorded(format!("plan #{i}"), p)),
+                );
                 let source = format!(
                     "trajectory {} (step {}), plan #{idx}",
                     record.task.id, record.step
                 );
-                (task, source, vec![branch], 0)
+                (task, source, branches, 0)
             }
             DebugInitial::Task { task, plan, seed } => {
                 let mut source = if task.id.is_empty() {
