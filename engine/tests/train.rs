@@ -260,7 +260,6 @@ fn executor_groups(t: &Trainer, cfg: &TrainConfig) -> Vec<(Group, Vec<SeqAdvanta
 /// prefix, micro-batches).
 #[test]
 fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
-    use cahl_engine::grpo::completion_logprobs;
     let mut cfg = small_config();
     cfg.grpo.beta = 0.0;
     cfg.grpo.micro_batch = 2;
@@ -268,22 +267,16 @@ fn grpo_update_raises_the_log_probs_of_advantaged_samples() {
     cfg.workers = 2;
     let mut t = trainer(&cfg);
     let groups = executor_groups(&t, &cfg);
+    // Each completion's log-probability: its tokens' (padding left out).
     let seq_logp = |t: &Trainer| -> Vec<Vec<f64>> {
-        groups
+        executor_token_logprobs(t, &groups)
             .iter()
-            .map(|(g, _)| {
-                let refs: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
-                let (lp, mask) = completion_logprobs(
-                    &t.agent.model,
-                    Some("executor"),
-                    &g.prompt,
-                    &refs,
-                    1.0,
-                    false,
-                )
-                .unwrap();
-                let s = (lp * mask).unwrap().sum(1).unwrap();
-                s.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+            .zip(&groups)
+            .map(|(lps, (g, _))| {
+                lps.iter()
+                    .zip(&g.completions)
+                    .map(|(row, c)| row[..c.tokens.len()].iter().sum())
+                    .collect()
             })
             .collect()
     };
@@ -1088,5 +1081,44 @@ fn an_update_in_each_new_mode_raises_its_positively_advantaged_segments() {
             }
         }
         assert!(score > 0.0, "{mode:?}: advantage-weighted change {score}");
+    }
+}
+
+/// `[ih_grpo] advantage` decides the advantages' shape: one per token (segments: plan and
+/// calls apart) or one per completion (outcome).
+#[test]
+fn ih_grpo_advantage_setting_is_honoured() {
+    use cahl_engine::train::config::IhAdvantage;
+    use cahl_engine::train::{rollout_task_with, Mode, Prefixes};
+    let task = generate_tasks(Split::Train, 20, 3).unwrap().remove(0);
+    for (how, per_token) in [(IhAdvantage::Segments, true), (IhAdvantage::Outcome, false)] {
+        let mut cfg = small_config();
+        cfg.mode = Mode::IhGrpo;
+        cfg.ih_grpo.max_tokens = 12;
+        cfg.ih_grpo.advantage = how;
+        let t = trainer(&cfg);
+        let mut world = BuiltinWorld::new();
+        let r = rollout_task_with(
+            &t.agent,
+            &mut world,
+            &task,
+            &cfg,
+            11,
+            1,
+            &Prefixes::default(),
+        )
+        .unwrap();
+        let adv = r.groups[0]
+            .advantages
+            .as_ref()
+            .expect("ih-grpo brings its advantages");
+        assert_eq!(adv.len(), cfg.rollout.samples_per_step);
+        for a in adv {
+            assert_eq!(
+                matches!(a, SeqAdvantage::PerToken(_)),
+                per_token,
+                "{how:?}: {a:?}"
+            );
+        }
     }
 }

@@ -98,19 +98,28 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
         ));
         banner.push(Line::styled(format!("   {first}"), style));
     }
-    // A small terminal shows one pane at a time under a tab line.
-    if area.width < COMPACT_WIDTH || area.height < COMPACT_HEIGHT {
-        let [title, banner_area, tabs, body, status, bottom] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Length(banner.len() as u16),
-            Constraint::Length(1),
-            Constraint::Min(3),
-            Constraint::Length(1),
-            Constraint::Length(1),
-        ])
-        .areas(area);
-        f.render_widget(Paragraph::new(title_line(s)), title);
-        f.render_widget(Paragraph::new(banner), banner_area);
+    // A small terminal shows one pane at a time under a tab line (the middle row); a larger one
+    // the charts there and the stream beside the messages.
+    let compact = area.width < COMPACT_WIDTH || area.height < COMPACT_HEIGHT;
+    let middle_h = if compact {
+        1
+    } else {
+        (area.height.saturating_sub(4) * 2 / 5).max(6)
+    };
+    let [title, banner_area, middle, body, status, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banner.len() as u16),
+        Constraint::Length(middle_h),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    f.render_widget(Paragraph::new(title_line(s)), title);
+    f.render_widget(Paragraph::new(banner), banner_area);
+    draw_status(f, status, s);
+    draw_bottom(f, bottom, s);
+    if compact {
         let tab = |on: bool, text: &str| {
             if on {
                 Span::styled(format!(" {text} "), Style::new().reversed().bold())
@@ -125,7 +134,7 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
                 tab(stream && s.focus == Pane::Trajectories, "2 trajectories"),
                 tab(stream && s.focus == Pane::Log, "tab: messages"),
             ])),
-            tabs,
+            middle,
         );
         if s.compact_charts {
             let [a, b] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
@@ -138,23 +147,9 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
         } else {
             trajectory::draw_list(f, body, s);
         }
-        draw_status(f, status, s);
-        draw_bottom(f, bottom, s);
         return;
     }
-    let chart_h = (area.height.saturating_sub(4) * 2 / 5).max(6);
-    let [title, banner_area, charts_area, body, status, bottom] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(banner.len() as u16),
-        Constraint::Length(chart_h),
-        Constraint::Min(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    f.render_widget(Paragraph::new(title_line(s)), title);
-    f.render_widget(Paragraph::new(banner), banner_area);
-    draw_charts(f, charts_area, s);
+    draw_charts(f, middle, s);
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(body);
     if s.trajs.expanded {
@@ -163,8 +158,6 @@ fn draw_dashboard(f: &mut Frame, area: Rect, s: &AppState) {
         trajectory::draw_list(f, left, s);
     }
     draw_log(f, right, s);
-    draw_status(f, status, s);
-    draw_bottom(f, bottom, s);
 }
 
 /// Three y-axis labels (low, middle, high) with as many decimals as the range needs to tell
