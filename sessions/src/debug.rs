@@ -104,6 +104,121 @@ pub struct PlanRequest {
     pub seed: u64,
 }
 
+/// Measure a whole plan: run it `samples` times from a fresh world (each run samples every
+/// sub-task anew; run 0 is the branch's own run with `seed`), or once with argmax decoding
+/// (`greedy`), and score every run as training does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasureRequest {
+    /// The task.
+    pub task: DebugTask,
+    /// The plan.
+    pub subtasks: Vec<String>,
+    /// Seed of the branch (run `r` samples sub-task `k` as a plan's execution `r` in training).
+    pub seed: u64,
+    /// Runs (at least 1; ignored when `greedy`).
+    pub samples: usize,
+    /// One argmax run instead of `samples` sampled ones.
+    pub greedy: bool,
+}
+
+/// Score a branch as it ran: replay its calls in a fresh world, then judge the episode as
+/// training does (success, final-state difference, planner reward, failure label and side).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeRequest {
+    /// The task.
+    pub task: DebugTask,
+    /// The plan.
+    pub subtasks: Vec<String>,
+    /// The calls each sub-task made, in order.
+    pub step_calls: Vec<Vec<CallRecord>>,
+}
+
+/// One whole run of a plan, judged as training judges an execution.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanRun {
+    /// The task was solved (gold calls made and, where the world has state, the gold state
+    /// reached).
+    pub success: bool,
+    /// The planner's reward for the plan under this run (format, parameter and execution
+    /// level).
+    #[serde(with = "crate::records::float")]
+    pub planner_reward: f64,
+    /// Mean executor step reward of the run (NaN when no step ran).
+    #[serde(with = "crate::records::float")]
+    pub executor_reward: f64,
+    /// For a failed run: its misalignment label (`plan_too_coarse`, …).
+    pub failure: Option<String>,
+    /// For a failed run: the side that failed (`planner` or `executor`).
+    pub failure_side: Option<String>,
+    /// For a failed run: what the label found, in words.
+    pub failure_detail: Option<String>,
+    /// Where the final state differs from the gold state (`path: got (gold want)`), at most a
+    /// few entries; empty when it matches or the world has no state.
+    pub state_diff: Vec<String>,
+    /// The calls made, in order.
+    pub calls: Vec<CallRecord>,
+}
+
+/// The runs of a [`MeasureRequest`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanMeasurement {
+    /// Argmax decoding (one run).
+    pub greedy: bool,
+    /// Seed of the first run.
+    pub seed: u64,
+    /// What ran it (the backend's description: model and adapters).
+    pub model: String,
+    /// Every run, in order.
+    pub runs: Vec<PlanRun>,
+}
+
+impl PlanMeasurement {
+    /// Runs that solved the task.
+    pub fn successes(&self) -> usize {
+        self.runs.iter().filter(|r| r.success).count()
+    }
+
+    /// Share of runs that solved the task (NaN without runs).
+    pub fn success_rate(&self) -> f64 {
+        if self.runs.is_empty() {
+            return f64::NAN;
+        }
+        self.successes() as f64 / self.runs.len() as f64
+    }
+
+    /// Mean, minimum and maximum planner reward over the runs (NaNs without runs).
+    pub fn planner_reward_stats(&self) -> (f64, f64, f64) {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .map(|r| r.planner_reward)
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (mean, min, max)
+    }
+
+    /// Failure labels of the failed runs with their counts, most frequent first (ties by
+    /// name).
+    pub fn failure_counts(&self) -> Vec<(String, usize)> {
+        let mut m: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in self.runs.iter().filter(|r| !r.success) {
+            let l = r.failure.clone().unwrap_or_else(|| "unlabelled".into());
+            *m.entry(l).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+}
+
 /// Runs the planner and executor adapters of one checkpoint for the debugger.
 ///
 /// Implementations must be deterministic for a given request (same seed, same output).
@@ -114,6 +229,20 @@ pub trait ExecutorBackend: Send {
     fn plan(&mut self, req: PlanRequest) -> Result<Vec<String>, BackendError>;
     /// Runs one executor step.
     fn run_step(&mut self, req: DebugStepRequest) -> Result<DebugStepOutcome, BackendError>;
+    /// Runs a whole plan several times (or once greedily) and judges every run.
+    fn measure(&mut self, req: MeasureRequest) -> Result<PlanMeasurement, BackendError> {
+        let _ = req;
+        Err(BackendError::from(
+            "this backend cannot measure plans (it runs single steps only)",
+        ))
+    }
+    /// Judges a branch as it ran (its calls replayed in a fresh world).
+    fn judge(&mut self, req: JudgeRequest) -> Result<PlanRun, BackendError> {
+        let _ = req;
+        Err(BackendError::from(
+            "this backend cannot judge plans (it runs single steps only)",
+        ))
+    }
 }
 
 /// Loads an [`ExecutorBackend`] on demand, on the backend worker thread, so a model is only read
@@ -151,6 +280,20 @@ pub enum BackendJob {
         /// The request.
         req: PlanRequest,
     },
+    /// Measure a plan ([`ExecutorBackend::measure`]).
+    Measure {
+        /// Correlation id.
+        ticket: u64,
+        /// The request.
+        req: MeasureRequest,
+    },
+    /// Judge a branch as it ran ([`ExecutorBackend::judge`]).
+    Judge {
+        /// Correlation id.
+        ticket: u64,
+        /// The request.
+        req: JudgeRequest,
+    },
     /// (Re)load the model through the [`BackendLoader`] with the adapters of `checkpoint`
     /// (`None`: base model and fresh adapters); `step` is the checkpoint's step, echoed back.
     Load {
@@ -179,6 +322,20 @@ pub enum BackendReply {
         ticket: u64,
         /// The sub-tasks or an error message.
         result: Result<Vec<String>, BackendError>,
+    },
+    /// Result of [`BackendJob::Measure`].
+    Measured {
+        /// Correlation id of the job.
+        ticket: u64,
+        /// The runs or an error message.
+        result: Result<PlanMeasurement, BackendError>,
+    },
+    /// Result of [`BackendJob::Judge`].
+    Judged {
+        /// Correlation id of the job.
+        ticket: u64,
+        /// The judged run or an error message.
+        result: Result<PlanRun, BackendError>,
     },
     /// Result of [`BackendJob::Load`].
     Loaded {
@@ -232,6 +389,14 @@ impl BackendJob {
                 ticket,
                 result: Err(BackendError::from(why)),
             },
+            BackendJob::Measure { ticket, .. } => BackendReply::Measured {
+                ticket,
+                result: Err(BackendError::from(why)),
+            },
+            BackendJob::Judge { ticket, .. } => BackendReply::Judged {
+                ticket,
+                result: Err(BackendError::from(why)),
+            },
             BackendJob::Load { step, .. } => BackendReply::Loaded {
                 step,
                 result: Err(BackendError::from(why)),
@@ -256,6 +421,16 @@ impl BackendJob {
                     .unwrap_or_else(|_| Err("planner backend panicked".into()));
                 BackendReply::Plan { ticket, result }
             }
+            BackendJob::Measure { ticket, req } => {
+                let result = catch_unwind(AssertUnwindSafe(|| backend.measure(req)))
+                    .unwrap_or_else(|_| Err("measuring the plan panicked".into()));
+                BackendReply::Measured { ticket, result }
+            }
+            BackendJob::Judge { ticket, req } => {
+                let result = catch_unwind(AssertUnwindSafe(|| backend.judge(req)))
+                    .unwrap_or_else(|_| Err("judging the branch panicked".into()));
+                BackendReply::Judged { ticket, result }
+            }
         }
     }
 }
@@ -263,6 +438,36 @@ impl BackendJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measurement_summaries() {
+        let run = |success: bool, r: f64, l: Option<&str>| PlanRun {
+            success,
+            planner_reward: r,
+            failure: l.map(str::to_string),
+            ..PlanRun::default()
+        };
+        let m = PlanMeasurement {
+            runs: vec![
+                run(true, 3.0, None),
+                run(false, 1.0, Some("plan_too_coarse")),
+                run(false, 2.0, Some("executor_failed")),
+                run(false, f64::NAN, Some("plan_too_coarse")),
+            ],
+            ..PlanMeasurement::default()
+        };
+        assert_eq!(m.successes(), 1);
+        assert_eq!(m.success_rate(), 0.25);
+        assert_eq!(m.planner_reward_stats(), (2.0, 1.0, 3.0));
+        assert_eq!(
+            m.failure_counts(),
+            vec![
+                ("plan_too_coarse".to_string(), 2),
+                ("executor_failed".to_string(), 1)
+            ]
+        );
+        assert!(PlanMeasurement::default().success_rate().is_nan());
+    }
 
     struct Fixed;
     impl ExecutorBackend for Fixed {
@@ -322,6 +527,21 @@ mod tests {
             }
         );
         assert_eq!(BackendError::from("x").to_string(), "x");
+        // A backend without measuring says so instead of pretending.
+        let m = BackendJob::Measure {
+            ticket: 10,
+            req: MeasureRequest {
+                task: DebugTask::default(),
+                subtasks: vec!["a".into()],
+                seed: 0,
+                samples: 3,
+                greedy: false,
+            },
+        };
+        assert!(matches!(
+            m.run(&mut b),
+            BackendReply::Measured { ticket: 10, result: Err(e) } if e.0.contains("cannot measure")
+        ));
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub mod writer;
 
 pub use debug::{
     BackendError, BackendJob, BackendLoader, BackendReply, DebugStepOutcome, DebugStepRequest,
-    DebugTask, ExecutorBackend, PlanRequest, PriorStep,
+    DebugTask, ExecutorBackend, JudgeRequest, MeasureRequest, PlanMeasurement, PlanRequest, PlanRun,
+    PriorStep,
 };
 pub use error::{Result, SessionError};
 pub use events::{RunState, TrainCommand, TrainEvent};

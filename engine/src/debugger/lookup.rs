@@ -8,9 +8,31 @@ use crate::train::TrainConfig;
 use crate::worlds::builtin::generate_tasks;
 use crate::worlds::{Split, Task};
 
-/// A built-in world task by id (e.g. `builtin-test-0-12`), searched in the first 5,000 tasks of
-/// each split (seed 0).
+/// A built-in world task by id: `builtin-<split>-<seed>-<n>` is the n-th task generated for
+/// that split with that seed (as a run with that `seed` generates it); other ids are searched
+/// in the first 5,000 tasks of each split with seed 0.
 pub fn find_task(id: &str) -> Result<Task> {
+    let parts: Vec<&str> = id.split('-').collect();
+    if let [w, split, seed, n] = parts[..] {
+        let split = match split {
+            "train" => Some(Split::Train),
+            "dev" => Some(Split::Dev),
+            "test" => Some(Split::Test),
+            _ => None,
+        };
+        if let (true, Some(split), Ok(seed), Ok(n)) =
+            (w == "builtin", split, seed.parse::<u64>(), n.parse::<usize>())
+        {
+            if n < 100_000 {
+                if let Some(t) = generate_tasks(split, n + 1, seed)?
+                    .into_iter()
+                    .find(|t| t.id == id)
+                {
+                    return Ok(t);
+                }
+            }
+        }
+    }
     for split in [Split::Train, Split::Dev, Split::Test] {
         let tasks = generate_tasks(split, 5000, 0)?;
         if let Some(t) = tasks.into_iter().find(|t| t.id == id) {

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cahl_sessions::debug::{
-    BackendError, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend, PlanRequest,
+    BackendError, DebugStepOutcome, DebugStepRequest, DebugTask, ExecutorBackend, JudgeRequest,
+    MeasureRequest, PlanMeasurement, PlanRequest, PlanRun,
 };
 use cahl_sessions::RewardBreakdown;
 
@@ -22,13 +23,17 @@ use crate::rewards::align::{mark_made, step_gold};
 use crate::rewards::{align_plan, executor_step_reward_parsed};
 use crate::sampling::sample_group;
 use crate::train::config::ModelSection;
+use crate::train::config::Continue;
 use crate::train::prompts::{self, HistoryItem};
+use crate::train::rollout::{execute_plan, run_calls, tools_of, Prefixes};
 use crate::train::{mix_seed, TrainConfig};
+use crate::worlds::builtin::BuiltinWorld;
 use crate::worlds::search::Bm25Index;
 use crate::worlds::{Task, World};
 
 mod loader;
 pub mod lookup;
+pub mod measure;
 #[cfg(test)]
 mod tests;
 
@@ -112,20 +117,60 @@ impl EngineBackend {
         self.loaded.contains(&name).then_some(name)
     }
 
-    /// A fresh world for `task`, reset to it.
+    /// A fresh world for `task`, reset to it. A built-in task in a run of the
+    /// capability-boundary testbed (`[world].kind = "builtin-one-call"`) gets the testbed's
+    /// executor limit, as in training.
     fn world_for(&self, task: &Task) -> std::result::Result<Box<dyn World>, BackendError> {
-        let mut w = world_by_name(&task.world, self.search.clone().map(|idx| (idx, 5)))
-            .map_err(|e| BackendError(format!("{e} of task {}", task.id)))?;
+        let mut w: Box<dyn World> = if task.world == crate::worlds::builtin::WORLD_NAME
+            && self.cfg.world.kind == "builtin-one-call"
+        {
+            Box::new(BuiltinWorld::one_call_per_step())
+        } else {
+            world_by_name(&task.world, self.search.clone().map(|idx| (idx, 5)))
+                .map_err(|e| BackendError(format!("{e} of task {}", task.id)))?
+        };
         w.reset(task).map_err(backend_err)?;
         Ok(w)
     }
 
-    fn execute(&self, world: &mut dyn World, call: &ToolCall) -> crate::worlds::Observation {
-        let mut obs = world.execute(call);
-        if world.name() == bamboogle::WORLD_NAME && self.search.is_none() && obs.ok {
-            obs.content["note"] = NO_INDEX_NOTE.into();
+    /// The engine task of a debugger task, completed where it can be: a built-in task found
+    /// by its id (with the same request) brings its gold final state and derived arguments,
+    /// which the debugger protocol does not carry, so success is judged as in training.
+    fn full_task(&self, t: &DebugTask) -> std::result::Result<Task, BackendError> {
+        let mut task = task_of(t)?;
+        if task.world == crate::worlds::builtin::WORLD_NAME && !task.id.is_empty() {
+            if let Ok(found) = lookup::find_task(&task.id) {
+                if found.request == task.request {
+                    task.gold_final_state = found.gold_final_state;
+                    if found.gold_calls == task.gold_calls {
+                        task.gold_derived = found.gold_derived;
+                    }
+                }
+            }
         }
-        obs
+        Ok(task)
+    }
+
+    /// Runs one step's calls as training does (a world that carries out at most N calls per
+    /// step refuses the rest), appending them to `history`; returns the calls run and every
+    /// observation. Bamboogle searches without an index get a note on their placeholder.
+    fn run_step_calls(
+        &self,
+        world: &mut dyn World,
+        calls: Vec<ToolCall>,
+        history: &mut Vec<HistoryItem>,
+    ) -> (Vec<ToolCall>, Vec<serde_json::Value>) {
+        let start = history.len();
+        let (ran, mut observations) = run_calls(world, calls, history);
+        if world.name() == bamboogle::WORLD_NAME && self.search.is_none() {
+            for (h, o) in history[start..].iter_mut().zip(observations.iter_mut()) {
+                if h.observation.ok {
+                    h.observation.content["note"] = NO_INDEX_NOTE.into();
+                    o["note"] = NO_INDEX_NOTE.into();
+                }
+            }
+        }
+        (ran, observations)
     }
 }
 
@@ -140,7 +185,7 @@ impl ExecutorBackend for EngineBackend {
 
     fn plan(&mut self, req: PlanRequest) -> std::result::Result<Vec<String>, BackendError> {
         let task = task_of(&req.task)?;
-        let tools = self.world_for(&task)?.tools();
+        let tools = tools_of(self.world_for(&task)?.as_ref(), &task);
         let ids = self
             .agent
             .prompt_ids(&prompts::planner_system(&tools), &task.request)
@@ -175,17 +220,16 @@ impl ExecutorBackend for EngineBackend {
         &mut self,
         req: DebugStepRequest,
     ) -> std::result::Result<DebugStepOutcome, BackendError> {
-        let task = task_of(&req.task)?;
+        let task = self.full_task(&req.task)?;
         let mut world = self.world_for(&task)?;
         let mut history = Vec::new();
+        let mut prior_calls = Vec::new();
         for prior in &req.previous {
-            for c in &prior.calls {
-                let call = tool_call(c);
-                let observation = self.execute(world.as_mut(), &call);
-                history.push(HistoryItem { call, observation });
-            }
+            let calls: Vec<ToolCall> = prior.calls.iter().map(tool_call).collect();
+            let (ran, _) = self.run_step_calls(world.as_mut(), calls, &mut history);
+            prior_calls.push(ran);
         }
-        let tools = world.tools();
+        let tools = tools_of(world.as_ref(), &task);
         let user = prompts::executor_user(&task.request, &req.subtasks, req.index, &history);
         let system = prompts::executor_system(&tools);
         let ids = self.agent.prompt_ids(&system, &user).map_err(backend_err)?;
@@ -209,17 +253,15 @@ impl ExecutorBackend for EngineBackend {
         // earlier steps made (as in training).
         let align = align_plan(&req.subtasks, &task.gold_calls, &task.gold_derived);
         let mut made = vec![false; task.gold_calls.len()];
-        for prior in &req.previous {
-            let calls: Vec<ToolCall> = prior.calls.iter().map(tool_call).collect();
-            mark_made(&calls, &task.gold_calls, &mut made);
+        for calls in &prior_calls {
+            mark_made(calls, &task.gold_calls, &mut made);
         }
-        let gold = step_gold(&align, &task.gold_calls, &made, req.index);
+        let mut gold = step_gold(&align, &task.gold_calls, &made, req.index);
+        // No reward for calls the world would refuse (as in training).
+        gold.truncate(world.calls_per_step().unwrap_or(usize::MAX));
         let rb = executor_step_reward_parsed(&parsed, &tools, &gold, &self.cfg.rewards);
         let calls = parsed.calls();
-        let mut results: Vec<serde_json::Value> = calls
-            .iter()
-            .map(|c| self.execute(world.as_mut(), c).content)
-            .collect();
+        let (_, mut results) = self.run_step_calls(world.as_mut(), calls.clone(), &mut history);
         let tool_result = match results.len() {
             0 => None,
             1 => results.pop(),
@@ -260,6 +302,76 @@ impl ExecutorBackend for EngineBackend {
                     .collect(),
             },
         })
+    }
+
+    fn measure(&mut self, req: MeasureRequest) -> std::result::Result<PlanMeasurement, BackendError> {
+        if req.subtasks.is_empty() {
+            return Err(BackendError::from("the plan is empty: nothing to measure"));
+        }
+        let task = self.full_task(&req.task)?;
+        let mut world = self.world_for(&task)?;
+        let tools = tools_of(world.as_ref(), &task);
+        // One executor sample per sub-task, continued as sampled: run r is what a plan's
+        // execution r meets in training (run 0 with the branch's seed is the branch's own run).
+        let mut cfg = self.cfg.clone();
+        cfg.rollout.samples_per_step = 1;
+        cfg.rollout.continue_with = Continue::Sampled;
+        cfg.rollout.executor.greedy = req.greedy;
+        let n = if req.greedy { 1 } else { req.samples.max(1) };
+        let mut runs = Vec::with_capacity(n);
+        for r in 0..n {
+            let ex = execute_plan(
+                &self.agent,
+                world.as_mut(),
+                &task,
+                &tools,
+                &req.subtasks,
+                &cfg,
+                req.seed,
+                (0, r),
+                &Prefixes::default(),
+            )
+            .map_err(backend_err)?;
+            runs.push(measure::judge_run(
+                &measure::Judged {
+                    task: &task,
+                    subtasks: &req.subtasks,
+                    step_calls: &ex.step_calls,
+                    final_state: ex.final_state.as_ref(),
+                    step_rewards: &ex.rewards,
+                },
+                &self.cfg,
+            ));
+        }
+        Ok(PlanMeasurement {
+            greedy: req.greedy,
+            seed: req.seed,
+            model: self.describe(),
+            runs,
+        })
+    }
+
+    fn judge(&mut self, req: JudgeRequest) -> std::result::Result<PlanRun, BackendError> {
+        let task = self.full_task(&req.task)?;
+        let mut world = self.world_for(&task)?;
+        let mut history = Vec::new();
+        let mut step_calls = Vec::new();
+        for calls in &req.step_calls {
+            let calls: Vec<ToolCall> = calls.iter().map(tool_call).collect();
+            let (ran, _) = self.run_step_calls(world.as_mut(), calls, &mut history);
+            step_calls.push(ran);
+        }
+        let final_state = world.final_state();
+        Ok(measure::judge_run(
+            &measure::Judged {
+                task: &task,
+                subtasks: &req.subtasks,
+                step_calls: &step_calls,
+                final_state: final_state.as_ref(),
+                step_rewards: &[],
+            },
+            &self.cfg,
+        ))
     }
 }
 

@@ -323,3 +323,155 @@ fn a_recorded_step_is_reproduced_from_its_seed() {
         .expect("the rollout records the user message");
     assert!(out.prompt.contains(user), "{}", out.prompt);
 }
+
+fn two_step_task() -> crate::worlds::Task {
+    use crate::worlds::builtin::generate_tasks;
+    use crate::worlds::Split;
+    generate_tasks(Split::Train, 40, 3)
+        .expect("tasks")
+        .into_iter()
+        .find(|t| {
+            // the second call changes the world's state, so leaving it out shows in the state
+            t.gold_plan.len() == 2
+                && t.gold_final_state.is_some()
+                && ["add_alarm", "add_reminder", "add_meeting", "add_contact", "send_email"]
+                    .contains(&t.gold_calls[1].name.as_str())
+        })
+        .expect("a two-step task whose second call changes the state")
+}
+
+fn calls_of(task: &crate::worlds::Task) -> Vec<CallRecord> {
+    task.gold_calls
+        .iter()
+        .map(crate::parse::call_record)
+        .collect()
+}
+
+#[test]
+fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path());
+    let spec = dir.path().display().to_string();
+    let mut backend = engine_backend(&spec, None, quick_config()).expect("tiny model loads");
+    let task = two_step_task();
+    let dt = debug_task_of(&task);
+    // The debugger protocol carries no gold state: the backend finds it by the task's id.
+    assert!(backend.full_task(&dt).expect("task").gold_final_state.is_some());
+    let gold = calls_of(&task);
+    let solved = backend
+        .judge(JudgeRequest {
+            task: dt.clone(),
+            subtasks: task.gold_plan.clone(),
+            step_calls: gold.iter().map(|c| vec![c.clone()]).collect(),
+        })
+        .expect("judged");
+    assert!(solved.success, "{solved:?}");
+    assert_eq!(solved.failure, None);
+    assert!(solved.state_diff.is_empty(), "{:?}", solved.state_diff);
+    assert!(solved.planner_reward.is_finite());
+    assert_eq!(solved.calls, gold);
+    // Only the first call made: the second sub-task's call is missing, the state differs.
+    let half = backend
+        .judge(JudgeRequest {
+            task: dt.clone(),
+            subtasks: task.gold_plan.clone(),
+            step_calls: vec![vec![gold[0].clone()], vec![]],
+        })
+        .expect("judged");
+    assert!(!half.success);
+    assert_eq!(half.failure.as_deref(), Some("executor_failed"), "{half:?}");
+    assert_eq!(half.failure_side.as_deref(), Some("executor"));
+    assert!(!half.state_diff.is_empty(), "{half:?}");
+    assert!(half.planner_reward < solved.planner_reward);
+    // Both calls in one merged sub-task: the built-in world carries them out…
+    let merged = vec![format!("{} and then {}", task.gold_plan[0], task.gold_plan[1])];
+    let both = vec![gold.clone()];
+    let ok = backend
+        .judge(JudgeRequest {
+            task: dt.clone(),
+            subtasks: merged.clone(),
+            step_calls: both.clone(),
+        })
+        .expect("judged");
+    assert!(ok.success, "{ok:?}");
+    // …the testbed's executor (one call per sub-task) does not: a planner-side failure.
+    let mut cfg = quick_config();
+    cfg.world.kind = "builtin-one-call".into();
+    let mut testbed = engine_backend(&spec, None, cfg).expect("tiny model loads");
+    let refused = testbed
+        .judge(JudgeRequest {
+            task: dt,
+            subtasks: merged,
+            step_calls: both,
+        })
+        .expect("judged");
+    assert!(!refused.success);
+    assert_eq!(refused.failure.as_deref(), Some("plan_too_coarse"), "{refused:?}");
+    assert_eq!(refused.failure_side.as_deref(), Some("planner"));
+    assert_eq!(refused.calls, vec![gold[0].clone()]);
+}
+
+#[test]
+fn measuring_runs_the_plan_n_times_and_run_zero_is_the_branch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path());
+    let spec = dir.path().display().to_string();
+    let mut backend = engine_backend(&spec, None, quick_config()).expect("tiny model loads");
+    crate::eval::ensure_adapters(&mut backend.agent).expect("adapters");
+    let task = two_step_task();
+    let dt = debug_task_of(&task);
+    let req = |samples: usize, greedy: bool| MeasureRequest {
+        task: dt.clone(),
+        subtasks: task.gold_plan.clone(),
+        seed: 11,
+        samples,
+        greedy,
+    };
+    let m = backend.measure(req(4, false)).expect("measured");
+    assert_eq!(m.runs.len(), 4);
+    assert!(!m.greedy);
+    assert!(m.model.contains("adapters") || m.model.contains("base"), "{}", m.model);
+    assert!(m.runs.iter().all(|r| r.executor_reward.is_finite()));
+    // Run 0 is the branch stepped with the same seed: judging those steps gives the same run.
+    let mut previous: Vec<PriorStep> = Vec::new();
+    for (i, st) in task.gold_plan.iter().enumerate() {
+        let out = backend
+            .run_step(DebugStepRequest {
+                task: dt.clone(),
+                subtasks: task.gold_plan.clone(),
+                index: i,
+                previous: previous.clone(),
+                seed: 11,
+            })
+            .expect("step");
+        previous.push(PriorStep {
+            subtask: st.clone(),
+            calls: out.calls,
+            observation: out.tool_result,
+        });
+    }
+    let judged = backend
+        .judge(JudgeRequest {
+            task: dt.clone(),
+            subtasks: task.gold_plan.clone(),
+            step_calls: previous.iter().map(|p| p.calls.clone()).collect(),
+        })
+        .expect("judged");
+    let run0 = &m.runs[0];
+    assert_eq!(
+        (&run0.calls, run0.success, &run0.failure, run0.planner_reward),
+        (&judged.calls, judged.success, &judged.failure, judged.planner_reward)
+    );
+    // Greedy: one run, the same every time.
+    let g1 = backend.measure(req(4, true)).expect("greedy");
+    let g2 = backend.measure(req(9, true)).expect("greedy");
+    assert_eq!(g1.runs.len(), 1);
+    assert!(g1.greedy);
+    assert_eq!(g1.runs, g2.runs);
+    // An empty plan is refused with a reason.
+    let empty = backend.measure(MeasureRequest {
+        subtasks: vec![],
+        ..req(2, false)
+    });
+    assert!(empty.unwrap_err().0.contains("empty"));
+}

@@ -169,7 +169,7 @@ pub fn episode_success(task: &Task, executed: &[ToolCall], final_state: Option<&
     calls_ok && state_ok
 }
 
-pub(super) fn tools_of(world: &dyn World, task: &Task) -> Vec<ToolSchema> {
+pub(crate) fn tools_of(world: &dyn World, task: &Task) -> Vec<ToolSchema> {
     if task.tools.is_empty() {
         world.tools()
     } else {
@@ -297,7 +297,7 @@ fn executor_step(
 /// A world whose agent carries out at most N calls per step ([`World::calls_per_step`])
 /// refuses the rest: they get an error observation and are not run. Returns the calls run and
 /// every observation.
-pub(super) fn run_calls(
+pub(crate) fn run_calls(
     world: &mut dyn World,
     mut calls: Vec<ToolCall>,
     history: &mut Vec<HistoryItem>,
