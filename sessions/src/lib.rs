@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cases;
 pub mod debug;
 pub mod error;
 pub mod events;
@@ -23,10 +24,11 @@ pub mod records;
 pub mod time;
 pub mod writer;
 
+pub use cases::{CaseCell, CaseRecord, CaseRow, CasesReport, Expect, CASE_VERSION};
 pub use debug::{
     BackendError, BackendJob, BackendLoader, BackendReply, DebugStepOutcome, DebugStepRequest,
-    DebugTask, ExecutorBackend, JudgeRequest, MeasureRequest, PlanMeasurement, PlanRequest, PlanRun,
-    PriorStep,
+    DebugTask, ExecutorBackend, JudgeRequest, MeasureRequest, PlanMeasurement, PlanRequest,
+    PlanRun, PriorStep,
 };
 pub use error::{Result, SessionError};
 pub use events::{RunState, TrainCommand, TrainEvent};

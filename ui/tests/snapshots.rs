@@ -328,3 +328,86 @@ fn dashboard_at_80x24_shows_one_pane_at_a_time() {
         "{out}"
     );
 }
+
+/// A live run's debugger with its model loaded from checkpoint step 10 (step 20 saved since).
+fn debugger_with_checkpoints() -> LiveRun {
+    use cahl_sessions::BackendReply;
+    let mut s = live_run(
+        StateOptions {
+            loader: Some("tiny.gguf (second copy, ~1 MB)".into()),
+            ..StateOptions::default()
+        },
+        12,
+    );
+    feed(&mut s, [key('d')]);
+    feed(
+        &mut s,
+        [Msg::Backend(BackendReply::Loaded {
+            step: Some(10),
+            result: Ok("tiny.gguf · planner+executor adapters of step-10".into()),
+        })],
+    );
+    s.send(cahl_sessions::TrainEvent::Checkpoint(
+        cahl_sessions::CheckpointRecord {
+            step: 20,
+            path: "checkpoints/step-20".into(),
+            created_at: String::new(),
+        },
+    ));
+    s
+}
+
+#[test]
+fn debugger_measured_plan_picker_and_case_prompt() {
+    let mut s = debugger_with_checkpoints();
+    let eff = feed(&mut s, [key('m')]);
+    drive_backend(&mut s, &mut FakeBackend::default(), eff);
+    let out = screen(&s);
+    // The fake backend fails runs r with (seed + r) % 3 == 0: r = 0, 3, 6, 9 of seed 1122.
+    assert!(out.contains("6/10 solved (60%)"), "{out}");
+    assert!(out.contains("failures: plan_too_coarse 4"), "{out}");
+    insta::assert_snapshot!("debugger_measured_160x48", render_at(&s, 160, 48));
+    insta::assert_snapshot!("debugger_measured_80x24", render_at(&s, 80, 24));
+    feed(&mut s, [key('o')]);
+    let out = render_at(&s, 160, 48).to_string();
+    assert!(out.contains("● checkpoint step 10"), "{out}");
+    assert!(
+        out.contains("checkpoint step 20") && out.contains("fresh adapters"),
+        "{out}"
+    );
+    insta::assert_snapshot!("debugger_picker_160x48", render_at(&s, 160, 48));
+    insta::assert_snapshot!("debugger_picker_80x24", render_at(&s, 80, 24));
+    // j then enter: the adapters of step 20 are loaded.
+    let eff = feed(&mut s, [key('j'), code(KeyCode::Enter)]);
+    match eff.as_slice() {
+        [cahl_ui::state::Effect::Backend(cahl_sessions::BackendJob::Load { checkpoint, step })] => {
+            assert_eq!(*step, Some(20));
+            assert!(checkpoint
+                .as_ref()
+                .is_some_and(|p| p.ends_with("checkpoints/step-20")));
+        }
+        other => panic!("expected a load of step 20, got {other:?}"),
+    }
+    assert!(screen(&s).contains("loading model…"));
+    feed(&mut s, [key('a')]);
+    feed(
+        &mut s,
+        typed("plan_too_coarse the executor makes one call per step"),
+    );
+    insta::assert_snapshot!("debugger_case_prompt_80x24", render_at(&s, 80, 24));
+    insta::assert_snapshot!("debugger_case_prompt_160x48", render_at(&s, 160, 48));
+    let eff = feed(&mut s, [code(KeyCode::Enter)]);
+    match eff.as_slice() {
+        [cahl_ui::state::Effect::SaveCase { session, case }] => {
+            assert_eq!(Some(session.clone()), s.session_dir());
+            assert_eq!(
+                case.expect,
+                cahl_sessions::Expect::Label("plan_too_coarse".into())
+            );
+            assert_eq!(case.note, "the executor makes one call per step");
+            assert_eq!(case.plan, s.debugger.as_ref().unwrap().branch().subtasks);
+            assert_eq!((case.seed, case.samples), (1122, 10));
+        }
+        other => panic!("expected a case to save, got {other:?}"),
+    }
+}

@@ -20,9 +20,12 @@ pub fn find_task(id: &str) -> Result<Task> {
             "test" => Some(Split::Test),
             _ => None,
         };
-        if let (true, Some(split), Ok(seed), Ok(n)) =
-            (w == "builtin", split, seed.parse::<u64>(), n.parse::<usize>())
-        {
+        if let (true, Some(split), Ok(seed), Ok(n)) = (
+            w == "builtin",
+            split,
+            seed.parse::<u64>(),
+            n.parse::<usize>(),
+        ) {
             if n < 100_000 {
                 if let Some(t) = generate_tasks(split, n + 1, seed)?
                     .into_iter()

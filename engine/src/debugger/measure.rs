@@ -35,7 +35,10 @@ pub fn state_diff(gold: &Value, got: &Value, max: usize) -> Vec<String> {
     if out.len() > max {
         let more = out.len() - max;
         out.truncate(max);
-        out.push(format!("… {more} more difference{}", if more == 1 { "" } else { "s" }));
+        out.push(format!(
+            "… {more} more difference{}",
+            if more == 1 { "" } else { "s" }
+        ));
     }
     out
 }
@@ -78,7 +81,11 @@ fn walk(gold: &Value, got: &Value, path: String, out: &mut Vec<String>) {
             }
         }
         (a, b) if a != b => {
-            let p = if path.is_empty() { "state".into() } else { path };
+            let p = if path.is_empty() {
+                "state".into()
+            } else {
+                path
+            };
             out.push(format!("{p}: {} (gold {})", short(Some(b)), short(Some(a))));
         }
         _ => {}
@@ -150,7 +157,10 @@ pub fn judge_run(j: &Judged<'_>, cfg: &TrainConfig) -> PlanRun {
         failure_side,
         failure_detail,
         state_diff,
-        calls: executed.iter().map(call_record).collect::<Vec<CallRecord>>(),
+        calls: executed
+            .iter()
+            .map(call_record)
+            .collect::<Vec<CallRecord>>(),
     }
 }
 
@@ -161,7 +171,8 @@ mod tests {
 
     #[test]
     fn state_diff_names_each_differing_leaf() {
-        let gold = json!({"accounts": {"alice": {"balance": 50}, "bob": {"balance": 80}}, "log": [1, 2]});
+        let gold =
+            json!({"accounts": {"alice": {"balance": 50}, "bob": {"balance": 80}}, "log": [1, 2]});
         let got = json!({"accounts": {"alice": {"balance": 100}, "bob": {"balance": 80}}, "log": [1, 3], "x": true});
         assert_eq!(
             state_diff(&gold, &got, 4),
@@ -179,7 +190,10 @@ mod tests {
 
     #[test]
     fn the_debugger_plan_text_parses_back_to_its_subtasks() {
-        let plan = vec!["Log in as alice".to_string(), "Transfer 5 to bob".to_string()];
+        let plan = vec![
+            "Log in as alice".to_string(),
+            "Transfer 5 to bob".to_string(),
+        ];
         let parsed = parse_planner(&debugger_plan_text(&plan));
         assert_eq!(parsed.subtasks, plan);
         assert!(parsed.issues.is_empty(), "{:?}", parsed.issues);

@@ -22,8 +22,8 @@ use crate::parse::{call_record, parse_executor, parse_planner, tool_call, ToolCa
 use crate::rewards::align::{mark_made, step_gold};
 use crate::rewards::{align_plan, executor_step_reward_parsed};
 use crate::sampling::sample_group;
-use crate::train::config::ModelSection;
 use crate::train::config::Continue;
+use crate::train::config::ModelSection;
 use crate::train::prompts::{self, HistoryItem};
 use crate::train::rollout::{execute_plan, run_calls, tools_of, Prefixes};
 use crate::train::{mix_seed, TrainConfig};
@@ -304,7 +304,10 @@ impl ExecutorBackend for EngineBackend {
         })
     }
 
-    fn measure(&mut self, req: MeasureRequest) -> std::result::Result<PlanMeasurement, BackendError> {
+    fn measure(
+        &mut self,
+        req: MeasureRequest,
+    ) -> std::result::Result<PlanMeasurement, BackendError> {
         if req.subtasks.is_empty() {
             return Err(BackendError::from("the plan is empty: nothing to measure"));
         }

@@ -334,8 +334,14 @@ fn two_step_task() -> crate::worlds::Task {
             // the second call changes the world's state, so leaving it out shows in the state
             t.gold_plan.len() == 2
                 && t.gold_final_state.is_some()
-                && ["add_alarm", "add_reminder", "add_meeting", "add_contact", "send_email"]
-                    .contains(&t.gold_calls[1].name.as_str())
+                && [
+                    "add_alarm",
+                    "add_reminder",
+                    "add_meeting",
+                    "add_contact",
+                    "send_email",
+                ]
+                .contains(&t.gold_calls[1].name.as_str())
         })
         .expect("a two-step task whose second call changes the state")
 }
@@ -356,7 +362,11 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
     let task = two_step_task();
     let dt = debug_task_of(&task);
     // The debugger protocol carries no gold state: the backend finds it by the task's id.
-    assert!(backend.full_task(&dt).expect("task").gold_final_state.is_some());
+    assert!(backend
+        .full_task(&dt)
+        .expect("task")
+        .gold_final_state
+        .is_some());
     let gold = calls_of(&task);
     let solved = backend
         .judge(JudgeRequest {
@@ -384,7 +394,10 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
     assert!(!half.state_diff.is_empty(), "{half:?}");
     assert!(half.planner_reward < solved.planner_reward);
     // Both calls in one merged sub-task: the built-in world carries them out…
-    let merged = vec![format!("{} and then {}", task.gold_plan[0], task.gold_plan[1])];
+    let merged = vec![format!(
+        "{} and then {}",
+        task.gold_plan[0], task.gold_plan[1]
+    )];
     let both = vec![gold.clone()];
     let ok = backend
         .judge(JudgeRequest {
@@ -406,7 +419,11 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
         })
         .expect("judged");
     assert!(!refused.success);
-    assert_eq!(refused.failure.as_deref(), Some("plan_too_coarse"), "{refused:?}");
+    assert_eq!(
+        refused.failure.as_deref(),
+        Some("plan_too_coarse"),
+        "{refused:?}"
+    );
     assert_eq!(refused.failure_side.as_deref(), Some("planner"));
     assert_eq!(refused.calls, vec![gold[0].clone()]);
 }
@@ -430,7 +447,11 @@ fn measuring_runs_the_plan_n_times_and_run_zero_is_the_branch() {
     let m = backend.measure(req(4, false)).expect("measured");
     assert_eq!(m.runs.len(), 4);
     assert!(!m.greedy);
-    assert!(m.model.contains("adapters") || m.model.contains("base"), "{}", m.model);
+    assert!(
+        m.model.contains("adapters") || m.model.contains("base"),
+        "{}",
+        m.model
+    );
     assert!(m.runs.iter().all(|r| r.executor_reward.is_finite()));
     // Run 0 is the branch stepped with the same seed: judging those steps gives the same run.
     let mut previous: Vec<PriorStep> = Vec::new();
@@ -459,8 +480,18 @@ fn measuring_runs_the_plan_n_times_and_run_zero_is_the_branch() {
         .expect("judged");
     let run0 = &m.runs[0];
     assert_eq!(
-        (&run0.calls, run0.success, &run0.failure, run0.planner_reward),
-        (&judged.calls, judged.success, &judged.failure, judged.planner_reward)
+        (
+            &run0.calls,
+            run0.success,
+            &run0.failure,
+            run0.planner_reward
+        ),
+        (
+            &judged.calls,
+            judged.success,
+            &judged.failure,
+            judged.planner_reward
+        )
     );
     // Greedy: one run, the same every time.
     let g1 = backend.measure(req(4, true)).expect("greedy");

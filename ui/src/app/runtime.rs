@@ -108,6 +108,10 @@ impl Runtime {
             Effect::SaveDebug { path, json } => {
                 queue.push(Msg::Saved(save_file(&path, json.as_bytes()).map(|_| path)));
             }
+            Effect::SaveCase { session, case } => {
+                let r = cahl_sessions::cases::save_case(&session, &case).map_err(|e| e.to_string());
+                queue.push(Msg::CaseSaved(r));
+            }
         }
         false
     }

@@ -42,24 +42,34 @@ impl AppState {
         self.metrics.push(m);
     }
 
+    /// The session directory (replay may open a JSONL file of the session rather than its
+    /// directory).
+    pub fn session_dir(&self) -> Option<PathBuf> {
+        let p = self.session_path.as_ref()?;
+        Some(if p.extension().is_some_and(|e| e == "jsonl") {
+            p.parent().map(PathBuf::from).unwrap_or_default()
+        } else {
+            p.clone()
+        })
+    }
+
     /// The newest committed checkpoint: its directory (resolved against the session
     /// directory) and step.
     pub fn latest_checkpoint(&self) -> Option<(PathBuf, u64)> {
-        let ck = self.checkpoints.iter().max_by_key(|c| c.step)?;
+        let step = self.checkpoints.iter().map(|c| c.step).max()?;
+        Some((self.checkpoint_path(step)?, step))
+    }
+
+    /// The directory of the committed checkpoint of `step` (resolved against the session
+    /// directory).
+    pub fn checkpoint_path(&self, step: u64) -> Option<PathBuf> {
+        let ck = self.checkpoints.iter().find(|c| c.step == step)?;
         let rel = PathBuf::from(&ck.path);
-        let path = match &self.session_path {
-            Some(p) if rel.is_relative() => {
-                // replay may open a JSONL file of the session rather than its directory
-                let dir = if p.extension().is_some_and(|e| e == "jsonl") {
-                    p.parent().map(PathBuf::from).unwrap_or_default()
-                } else {
-                    p.clone()
-                };
-                dir.join(rel)
-            }
+        let path = match self.session_dir() {
+            Some(dir) if rel.is_relative() => dir.join(rel),
             _ => rel,
         };
-        Some((path, ck.step))
+        Some(path)
     }
 }
 

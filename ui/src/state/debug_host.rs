@@ -56,10 +56,12 @@ impl AppState {
     /// Copies the model state (and whether a newer checkpoint exists) into the open debugger.
     pub(super) fn sync_debugger_model(&mut self) {
         let newest = self.checkpoints.iter().map(|c| c.step).max();
+        let steps: Vec<u64> = self.checkpoints.iter().map(|c| c.step).collect();
         let Some(d) = self.debugger.as_mut() else {
             return;
         };
         d.model = self.model.clone();
+        d.checkpoints = steps;
         d.newer_checkpoint = match &self.model {
             ModelState::Ready {
                 step,
@@ -72,11 +74,32 @@ impl AppState {
 
     /// Starts loading the model on demand with the latest checkpoint's adapters.
     pub(super) fn load_model(&mut self) -> Vec<Effect> {
+        let latest = self.latest_checkpoint();
+        self.load_model_with(latest)
+    }
+
+    /// Starts loading the model on demand with the adapters of the checkpoint of `step`
+    /// (`None`: fresh adapters, the base model).
+    pub(super) fn load_checkpoint(&mut self, step: Option<u64>) -> Vec<Effect> {
+        let ck = match step {
+            None => None,
+            Some(s) => match self.checkpoint_path(s) {
+                Some(p) => Some((p, s)),
+                None => {
+                    self.log(Level::Warn, format!("debugger: no checkpoint of step {s}"));
+                    return Vec::new();
+                }
+            },
+        };
+        self.load_model_with(ck)
+    }
+
+    fn load_model_with(&mut self, ck: Option<(PathBuf, u64)>) -> Vec<Effect> {
         let Some(what) = self.model.loadable().map(str::to_string) else {
             return Vec::new();
         };
         let what = self.opts.loader.clone().unwrap_or(what);
-        let (checkpoint, step) = match self.latest_checkpoint() {
+        let (checkpoint, step) = match ck {
             Some((p, s)) => (Some(p), Some(s)),
             None => (None, None),
         };
@@ -99,6 +122,20 @@ pub(super) fn debug_action(s: &mut AppState, a: DebugAction) -> Vec<Effect> {
         DebugAction::Job(j) => vec![Effect::Backend(j)],
         DebugAction::Save { path, json } => vec![Effect::SaveDebug { path, json }],
         DebugAction::LoadModel => s.load_model(),
+        DebugAction::LoadCheckpoint(step) => s.load_checkpoint(step),
+        DebugAction::SaveCase(case) => match s.session_dir() {
+            Some(session) => vec![Effect::SaveCase { session, case }],
+            None => {
+                let text = "no session to keep cases in: open the debugger from a session \
+                            (replay, train, debug --trace, or debug --open of a file under \
+                            <session>/debug/)"
+                    .to_string();
+                if let Some(d) = s.debugger.as_mut() {
+                    d.message = Some(text);
+                }
+                Vec::new()
+            }
+        },
         DebugAction::Close => {
             if s.mode == Mode::Debug {
                 vec![Effect::Quit]

@@ -82,6 +82,8 @@ pub enum Msg {
     Backend(BackendReply),
     /// A debugger session file was written (or failed).
     Saved(Result<PathBuf, SaveError>),
+    /// A case was saved (its file) or why it was not.
+    CaseSaved(Result<PathBuf, String>),
     /// A termination signal (SIGTERM, SIGINT, SIGHUP) arrived: end as `q` does.
     Signal(&'static str),
 }
@@ -142,6 +144,13 @@ pub enum Effect {
         path: PathBuf,
         /// Contents.
         json: String,
+    },
+    /// Save a case into the session's case library and answer with [`Msg::CaseSaved`].
+    SaveCase {
+        /// The session directory.
+        session: PathBuf,
+        /// The case.
+        case: Box<cahl_sessions::CaseRecord>,
     },
     /// Leave the UI.
     Quit,
@@ -366,6 +375,31 @@ fn update_inner(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             s.flash = Some(text);
             Vec::new()
         }
+        Msg::CaseSaved(r) => {
+            let text = match r {
+                Ok(p) => {
+                    let id = p
+                        .file_stem()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let session = s
+                        .session_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|| "SESSION".into());
+                    s.log(Level::Info, format!("case {id} saved to {}", p.display()));
+                    format!("case {id} saved · re-run the library: cahl-tui cases run {session}")
+                }
+                Err(e) => {
+                    s.log(Level::Warn, format!("saving the case failed: {e}"));
+                    format!("saving the case failed: {e}")
+                }
+            };
+            if let Some(d) = s.debugger.as_mut() {
+                d.message = Some(text.clone());
+            }
+            s.flash = Some(text);
+            Vec::new()
+        }
     }
 }
 
@@ -383,7 +417,7 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         return prompt::on_input_key(s, k);
     }
     if let Some(d) = s.debugger.as_mut() {
-        if d.editor.is_none() && k.code == KeyCode::Char('?') {
+        if d.editor.is_none() && d.case_input.is_none() && k.code == KeyCode::Char('?') {
             s.help = true;
             return Vec::new();
         }

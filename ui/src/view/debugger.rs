@@ -6,8 +6,175 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
+use cahl_sessions::{CallRecord, PlanMeasurement, PlanRun};
+use ratatui::widgets::{Clear, List, ListItem, ListState};
+
 use super::trajectory::{fmt_breakdown, fmt_call};
+use crate::state::debugger::measure::result_words;
 use crate::state::debugger::{call_divergence, plan_divergence, Branch, DebuggerState, ModelState};
+
+/// The judged result of a branch: one line, then the state difference.
+fn result_lines(r: &PlanRun, recorded: bool) -> Vec<Line<'static>> {
+    let (mark, color) = if r.success {
+        ("✓", Color::Green)
+    } else {
+        ("✗", Color::Red)
+    };
+    let mut head = vec![
+        Span::styled(
+            format!("{mark} {}", result_words(r)),
+            Style::new().fg(color).bold(),
+        ),
+        Span::raw(format!(" · planner {:+.2}", r.planner_reward)),
+    ];
+    if r.executor_reward.is_finite() {
+        head.push(Span::raw(format!(" · executor {:+.2}", r.executor_reward)));
+    }
+    if recorded {
+        head.push(Span::styled(" (as recorded)", Style::new().dim()));
+    }
+    let mut lines = vec![Line::from(head)];
+    if let Some(d) = &r.failure_detail {
+        lines.push(Line::styled(format!("  {d}"), Style::new().dim()));
+    }
+    for d in &r.state_diff {
+        lines.push(Line::styled(
+            format!("  state ≠ {d}"),
+            Style::new().fg(Color::Magenta),
+        ));
+    }
+    lines
+}
+
+/// A plan's measurement: success count and rate, planner reward spread, failure labels.
+fn measurement_lines(m: &PlanMeasurement) -> Vec<Line<'static>> {
+    let n = m.runs.len();
+    let k = m.successes();
+    let how = if m.greedy {
+        "greedy run".to_string()
+    } else {
+        format!("{n} sampled runs")
+    };
+    let color = if 2 * k >= n && n > 0 {
+        Color::Green
+    } else {
+        Color::Red
+    };
+    let (mean, min, max) = m.planner_reward_stats();
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled("measured: ", Style::new().bold().fg(Color::Cyan)),
+            Span::styled(
+                format!("{k}/{n} solved ({:.0}%)", 100.0 * m.success_rate()),
+                Style::new().fg(color).bold(),
+            ),
+            Span::raw(format!(" · {how}, seed {}", m.seed)),
+        ]),
+        Line::raw(format!(
+            "  planner reward mean {mean:+.2} [min {min:+.2}, max {max:+.2}]"
+        )),
+    ];
+    let fails = m.failure_counts();
+    if !fails.is_empty() {
+        let parts: Vec<String> = fails.iter().map(|(l, c)| format!("{l} {c}")).collect();
+        lines.push(Line::styled(
+            format!("  failures: {}", parts.join(", ")),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    if !m.model.is_empty() {
+        lines.push(Line::styled(
+            format!("  by {}", m.model),
+            Style::new().dim(),
+        ));
+    }
+    lines
+}
+
+/// The result and measurement of a branch (empty when it has neither).
+fn outcome_lines(b: &Branch) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if let Some(r) = &b.result {
+        lines.push(Line::raw(""));
+        lines.extend(result_lines(r, b.from_trace));
+    }
+    if let Some(m) = &b.measurement {
+        lines.push(Line::raw(""));
+        lines.extend(measurement_lines(m));
+    }
+    lines
+}
+
+/// A call with each argument that differs from the gold call of the same name (the first one
+/// not matched yet) marked: `transfer(to="bob" amount=50≠gold 80)`.
+fn call_spans(c: &CallRecord, gold: Option<&CallRecord>) -> Vec<Span<'static>> {
+    let yellow = Style::new().fg(Color::Yellow);
+    let Some(args) = c.arguments.as_object() else {
+        return vec![Span::styled(fmt_call(c), yellow)];
+    };
+    // Without a gold call of that name every argument is shown as made.
+    let empty = serde_json::Map::new();
+    let gargs = match gold.map(|g| g.arguments.as_object()) {
+        Some(Some(g)) => g,
+        Some(None) => return vec![Span::styled(fmt_call(c), yellow)],
+        None => &empty,
+    };
+    let has_gold = gold.is_some();
+    let mut out = vec![Span::styled(format!("{}(", c.name), yellow)];
+    let mut first = true;
+    let mut sep = |out: &mut Vec<Span<'static>>| {
+        if !std::mem::take(&mut first) {
+            out.push(Span::styled(", ", yellow));
+        }
+    };
+    for (k, v) in args {
+        sep(&mut out);
+        match gargs.get(k) {
+            Some(gv) if gv == v => out.push(Span::styled(format!("{k}={v}"), yellow)),
+            Some(gv) => out.push(Span::styled(
+                format!("{k}={v}≠gold {gv}"),
+                Style::new().fg(Color::Red).bold(),
+            )),
+            None if !has_gold => out.push(Span::styled(format!("{k}={v}"), yellow)),
+            None => out.push(Span::styled(
+                format!("{k}={v} (not in gold)"),
+                Style::new().fg(Color::Red),
+            )),
+        }
+    }
+    for (k, gv) in gargs.iter().filter(|(k, _)| !args.contains_key(*k)) {
+        sep(&mut out);
+        out.push(Span::styled(
+            format!("{k} missing (gold {gv})"),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    out.push(Span::styled(")", yellow));
+    out
+}
+
+/// Pairs each call with the gold call of the same name it is compared with: an exact match
+/// first, else the first unmatched one of that name.
+fn gold_partners<'a>(calls: &[&CallRecord], gold: &'a [CallRecord]) -> Vec<Option<&'a CallRecord>> {
+    let mut used = vec![false; gold.len()];
+    let mut out = vec![None; calls.len()];
+    for (i, c) in calls.iter().enumerate() {
+        if let Some(j) = (0..gold.len()).find(|&j| !used[j] && gold[j] == **c) {
+            used[j] = true;
+            out[i] = Some(&gold[j]);
+        }
+    }
+    for (i, c) in calls.iter().enumerate() {
+        if out[i].is_some() {
+            continue;
+        }
+        if let Some(j) = (0..gold.len()).find(|&j| !used[j] && gold[j].name == c.name) {
+            used[j] = true;
+            out[i] = Some(&gold[j]);
+        }
+    }
+    out
+}
 
 /// The header's model status: what runs the executor, or why nothing can yet.
 fn model_spans(d: &DebuggerState) -> Vec<Span<'static>> {
@@ -81,7 +248,16 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
     f.render_widget(Paragraph::new(head_lines).wrap(Wrap { trim: false }), head);
     let mut tab_spans = vec![Span::styled(" branches: ", Style::new().dim())];
     for (i, b) in d.branches.iter().enumerate() {
-        let label = format!(" {} [{}/{}] ", b.name, b.steps.len(), b.subtasks.len());
+        let mut label = format!(" {} [{}/{}]", b.name, b.steps.len(), b.subtasks.len());
+        match &b.result {
+            Some(r) if r.success => label.push_str(" ✓"),
+            Some(_) => label.push_str(" ✗"),
+            None => {}
+        }
+        if let Some(m) = &b.measurement {
+            label.push_str(&format!(" {}/{}", m.successes(), m.runs.len()));
+        }
+        label.push(' ');
         tab_spans.push(if i == d.current {
             Span::styled(label, Style::new().reversed().bold())
         } else {
@@ -89,7 +265,7 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
         });
     }
     tab_spans.push(Span::styled(
-        format!("  seed {}", d.branch().seed),
+        format!("  seed {} · m runs {}", d.branch().seed, d.samples),
         Style::new().dim(),
     ));
     f.render_widget(Paragraph::new(Line::from(tab_spans)), tabs);
@@ -105,14 +281,37 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
         }
         draw_step(f, right, d);
     }
-    let message = d.message.clone().unwrap_or_default();
-    f.render_widget(
-        Paragraph::new(Line::styled(
-            format!(" {message}"),
-            Style::new().fg(Color::Yellow),
-        )),
-        msg,
-    );
+    match &d.case_input {
+        Some(text) => {
+            let label = " case: expect (solves/fails/label) + note › ";
+            // The end of what was typed stays in view.
+            let room = (msg.width as usize).saturating_sub(label.chars().count() + 2);
+            let n = text.chars().count();
+            let shown = if n > room {
+                let tail: String = text.chars().skip(n - room.saturating_sub(1)).collect();
+                format!("…{tail}")
+            } else {
+                text.clone()
+            };
+            f.render_widget(
+                Paragraph::new(Line::from(vec![
+                    Span::styled(label, Style::new().bold().fg(Color::Cyan)),
+                    Span::raw(format!("{shown}▏")),
+                ])),
+                msg,
+            )
+        }
+        None => {
+            let message = d.message.clone().unwrap_or_default();
+            f.render_widget(
+                Paragraph::new(Line::styled(
+                    format!(" {message}"),
+                    Style::new().fg(Color::Yellow),
+                )),
+                msg,
+            );
+        }
+    }
     let reload = if d.model.loadable().is_some() {
         " · L model"
     } else {
@@ -120,10 +319,56 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
     };
     f.render_widget(
         Paragraph::new(Line::styled(
-            format!(" ? keys · e edit · n step · r run to end · z reset · b branch · c compare · p planner · S save{reload} · esc close"),
+            format!(" ? keys · e edit · n/r step/run · m/g measure · c compare · b branch · o adapters · a case · S save{reload} · esc"),
             Style::new().dim(),
         )),
         hints,
+    );
+    if let Some(at) = d.picker {
+        draw_picker(f, area, d, at);
+    }
+}
+
+/// The checkpoint picker: fresh adapters, then every checkpoint; the loaded one marked.
+fn draw_picker(f: &mut Frame, area: Rect, d: &DebuggerState, at: usize) {
+    let choices = d.checkpoint_choices();
+    let loaded = match &d.model {
+        ModelState::Ready {
+            step,
+            reloadable: true,
+            ..
+        } => Some(*step),
+        _ => None,
+    };
+    let items: Vec<ListItem> = choices
+        .iter()
+        .map(|c| {
+            let name = match c {
+                Some(s) => format!("checkpoint step {s}"),
+                None => "fresh adapters (the base model)".to_string(),
+            };
+            let mark = if loaded == Some(*c) { "● " } else { "  " };
+            ListItem::new(format!("{mark}{name}"))
+        })
+        .collect();
+    let h = (choices.len() as u16 + 2)
+        .min(area.height.saturating_sub(2))
+        .max(3);
+    let w = 48.min(area.width);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height.saturating_sub(h)) / 2,
+        width: w,
+        height: h,
+    };
+    f.render_widget(Clear, r);
+    let mut st = ListState::default().with_selected(Some(at.min(choices.len() - 1)));
+    f.render_stateful_widget(
+        List::new(items)
+            .block(Block::bordered().title(" adapters · enter loads · esc "))
+            .highlight_style(Style::new().reversed()),
+        r,
+        &mut st,
     );
 }
 
@@ -201,6 +446,7 @@ fn draw_plan(f: &mut Frame, area: Rect, d: &DebuggerState) {
             Style::new().fg(Color::Magenta).bold(),
         ));
     }
+    lines.extend(outcome_lines(b));
     f.render_widget(
         Paragraph::new(lines)
             .block(block)
@@ -243,11 +489,20 @@ fn draw_step(f: &mut Frame, area: Rect, d: &DebuggerState) {
             if o.calls.is_empty() {
                 lines.push(Line::styled("  (none)", Style::new().dim()));
             }
-            for c in &o.calls {
-                lines.push(Line::styled(
-                    format!("  {}", fmt_call(c)),
-                    Style::new().fg(Color::Yellow),
-                ));
+            // Compared with the gold calls not made by the earlier steps.
+            let earlier: Vec<&CallRecord> =
+                b.steps[..i].iter().flat_map(|s| s.calls.iter()).collect();
+            let mine: Vec<&CallRecord> = o.calls.iter().collect();
+            let all: Vec<&CallRecord> = earlier
+                .iter()
+                .copied()
+                .chain(mine.iter().copied())
+                .collect();
+            let partners = gold_partners(&all, &d.task.gold_calls);
+            for (c, g) in mine.iter().zip(&partners[earlier.len()..]) {
+                let mut spans = vec![Span::raw("  ")];
+                spans.extend(call_spans(c, *g));
+                lines.push(Line::from(spans));
             }
             lines.push(section("tool result"));
             lines.push(Line::raw(format!(
@@ -277,12 +532,8 @@ fn draw_step(f: &mut Frame, area: Rect, d: &DebuggerState) {
     );
 }
 
-fn calls_line(b: &Branch) -> Vec<Line<'static>> {
-    let calls: Vec<String> = b
-        .steps
-        .iter()
-        .flat_map(|s| s.calls.iter().map(fmt_call))
-        .collect();
+fn calls_line(b: &Branch, gold: &[CallRecord]) -> Vec<Line<'static>> {
+    let calls: Vec<&CallRecord> = b.steps.iter().flat_map(|s| s.calls.iter()).collect();
     if calls.is_empty() {
         let text = if b.steps.is_empty() {
             "  (no calls yet)"
@@ -291,10 +542,19 @@ fn calls_line(b: &Branch) -> Vec<Line<'static>> {
         };
         return vec![Line::styled(text, Style::new().dim())];
     }
+    let partners = gold_partners(&calls, gold);
     calls
-        .into_iter()
+        .iter()
+        .zip(partners)
         .enumerate()
-        .map(|(i, c)| Line::styled(format!("  {}. {c}", i + 1), Style::new().fg(Color::Yellow)))
+        .map(|(i, (c, g))| {
+            let mut spans = vec![Span::styled(
+                format!("  {}. ", i + 1),
+                Style::new().fg(Color::Yellow),
+            )];
+            spans.extend(call_spans(c, g));
+            Line::from(spans)
+        })
         .collect()
 }
 
@@ -304,13 +564,14 @@ fn draw_compare(f: &mut Frame, area: Rect, d: &DebuggerState) {
     let column = |b: &Branch| {
         let mut lines = plan_lines(b, gold, None);
         lines.push(Line::styled("calls:", Style::new().dim()));
-        lines.extend(calls_line(b));
+        lines.extend(calls_line(b, &d.task.gold_calls));
         if let Some(i) = call_divergence(&b.steps, &d.task.gold_calls, b.finished()) {
             lines.push(Line::styled(
                 format!("≠ gold from call #{}", i + 1),
                 Style::new().fg(Color::Magenta).bold(),
             ));
         }
+        lines.extend(outcome_lines(b));
         lines
     };
     let orig = &d.branches[0];

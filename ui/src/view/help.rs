@@ -52,6 +52,19 @@ pub const DEBUGGER_KEYS: &[(&str, &str)] = &[
     ("p", "ask the planner for a new plan (new branch)"),
     ("c", "compare original / current / gold side by side"),
     (
+        "m / g",
+        "measure the whole plan: N sampled runs / one greedy run",
+    ),
+    ("M", "runs per measurement: 5, 10, 20, 50"),
+    (
+        "o",
+        "choose the checkpoint whose adapters run (train, replay)",
+    ),
+    (
+        "a",
+        "save the branch as a case (cahl-tui cases run re-runs it)",
+    ),
+    (
         "L",
         "load / reload the model with the latest checkpoint (train, replay)",
     ),

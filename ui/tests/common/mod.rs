@@ -203,6 +203,13 @@ pub fn render(s: &AppState) -> TestBackend {
     t.backend().clone()
 }
 
+/// Renders the state at `w`x`h` and returns the backend.
+pub fn render_at(s: &AppState, w: u16, h: u16) -> TestBackend {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    t.draw(|f| cahl_ui::view::draw(f, s)).expect("draw");
+    t.backend().clone()
+}
+
 /// The rendered screen as plain text.
 pub fn screen(s: &AppState) -> String {
     render(s).to_string()
@@ -256,6 +263,58 @@ impl ExecutorBackend for FakeBackend {
                 reasons: vec![],
                 ..Default::default()
             },
+        })
+    }
+
+    /// Run r of a plan solves the task unless (seed + r) is a multiple of 3; a failure is a
+    /// planner-side `plan_too_coarse`.
+    fn measure(
+        &mut self,
+        req: cahl_sessions::MeasureRequest,
+    ) -> Result<cahl_sessions::PlanMeasurement, BackendError> {
+        let n = if req.greedy { 1 } else { req.samples.max(1) };
+        let runs = (0..n)
+            .map(|r| {
+                let ok = !(req.seed + r as u64).is_multiple_of(3);
+                cahl_sessions::PlanRun {
+                    success: ok,
+                    planner_reward: 1.0 + 0.5 * (r % 2) as f64,
+                    executor_reward: 1.0,
+                    failure: (!ok).then(|| "plan_too_coarse".into()),
+                    failure_side: (!ok).then(|| "planner".into()),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(cahl_sessions::PlanMeasurement {
+            greedy: req.greedy,
+            seed: req.seed,
+            model: self.describe(),
+            runs,
+        })
+    }
+
+    /// Solved when the branch made as many calls as the gold has; otherwise an executor-side
+    /// failure with a state difference.
+    fn judge(
+        &mut self,
+        req: cahl_sessions::JudgeRequest,
+    ) -> Result<cahl_sessions::PlanRun, BackendError> {
+        let calls: Vec<CallRecord> = req.step_calls.into_iter().flatten().collect();
+        let ok = calls.len() == req.task.gold_calls.len();
+        Ok(cahl_sessions::PlanRun {
+            success: ok,
+            planner_reward: 2.0,
+            executor_reward: f64::NAN,
+            failure: (!ok).then(|| "executor_failed".into()),
+            failure_side: (!ok).then(|| "executor".into()),
+            failure_detail: (!ok).then(|| "sub-task 1: expected get_weather(…)".into()),
+            state_diff: if ok {
+                vec![]
+            } else {
+                vec!["fake.state: 1 (gold 2)".into()]
+            },
+            calls,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Branches (the original plan and its edited variants) and their comparison with the gold
 //! plan and calls.
 
-use cahl_sessions::{CallRecord, DebugStepOutcome};
+use cahl_sessions::{CallRecord, DebugStepOutcome, PlanMeasurement, PlanRun};
 use serde::{Deserialize, Serialize};
 
 /// One plan variant and what the executor did with it.
@@ -20,6 +20,10 @@ pub struct Branch {
     pub from_trace: bool,
     /// Last error of the backend on this branch.
     pub error: Option<String>,
+    /// The branch judged as it ran, once finished (a recording: as recorded).
+    pub result: Option<PlanRun>,
+    /// The plan's last measurement (`m`: N sampled runs, `g`: one greedy run).
+    pub measurement: Option<PlanMeasurement>,
 }
 
 impl Branch {

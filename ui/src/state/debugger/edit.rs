@@ -59,6 +59,9 @@ impl DebuggerState {
         if reuse {
             self.branches[self.current].subtasks = plan;
             self.branches[self.current].error = None;
+            // a measurement was of the old plan
+            self.branches[self.current].measurement = None;
+            self.branches[self.current].result = None;
             self.message = Some(format!(
                 "branch '{}' updated",
                 self.branches[self.current].name

@@ -6,14 +6,16 @@
 //! debugger starts and its saved session file).
 
 pub mod branches;
+pub mod cases;
 pub mod edit;
 pub mod file;
+pub mod measure;
 pub mod model;
 pub mod run;
 
 use std::path::PathBuf;
 
-use cahl_sessions::{BackendJob, DebugTask};
+use cahl_sessions::{BackendJob, CaseRecord, DebugTask, PlanRun};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui_textarea::TextArea;
 
@@ -40,16 +42,33 @@ pub enum DebugAction {
     /// Load (or reload) the model on demand with the latest checkpoint's adapters; the host
     /// answers with a [`BackendReply::Loaded`].
     LoadModel,
+    /// Load the model with the adapters of the checkpoint of this step (`None`: fresh
+    /// adapters, the base model).
+    LoadCheckpoint(Option<u64>),
+    /// Save a case into the session's case library.
+    SaveCase(Box<CaseRecord>),
     /// Leave the debugger.
     Close,
+}
+
+/// What a running backend job is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    Step { to_end: bool },
+    Plan,
+    Measure,
+    Judge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
     ticket: u64,
     branch: usize,
-    to_end: bool,
+    kind: JobKind,
 }
+
+/// Runs per measurement that `M` cycles through.
+pub const SAMPLE_CHOICES: [usize; 4] = [5, 10, 20, 50];
 
 /// The debugger's state. See the crate docs for keys.
 #[derive(Debug, Clone)]
@@ -78,6 +97,15 @@ pub struct DebuggerState {
     pub message: Option<String>,
     /// Where `S` saves the session.
     pub save_path: Option<PathBuf>,
+    /// Runs per measurement (`m`; `M` cycles through [`SAMPLE_CHOICES`]).
+    pub samples: usize,
+    /// The run's checkpoint steps (kept in sync by the host), for the picker.
+    pub checkpoints: Vec<u64>,
+    /// The checkpoint picker (`o`), open: the selected row (0: fresh adapters, then the
+    /// checkpoints oldest first).
+    pub picker: Option<usize>,
+    /// The case prompt (`a`), open: what was typed (`solves`, `fails` or a label, then a note).
+    pub case_input: Option<String>,
     pending: Option<Pending>,
     deferred: Option<Deferred>,
     next_ticket: u64,
@@ -107,20 +135,44 @@ impl DebuggerState {
                             .map(|(i, _)| i)
                     })
                     .unwrap_or(0);
-                let recorded = |name: String, p: &cahl_sessions::PlanRecord| Branch {
-                    name,
-                    subtasks: p.subtasks.clone(),
-                    seed: record.seed,
+                let recorded = |name: String, p: &cahl_sessions::PlanRecord| {
                     // The first execution (a plan run K times records them one after
                     // another; a branch holds one step per sub-task).
-                    steps: p
+                    let steps: Vec<_> = p
                         .steps
                         .iter()
                         .filter(|s| s.execution == 0)
                         .map(outcome_from_trace)
-                        .collect(),
-                    from_trace: true,
-                    error: p.parse_error.clone(),
+                        .collect();
+                    let rewards: Vec<f64> = steps
+                        .iter()
+                        .map(|s| s.reward.total)
+                        .filter(|r| r.is_finite())
+                        .collect();
+                    let result = PlanRun {
+                        success: p.success,
+                        planner_reward: p.reward.total,
+                        executor_reward: if rewards.is_empty() {
+                            f64::NAN
+                        } else {
+                            rewards.iter().sum::<f64>() / rewards.len() as f64
+                        },
+                        failure: p.failure.clone(),
+                        failure_side: p.failure_side.clone(),
+                        failure_detail: None,
+                        state_diff: Vec::new(),
+                        calls: steps.iter().flat_map(|s| s.calls.clone()).collect(),
+                    };
+                    Branch {
+                        name,
+                        subtasks: p.subtasks.clone(),
+                        seed: record.seed,
+                        steps,
+                        from_trace: true,
+                        error: p.parse_error.clone(),
+                        result: Some(result),
+                        measurement: None,
+                    }
                 };
                 let mut branches = vec![match record.plans.get(idx) {
                     Some(p) => recorded("original".into(), p),
@@ -192,6 +244,10 @@ impl DebuggerState {
             newer_checkpoint: None,
             message: None,
             save_path: None,
+            samples: 10,
+            checkpoints: Vec::new(),
+            picker: None,
+            case_input: None,
             pending: None,
             deferred: None,
             next_ticket: 1,
@@ -252,6 +308,8 @@ impl DebuggerState {
         b.steps.clear();
         b.from_trace = false;
         b.error = None;
+        b.result = None;
+        b.measurement = None;
         if self.pending.is_some_and(|p| p.branch == self.current) {
             self.pending = None;
         }
@@ -272,6 +330,12 @@ impl DebuggerState {
                 ta.input(key);
             }
             return None;
+        }
+        if self.picker.is_some() {
+            return self.picker_key(key);
+        }
+        if self.case_input.is_some() {
+            return self.case_key(key);
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
@@ -299,6 +363,18 @@ impl DebuggerState {
             KeyCode::Char('+') | KeyCode::Char('=') => self.change_seed(1),
             KeyCode::Char('-') => self.change_seed(-1),
             KeyCode::Char('p') => return self.ask_planner(),
+            KeyCode::Char('m') => return self.measure(false),
+            KeyCode::Char('g') => return self.measure(true),
+            KeyCode::Char('M') => {
+                let i = SAMPLE_CHOICES
+                    .iter()
+                    .position(|&n| n == self.samples)
+                    .map_or(0, |i| (i + 1) % SAMPLE_CHOICES.len());
+                self.samples = SAMPLE_CHOICES[i];
+                self.message = Some(format!("m measures with {} runs", self.samples));
+            }
+            KeyCode::Char('o') => self.open_picker(),
+            KeyCode::Char('a') => self.open_case_prompt(),
             KeyCode::Char('L') => return self.reload_model(),
             KeyCode::Char('S') | KeyCode::Char('s') if !ctrl => {
                 let Some(path) = self.save_path.clone() else {

@@ -4,29 +4,31 @@
 
 use cahl_sessions::{BackendJob, BackendReply, DebugStepRequest, PlanRequest, PriorStep};
 
-use super::{Branch, DebugAction, DebuggerState, ModelState, Pending, NEEDS_MODEL};
+use super::{Branch, DebugAction, DebuggerState, JobKind, ModelState, Pending, NEEDS_MODEL};
 
 /// A run requested while the model was still loading; carried out once it is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Deferred {
     Step { to_end: bool },
     Plan,
+    Measure { greedy: bool },
 }
 
 impl DebuggerState {
-    fn ticket(&mut self) -> u64 {
-        let t = self.next_ticket;
+    /// A new ticket for a job of `kind` on `branch`, which becomes the pending job.
+    pub(super) fn start_job(&mut self, branch: usize, kind: JobKind) -> u64 {
+        let ticket = self.next_ticket;
         self.next_ticket += 1;
-        t
-    }
-
-    pub(super) fn request_plan(&mut self, branch: usize) -> Option<BackendJob> {
-        let ticket = self.ticket();
         self.pending = Some(Pending {
             ticket,
             branch,
-            to_end: false,
+            kind,
         });
+        ticket
+    }
+
+    pub(super) fn request_plan(&mut self, branch: usize) -> Option<BackendJob> {
+        let ticket = self.start_job(branch, JobKind::Plan);
         self.message = Some("asking the planner…".into());
         Some(BackendJob::Plan {
             ticket,
@@ -55,12 +57,7 @@ impl DebuggerState {
                 .collect(),
             seed: b.seed,
         };
-        let ticket = self.ticket();
-        self.pending = Some(Pending {
-            ticket,
-            branch: self.current,
-            to_end,
-        });
+        let ticket = self.start_job(self.current, JobKind::Step { to_end });
         self.message = Some(format!(
             "running sub-task {} of {}…",
             req.index + 1,
@@ -78,7 +75,7 @@ impl DebuggerState {
             ModelState::Missing => {
                 self.message = Some(match what {
                     Deferred::Plan => NEEDS_MODEL.replace("the executor", "the planner"),
-                    Deferred::Step { .. } => NEEDS_MODEL.into(),
+                    Deferred::Step { .. } | Deferred::Measure { .. } => NEEDS_MODEL.into(),
                 });
                 Err(false)
             }
@@ -107,6 +104,7 @@ impl DebuggerState {
                 match self.deferred.take()? {
                     Deferred::Step { to_end } => self.try_run(to_end),
                     Deferred::Plan => self.ask_planner(),
+                    Deferred::Measure { greedy } => self.measure(greedy),
                 }
             }
             ModelState::Failed { error, .. } => {
@@ -185,18 +183,21 @@ impl DebuggerState {
     }
 
     /// Applies a backend reply. Stale replies (reset, switched job) are ignored. Returns the
-    /// next job when running to the end.
+    /// next job: the next step when running to the end, the judging of a branch that just
+    /// finished.
     pub fn on_reply(&mut self, reply: BackendReply) -> Option<DebugAction> {
-        let (ticket, is_step) = match &reply {
-            BackendReply::Step { ticket, .. } => (*ticket, true),
-            BackendReply::Plan { ticket, .. } => (*ticket, false),
+        let ticket = match &reply {
+            BackendReply::Step { ticket, .. }
+            | BackendReply::Plan { ticket, .. }
+            | BackendReply::Measured { ticket, .. }
+            | BackendReply::Judged { ticket, .. } => *ticket,
             BackendReply::Loaded { .. } => return self.after_load(),
         };
         let pending = self.pending.filter(|p| p.ticket == ticket)?;
         self.pending = None;
         let bi = pending.branch.min(self.branches.len() - 1);
         match reply {
-            BackendReply::Step { result, .. } if is_step => match result {
+            BackendReply::Step { result, .. } => match result {
                 Ok(out) => {
                     let b = &mut self.branches[bi];
                     b.steps.push(out);
@@ -207,8 +208,12 @@ impl DebuggerState {
                         self.detail_scroll = 0;
                     }
                     self.message = Some(format!("sub-task {done}/{n} done"));
-                    if pending.to_end && done < n && bi == self.current {
+                    let to_end = matches!(pending.kind, JobKind::Step { to_end: true });
+                    if to_end && done < n && bi == self.current {
                         return self.step_job(true).map(DebugAction::Job);
+                    }
+                    if done >= n {
+                        return self.judge_job(bi).map(DebugAction::Job);
                     }
                 }
                 Err(e) => {
@@ -228,7 +233,9 @@ impl DebuggerState {
                     self.branches[bi].error = Some(e.0);
                 }
             },
-            BackendReply::Step { .. } | BackendReply::Loaded { .. } => {}
+            BackendReply::Measured { result, .. } => self.on_measured(bi, result),
+            BackendReply::Judged { result, .. } => self.on_judged(bi, result),
+            BackendReply::Loaded { .. } => {}
         }
         None
     }
