@@ -46,6 +46,9 @@ enum Command {
     Compare(cmd::report::CompareArgs),
     /// Browse a recorded run (session directory or trajectories.jsonl) without a model.
     Replay(cmd::replay::ReplayArgs),
+    /// The case library of a session: misalignment probes saved from the debugger (`a`),
+    /// re-run against checkpoints as a regression suite.
+    Cases(cmd::cases::CasesArgs),
 }
 
 fn main() -> Result<()> {
@@ -77,5 +80,6 @@ fn main() -> Result<()> {
         Command::Eval(a) => pooled(|| cmd::eval::run(a)),
         Command::Report(a) => cmd::report::report(a),
         Command::Compare(a) => cmd::report::compare(a),
+        Command::Cases(a) => pooled(|| cmd::cases::run(a)),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod cases;
 pub mod debug;
 pub mod eval;
 pub mod generate;

@@ -31,6 +31,7 @@ use crate::worlds::builtin::BuiltinWorld;
 use crate::worlds::search::Bm25Index;
 use crate::worlds::{Task, World};
 
+pub mod cases;
 mod loader;
 pub mod lookup;
 pub mod measure;
@@ -314,6 +315,9 @@ impl ExecutorBackend for EngineBackend {
         let task = self.full_task(&req.task)?;
         let mut world = self.world_for(&task)?;
         let tools = tools_of(world.as_ref(), &task);
+        // A role without a loaded adapter runs as the base model (as `run_step` does): a
+        // fresh PEFT adapter (B = 0) is exactly that.
+        crate::eval::ensure_adapters(&mut self.agent).map_err(backend_err)?;
         // One executor sample per sub-task, continued as sampled: run r is what a plan's
         // execution r meets in training (run 0 with the branch's seed is the branch's own run).
         let mut cfg = self.cfg.clone();
