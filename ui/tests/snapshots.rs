@@ -411,3 +411,97 @@ fn debugger_measured_plan_picker_and_case_prompt() {
         other => panic!("expected a case to save, got {other:?}"),
     }
 }
+
+fn case_library() -> cahl_ui::state::cases::CasesView {
+    use cahl_sessions::{CaseCell, CaseRecord, CaseRow, CasesReport, Expect};
+    let case = |id: &str, expect: Expect, note: &str| CaseRecord {
+        id: id.into(),
+        task: cahl_sessions::DebugTask {
+            id: "builtin-train-0-12".into(),
+            ..Default::default()
+        },
+        plan: vec!["a".into(), "b".into()],
+        samples: 10,
+        expect,
+        note: note.into(),
+        ..CaseRecord::default()
+    };
+    let cell = |successes: usize, pass: bool, top: Option<(&str, usize)>| CaseCell {
+        successes,
+        runs: 10,
+        planner_reward: 1.5,
+        top_failure: top.map(|(l, k)| (l.to_string(), k)),
+        pass,
+        error: None,
+    };
+    let report = CasesReport {
+        version: 1,
+        created: "2026-12-06T23:40:00Z".into(),
+        model: "embedded".into(),
+        checkpoints: vec!["step-25".into(), "step-100".into()],
+        rows: vec![
+            CaseRow {
+                id: "case-001".into(),
+                expect: Expect::Solves,
+                cells: vec![
+                    cell(2, false, Some(("plan_too_coarse", 8))),
+                    cell(7, true, Some(("executor_failed", 3))),
+                ],
+                ..CaseRow::default()
+            },
+            CaseRow {
+                id: "case-002".into(),
+                expect: Expect::Label("subtask_value_missing".into()),
+                cells: vec![
+                    cell(0, true, Some(("subtask_value_missing", 10))),
+                    cell(1, true, Some(("subtask_value_missing", 9))),
+                ],
+                ..CaseRow::default()
+            },
+        ],
+        problems: vec![],
+    };
+    cahl_ui::state::cases::CasesView {
+        cases: vec![
+            case(
+                "case-001",
+                Expect::Solves,
+                "merged transfer the executor cannot carry out",
+            ),
+            case(
+                "case-002",
+                Expect::Label("subtask_value_missing".into()),
+                "the plan drops the amount",
+            ),
+            case("case-003", Expect::Fails, "saved after the last run"),
+        ],
+        report: Some(report),
+        problems: vec!["skipped: cases/case-009.json: invalid JSON: EOF".into()],
+        session: "runs/run-20261206-230000".into(),
+        scroll: 0,
+    }
+}
+
+#[test]
+fn case_library_overlay() {
+    let mut s = AppState::new(Mode::Replay, StateOptions::default());
+    s.session_path = Some("runs/run-20261206-230000".into());
+    let eff = feed(&mut s, [key('v')]);
+    assert!(matches!(
+        eff.as_slice(),
+        [cahl_ui::state::Effect::LoadCases { session }] if session.ends_with("run-20261206-230000")
+    ));
+    feed(&mut s, [Msg::Cases(Box::new(case_library()))]);
+    let out = render_at(&s, 160, 48).to_string();
+    assert!(out.contains("step-25") && out.contains("step-100"), "{out}");
+    assert!(out.contains("✗ 2/10 · plan_too_coarse 8"), "{out}");
+    assert!(
+        out.contains("not run"),
+        "case-003 is not in the report:\n{out}"
+    );
+    assert!(out.contains("passing"), "{out}");
+    insta::assert_snapshot!("cases_160x48", render_at(&s, 160, 48));
+    insta::assert_snapshot!("cases_80x24", render_at(&s, 80, 24));
+    feed(&mut s, [key('x')]);
+    assert!(s.cases.is_none(), "any other key closes the overlay");
+}

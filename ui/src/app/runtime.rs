@@ -108,6 +108,9 @@ impl Runtime {
             Effect::SaveDebug { path, json } => {
                 queue.push(Msg::Saved(save_file(&path, json.as_bytes()).map(|_| path)));
             }
+            Effect::LoadCases { session } => {
+                queue.push(Msg::Cases(Box::new(read_cases(&session))));
+            }
             Effect::SaveCase { session, case } => {
                 let r = cahl_sessions::cases::save_case(&session, &case).map_err(|e| e.to_string());
                 queue.push(Msg::CaseSaved(r));
@@ -256,6 +259,26 @@ fn save_file(path: &Path, bytes: &[u8]) -> std::result::Result<(), SaveError> {
         source: std::sync::Arc::new(e),
     })?;
     atomic_write(path, bytes).map_err(|e| SaveError::Write(std::sync::Arc::new(e)))
+}
+
+/// The case library of `session` for the overlay: problems are listed, not fatal.
+fn read_cases(session: &std::path::Path) -> crate::state::cases::CasesView {
+    let mut v = crate::state::cases::CasesView {
+        session: session.display().to_string(),
+        ..Default::default()
+    };
+    match cahl_sessions::cases::list_cases(session) {
+        Ok((cases, problems)) => {
+            v.cases = cases;
+            v.problems = problems;
+        }
+        Err(e) => v.problems.push(e.to_string()),
+    }
+    match cahl_sessions::CasesReport::read(session) {
+        Ok(r) => v.report = r,
+        Err(e) => v.problems.push(format!("report not read: {e}")),
+    }
+    v
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! [`data`] holds what all panes show, read from the session files. The help overlay is only a
 //! flag here ([`AppState::help`]); its text lives with its view.
 
+pub mod cases;
 pub mod charts;
 pub mod data;
 pub mod debug_host;
@@ -84,6 +85,8 @@ pub enum Msg {
     Saved(Result<PathBuf, SaveError>),
     /// A case was saved (its file) or why it was not.
     CaseSaved(Result<PathBuf, String>),
+    /// The case library, read for the overlay.
+    Cases(Box<cases::CasesView>),
     /// A termination signal (SIGTERM, SIGINT, SIGHUP) arrived: end as `q` does.
     Signal(&'static str),
 }
@@ -144,6 +147,11 @@ pub enum Effect {
         path: PathBuf,
         /// Contents.
         json: String,
+    },
+    /// Read the session's case library and answer with [`Msg::Cases`].
+    LoadCases {
+        /// The session directory.
+        session: PathBuf,
     },
     /// Save a case into the session's case library and answer with [`Msg::CaseSaved`].
     SaveCase {
@@ -235,6 +243,8 @@ pub struct AppState {
     pub input: Option<Input>,
     /// Help overlay shown.
     pub help: bool,
+    /// The case library overlay (`v`), when open.
+    pub cases: Option<cases::CasesView>,
     /// Small terminals (under 100x30) show one pane at a time: the charts (`1`) or the stream
     /// (`2`; `tab` switches trajectories and messages).
     pub compact_charts: bool,
@@ -290,6 +300,7 @@ impl AppState {
             log_scroll: 0,
             input: None,
             help: false,
+            cases: None,
             compact_charts: false,
             debugger: None,
             model: match (&opts.backend, &opts.loader) {
@@ -375,6 +386,11 @@ fn update_inner(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             s.flash = Some(text);
             Vec::new()
         }
+        Msg::Cases(v) => {
+            s.flash = None;
+            s.cases = Some(*v);
+            Vec::new()
+        }
         Msg::CaseSaved(r) => {
             let text = match r {
                 Ok(p) => {
@@ -416,6 +432,9 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
     if s.input.is_some() {
         return prompt::on_input_key(s, k);
     }
+    if s.cases.is_some() && s.debugger.is_none() {
+        return cases::on_key(s, k);
+    }
     if let Some(d) = s.debugger.as_mut() {
         if d.editor.is_none() && d.case_input.is_none() && k.code == KeyCode::Char('?') {
             s.help = true;
@@ -430,6 +449,7 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
     let live = s.mode == Mode::Live;
     match k.code {
         KeyCode::Char('?') => s.help = true,
+        KeyCode::Char('v') => return cases::open(s),
         KeyCode::Char('1') => s.compact_charts = true,
         KeyCode::Char('2') => s.compact_charts = false,
         KeyCode::Char('q') => return s.quit(),

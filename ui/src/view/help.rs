@@ -29,6 +29,7 @@ pub const DASHBOARD_KEYS: &[(&str, &str)] = &[
     ("s", "save a checkpoint now (train)"),
     ("x", "stop training, with confirmation (train)"),
     ("d", "open the debugger on the selected trajectory"),
+    ("v", "the session's cases and their last `cases run` table"),
     ("?", "this help"),
     (
         "q / ctrl-c",

@@ -36,9 +36,158 @@ pub fn draw(f: &mut Frame, s: &AppState) {
     } else {
         draw_dashboard(f, area, s);
     }
+    if let (Some(v), None) = (&s.cases, &s.debugger) {
+        draw_cases(f, area, v);
+    }
     if s.help {
         draw_help(f, area, s.debugger.is_some());
     }
+}
+
+/// The case library: one row per case, one column per checkpoint of the last `cases run`.
+fn draw_cases(f: &mut Frame, area: Rect, v: &crate::state::cases::CasesView) {
+    let mut lines: Vec<Line> = Vec::new();
+    let cks: Vec<String> = v
+        .report
+        .as_ref()
+        .map(|rep| rep.checkpoints.clone())
+        .unwrap_or_default();
+    // Column widths from what they hold.
+    let ew = v
+        .cases
+        .iter()
+        .map(|c| c.expect.name().chars().count())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let cw: Vec<usize> = (0..cks.len())
+        .map(|i| {
+            let cells = v.report.iter().flat_map(|rep| {
+                rep.rows
+                    .iter()
+                    .filter_map(move |r| r.cells.get(i).map(|c| c.short().chars().count()))
+            });
+            cells.chain([cks[i].chars().count(), 7]).max().unwrap_or(7)
+        })
+        .collect();
+    let lead = 1 + 9 + 1 + ew + 1 + 8;
+    match &v.report {
+        Some(rep) => lines.push(Line::styled(
+            format!(
+                " last run {} on {} · ✓ = the runs meet the expectation · solved/runs · top failure",
+                rep.created, rep.model
+            ),
+            Style::new().dim(),
+        )),
+        None if !v.cases.is_empty() => lines.push(Line::styled(
+            " not run yet",
+            Style::new().fg(Color::Yellow),
+        )),
+        None => {}
+    }
+    if v.cases.is_empty() {
+        lines.push(Line::raw(
+            " no cases yet: open the debugger on a trajectory (d), shape a plan, press a",
+        ));
+    } else {
+        let mut head = vec![Span::styled(
+            format!(" {:<9} {:<ew$} {:<8}", "case", "expects", "plan"),
+            Style::new().bold(),
+        )];
+        for (c, w) in cks.iter().zip(&cw) {
+            head.push(Span::styled(format!("│ {c:<w$} "), Style::new().bold()));
+        }
+        lines.push(Line::from(head));
+        for c in &v.cases {
+            let mut row = vec![Span::raw(format!(
+                " {:<9} {:<ew$} {:<8}",
+                c.id,
+                c.expect.name(),
+                format!(
+                    "{} step{}",
+                    c.plan.len(),
+                    if c.plan.len() == 1 { "" } else { "s" }
+                )
+            ))];
+            let cells = v
+                .report
+                .as_ref()
+                .and_then(|rep| rep.rows.iter().find(|r| r.id == c.id))
+                .map(|r| r.cells.clone());
+            for i in 0..cks.len() {
+                let (text, style) = match cells.as_ref().and_then(|cs| cs.get(i)) {
+                    Some(cell) if cell.error.is_some() => {
+                        ("error".to_string(), Style::new().fg(Color::Yellow))
+                    }
+                    Some(cell) => (
+                        cell.short(),
+                        Style::new().fg(if cell.pass { Color::Green } else { Color::Red }),
+                    ),
+                    None => ("not run".to_string(), Style::new().dim()),
+                };
+                row.push(Span::raw("│ "));
+                row.push(Span::styled(format!("{text:<w$} ", w = cw[i]), style));
+            }
+            lines.push(Line::from(row));
+            let task = if c.task.id.is_empty() {
+                "(typed task)"
+            } else {
+                &c.task.id
+            };
+            lines.push(Line::styled(
+                format!(
+                    "   {task} · {}",
+                    if c.note.is_empty() {
+                        "no note"
+                    } else {
+                        &c.note
+                    }
+                ),
+                Style::new().dim(),
+            ));
+        }
+        if let Some(rep) = &v.report {
+            let mut pass = vec![Span::styled(
+                format!(" {:<w$}", "passing", w = lead - 1),
+                Style::new().bold(),
+            )];
+            for (p, w) in rep.passing().into_iter().zip(&cw) {
+                pass.push(Span::styled(
+                    format!("│ {:<w$} ", format!("{p}/{}", rep.rows.len())),
+                    Style::new().bold(),
+                ));
+            }
+            lines.push(Line::from(pass));
+        }
+    }
+    for p in &v.problems {
+        lines.push(Line::styled(
+            format!(" {p}"),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        format!(
+            " re-run them: cahl-tui cases run {} [--checkpoint A --checkpoint B]",
+            v.session
+        ),
+        Style::new().fg(Color::Cyan),
+    ));
+    let scroll = v.scroll.min(lines.len().saturating_sub(1)) as u16;
+    let width = lines.iter().map(|l| l.width()).max().unwrap_or(20) + 2;
+    let r = centered(
+        area,
+        (width as u16).max(40),
+        (lines.len() as u16 + 2).min(area.height.saturating_sub(2)),
+    );
+    f.render_widget(ratatui::widgets::Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(Block::bordered().title(" cases · j/k scroll · any other key closes "))
+            .scroll((scroll, 0)),
+        r,
+    );
 }
 
 fn title_line(s: &AppState) -> Line<'static> {
