@@ -114,7 +114,7 @@ fn draw_cases(f: &mut Frame, area: Rect, v: &crate::state::cases::CasesView) {
                 .as_ref()
                 .and_then(|rep| rep.rows.iter().find(|r| r.id == c.id))
                 .map(|r| r.cells.clone());
-            for i in 0..cks.len() {
+            for (i, w) in cw.iter().enumerate() {
                 let (text, style) = match cells.as_ref().and_then(|cs| cs.get(i)) {
                     Some(cell) if cell.error.is_some() => {
                         ("error".to_string(), Style::new().fg(Color::Yellow))
@@ -126,7 +126,7 @@ fn draw_cases(f: &mut Frame, area: Rect, v: &crate::state::cases::CasesView) {
                     None => ("not run".to_string(), Style::new().dim()),
                 };
                 row.push(Span::raw("│ "));
-                row.push(Span::styled(format!("{text:<w$} ", w = cw[i]), style));
+                row.push(Span::styled(format!("{text:<w$} "), style));
             }
             lines.push(Line::from(row));
             let task = if c.task.id.is_empty() {
