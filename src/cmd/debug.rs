@@ -46,9 +46,9 @@ pub struct DebugArgs {
     pub open: Option<PathBuf>,
     /// Model for running the planner/executor (HF folder, .gguf, or "embedded" for the default
     /// model). Without it, --task and --task-id use the embedded default model, --trace (and
-    /// --open of a file saved under <session>/debug/) its session's model and latest
-    /// checkpoint when they are found from here; otherwise the debugger edits plans and
-    /// compares branches but cannot run them.
+    /// --open of a file saved under <session>/debug/) its session's model when it is found
+    /// from here, loaded when first needed with the latest checkpoint (`o` picks another);
+    /// otherwise the debugger edits plans and compares branches but cannot run them.
     #[arg(long)]
     pub model: Option<String>,
     /// Checkpoint with planner/ and executor/ PEFT adapters (default: the latest of --trace's session).
@@ -132,6 +132,25 @@ pub fn run(args: DebugArgs) -> Result<()> {
     } else {
         bail!("say what to debug: --trace SESSION [--index N], --task-id ID [--bench B --data DIR], --task TEXT or --open FILE");
     };
+    // A session's debugger without --model/--checkpoint loads the session's model on demand,
+    // with its latest checkpoint first; `o` then switches to any other of its checkpoints.
+    let session_dir = session.as_deref().and_then(session_dir_of);
+    if args.model.is_none() && args.checkpoint.is_none() {
+        if let Some(loader) = session.as_deref().and_then(SessionModelLoader::of_session) {
+            eprintln!(
+                "the session's model {} loads when first needed (--model overrides)",
+                loader.model
+            );
+            let opts = cahl_ui::UiOptions {
+                debug_dir: Some(debug_dir_of(&args)),
+                loader: Some(Box::new(loader)),
+                session: session_dir,
+                ..cahl_ui::UiOptions::default()
+            };
+            cahl_ui::run_debugger(initial, None, opts)?;
+            return Ok(());
+        }
+    }
     let checkpoint = match (&args.checkpoint, &session) {
         (Some(c), _) => Some(c.clone()),
         (None, Some(t)) => latest_checkpoint_of(t),
@@ -166,8 +185,19 @@ pub fn run(args: DebugArgs) -> Result<()> {
         }
         None => None,
     };
-    let debug_dir = args
-        .debug_dir
+    let opts = cahl_ui::UiOptions {
+        debug_dir: Some(debug_dir_of(&args)),
+        session: session_dir,
+        ..cahl_ui::UiOptions::default()
+    };
+    cahl_ui::run_debugger(initial, backend, opts)?;
+    Ok(())
+}
+
+/// Where `S` saves: --debug-dir, else <session>/debug with --trace, the folder of --open, else
+/// ./debug.
+fn debug_dir_of(args: &DebugArgs) -> PathBuf {
+    args.debug_dir
         .clone()
         .or_else(|| {
             args.trace
@@ -181,11 +211,5 @@ pub fn run(args: DebugArgs) -> Result<()> {
                 .and_then(Path::parent)
                 .map(Path::to_path_buf)
         })
-        .unwrap_or_else(|| PathBuf::from("debug"));
-    let opts = cahl_ui::UiOptions {
-        debug_dir: Some(debug_dir),
-        ..cahl_ui::UiOptions::default()
-    };
-    cahl_ui::run_debugger(initial, backend, opts)?;
-    Ok(())
+        .unwrap_or_else(|| PathBuf::from("debug"))
 }

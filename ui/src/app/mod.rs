@@ -71,6 +71,9 @@ pub struct UiOptions {
     pub loader: Option<Box<dyn BackendLoader>>,
     /// Where debugger sessions are saved (default `<session>/debug/`).
     pub debug_dir: Option<PathBuf>,
+    /// The standalone debugger's session, when it has one: its checkpoints are offered by
+    /// the picker (`o`, with a `loader`) and its case library takes the cases (`a`).
+    pub session: Option<PathBuf>,
 }
 
 impl Default for UiOptions {
@@ -85,6 +88,7 @@ impl Default for UiOptions {
             backend: None,
             loader: None,
             debug_dir: None,
+            session: None,
         }
     }
 }
@@ -101,6 +105,7 @@ impl std::fmt::Debug for UiOptions {
             .field("backend", &self.backend.as_ref().map(|b| b.describe()))
             .field("loader", &self.loader.as_ref().map(|l| l.describe()))
             .field("debug_dir", &self.debug_dir)
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -180,6 +185,12 @@ pub fn run_debugger(
         opts.backend = backend;
     }
     let (mut state, effects) = AppState::debugger(initial, opts.state_options());
+    if let Some(session) = &opts.session {
+        state.session_path = Some(session.clone());
+        // Committed checkpoints only (an unreadable folder: none to pick).
+        state.checkpoints = cahl_sessions::intact_checkpoints(session).unwrap_or_default();
+        update(&mut state, Msg::Tick(0));
+    }
     let mut rt = Runtime::new(&opts);
     rt.backend_tx = spawn_backend_worker(&mut opts, rt.tx.clone());
     with_terminal(&mut rt, &mut state, effects)
