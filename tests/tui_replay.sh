@@ -130,4 +130,80 @@ for SIG in TERM HUP INT; do
     echo "ok: SIG$SIG restored the terminal"
     tmux kill-session -t "$SESSION"
 done
+
+# Live training with the embedded model: held-out evaluation shows while it runs (status bar
+# and the rates chart's markers); its two checkpoints then serve the case library below.
+cat > "$WORK/live.toml" <<'TOML'
+steps = 2
+checkpoint_every = 1
+tasks_per_step = 1
+[rollout]
+plans_per_task = 2
+samples_per_step = 2
+executions_per_plan = 1
+[eval]
+every = 1
+tasks = 2
+TOML
+tmux new-session -d -s "$SESSION" -x 120 -y 40 \
+    "TERM=xterm-256color '$BIN' train --config '$WORK/live.toml' --session '$WORK/live'; echo \"EXIT=\$?\"; sleep 60"
+wait_for "TRAIN"
+wait_for "■ held-out"
+wait_for "│ held-out "
+wait_for "finished"
+keys q
+wait_for "EXIT=0"
+tmux kill-session -t "$SESSION"
+
+# The debugger of its replay measures the recorded plan with the session's model (loaded on
+# demand) and saves it as a case.
+tmux new-session -d -s "$SESSION" -x 120 -y 40 \
+    "TERM=xterm-256color '$BIN' replay '$WORK/live'; echo \"EXIT=\$?\"; sleep 60"
+wait_for "REPLAY"
+keys d
+wait_for "DEBUGGER"
+keys M
+wait_for "m measures with 20 runs"
+keys M
+wait_for "m measures with 50 runs"
+keys M
+wait_for "m measures with 5 runs"
+keys m
+wait_for "measured: "
+wait_for "5 sampled runs"
+keys a
+wait_for "case: expect"
+keys -l "fails probe from the e2e test"
+keys Enter
+wait_for "case case-001 saved"
+keys Escape
+wait_for "REPLAY"
+keys q
+wait_for "EXIT=0"
+tmux kill-session -t "$SESSION"
+[ -f "$WORK/live/cases/case-001.json" ] || { echo "FAIL: no case file" >&2; exit 1; }
+echo "ok: case saved"
+
+# Re-run across the two checkpoints, then the table in the TUI.
+RUST_BACKTRACE=0 "$BIN" cases run "$WORK/live" --checkpoint 1 --checkpoint step-2 --samples 2 \
+    >"$WORK/cases.md" 2>"$WORK/cases.err" \
+    || { echo "FAIL: cases run" >&2; cat "$WORK/cases.err" >&2; exit 1; }
+grep -qF "| case | task | expects | step-1 | step-2 |" "$WORK/cases.md" \
+    || { echo "FAIL: cases table" >&2; cat "$WORK/cases.md" >&2; exit 1; }
+grep -qF "| case-001 |" "$WORK/cases.md" || { echo "FAIL: case row" >&2; exit 1; }
+echo "ok: cases run across step-1 and step-2"
+tmux new-session -d -s "$SESSION" -x 120 -y 40 \
+    "TERM=xterm-256color '$BIN' replay '$WORK/live'; echo \"EXIT=\$?\"; sleep 60"
+wait_for "REPLAY"
+keys v
+wait_for "cases · j/k scroll"
+wait_for "│ step-1"
+wait_for "│ step-2"
+wait_for "· probe from the e2e test"
+wait_for "passing"
+keys Escape
+keys q
+wait_for "EXIT=0"
+tmux kill-session -t "$SESSION"
+
 echo "PASS tui_replay.sh"
