@@ -2,8 +2,10 @@
 //! shapes of a LoRA training step of the Qwen2.5-0.5B shape (128 rows), best and mean of 30.
 //!
 //! `cargo run --release -p cahl-engine --example gemm_probe` (`RAYON_NUM_THREADS=1` for one
-//! core; `SMALL=1` for cache-resident shapes; `PEAK=1` for the FMA peak of one core).
-use cahl_engine::model::gemm::{gemm, WeightLayout};
+//! core; `SMALL=1` for cache-resident shapes; `PEAK=1` for the FMA peak of one core). Every
+//! SIMD path this CPU has (AVX-512, AVX2) is timed on the same data.
+use cahl_engine::model::gemm::{gemm_on, WeightLayout};
+use cahl_engine::model::kernels::CpuPath;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
@@ -39,16 +41,27 @@ fn probe(m: usize, k: usize, n: usize, wt: bool, reps: usize) {
     let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
     let ws: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
     let mut out = vec![0f32; m * n];
-    let (best2, mean2) = time(reps, || gemm(&xs, m, k, &ws, n, lay, &mut out));
     let gf = 2.0 * (m * k * n) as f64 / 1e9;
-    println!(
-        "m={m:5} k={k:5} n={n:6} {} candle best {:7.2} mean {:7.2} | ours best {:7.2} mean {:7.2}",
+    let mut line = format!(
+        "m={m:5} k={k:5} n={n:6} {} candle best {:7.2} mean {:7.2}",
         if wt { "x@W^T" } else { "x@W  " },
         gf / best,
         gf / mean,
-        gf / best2,
-        gf / mean2
     );
+    // Each SIMD path this CPU has, one after the other on the same data.
+    for path in CpuPath::all_available() {
+        if path == CpuPath::Scalar {
+            continue;
+        }
+        let (b, mn) = time(reps, || gemm_on(path, &xs, m, k, &ws, n, lay, &mut out));
+        line.push_str(&format!(
+            " | {} best {:7.2} mean {:7.2}",
+            path.name(),
+            gf / b,
+            gf / mn
+        ));
+    }
+    println!("{line}");
 }
 
 fn main() {
@@ -117,8 +130,33 @@ fn peak() {
         let s = unsafe { fma_peak(iters) };
         let e = t.elapsed().as_secs_f64();
         println!(
-            "fma peak one core: {:.1} GFLOP/s ({s})",
+            "fma peak one core, AVX2: {:.1} GFLOP/s ({s})",
             (iters * 12 * 16) as f64 / e / 1e9
         );
+        if std::is_x86_feature_detected!("avx512f") {
+            let t = Instant::now();
+            // SAFETY: AVX-512F was detected just above.
+            let s = unsafe { fma_peak512(iters) };
+            let e = t.elapsed().as_secs_f64();
+            println!(
+                "fma peak one core, AVX-512: {:.1} GFLOP/s ({s})",
+                (iters * 12 * 32) as f64 / e / 1e9
+            );
+        }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_peak512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
 }

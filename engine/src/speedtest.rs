@@ -64,6 +64,8 @@ pub struct BenchReport {
     pub params: usize,
     pub dtype: String,
     pub threads: usize,
+    /// The CPU kernels' path (`avx512`, `avx2`, `scalar`; see `kernels::cpu_path`).
+    pub kernels: String,
     pub figures: Vec<BenchFigure>,
     /// Peak resident memory of the process (VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -219,6 +221,7 @@ pub fn run(
             )
         },
         threads: candle_core::utils::get_num_threads(),
+        kernels: crate::model::kernels::cpu_path().name().to_string(),
         figures,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         weight_bytes,

@@ -13,14 +13,23 @@
 //! packed: the tile broadcasts from its `MR` rows in place (packing it cost more than it saved
 //! at these row counts). Each weight element is read from memory once per call. Tasks own
 //! disjoint column ranges of `C`.
+//!
+//! Two register tiles, chosen at run time by [`crate::model::kernels::cpu_path`]: AVX2 + FMA
+//! (6 x 16: two 8-lane vectors per row, 12 accumulators of 16 registers) and AVX-512
+//! (12 x 32: two 16-lane vectors per row, 24 accumulators of 32 registers, each broadcast folded
+//! into its FMA). The driver, the packing and the prefetching are shared.
 use rayon::prelude::*;
 
-use crate::model::kernels::WeightElem;
+use crate::model::kernels::{cpu_path, CpuPath, WeightElem};
 
-/// Rows of the register tile.
+/// Rows of the AVX2 register tile.
 pub const MR: usize = 6;
-/// Columns of the register tile (two 8-lane vectors).
+/// Columns of the AVX2 register tile (two 8-lane vectors).
 pub const NR: usize = 16;
+/// Rows of the AVX-512 register tile.
+pub const MR512: usize = 12;
+/// Columns of the AVX-512 register tile (two 16-lane vectors).
+pub const NR512: usize = 32;
 /// Length of a slice of `k` packed at a time.
 const KC: usize = 256;
 /// Most cache lines one tile prefetches for the next packed block.
@@ -35,9 +44,15 @@ pub enum WeightLayout {
     Plain,
 }
 
-/// Whether this CPU has what the kernel needs (AVX2, FMA, F16C).
+/// Whether the packed kernel runs here: the CPU has AVX2, FMA and F16C (AVX-512 is used when
+/// present) and `CAHL_CPU_KERNELS` does not ask for the scalar path.
 pub fn supported() -> bool {
-    crate::model::kernels::small_m_supported()
+    cpu_path() != CpuPath::Scalar
+}
+
+/// The register tile `gemm` uses on this CPU: AVX-512 or AVX2 (else the reference loop).
+pub fn path() -> CpuPath {
+    cpu_path()
 }
 
 /// Raw output pointer shared by tasks that write disjoint columns.
@@ -69,7 +84,7 @@ pub fn gemm_new<W: WeightElem>(
     // panel and column panel is a tile whose first slice of `k` stores, not adds) before
     // `set_len` exposes them, and reads none first.
     unsafe {
-        run(a, m, k, w, n, layout, OutPtr(out.as_mut_ptr()));
+        run(cpu_path(), a, m, k, w, n, layout, OutPtr(out.as_mut_ptr()));
         out.set_len(m * n);
     }
     out
@@ -102,6 +117,22 @@ pub fn gemm<W: WeightElem>(
     layout: WeightLayout,
     out: &mut [f32],
 ) {
+    gemm_on(cpu_path(), a, m, k, w, n, layout, out)
+}
+
+/// [`gemm`] through the register tile of `path` (tests and benchmarks compare the paths); a
+/// path this CPU lacks runs the reference loop.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_on<W: WeightElem>(
+    path: CpuPath,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+    layout: WeightLayout,
+    out: &mut [f32],
+) {
     check_lens(a, m, k, w, n);
     assert_eq!(
         out.len(),
@@ -112,19 +143,22 @@ pub fn gemm<W: WeightElem>(
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 || !supported() {
+    if k == 0 || path == CpuPath::Scalar || !path.available() {
         reference(a, m, k, w, n, layout, out);
         return;
     }
-    // SAFETY: `out` holds `m * n` floats (checked above).
-    unsafe { run(a, m, k, w, n, layout, OutPtr(out.as_mut_ptr())) };
+    // SAFETY: `out` holds `m * n` floats (checked above); the path is available.
+    unsafe { run(path, a, m, k, w, n, layout, OutPtr(out.as_mut_ptr())) };
 }
 
 /// The parallel driver: tasks over disjoint column ranges.
 ///
 /// # Safety
-/// `supported()`, `k > 0`, lengths checked, and `optr` points at `m * n` writable floats.
+/// `path` is available and not scalar, `k > 0`, lengths checked, and `optr` points at
+/// `m * n` writable floats.
+#[allow(clippy::too_many_arguments)]
 unsafe fn run<W: WeightElem>(
+    path: CpuPath,
     a: &[f32],
     m: usize,
     k: usize,
@@ -133,7 +167,8 @@ unsafe fn run<W: WeightElem>(
     layout: WeightLayout,
     optr: OutPtr,
 ) {
-    let panels = n.div_ceil(NR);
+    let nr = if path == CpuPath::Avx512 { NR512 } else { NR };
+    let panels = n.div_ceil(nr);
     // A few tasks per thread so a thread held up elsewhere does not hold the call.
     let tasks = (rayon::current_num_threads() * 2).clamp(1, panels);
     let per = panels.div_ceil(tasks);
@@ -147,14 +182,18 @@ unsafe fn run<W: WeightElem>(
         // which is not `Send`.
         let optr = optr;
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `supported()` checked AVX2/FMA/F16C; this task writes only columns
-        // `p0 * NR .. min(p1 * NR, n)` of `out`, which no other task touches; the slices'
+        // SAFETY: the caller checked the path's instructions; this task writes only columns
+        // `p0 * nr .. min(p1 * nr, n)` of `out`, which no other task touches; the slices'
         // lengths were checked above.
         unsafe {
-            avx::columns(a, m, k, w, n, layout, p0, p1, optr.0)
+            if path == CpuPath::Avx512 {
+                avx::columns::<avx::Avx512, W>(a, m, k, w, n, layout, p0, p1, optr.0)
+            } else {
+                avx::columns::<avx::Avx2, W>(a, m, k, w, n, layout, p0, p1, optr.0)
+            }
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (optr, p0, p1);
+        let _ = (optr, p0, p1, path);
     });
 }
 
@@ -186,7 +225,7 @@ pub fn reference<W: WeightElem>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{WeightLayout, KC, MAX_PF, MR, NR};
+    use super::{WeightLayout, KC, MAX_PF, MR, MR512, NR, NR512};
     use crate::model::kernels::WeightElem;
     use std::arch::x86_64::*;
 
@@ -194,16 +233,156 @@ mod avx {
         static B_PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// Column panels `p0..p1` of the output: for each `KC` slice of `k`, pack each panel's
-    /// block of `B` and run every row panel of `A` against it.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C; `w` holds `k * n` elements, `a` holds the `(m, k)` input,
-    /// `out` points at `m * n` writable floats of which this call owns columns
-    /// `p0 * NR .. min(p1 * NR, n)`.
+    /// A register tile: its shape, how a block of `B` is packed for it, and the tile itself.
+    pub trait Micro {
+        /// Rows of the tile.
+        const MR: usize;
+        /// Columns of the tile (the packed block's width).
+        const NR: usize;
+        /// Packs `B`'s block (`k` indices `k0..k0 + kc`, columns `j0..j0 + nr`) into `bp`
+        /// (`kc * NR` floats, zero past `nr`).
+        ///
+        /// # Safety
+        /// The tile's instructions are available; the block lies inside `w`.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn pack<W: WeightElem>(
+            layout: WeightLayout,
+            w: &[W],
+            n: usize,
+            k: usize,
+            k0: usize,
+            kc: usize,
+            j0: usize,
+            nr: usize,
+            bp: &mut [f32],
+        );
+        /// `C[i][j] (+)= sum_p a[i * lda + p] * bp[p * NR + j]` for `i < mr`, `j < nr`,
+        /// `p < kc`; `first` overwrites; `pf` are lines to prefetch meanwhile.
+        ///
+        /// # Safety
+        /// The tile's instructions are available; rows `0..mr` of `a` hold `kc` readable
+        /// floats at stride `lda`; `bp` holds `kc * NR`, 64-byte aligned; the `mr x nr` block
+        /// at `c` is writable.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn tile(
+            a: *const f32,
+            lda: usize,
+            bp: &[f32],
+            kc: usize,
+            c: *mut f32,
+            ldc: usize,
+            mr: usize,
+            nr: usize,
+            first: bool,
+            pf: &[*const i8],
+        );
+    }
+
+    /// The AVX2 + FMA tile (6 x 16).
+    pub struct Avx2;
+    /// The AVX-512 tile (12 x 32).
+    pub struct Avx512;
+
+    impl Micro for Avx2 {
+        const MR: usize = MR;
+        const NR: usize = NR;
+        unsafe fn pack<W: WeightElem>(
+            layout: WeightLayout,
+            w: &[W],
+            n: usize,
+            k: usize,
+            k0: usize,
+            kc: usize,
+            j0: usize,
+            nr: usize,
+            bp: &mut [f32],
+        ) {
+            // SAFETY: forwarded.
+            unsafe { pack_avx2::<W, NR>(layout, w, n, k, k0, kc, j0, nr, bp) }
+        }
+        unsafe fn tile(
+            a: *const f32,
+            lda: usize,
+            bp: &[f32],
+            kc: usize,
+            c: *mut f32,
+            ldc: usize,
+            mr: usize,
+            nr: usize,
+            first: bool,
+            pf: &[*const i8],
+        ) {
+            // SAFETY: forwarded.
+            unsafe { tile(a, lda, bp, kc, c, ldc, mr, nr, first, pf) }
+        }
+    }
+
+    impl Micro for Avx512 {
+        const MR: usize = MR512;
+        const NR: usize = NR512;
+        unsafe fn pack<W: WeightElem>(
+            layout: WeightLayout,
+            w: &[W],
+            n: usize,
+            k: usize,
+            k0: usize,
+            kc: usize,
+            j0: usize,
+            nr: usize,
+            bp: &mut [f32],
+        ) {
+            // SAFETY: forwarded (AVX-512F implies the AVX2 the packing uses).
+            unsafe { pack_avx2::<W, NR512>(layout, w, n, k, k0, kc, j0, nr, bp) }
+        }
+        unsafe fn tile(
+            a: *const f32,
+            lda: usize,
+            bp: &[f32],
+            kc: usize,
+            c: *mut f32,
+            ldc: usize,
+            mr: usize,
+            nr: usize,
+            first: bool,
+            pf: &[*const i8],
+        ) {
+            // SAFETY: forwarded.
+            unsafe { tile512(a, lda, bp, kc, c, ldc, mr, nr, first, pf) }
+        }
+    }
+
+    /// Packs with AVX2 into a block `NRP` wide (8-column groups).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn columns<W: WeightElem>(
+    unsafe fn pack_avx2<W: WeightElem, const NRP: usize>(
+        layout: WeightLayout,
+        w: &[W],
+        n: usize,
+        k: usize,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        bp: &mut [f32],
+    ) {
+        // SAFETY: forwarded; the block lies inside `w`.
+        unsafe {
+            match layout {
+                WeightLayout::Plain => pack_b_plain::<W, NRP>(w, n, k0, kc, j0, nr, bp),
+                WeightLayout::Transposed => pack_b_t::<W, NRP>(w, k, k0, kc, j0, nr, bp),
+            }
+        }
+    }
+
+    /// Column panels `p0..p1` (of `K::NR` columns) of the output: for each `KC` slice of `k`,
+    /// pack each panel's block of `B` and run every row panel of `A` against it.
+    ///
+    /// # Safety
+    /// `K`'s instructions are available; `w` holds `k * n` elements, `a` holds the `(m, k)`
+    /// input, `out` points at `m * n` writable floats of which this call owns columns
+    /// `p0 * K::NR .. min(p1 * K::NR, n)`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn columns<K: Micro, W: WeightElem>(
         a: &[f32],
         m: usize,
         k: usize,
@@ -214,19 +393,19 @@ mod avx {
         p1: usize,
         out: *mut f32,
     ) {
-        let row_panels = m.div_ceil(MR);
+        let row_panels = m.div_ceil(K::MR);
         let mut buf = B_PANEL.with(|c| std::mem::take(&mut *c.borrow_mut()));
         // A 64-byte aligned block, so no load of a packed row straddles two cache lines.
-        buf.resize(KC * NR + 16, 0.0);
+        buf.resize(KC * K::NR + 16, 0.0);
         let skip = buf.as_ptr().align_offset(64).min(16);
-        let bp = &mut buf[skip..skip + KC * NR];
+        let bp = &mut buf[skip..skip + KC * K::NR];
         let mut pf = [std::ptr::null::<i8>(); MAX_PF];
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
             for panel in p0..p1 {
-                let j0 = panel * NR;
-                let nr = NR.min(n - j0);
+                let j0 = panel * K::NR;
+                let nr = K::NR.min(n - j0);
                 // The block packed next: this slice's next panel, else the next slice's first.
                 let next = if panel + 1 < p1 {
                     Some((k0, kc, panel + 1))
@@ -238,21 +417,16 @@ mod avx {
                 let ahead = next.map(|(nk0, nkc, np)| Ahead {
                     k0: nk0,
                     kc: nkc,
-                    j0: np * NR,
-                    nr: NR.min(n - np * NR),
+                    j0: np * K::NR,
+                    nr: K::NR.min(n - np * K::NR),
                 });
                 let lines = ahead.map_or(0, |b| b.lines::<W>(layout));
                 let per_tile = lines.div_ceil(row_panels).min(MAX_PF);
                 // SAFETY: forwarded; the block lies inside `w`.
-                unsafe {
-                    match layout {
-                        WeightLayout::Plain => pack_b_plain(w, n, k0, kc, j0, nr, bp),
-                        WeightLayout::Transposed => pack_b_t(w, k, k0, kc, j0, nr, bp),
-                    }
-                }
+                unsafe { K::pack(layout, w, n, k, k0, kc, j0, nr, bp) }
                 for rp in 0..row_panels {
-                    let i0 = rp * MR;
-                    let mr = MR.min(m - i0);
+                    let i0 = rp * K::MR;
+                    let mr = K::MR.min(m - i0);
                     // Pull the next block of the weight toward L2 while this one computes:
                     // packing reads a row per `k` index, too scattered for the hardware
                     // prefetcher to hide (a third of the time went there without this).
@@ -268,7 +442,7 @@ mod avx {
                     // SAFETY: rows `i0..i0 + mr` and columns `j0..j0 + nr` are inside `out`
                     // and in this task's columns.
                     unsafe {
-                        tile(
+                        K::tile(
                             a.as_ptr().add(i0 * k + k0),
                             k,
                             bp,
@@ -339,9 +513,9 @@ mod avx {
         }
     }
 
-    /// `bp[p * NR + c] = w[(k0 + p) * n + j0 + c]` (zero past `nr`).
+    /// `bp[p * NRP + c] = w[(k0 + p) * n + j0 + c]` (zero past `nr`).
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pack_b_plain<W: WeightElem>(
+    unsafe fn pack_b_plain<W: WeightElem, const NRP: usize>(
         w: &[W],
         n: usize,
         k0: usize,
@@ -352,25 +526,26 @@ mod avx {
     ) {
         for p in 0..kc {
             let src = &w[(k0 + p) * n + j0..(k0 + p) * n + j0 + nr];
-            let dst = &mut bp[p * NR..(p + 1) * NR];
-            if nr == NR {
-                // SAFETY: 16 readable source elements, 16 writable destination floats.
-                unsafe {
-                    _mm256_storeu_ps(dst.as_mut_ptr(), W::load8(src.as_ptr()));
-                    _mm256_storeu_ps(dst.as_mut_ptr().add(8), W::load8(src.as_ptr().add(8)));
+            let dst = &mut bp[p * NRP..(p + 1) * NRP];
+            if nr == NRP {
+                for q in (0..NRP).step_by(8) {
+                    // SAFETY: NRP readable source elements, NRP writable destination floats.
+                    unsafe {
+                        _mm256_storeu_ps(dst.as_mut_ptr().add(q), W::load8(src.as_ptr().add(q)))
+                    };
                 }
             } else {
-                for c in 0..NR {
+                for c in 0..NRP {
                     dst[c] = if c < nr { src[c].to_f32() } else { 0.0 };
                 }
             }
         }
     }
 
-    /// `bp[p * NR + c] = w[(j0 + c) * k + k0 + p]` (zero past `nr`): a transposed block, by
-    /// 8 x 8 register transposes where the block is whole.
+    /// `bp[p * NRP + c] = w[(j0 + c) * k + k0 + p]` (zero past `nr`): a transposed block, by
+    /// 8 x 8 register transposes where an 8-column group is whole.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pack_b_t<W: WeightElem>(
+    unsafe fn pack_b_t<W: WeightElem, const NRP: usize>(
         w: &[W],
         k: usize,
         k0: usize,
@@ -380,8 +555,8 @@ mod avx {
         bp: &mut [f32],
     ) {
         let k8 = kc / 8 * 8;
-        for half in 0..2 {
-            let c0 = half * 8;
+        for group in 0..NRP / 8 {
+            let c0 = group * 8;
             if c0 + 8 <= nr {
                 let mut p = 0;
                 while p < k8 {
@@ -392,20 +567,20 @@ mod avx {
                         let r: [__m256; 8] = std::array::from_fn(|q| W::load8(base.add(q * k)));
                         let t = transpose8(r);
                         for (q, v) in t.iter().enumerate() {
-                            _mm256_storeu_ps(bp.as_mut_ptr().add((p + q) * NR + c0), *v);
+                            _mm256_storeu_ps(bp.as_mut_ptr().add((p + q) * NRP + c0), *v);
                         }
                     }
                     p += 8;
                 }
                 for p in k8..kc {
                     for c in c0..c0 + 8 {
-                        bp[p * NR + c] = w[(j0 + c) * k + k0 + p].to_f32();
+                        bp[p * NRP + c] = w[(j0 + c) * k + k0 + p].to_f32();
                     }
                 }
             } else {
                 for p in 0..kc {
                     for c in c0..c0 + 8 {
-                        bp[p * NR + c] = if c < nr {
+                        bp[p * NRP + c] = if c < nr {
                             w[(j0 + c) * k + k0 + p].to_f32()
                         } else {
                             0.0
@@ -551,6 +726,94 @@ mod avx {
             }
         }
     }
+
+    /// The AVX-512 register tile (12 x 32): as [`tile`], with two 16-lane vectors per row and
+    /// each row's broadcast folded into its FMAs.
+    ///
+    /// # Safety
+    /// AVX-512F; rows `0..mr` of `a` hold `kc` readable floats at stride `lda`; `bp` holds
+    /// `kc * NR512`, 64-byte aligned; the `mr x nr` block at `c` is writable.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn tile512(
+        a: *const f32,
+        lda: usize,
+        bp: &[f32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        first: bool,
+        pf: &[*const i8],
+    ) {
+        debug_assert!(bp.len() >= kc * NR512 && (1..=MR512).contains(&mr));
+        debug_assert!(bp.as_ptr().align_offset(64) == 0);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR512];
+        // Rows past `mr` repeat the last one; their results are not stored.
+        // SAFETY: each row pointer is one of the caller's `mr` rows.
+        let rows: [*const f32; MR512] =
+            std::array::from_fn(|r| unsafe { a.add(r.min(mr - 1) * lda) });
+        let mut b = bp.as_ptr();
+        let mut step = |p: usize| {
+            // SAFETY: the callers pass `p < kc`, inside every row and inside `bp` (aligned:
+            // rows of 32 floats from a 64-byte aligned start).
+            unsafe {
+                let b0 = _mm512_load_ps(b);
+                let b1 = _mm512_load_ps(b.add(16));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*rows[r].add(p));
+                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                }
+                b = b.add(NR512);
+            }
+        };
+        // One group of prefetches per 8 steps.
+        let blocks = kc / 8;
+        let per = pf.len().div_ceil(blocks.max(1));
+        for blk in 0..blocks {
+            for q in 0..8 {
+                step(blk * 8 + q);
+            }
+            for &line in pf.iter().skip(blk * per).take(per) {
+                _mm_prefetch::<_MM_HINT_T1>(line);
+            }
+        }
+        for p in blocks * 8..kc {
+            step(p);
+        }
+        if blocks == 0 {
+            for &line in pf {
+                _mm_prefetch::<_MM_HINT_T1>(line);
+            }
+        }
+        // Column masks of the two vectors (all ones for a whole tile).
+        let lanes = |cols: usize| -> __mmask16 {
+            if cols >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << cols) - 1) as __mmask16
+            }
+        };
+        let (m0, m1) = (lanes(nr), lanes(nr.saturating_sub(16)));
+        for (r, row) in acc.iter().enumerate().take(mr) {
+            // SAFETY: row r < mr of the caller's block; the masks cover columns < nr only.
+            unsafe {
+                let p = c.add(r * ldc);
+                let (v0, v1) = if first {
+                    (row[0], row[1])
+                } else {
+                    (
+                        _mm512_add_ps(row[0], _mm512_maskz_loadu_ps(m0, p)),
+                        _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, p.add(16))),
+                    )
+                };
+                _mm512_mask_storeu_ps(p, m0, v0);
+                _mm512_mask_storeu_ps(p.add(16), m1, v1);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -570,23 +833,41 @@ mod tests {
         w: &[W],
         a: &[f32],
     ) {
-        let mut got = vec![f32::NAN; m * n];
         let mut want = vec![0f32; m * n];
-        gemm(a, m, k, w, n, layout, &mut got);
         reference(a, m, k, w, n, layout, &mut want);
-        // The unfilled-allocation entry point writes every element, the same values.
-        assert_eq!(
-            gemm_new(a, m, k, w, n, layout),
-            got,
-            "{m}x{k}x{n} {layout:?}: gemm_new"
-        );
         let tol = 1e-5 * (k as f32).sqrt().max(1.0);
-        for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - e).abs() <= tol,
-                "{m}x{k}x{n} {layout:?}: element {idx} is {g}, expected {e}"
-            );
+        // Every path this CPU runs, forced, against the f64 triple loop.
+        for path in CpuPath::all_available() {
+            let mut got = vec![f32::NAN; m * n];
+            gemm_on(path, a, m, k, w, n, layout, &mut got);
+            for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - e).abs() <= tol,
+                    "{m}x{k}x{n} {layout:?} {}: element {idx} is {g}, expected {e}",
+                    path.name()
+                );
+            }
+            // The unfilled-allocation entry point (the default path) writes every element.
+            if path == cpu_path() {
+                assert_eq!(
+                    gemm_new(a, m, k, w, n, layout),
+                    got,
+                    "{m}x{k}x{n} {layout:?}: gemm_new"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn the_paths_this_cpu_has_are_tested() {
+        let paths = CpuPath::all_available();
+        eprintln!(
+            "gemm paths tested here: {:?} (default {})",
+            paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            cpu_path().name()
+        );
+        assert!(paths.contains(&CpuPath::Scalar));
+        assert!(paths[0].available());
     }
 
     #[test]
@@ -596,14 +877,19 @@ mod tests {
             return;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Edges of both tiles (6 x 16 and 12 x 32) and of the k slice (256).
         let shapes = [
             (1, 1, 1),
             (5, 7, 15),
             (6, 8, 16),
             (7, 9, 17),
+            (11, 31, 31),
+            (12, 32, 32),
             (13, 255, 33),
             (12, 256, 32),
             (20, 257, 40),
+            (25, 100, 64),
+            (24, 513, 95),
             (31, 600, 50),
             (64, 130, 8),
         ];

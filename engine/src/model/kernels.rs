@@ -37,6 +37,80 @@ pub fn exp_f32(x: f32) -> f32 {
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// Which CPU kernels run: the widest instruction set this CPU has, or the one
+/// `CAHL_CPU_KERNELS` names (`avx512`, `avx2`, `scalar`; one this CPU lacks is ignored with a
+/// warning). Read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPath {
+    /// AVX-512F (with AVX2, FMA and F16C).
+    Avx512,
+    /// AVX2, FMA and F16C.
+    Avx2,
+    /// Portable loops.
+    Scalar,
+}
+
+impl CpuPath {
+    /// How `bench` and the docs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuPath::Avx512 => "avx512",
+            CpuPath::Avx2 => "avx2",
+            CpuPath::Scalar => "scalar",
+        }
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        match self {
+            CpuPath::Scalar => true,
+            CpuPath::Avx2 => small_m_supported(),
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx512 => small_m_supported() && std::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            CpuPath::Avx512 => false,
+        }
+    }
+
+    /// Every path this CPU can run, widest first.
+    pub fn all_available() -> Vec<CpuPath> {
+        [CpuPath::Avx512, CpuPath::Avx2, CpuPath::Scalar]
+            .into_iter()
+            .filter(|p| p.available())
+            .collect()
+    }
+}
+
+/// The kernels' path on this CPU (see [`CpuPath`]).
+pub fn cpu_path() -> CpuPath {
+    static PATH: std::sync::OnceLock<CpuPath> = std::sync::OnceLock::new();
+    *PATH.get_or_init(|| {
+        let widest = CpuPath::all_available()[0];
+        match std::env::var("CAHL_CPU_KERNELS").as_deref() {
+            Err(_) | Ok("") => widest,
+            Ok(v) => {
+                let asked = match v {
+                    "avx512" => Some(CpuPath::Avx512),
+                    "avx2" => Some(CpuPath::Avx2),
+                    "scalar" => Some(CpuPath::Scalar),
+                    _ => None,
+                };
+                match asked {
+                    Some(p) if p.available() => p,
+                    _ => {
+                        tracing::warn!(
+                            "CAHL_CPU_KERNELS={v:?} is not a path this CPU runs (avx512, avx2, \
+                             scalar): using {}",
+                            widest.name()
+                        );
+                        widest
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Largest row count that goes through [`small_m_matmul`] instead of the generic GEMM.
 pub const SMALL_M: usize = 16;
 
@@ -330,7 +404,7 @@ fn small_m_rows(x: &Tensor, w: &Tensor) -> Result<Option<usize>> {
         || x.dtype() != DType::F32
         || !matches!(w.dtype(), DType::F32 | DType::F16)
         || w.rank() != 2
-        || !small_m_supported()
+        || cpu_path() == CpuPath::Scalar
     {
         return Ok(None);
     }
