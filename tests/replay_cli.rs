@@ -89,3 +89,47 @@ fn an_evaluations_results_open_as_a_browsable_list() {
     assert!(out.contains("trajectories: 3 (2 successful)"), "{out}");
     assert!(err.contains("3 items (2 correct)"), "{err}");
 }
+
+/// Another engine's run opens read-only as a converted session: a verl `rollout_data_dir`
+/// (`{step}.jsonl` files) and a TRL completions table; Parquet is refused with how to convert.
+#[test]
+fn verl_dumps_and_trl_completions_open_as_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("rollout_data");
+    std::fs::create_dir(&dump).unwrap();
+    let call = r#"<tool_call>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}\n</tool_call>"#;
+    for step in 1..=3 {
+        let mut text = String::new();
+        for (score, acc, out) in [(1.0, true, call), (0.0, false, "no call")] {
+            text.push_str(&format!(
+                "{{\"input\": \"user: weather in Oslo?\", \"output\": \"{out}\", \"score\": {score}, \"step\": {step}, \"acc\": {acc}, \"format\": {score}}}\n"
+            ));
+        }
+        std::fs::write(dump.join(format!("{step}.jsonl")), text).unwrap();
+    }
+    let (ok, out, err) = replay_summary(&dump);
+    assert!(ok, "{err}");
+    assert!(out.contains("trajectories: 6 (3 successful)"), "{out}");
+    assert!(out.contains("metrics: 3"), "{out}");
+    assert!(
+        err.contains("a verl run, 6 samples over 3 steps (3 with tool calls"),
+        "{err}"
+    );
+
+    let trl = dir.path().join("completions.jsonl");
+    std::fs::write(
+        &trl,
+        "{\"step\": \"5\", \"prompt\": \"p\", \"completion\": \"c\", \"format_reward\": 1.0, \"advantage\": 0.5}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = replay_summary(&trl);
+    assert!(ok, "{err}");
+    assert!(out.contains("trajectories: 1 (0 successful)"), "{out}");
+    assert!(err.contains("success unknown"), "{err}");
+
+    let pq = dir.path().join("completions_00005.parquet");
+    std::fs::write(&pq, b"PAR1").unwrap();
+    let (ok, _, err) = replay_summary(&pq);
+    assert!(!ok);
+    assert!(err.contains("Parquet is not read here"), "{err}");
+}

@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod grpo;
+pub mod import;
 pub mod lanes;
 pub mod load;
 pub mod memory;

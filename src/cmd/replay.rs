@@ -1,6 +1,7 @@
 //! `cahl-tui replay <trajectories.jsonl | metrics.jsonl | SESSION_DIR>`: browse a recorded run
 //! without a model. A session's own `trajectories.jsonl` opens the whole session, an
-//! evaluation's `results.jsonl` its items' episodes; other files are refused.
+//! evaluation's `results.jsonl` its items' episodes, another engine's run (a verl rollout dump,
+//! a TRL completions table) a session converted from it; other files are refused.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,10 @@ use anyhow::Context;
 /// Arguments of `cahl-tui replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// A session directory, a `trajectories.jsonl` / `metrics.jsonl`, or an evaluation's
-    /// `results.jsonl` (its items' episodes as a list).
+    /// A session directory, a `trajectories.jsonl` / `metrics.jsonl`, an evaluation's
+    /// `results.jsonl` (its items' episodes as a list), or another engine's run, read-only: a
+    /// verl `rollout_data_dir` (or one of its `{step}.jsonl`), a TRL completions table (JSON
+    /// Lines, or a W&B table export).
     pub path: PathBuf,
     /// Maximum frames per second.
     #[arg(long, default_value_t = 20)]
@@ -45,10 +48,23 @@ pub struct ReplayArgs {
 /// a bare one of those files alone. Anything else is refused with one line.
 pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
+        if !path.join("run.json").is_file() {
+            if let Some(kind) = cahl_engine::import::detect(path) {
+                return foreign_as_session(path, kind);
+            }
+        }
         return Ok(path.to_path_buf());
     }
     if !path.exists() {
         anyhow::bail!("{}: no such file or directory", path.display());
+    }
+    if path.extension().is_some_and(|e| e == "parquet") {
+        anyhow::bail!(
+            "{}: Parquet is not read here; convert it to JSON Lines first, e.g. \
+             python -c \"import pandas as pd; pd.read_parquet('{0}').to_json('completions.jsonl', \
+             orient='records', lines=True)\"",
+            path.display()
+        );
     }
     let name = path
         .file_name()
@@ -63,6 +79,10 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
             }
         }
         "results.jsonl" => eval_as_session(path),
+        _ if cahl_engine::import::detect(path).is_some() => {
+            let kind = cahl_engine::import::detect(path).expect("detected just above");
+            foreign_as_session(path, kind)
+        }
         "summary.json" => anyhow::bail!(
             "{} is an evaluation's summary: replay its results.jsonl (one row per item) or the \
              session it belongs to, or read it with `cahl-tui report SESSION`",
@@ -70,10 +90,39 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
         ),
         _ => anyhow::bail!(
             "{} is not a session: replay takes a session directory, a trajectories.jsonl or a \
-             metrics.jsonl",
+             metrics.jsonl, an evaluation's results.jsonl, a verl rollout dump or a TRL \
+             completions table",
             path.display()
         ),
     }
+}
+
+/// Another engine's run converted into a temporary session (read-only: no model, no
+/// checkpoints), so its curves and trajectories browse like ours.
+fn foreign_as_session(path: &Path, kind: cahl_engine::import::Foreign) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "cahl-{}-replay-{}",
+        kind.name(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let imp = cahl_engine::import::import(path, kind, &dir)?;
+    eprintln!(
+        "{}: a {} run, {} samples over {} steps ({} with tool calls; success {}), browsed as a \
+         temporary session in {}",
+        path.display(),
+        kind.name(),
+        imp.samples,
+        imp.steps,
+        imp.with_calls,
+        if imp.success_known {
+            "from its accuracy column"
+        } else {
+            "unknown: no acc/accuracy/correct/is_correct/success column"
+        },
+        dir.display()
+    );
+    Ok(dir)
 }
 
 /// One line of an evaluation's `results.jsonl`, as far as replay needs it.
