@@ -23,7 +23,9 @@ mod validate;
 
 pub use executor::{parse_executor, CallEntry, CallStyle, ExecutorOutput};
 pub use planner::{parse_planner, PlannerOutput};
-pub use validate::{json_type_name, validate_call, validate_calls, ToolSchema};
+pub use validate::{
+    json_type_name, schema_of_type_name, validate_call, validate_calls, ToolSchema, COERCE_STRINGS,
+};
 
 use cahl_sessions::records::CallRecord;
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,15 @@
 use crate::parse::{ToolCall, ToolSchema};
 use crate::worlds::Observation;
 
+/// A parameter's type as the prompts show it: `string`, `array[integer]`, `any`.
+fn type_text(schema: &serde_json::Value) -> String {
+    let ty = schema.get("type").and_then(|v| v.as_str()).unwrap_or("any");
+    match schema.get("items") {
+        Some(items) if ty == "array" => format!("array[{}]", type_text(items)),
+        _ => ty.to_string(),
+    }
+}
+
 /// One line per tool: `name(arg: type, opt?: type) - description`.
 pub fn compact_tools(tools: &[ToolSchema]) -> String {
     let mut out = String::new();
@@ -12,11 +21,7 @@ pub fn compact_tools(tools: &[ToolSchema]) -> String {
             .property_names()
             .into_iter()
             .map(|p| {
-                let ty = t
-                    .property(p)
-                    .and_then(|s| s.get("type"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("any");
+                let ty = t.property(p).map_or("any".to_string(), type_text);
                 let opt = if req.contains(&p) { "" } else { "?" };
                 format!("{p}{opt}: {ty}")
             })
