@@ -72,7 +72,7 @@ fn verl_files(dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 fn first_object(path: &Path) -> Option<Map<String, Value>> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = nan_to_null(&std::fs::read_to_string(path).ok()?);
     let t = text.trim_start();
     if t.starts_with('{') {
         // a whole-file JSON object (a W&B table) or the first JSON line
@@ -210,7 +210,9 @@ fn extras(
             continue;
         }
         if SUCCESS_KEYS.contains(&k.as_str()) {
-            success = number(v).map(|x| x > 0.5);
+            if let Some(x) = number(v) {
+                success = Some(x > 0.5);
+            }
         }
         match v {
             Value::Number(_) | Value::Bool(_) => {
@@ -293,12 +295,18 @@ fn trl_sample(row: &Map<String, Value>, at: &str, path: &Path) -> Result<Sample>
         ],
     );
     // TRL's reward is the (weighted) sum of its reward functions; the table holds each
-    // function's value, so the sum with weight 1 is shown (weights are not in the table).
-    let reward: f64 = components
+    // function's value, so the sum with weight 1 is shown (weights are not in the table); with
+    // no reward value at all it is unknown.
+    let values: Vec<f64> = components
         .iter()
         .filter(|(k, _)| !SUCCESS_KEYS.contains(&k.as_str()))
-        .map(|(_, v)| v)
-        .sum();
+        .map(|(_, v)| *v)
+        .collect();
+    let reward = if values.is_empty() {
+        f64::NAN
+    } else {
+        values.iter().sum()
+    };
     Ok(Sample {
         step,
         request,
@@ -312,9 +320,42 @@ fn trl_sample(row: &Map<String, Value>, at: &str, path: &Path) -> Result<Sample>
     })
 }
 
+/// `text` with Python's non-JSON number tokens (`NaN`, `Infinity`, `-Infinity`, which
+/// `json.dumps` writes by default) outside strings replaced by `null`.
+fn nan_to_null(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_str, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else {
+            let word = ["-Infinity", "Infinity", "NaN"]
+                .into_iter()
+                .find(|w| rest.starts_with(w));
+            if let Some(w) = word {
+                out.push_str("null");
+                rest = &rest[w.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// The JSON objects of a JSON Lines file (blank lines skipped), or of a W&B table export.
 fn rows_of(path: &Path) -> Result<Vec<(String, Map<String, Value>)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| bad(path, e))?;
+    let text = nan_to_null(&std::fs::read_to_string(path).map_err(|e| bad(path, e))?);
     if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text.trim()) {
         if let (Some(Value::Array(cols)), Some(Value::Array(data))) =
             (m.get("columns"), m.get("data"))
@@ -605,6 +646,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&r2.trajectory(0).unwrap()).unwrap(),
             serde_json::to_string(&t).unwrap()
+        );
+    }
+
+    #[test]
+    fn python_nan_tokens_read_as_null_outside_strings() {
+        assert_eq!(
+            nan_to_null(r#"{"a": NaN, "b": -Infinity, "c": "NaN \" Infinity", "d": Infinity}"#),
+            r#"{"a": null, "b": null, "c": "NaN \" Infinity", "d": null}"#
+        );
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.jsonl");
+        std::fs::write(
+            &f,
+            "{\"step\": 1, \"prompt\": \"p\", \"completion\": \"c\", \"r\": NaN, \"acc\": 1, \"success\": null}\n",
+        )
+        .unwrap();
+        let imp = import(&f, Foreign::Trl, &d.path().join("s")).unwrap();
+        assert!(
+            imp.success_known,
+            "a later null success column does not erase acc"
+        );
+        let t = SessionReader::open(d.path().join("s"))
+            .unwrap()
+            .trajectory(0)
+            .unwrap();
+        assert!(t.success);
+        assert!(
+            t.executor_reward.is_nan(),
+            "no reward value: unknown, not 0"
         );
     }
 

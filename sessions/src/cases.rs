@@ -40,6 +40,12 @@ impl Expect {
     pub fn parse(s: &str) -> std::result::Result<Expect, String> {
         let s = s.trim();
         let label = s.strip_prefix("label:").unwrap_or(s);
+        const WORDS: [&str; 6] = ["solves", "solved", "success", "fails", "failed", "failure"];
+        if s.starts_with("label:") && WORDS.contains(&label) {
+            return Err(format!(
+                "{label:?} is not a failure label (it means the run's outcome): write {label}"
+            ));
+        }
         match s {
             "solves" | "solved" | "success" => Ok(Expect::Solves),
             "fails" | "failed" | "failure" => Ok(Expect::Fails),
@@ -184,18 +190,37 @@ pub fn list_cases(session: &Path) -> Result<(Vec<CaseRecord>, Vec<String>)> {
     Ok((cases, problems))
 }
 
-/// Saves `case` as the next free `cases/case-NNN.json` of `session` (crash-safe: temp, fsync,
-/// rename), setting its id and version; returns the file.
+/// Saves `case` as `cases/case-NNN.json` of `session`, NNN one past the highest number there
+/// (so a deleted case's id is never given to another, whose old report rows would then show),
+/// reserved with a create-new open, then written crash-safe (temp, fsync, rename); sets its
+/// id and version; returns the file.
 pub fn save_case(session: &Path, case: &CaseRecord) -> Result<PathBuf> {
     let dir = cases_dir(session);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let mut n = 1;
+    let highest = std::fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("case-")?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let mut n = highest + 1;
     let path = loop {
         let p = dir.join(format!("case-{n:03}.json"));
-        if !p.exists() {
-            break p;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(_) => break p,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(io_err(&p)(e)),
         }
-        n += 1;
     };
     let mut c = case.clone();
     c.version = CASE_VERSION;
@@ -443,6 +468,17 @@ mod tests {
             Ok(Expect::Label("plan_too_coarse".into()))
         );
         assert!(Expect::parse("maybe?").is_err());
+        assert!(
+            Expect::parse("label:success").is_err(),
+            "reserved words are not labels"
+        );
+        for e in [
+            Expect::Solves,
+            Expect::Fails,
+            Expect::Label("plan_too_coarse".into()),
+        ] {
+            assert_eq!(Expect::parse(&e.name()), Ok(e.clone()), "round trip");
+        }
         let half = m(&[(true, None), (false, Some("plan_too_coarse"))]);
         assert!(Expect::Solves.met_by(&half));
         assert!(!Expect::Fails.met_by(&half));
@@ -473,10 +509,18 @@ mod tests {
         let p1 = save_case(dir.path(), &c).expect("save");
         let p2 = save_case(dir.path(), &c).expect("save");
         assert!(p1.ends_with("cases/case-001.json") && p2.ends_with("cases/case-002.json"));
+        // Numbers go on from the highest: a deleted case's number is not reused while a
+        // higher one exists.
+        std::fs::remove_file(&p1).unwrap();
+        let p3 = save_case(dir.path(), &c).expect("save");
+        assert!(p3.ends_with("cases/case-003.json"), "{p3:?}");
+        std::fs::remove_file(&p3).unwrap();
+        let p1 = save_case(dir.path(), &c).expect("save");
+        assert!(p1.ends_with("cases/case-003.json"), "{p1:?}");
         std::fs::write(cases_dir(dir.path()).join("case-009.json"), "{ torn").expect("write");
         let (cases, problems) = list_cases(dir.path()).expect("list");
         assert_eq!(cases.len(), 2);
-        assert_eq!(cases[1].id, "case-002");
+        assert_eq!(cases[1].id, "case-003");
         assert_eq!(cases[1].expect, c.expect);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("case-009.json"), "{problems:?}");

@@ -546,3 +546,44 @@ fn a_saved_case_lands_in_the_session_and_is_announced() {
     assert_eq!(cases[0].expect, cahl_sessions::Expect::Fails);
     assert_eq!(cases[0].task.id, "t-2");
 }
+
+#[test]
+fn editing_a_branch_drops_the_measurement_still_running_on_its_old_plan() {
+    let mut s = given_backend_on_trace();
+    // A fresh edit branch (not run): edit it, measure, then edit it again in place.
+    feed(&mut s, [key('e'), code(KeyCode::End)]);
+    feed(&mut s, typed(" first"));
+    feed(&mut s, [code(KeyCode::Esc)]);
+    assert!(s
+        .debugger
+        .as_ref()
+        .unwrap()
+        .branch()
+        .name
+        .starts_with("edit"));
+    let eff = feed(&mut s, [key('m')]);
+    let [Effect::Backend(BackendJob::Measure { ticket, .. })] = eff.as_slice() else {
+        panic!("expected a measure job, got {eff:?}");
+    };
+    let ticket = *ticket;
+    feed(&mut s, [key('e'), code(KeyCode::End)]);
+    feed(&mut s, typed(" second"));
+    feed(&mut s, [code(KeyCode::Esc)]);
+    let d = s.debugger.as_ref().unwrap();
+    assert!(d.branch().subtasks.iter().any(|t| t.ends_with("second")));
+    assert!(!d.busy(), "the job on the old plan is dropped");
+    feed(
+        &mut s,
+        [Msg::Backend(BackendReply::Measured {
+            ticket,
+            result: Ok(cahl_sessions::PlanMeasurement {
+                runs: vec![Default::default()],
+                ..Default::default()
+            }),
+        })],
+    );
+    assert!(
+        s.debugger.as_ref().unwrap().branch().measurement.is_none(),
+        "the old plan's measurement is not put on the new plan"
+    );
+}

@@ -64,10 +64,10 @@ pub fn resolve_checkpoint(session: &Path, spec: &str) -> Result<AdapterChoice> {
     )))
 }
 
-/// The checkpoints a run compares without `--checkpoint`: the session's first and latest (one
-/// when they are the same), or the base model when it has none.
+/// The checkpoints a run compares without `--checkpoint`: the session's first and latest intact
+/// ones (one when they are the same), or the base model when it has none.
 pub fn default_checkpoints(session: &Path) -> Result<Vec<AdapterChoice>> {
-    let cks = cahl_sessions::list_checkpoints(session)
+    let cks = cahl_sessions::intact_checkpoints(session)
         .map_err(|e| EngineError::Config(format!("listing checkpoints: {e}")))?;
     let mut steps: Vec<u64> = cks.iter().map(|c| c.step).collect();
     steps.sort_unstable();
@@ -131,7 +131,18 @@ pub fn run_cases(
         })
         .collect();
     for choice in choices {
-        let mut backend = engine_backend(&spec, choice.dir.as_deref(), cfg.clone())?;
+        // A checkpoint that does not load fails its column, not the run.
+        let mut backend = match engine_backend(&spec, choice.dir.as_deref(), cfg.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!("loading {}: {e}", choice.label);
+                progress(format!("{why}: its column is not measured"));
+                for row in rows.iter_mut() {
+                    row.cells.push(CaseCell::failed(why.clone()));
+                }
+                continue;
+            }
+        };
         for (case, row) in cases.iter().zip(rows.iter_mut()) {
             let req = MeasureRequest {
                 task: case.task.clone(),

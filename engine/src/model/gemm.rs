@@ -748,7 +748,6 @@ mod avx {
         pf: &[*const i8],
     ) {
         debug_assert!(bp.len() >= kc * NR512 && (1..=MR512).contains(&mr));
-        debug_assert!(bp.as_ptr().align_offset(64) == 0);
         let mut acc = [[_mm512_setzero_ps(); 2]; MR512];
         // Rows past `mr` repeat the last one; their results are not stored.
         // SAFETY: each row pointer is one of the caller's `mr` rows.
@@ -756,11 +755,11 @@ mod avx {
             std::array::from_fn(|r| unsafe { a.add(r.min(mr - 1) * lda) });
         let mut b = bp.as_ptr();
         let mut step = |p: usize| {
-            // SAFETY: the callers pass `p < kc`, inside every row and inside `bp` (aligned:
-            // rows of 32 floats from a 64-byte aligned start).
+            // SAFETY: the callers pass `p < kc`, inside every row and inside `bp` (unaligned
+            // loads: as fast on the 64-byte aligned buffer, and sound whatever it is).
             unsafe {
-                let b0 = _mm512_load_ps(b);
-                let b1 = _mm512_load_ps(b.add(16));
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*rows[r].add(p));
                     row[0] = _mm512_fmadd_ps(av, b0, row[0]);
@@ -798,19 +797,26 @@ mod avx {
         };
         let (m0, m1) = (lanes(nr), lanes(nr.saturating_sub(16)));
         for (r, row) in acc.iter().enumerate().take(mr) {
-            // SAFETY: row r < mr of the caller's block; the masks cover columns < nr only.
+            // SAFETY: row r < mr of the caller's block; the masks cover columns < nr only, and
+            // the second vector's pointer is formed only when that vector has columns
+            // (`nr > 16`), so it stays inside the block.
             unsafe {
                 let p = c.add(r * ldc);
-                let (v0, v1) = if first {
-                    (row[0], row[1])
+                let v0 = if first {
+                    row[0]
                 } else {
-                    (
-                        _mm512_add_ps(row[0], _mm512_maskz_loadu_ps(m0, p)),
-                        _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, p.add(16))),
-                    )
+                    _mm512_add_ps(row[0], _mm512_maskz_loadu_ps(m0, p))
                 };
                 _mm512_mask_storeu_ps(p, m0, v0);
-                _mm512_mask_storeu_ps(p.add(16), m1, v1);
+                if nr > 16 {
+                    let q = p.add(16);
+                    let v1 = if first {
+                        row[1]
+                    } else {
+                        _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, q))
+                    };
+                    _mm512_mask_storeu_ps(q, m1, v1);
+                }
             }
         }
     }

@@ -204,7 +204,9 @@ fn type_schema(t: &str, depth: usize) -> (Value, bool) {
             let items: Vec<Value> = args.iter().map(|a| sub(a)).collect();
             let ty = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_string);
             let tys: Vec<Option<String>> = items.iter().map(ty).collect();
-            if tys
+            if items.is_empty() {
+                json!({})
+            } else if tys
                 .iter()
                 .all(|t| matches!(t.as_deref(), Some("integer" | "number")))
             {
@@ -329,6 +331,7 @@ mod tests {
             ("Dict", json!({"type": "object"}), false),
             ("Optional[str]", json!({"type": "string"}), true),
             ("Callable[[float], float]", json!({}), false),
+            ("Union", json!({}), false),
             ("List", json!({"type": "array"}), false),
             ("weird thing", json!({"type": "weird thing"}), false),
         ];

@@ -13,6 +13,15 @@ use super::trajectory::{fmt_breakdown, fmt_call};
 use crate::state::debugger::measure::result_words;
 use crate::state::debugger::{call_divergence, plan_divergence, Branch, DebuggerState, ModelState};
 
+/// A reward as shown: `+1.25`, or `–` when it is not known.
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:+.2}")
+    } else {
+        "–".into()
+    }
+}
+
 /// The judged result of a branch: one line, then the state difference.
 fn result_lines(r: &PlanRun, recorded: bool) -> Vec<Line<'static>> {
     let (mark, color) = if r.success {
@@ -25,10 +34,10 @@ fn result_lines(r: &PlanRun, recorded: bool) -> Vec<Line<'static>> {
             format!("{mark} {}", result_words(r)),
             Style::new().fg(color).bold(),
         ),
-        Span::raw(format!(" · planner {:+.2}", r.planner_reward)),
+        Span::raw(format!(" · planner {}", num(r.planner_reward))),
     ];
     if r.executor_reward.is_finite() {
-        head.push(Span::raw(format!(" · executor {:+.2}", r.executor_reward)));
+        head.push(Span::raw(format!(" · executor {}", num(r.executor_reward))));
     }
     if recorded {
         head.push(Span::styled(" (as recorded)", Style::new().dim()));
@@ -65,13 +74,20 @@ fn measurement_lines(m: &PlanMeasurement) -> Vec<Line<'static>> {
         Line::from(vec![
             Span::styled("measured: ", Style::new().bold().fg(Color::Cyan)),
             Span::styled(
-                format!("{k}/{n} solved ({:.0}%)", 100.0 * m.success_rate()),
+                if n == 0 {
+                    "no runs".to_string()
+                } else {
+                    format!("{k}/{n} solved ({:.0}%)", 100.0 * m.success_rate())
+                },
                 Style::new().fg(color).bold(),
             ),
             Span::raw(format!(" · {how}, seed {}", m.seed)),
         ]),
         Line::raw(format!(
-            "  planner reward mean {mean:+.2} [min {min:+.2}, max {max:+.2}]"
+            "  planner reward mean {} [min {}, max {}]",
+            num(mean),
+            num(min),
+            num(max)
         )),
     ];
     let fails = m.failure_counts();

@@ -59,9 +59,12 @@ impl DebuggerState {
         if reuse {
             self.branches[self.current].subtasks = plan;
             self.branches[self.current].error = None;
-            // a measurement was of the old plan
+            // a measurement was of the old plan, and so is a job still running on it
             self.branches[self.current].measurement = None;
             self.branches[self.current].result = None;
+            if self.pending.is_some_and(|p| p.branch == self.current) {
+                self.pending = None;
+            }
             self.message = Some(format!(
                 "branch '{}' updated",
                 self.branches[self.current].name

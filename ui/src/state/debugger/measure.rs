@@ -59,8 +59,13 @@ impl DebuggerState {
         match result {
             Ok(m) => {
                 let (mean, _, _) = m.planner_reward_stats();
+                let mean = if mean.is_finite() {
+                    format!("{mean:+.2}")
+                } else {
+                    "–".into()
+                };
                 self.message = Some(format!(
-                    "branch '{}': {} of {} runs solved the task · planner reward mean {mean:+.2}",
+                    "branch '{}': {} of {} runs solved the task · planner reward mean {mean}",
                     self.branches[bi].name,
                     m.successes(),
                     m.runs.len()

@@ -149,7 +149,10 @@ impl DebuggerState {
                         .map(|s| s.reward.total)
                         .filter(|r| r.is_finite())
                         .collect();
-                    let result = PlanRun {
+                    // A recording judged by the trainer (solved, a failure label, or a planner
+                    // reward); an imported run's plans carry none of these.
+                    let judged = p.success || p.failure.is_some() || p.reward.total.is_finite();
+                    let result = judged.then(|| PlanRun {
                         success: p.success,
                         planner_reward: p.reward.total,
                         executor_reward: if rewards.is_empty() {
@@ -162,7 +165,7 @@ impl DebuggerState {
                         failure_detail: None,
                         state_diff: Vec::new(),
                         calls: steps.iter().flat_map(|s| s.calls.clone()).collect(),
-                    };
+                    });
                     Branch {
                         name,
                         subtasks: p.subtasks.clone(),
@@ -170,7 +173,7 @@ impl DebuggerState {
                         steps,
                         from_trace: true,
                         error: p.parse_error.clone(),
-                        result: Some(result),
+                        result,
                         measurement: None,
                     }
                 };
