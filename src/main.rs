@@ -44,7 +44,8 @@ enum Command {
     Report(cmd::report::ReportArgs),
     /// Compare sessions side by side (training curves, evals on the same tasks).
     Compare(cmd::report::CompareArgs),
-    /// Browse a recorded run (session directory or trajectories.jsonl) without a model.
+    /// Browse a recorded run (session directory or trajectories.jsonl) without a model, or
+    /// another engine's run read-only (a verl rollout dump, a TRL completions table).
     Replay(cmd::replay::ReplayArgs),
     /// The case library of a session: misalignment probes saved from the debugger (`a`),
     /// re-run against checkpoints as a regression suite.

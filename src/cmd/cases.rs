@@ -31,7 +31,7 @@ pub struct RunArgs {
     pub session: PathBuf,
     /// Whose adapters to measure with, in column order: a step (30), a checkpoint name
     /// (step-30), a folder with planner/ and executor/ adapters, or `base` (no adapters).
-    /// Default: the session's first and latest checkpoints.
+    /// Default: the session's first and latest intact checkpoints.
     #[arg(long = "checkpoint")]
     pub checkpoints: Vec<String>,
     /// Runs per case, overriding what each case was saved with.
