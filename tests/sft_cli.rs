@@ -119,12 +119,13 @@ fn sft_then_train_from_its_adapters_on_a_benchmark_world() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("sft.json")).unwrap()).unwrap();
     assert_eq!(report["world"], "toolrl");
-    // 6 items with calls: 2 held out (eval.tasks), 4 trained on; 1 plan + 1-2 calls each
-    assert_eq!(report["report"]["tasks"], 4);
+    // 6 items with calls and 1 that only answers (kept: its gold is the answer): 2 held out
+    // (eval.tasks), 5 trained on; 1 plan each, and 1-2 calls or the answer
+    assert_eq!(report["report"]["tasks"], 5);
     assert_eq!(report["report"]["roles"][0]["adapter"], "planner");
-    assert_eq!(report["report"]["roles"][0]["examples"], 4);
+    assert_eq!(report["report"]["roles"][0]["examples"], 5);
     assert_eq!(report["report"]["roles"][0]["steps_done"], 3);
-    assert!(report["report"]["roles"][1]["examples"].as_u64().unwrap() >= 4);
+    assert!(report["report"]["roles"][1]["examples"].as_u64().unwrap() >= 5);
     assert_eq!(report["report"]["before"]["tasks"], 2);
 
     let session = d.path().join("run");

@@ -131,6 +131,8 @@ pub struct JudgeRequest {
     pub subtasks: Vec<String>,
     /// The calls each sub-task made, in order.
     pub step_calls: Vec<Vec<CallRecord>>,
+    /// The branch ended with a final answer to the user (a step's `<response>`).
+    pub answered: bool,
 }
 
 /// One whole run of a plan, judged as training judges an execution.

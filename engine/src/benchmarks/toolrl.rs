@@ -13,8 +13,11 @@ pub const WORLD_NAME: &str = "toolrl";
 
 /// ToolRL's SFT/RL data (`rlla_sft.json`: `{instruction, input, output}`; world `toolrl`): the
 /// instruction lists the tools as API-Bank's system prompt does, the input holds the dialogue,
-/// the output's `<tool_call>` lines are the gold calls. Items without a parsable call (answers
-/// that only respond) are skipped: they have nothing for a planner or executor to learn.
+/// the output's `<tool_call>` lines are the gold calls and its `<response>` the gold final
+/// answer ([`Task::gold_answer`]). An item that only responds (54 of ToolRL's 400) is a task
+/// with no gold call whose right move is to answer without a tool, as ToolRL scores it (its
+/// format: `<think>` then `<response>`, no `<tool_call>`). An item whose `<tool_call>` block does
+/// not parse is skipped.
 pub fn load_tasks(dir: &Path) -> Result<Vec<Task>, WorldError> {
     let path = if dir.is_file() {
         dir.to_path_buf()
@@ -39,9 +42,21 @@ pub fn load_tasks(dir: &Path) -> Result<Vec<Task>, WorldError> {
             (field("instruction")?, field("input")?, field("output")?);
         let parsed = crate::parse::parse_executor(output);
         let gold_calls = parsed.calls();
-        if gold_calls.is_empty() || parsed.entries.iter().any(|e| e.call.is_none()) {
+        let gold_answer = parsed
+            .response
+            .as_ref()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
+        let broken = parsed.entries.iter().any(|e| e.call.is_none())
+            || (output.contains("<tool_call>") && gold_calls.is_empty());
+        if broken || (gold_calls.is_empty() && gold_answer.is_none()) {
             continue;
         }
+        let template = if gold_calls.is_empty() {
+            "toolrl-response".to_string()
+        } else {
+            format!("toolrl-calls-{}", parsed.entries.len())
+        };
         let request = input
             .trim()
             .trim_start_matches("**Dialogue Records History**")
@@ -57,14 +72,14 @@ pub fn load_tasks(dir: &Path) -> Result<Vec<Task>, WorldError> {
             gold_derived: vec![Vec::new(); gold_calls.len()],
             gold_calls,
             gold_final_state: None,
-            gold_answer: None,
-            template: Some(format!("toolrl-calls-{}", parsed.entries.len())),
+            template: Some(template),
+            gold_answer,
         });
     }
     if out.is_empty() {
         return Err(data_err(
             &path,
-            "no item with a parsable <tool_call>".into(),
+            "no item with a parsable <tool_call> or a <response>".into(),
         ));
     }
     Ok(out)
@@ -95,10 +110,19 @@ mod tests {
     fn toolrl_items_become_tasks_with_gold_calls() {
         let dir = tempfile::tempdir().unwrap();
         toolrl_fixture(dir.path());
-        let t = load_tasks(dir.path()).unwrap();
-        // the response-only item has nothing to train a planner or executor on
-        assert_eq!(t.len(), 1);
-        let t = &t[0];
+        let all = load_tasks(dir.path()).unwrap();
+        // the response-only item is kept: answering without a tool is its gold
+        assert_eq!(all.len(), 2);
+        let r = &all[1];
+        assert!(r.gold_calls.is_empty());
+        assert_eq!(r.gold_answer.as_deref(), Some("Hi!"));
+        assert_eq!(r.template.as_deref(), Some("toolrl-response"));
+        assert_eq!(
+            synth_gold_plan(r),
+            vec![crate::benchmarks::training::ANSWER_SUBTASK.to_string()]
+        );
+        let t = &all[0];
+        assert_eq!(t.gold_answer, None);
         assert_eq!(t.world, "toolrl");
         assert!(t.request.starts_with("<user> Find the manager"));
         assert_eq!(t.tools.len(), 2);
@@ -115,6 +139,51 @@ mod tests {
                 "Call Event Result with evt 7.".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_response_only_item_is_solved_by_answering_without_a_tool() {
+        use crate::parse::ToolCall;
+        use crate::sft::{answer_text, gold_texts, Role};
+        use crate::train::rollout::episode_success;
+        let dir = tempfile::tempdir().unwrap();
+        toolrl_fixture(dir.path());
+        let mut r = load_tasks(dir.path()).unwrap().remove(1);
+        r.gold_plan = synth_gold_plan(&r);
+        assert!(episode_success(&r, &[], None, true));
+        assert!(!episode_success(&r, &[], None, false), "no answer given");
+        assert!(!episode_success(
+            &r,
+            &[ToolCall::new("A", serde_json::json!({}))],
+            None,
+            true
+        ));
+        // Elsewhere a task without gold calls keeps its old meaning (search QA answers are
+        // scored by their benchmark, not here).
+        let mut other = r.clone();
+        other.world = "bamboogle".into();
+        assert!(episode_success(
+            &other,
+            &[ToolCall::new("search", serde_json::json!({}))],
+            None,
+            false
+        ));
+        // Its supervised examples: the executor and the flat run answer with the gold response.
+        let mut world = crate::benchmarks::world_by_name(WORLD_NAME, None).unwrap();
+        let texts = gold_texts(&r, world.as_mut()).unwrap();
+        let answer = answer_text("Hi!");
+        assert!(texts
+            .iter()
+            .any(|g| g.role == Role::Executor && g.completion == answer));
+        assert_eq!(texts.last().unwrap().completion, answer);
+        assert!(crate::rewards::toolrl_reward(
+            &answer,
+            &crate::rewards::ToolRlGold::from_calls(vec![]),
+            &crate::rewards::RewardConfig::default()
+        )
+        .components
+        .iter()
+        .any(|c| c.name == "format" && c.value > 0.0));
     }
 
     #[test]

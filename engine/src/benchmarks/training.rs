@@ -67,9 +67,10 @@ pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld, BenchError> {
         )))
             }
         };
+    // Items with gold calls, and ToolRL's items whose gold is a final answer only.
     let mut usable: Vec<Task> = all
         .into_iter()
-        .filter(|t| !t.gold_calls.is_empty())
+        .filter(|t| !t.gold_calls.is_empty() || (kind == "toolrl" && t.gold_answer.is_some()))
         .collect();
     if usable.is_empty() {
         return Err(BenchError::Input(format!(
@@ -91,10 +92,17 @@ pub fn training_world(cfg: &TrainConfig) -> Result<TrainingWorld, BenchError> {
     })
 }
 
+/// The sub-task of an item whose gold is a final answer without a tool call.
+pub const ANSWER_SUBTASK: &str = "Answer the user directly, without calling a tool.";
+
 /// A gold plan for benchmark items, which come with gold calls only: one sub-task per call
 /// that names the tool and states every argument value (derived ones as "from the earlier
-/// result"). Used by `separate` mode (executor on gold sub-tasks) and by `sft`.
+/// result"); an item with no call but a gold answer gets the one sub-task [`ANSWER_SUBTASK`].
+/// Used by `separate` mode (executor on gold sub-tasks) and by `sft`.
 pub fn synth_gold_plan(task: &Task) -> Vec<String> {
+    if task.gold_calls.is_empty() && task.gold_answer.is_some() {
+        return vec![ANSWER_SUBTASK.to_string()];
+    }
     task.gold_calls
         .iter()
         .enumerate()

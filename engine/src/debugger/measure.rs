@@ -101,13 +101,15 @@ pub struct Judged<'a> {
     pub final_state: Option<&'a Value>,
     /// Every step's executor reward (empty: not known).
     pub step_rewards: &'a [f64],
+    /// The run ended with a final answer to the user.
+    pub answered: bool,
 }
 
 /// Judges one execution: success, state difference, the planner's reward (its answer written
 /// by [`debugger_plan_text`]), and for a failure its label, side and detail.
 pub fn judge_run(j: &Judged<'_>, cfg: &TrainConfig) -> PlanRun {
     let executed: Vec<ToolCall> = j.step_calls.iter().flatten().cloned().collect();
-    let success = episode_success(j.task, &executed, j.final_state);
+    let success = episode_success(j.task, &executed, j.final_state, j.answered);
     let plan_text = debugger_plan_text(j.subtasks);
     let parsed = parse_planner(&plan_text);
     let planner = planner_reward_parsed(

@@ -346,6 +346,7 @@ impl ExecutorBackend for EngineBackend {
                     step_calls: &ex.step_calls,
                     final_state: ex.final_state.as_ref(),
                     step_rewards: &ex.rewards,
+                    answered: ex.final_response.is_some(),
                 },
                 &self.cfg,
             ));
@@ -376,6 +377,7 @@ impl ExecutorBackend for EngineBackend {
                 step_calls: &step_calls,
                 final_state: final_state.as_ref(),
                 step_rewards: &[],
+                answered: req.answered,
             },
             &self.cfg,
         ))

@@ -373,6 +373,7 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
             task: dt.clone(),
             subtasks: task.gold_plan.clone(),
             step_calls: gold.iter().map(|c| vec![c.clone()]).collect(),
+            answered: false,
         })
         .expect("judged");
     assert!(solved.success, "{solved:?}");
@@ -386,6 +387,7 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
             task: dt.clone(),
             subtasks: task.gold_plan.clone(),
             step_calls: vec![vec![gold[0].clone()], vec![]],
+            answered: false,
         })
         .expect("judged");
     assert!(!half.success);
@@ -404,6 +406,7 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
             task: dt.clone(),
             subtasks: merged.clone(),
             step_calls: both.clone(),
+            answered: false,
         })
         .expect("judged");
     assert!(ok.success, "{ok:?}");
@@ -416,6 +419,7 @@ fn judging_a_branch_replays_its_calls_and_labels_a_failure() {
             task: dt,
             subtasks: merged,
             step_calls: both,
+            answered: false,
         })
         .expect("judged");
     assert!(!refused.success);
@@ -476,6 +480,7 @@ fn measuring_runs_the_plan_n_times_and_run_zero_is_the_branch() {
             task: dt.clone(),
             subtasks: task.gold_plan.clone(),
             step_calls: previous.iter().map(|p| p.calls.clone()).collect(),
+            answered: false,
         })
         .expect("judged");
     let run0 = &m.runs[0];

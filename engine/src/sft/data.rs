@@ -155,13 +155,32 @@ pub fn gold_texts(task: &Task, world: &mut dyn World) -> Result<Vec<GoldText>> {
             observation,
         });
     }
+    // An item whose gold ends in a final answer (ToolRL): the answer closes the flat run, and
+    // an item with no call has it as its one executor step.
+    let finish = match &task.gold_answer {
+        Some(a) if task.world == crate::benchmarks::toolrl::WORLD_NAME => answer_text(a),
+        _ => FLAT_DONE.to_string(),
+    };
+    if task.gold_calls.is_empty() && task.gold_plan.len() == 1 && task.gold_answer.is_some() {
+        out.push(GoldText {
+            role: Role::Executor,
+            system: esys.clone(),
+            user: prompts::executor_user(&task.request, &task.gold_plan, 0, &history),
+            completion: finish.clone(),
+        });
+    }
     out.push(GoldText {
         role: Role::Flat,
         system: fsys,
         user: prompts::flat_user(&task.request, &history),
-        completion: FLAT_DONE.to_string(),
+        completion: finish,
     });
     Ok(out)
+}
+
+/// A final answer in ToolRL's format.
+pub fn answer_text(answer: &str) -> String {
+    format!("<think>Answer the user.</think>\n<response>{answer}</response>")
 }
 
 /// The examples of `n` train-split tasks of the built-in world, and the tasks.

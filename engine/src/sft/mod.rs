@@ -36,8 +36,8 @@ pub use adapters::{
 };
 pub use bpe::{train_tokenizer, SPECIAL_TOKENS, TINY_CHAT_TEMPLATE};
 pub use data::{
-    builtin_gold_texts, gold_call_text, gold_plan_text, gold_texts, merge_some_plans, merged_plan,
-    plan_text, weight_roles, GoldText, Role, FLAT_DONE,
+    answer_text, builtin_gold_texts, gold_call_text, gold_plan_text, gold_texts, merge_some_plans,
+    merged_plan, plan_text, weight_roles, GoldText, Role, FLAT_DONE,
 };
 pub use examples::{example_stats, tokenize_examples, SftExample};
 pub use loss::sft_loss;

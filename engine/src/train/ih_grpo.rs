@@ -266,7 +266,8 @@ fn score_completion(
         },
         &cfg.rewards,
     );
-    let success = episode_success(task, &executed, final_state.as_ref());
+    // IH-GRPO's completion has no answer channel (plan, then calls): not asked for.
+    let success = episode_success(task, &executed, final_state.as_ref(), true);
     let failure = if success {
         (None, None)
     } else {

@@ -158,8 +158,21 @@ pub fn gold_is_subsequence(executed: &[ToolCall], gold: &[ToolCall]) -> bool {
 }
 
 /// Episode success: the gold calls were made (in order) and, where the world has state, the
-/// final state equals the gold state.
-pub fn episode_success(task: &Task, executed: &[ToolCall], final_state: Option<&Value>) -> bool {
+/// final state equals the gold state. A ToolRL item whose gold is a final answer only is solved
+/// when no tool was called and the episode ended with an answer (`answered`; ToolRL scores such
+/// items on their format, which the rewards check; the answer's wording is not compared).
+pub fn episode_success(
+    task: &Task,
+    executed: &[ToolCall],
+    final_state: Option<&Value>,
+    answered: bool,
+) -> bool {
+    if task.gold_calls.is_empty()
+        && task.gold_answer.is_some()
+        && task.world == crate::benchmarks::toolrl::WORLD_NAME
+    {
+        return executed.is_empty() && answered;
+    }
     let calls_ok = gold_is_subsequence(executed, &task.gold_calls);
     let state_ok = match (&task.gold_final_state, final_state) {
         (Some(g), Some(f)) => g == f,
@@ -620,7 +633,12 @@ pub fn rollout_task_with(
         let mut solved = Vec::new();
         let mut first_failure = (None, None);
         for (r, ex) in executions.iter().enumerate() {
-            let ok = episode_success(task, &ex.executed, ex.final_state.as_ref());
+            let ok = episode_success(
+                task,
+                &ex.executed,
+                ex.final_state.as_ref(),
+                ex.final_response.is_some(),
+            );
             solved.push(ok);
             if !ok {
                 // The sub-tasks that ran (at most `max_subtasks`); a plan counts as parsed when it
@@ -818,7 +836,12 @@ pub fn rollout_flat(
         }
     }
     let final_state = world.final_state();
-    let success = episode_success(task, &executed, final_state.as_ref());
+    let success = episode_success(
+        task,
+        &executed,
+        final_state.as_ref(),
+        final_response.is_some(),
+    );
     let plan = PlanRecord {
         index: 0,
         raw_text: String::new(),

@@ -119,7 +119,12 @@ fn sample_trajectory(
         }
     }
     tr.final_state = world.final_state();
-    tr.success = episode_success(task, &tr.executed, tr.final_state.as_ref());
+    tr.success = episode_success(
+        task,
+        &tr.executed,
+        tr.final_state.as_ref(),
+        tr.final_response.is_some(),
+    );
     Ok(tr)
 }
 

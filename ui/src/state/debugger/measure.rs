@@ -50,6 +50,10 @@ impl DebuggerState {
             task: self.task.clone(),
             subtasks: b.subtasks.clone(),
             step_calls: b.steps.iter().map(|s| s.calls.clone()).collect(),
+            // A step's output holds a closed `<response>` block.
+            answered: b.steps.iter().any(|s| {
+                s.raw_output.contains("<response>") && s.raw_output.contains("</response>")
+            }),
         };
         let ticket = self.start_job(bi, JobKind::Judge);
         Some(BackendJob::Judge { ticket, req })
