@@ -621,11 +621,13 @@ fn draw_compare(f: &mut Frame, area: Rect, d: &DebuggerState) {
     } else if d.task.gold_calls.is_empty() {
         gl.push(Line::styled("  (no gold calls)", Style::new().dim()));
     }
+    // Written as the branches' calls are (`name(k=v, …)`), so the columns read side by side.
     gl.extend(d.task.gold_calls.iter().enumerate().map(|(i, c)| {
-        Line::styled(
-            format!("  {}. {}", i + 1, fmt_call(c)),
-            Style::new().fg(Color::Blue),
-        )
+        let text: String = call_spans(c, None)
+            .iter()
+            .map(|s| s.content.as_ref())
+            .collect();
+        Line::styled(format!("  {}. {text}", i + 1), Style::new().fg(Color::Blue))
     }));
     f.render_widget(
         Paragraph::new(gl)
