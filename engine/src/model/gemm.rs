@@ -17,7 +17,8 @@
 //! Two register tiles, chosen at run time by [`crate::model::kernels::cpu_path`]: AVX2 + FMA
 //! (6 x 16: two 8-lane vectors per row, 12 accumulators of 16 registers) and AVX-512
 //! (12 x 32: two 16-lane vectors per row, 24 accumulators of 32 registers, each broadcast folded
-//! into its FMA). The driver, the packing and the prefetching are shared.
+//! into its FMA). The driver, the packing and the prefetching are shared; the driver takes the
+//! tile as a function pointer (called once per tile, outside the `k` loop).
 use rayon::prelude::*;
 
 use crate::model::kernels::{cpu_path, CpuPath, WeightElem};
@@ -187,9 +188,20 @@ unsafe fn run<W: WeightElem>(
         // lengths were checked above.
         unsafe {
             if path == CpuPath::Avx512 {
-                avx::columns::<avx::Avx512, W>(a, m, k, w, n, layout, p0, p1, optr.0)
+                avx::columns::<W, MR512, NR512>(
+                    avx::AVX512_TILE,
+                    a,
+                    m,
+                    k,
+                    w,
+                    n,
+                    layout,
+                    p0,
+                    p1,
+                    optr.0,
+                )
             } else {
-                avx::columns::<avx::Avx2, W>(a, m, k, w, n, layout, p0, p1, optr.0)
+                avx::columns::<W, MR, NR>(avx::AVX2_TILE, a, m, k, w, n, layout, p0, p1, optr.0)
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -233,123 +245,26 @@ mod avx {
         static B_PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// A register tile: its shape, how a block of `B` is packed for it, and the tile itself.
-    pub trait Micro {
-        /// Rows of the tile.
-        const MR: usize;
-        /// Columns of the tile (the packed block's width).
-        const NR: usize;
-        /// Packs `B`'s block (`k` indices `k0..k0 + kc`, columns `j0..j0 + nr`) into `bp`
-        /// (`kc * NR` floats, zero past `nr`).
-        ///
-        /// # Safety
-        /// The tile's instructions are available; the block lies inside `w`.
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn pack<W: WeightElem>(
-            layout: WeightLayout,
-            w: &[W],
-            n: usize,
-            k: usize,
-            k0: usize,
-            kc: usize,
-            j0: usize,
-            nr: usize,
-            bp: &mut [f32],
-        );
-        /// `C[i][j] (+)= sum_p a[i * lda + p] * bp[p * NR + j]` for `i < mr`, `j < nr`,
-        /// `p < kc`; `first` overwrites; `pf` are lines to prefetch meanwhile.
-        ///
-        /// # Safety
-        /// The tile's instructions are available; rows `0..mr` of `a` hold `kc` readable
-        /// floats at stride `lda`; `bp` holds `kc * NR`, 64-byte aligned; the `mr x nr` block
-        /// at `c` is writable.
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn tile(
-            a: *const f32,
-            lda: usize,
-            bp: &[f32],
-            kc: usize,
-            c: *mut f32,
-            ldc: usize,
-            mr: usize,
-            nr: usize,
-            first: bool,
-            pf: &[*const i8],
-        );
-    }
+    /// A register tile (`tile`, `tile512`): `C[i][j] (+)= sum_p a[i * lda + p] * bp[p * NR + j]`
+    /// for `i < mr`, `j < nr`, `p < kc`; `first` overwrites; `pf` are lines to prefetch meanwhile.
+    /// Arguments: `a, lda, bp, kc, c, ldc, mr, nr, first, pf`.
+    pub type TileFn = unsafe fn(
+        *const f32,
+        usize,
+        &[f32],
+        usize,
+        *mut f32,
+        usize,
+        usize,
+        usize,
+        bool,
+        &[*const i8],
+    );
 
     /// The AVX2 + FMA tile (6 x 16).
-    pub struct Avx2;
+    pub const AVX2_TILE: TileFn = tile;
     /// The AVX-512 tile (12 x 32).
-    pub struct Avx512;
-
-    impl Micro for Avx2 {
-        const MR: usize = MR;
-        const NR: usize = NR;
-        unsafe fn pack<W: WeightElem>(
-            layout: WeightLayout,
-            w: &[W],
-            n: usize,
-            k: usize,
-            k0: usize,
-            kc: usize,
-            j0: usize,
-            nr: usize,
-            bp: &mut [f32],
-        ) {
-            // SAFETY: forwarded.
-            unsafe { pack_avx2::<W, NR>(layout, w, n, k, k0, kc, j0, nr, bp) }
-        }
-        unsafe fn tile(
-            a: *const f32,
-            lda: usize,
-            bp: &[f32],
-            kc: usize,
-            c: *mut f32,
-            ldc: usize,
-            mr: usize,
-            nr: usize,
-            first: bool,
-            pf: &[*const i8],
-        ) {
-            // SAFETY: forwarded.
-            unsafe { tile(a, lda, bp, kc, c, ldc, mr, nr, first, pf) }
-        }
-    }
-
-    impl Micro for Avx512 {
-        const MR: usize = MR512;
-        const NR: usize = NR512;
-        unsafe fn pack<W: WeightElem>(
-            layout: WeightLayout,
-            w: &[W],
-            n: usize,
-            k: usize,
-            k0: usize,
-            kc: usize,
-            j0: usize,
-            nr: usize,
-            bp: &mut [f32],
-        ) {
-            // SAFETY: forwarded (AVX-512F implies the AVX2 the packing uses).
-            unsafe { pack_avx2::<W, NR512>(layout, w, n, k, k0, kc, j0, nr, bp) }
-        }
-        unsafe fn tile(
-            a: *const f32,
-            lda: usize,
-            bp: &[f32],
-            kc: usize,
-            c: *mut f32,
-            ldc: usize,
-            mr: usize,
-            nr: usize,
-            first: bool,
-            pf: &[*const i8],
-        ) {
-            // SAFETY: forwarded.
-            unsafe { tile512(a, lda, bp, kc, c, ldc, mr, nr, first, pf) }
-        }
-    }
+    pub const AVX512_TILE: TileFn = tile512;
 
     /// Packs with AVX2 into a block `NRP` wide (8-column groups).
     #[allow(clippy::too_many_arguments)]
@@ -374,15 +289,17 @@ mod avx {
         }
     }
 
-    /// Column panels `p0..p1` (of `K::NR` columns) of the output: for each `KC` slice of `k`,
-    /// pack each panel's block of `B` and run every row panel of `A` against it.
+    /// Column panels `p0..p1` (of `NRT` columns) of the output: for each `KC` slice of `k`,
+    /// pack each panel's block of `B` and run every row panel of `A` against it through
+    /// `tile`, an `MRT x NRT` register tile.
     ///
     /// # Safety
-    /// `K`'s instructions are available; `w` holds `k * n` elements, `a` holds the `(m, k)`
+    /// `tile`'s instructions are available; `w` holds `k * n` elements, `a` holds the `(m, k)`
     /// input, `out` points at `m * n` writable floats of which this call owns columns
-    /// `p0 * K::NR .. min(p1 * K::NR, n)`.
+    /// `p0 * NRT .. min(p1 * NRT, n)`.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn columns<K: Micro, W: WeightElem>(
+    pub unsafe fn columns<W: WeightElem, const MRT: usize, const NRT: usize>(
+        tile: TileFn,
         a: &[f32],
         m: usize,
         k: usize,
@@ -393,19 +310,19 @@ mod avx {
         p1: usize,
         out: *mut f32,
     ) {
-        let row_panels = m.div_ceil(K::MR);
+        let row_panels = m.div_ceil(MRT);
         let mut buf = B_PANEL.with(|c| std::mem::take(&mut *c.borrow_mut()));
         // A 64-byte aligned block, so no load of a packed row straddles two cache lines.
-        buf.resize(KC * K::NR + 16, 0.0);
+        buf.resize(KC * NRT + 16, 0.0);
         let skip = buf.as_ptr().align_offset(64).min(16);
-        let bp = &mut buf[skip..skip + KC * K::NR];
+        let bp = &mut buf[skip..skip + KC * NRT];
         let mut pf = [std::ptr::null::<i8>(); MAX_PF];
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
             for panel in p0..p1 {
-                let j0 = panel * K::NR;
-                let nr = K::NR.min(n - j0);
+                let j0 = panel * NRT;
+                let nr = NRT.min(n - j0);
                 // The block packed next: this slice's next panel, else the next slice's first.
                 let next = if panel + 1 < p1 {
                     Some((k0, kc, panel + 1))
@@ -417,16 +334,16 @@ mod avx {
                 let ahead = next.map(|(nk0, nkc, np)| Ahead {
                     k0: nk0,
                     kc: nkc,
-                    j0: np * K::NR,
-                    nr: K::NR.min(n - np * K::NR),
+                    j0: np * NRT,
+                    nr: NRT.min(n - np * NRT),
                 });
                 let lines = ahead.map_or(0, |b| b.lines::<W>(layout));
                 let per_tile = lines.div_ceil(row_panels).min(MAX_PF);
                 // SAFETY: forwarded; the block lies inside `w`.
-                unsafe { K::pack(layout, w, n, k, k0, kc, j0, nr, bp) }
+                unsafe { pack_avx2::<W, NRT>(layout, w, n, k, k0, kc, j0, nr, bp) }
                 for rp in 0..row_panels {
-                    let i0 = rp * K::MR;
-                    let mr = K::MR.min(m - i0);
+                    let i0 = rp * MRT;
+                    let mr = MRT.min(m - i0);
                     // Pull the next block of the weight toward L2 while this one computes:
                     // packing reads a row per `k` index, too scattered for the hardware
                     // prefetcher to hide (a third of the time went there without this).
@@ -442,7 +359,7 @@ mod avx {
                     // SAFETY: rows `i0..i0 + mr` and columns `j0..j0 + nr` are inside `out`
                     // and in this task's columns.
                     unsafe {
-                        K::tile(
+                        tile(
                             a.as_ptr().add(i0 * k + k0),
                             k,
                             bp,
