@@ -79,21 +79,20 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
             }
         }
         "results.jsonl" => eval_as_session(path),
-        _ if cahl_engine::import::detect(path).is_some() => {
-            let kind = cahl_engine::import::detect(path).expect("detected just above");
-            foreign_as_session(path, kind)
-        }
         "summary.json" => anyhow::bail!(
             "{} is an evaluation's summary: replay its results.jsonl (one row per item) or the \
              session it belongs to, or read it with `cahl-tui report SESSION`",
             path.display()
         ),
-        _ => anyhow::bail!(
-            "{} is not a session: replay takes a session directory, a trajectories.jsonl or a \
-             metrics.jsonl, an evaluation's results.jsonl, a verl rollout dump or a TRL \
-             completions table",
-            path.display()
-        ),
+        _ => match cahl_engine::import::detect(path) {
+            Some(kind) => foreign_as_session(path, kind),
+            None => anyhow::bail!(
+                "{} is not a session: replay takes a session directory, a trajectories.jsonl or a \
+                 metrics.jsonl, an evaluation's results.jsonl, a verl rollout dump or a TRL \
+                 completions table",
+                path.display()
+            ),
+        },
     }
 }
 

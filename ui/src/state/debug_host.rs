@@ -86,7 +86,11 @@ impl AppState {
             Some(s) => match self.checkpoint_path(s) {
                 Some(p) => Some((p, s)),
                 None => {
-                    self.log(Level::Warn, format!("debugger: no checkpoint of step {s}"));
+                    let text = format!("no checkpoint of step {s} in this session");
+                    self.log(Level::Warn, format!("debugger: {text}"));
+                    if let Some(d) = self.debugger.as_mut() {
+                        d.message = Some(text);
+                    }
                     return Vec::new();
                 }
             },

@@ -348,14 +348,7 @@ pub fn draw(f: &mut Frame, area: Rect, d: &DebuggerState) {
 /// The checkpoint picker: fresh adapters, then every checkpoint; the loaded one marked.
 fn draw_picker(f: &mut Frame, area: Rect, d: &DebuggerState, at: usize) {
     let choices = d.checkpoint_choices();
-    let loaded = match &d.model {
-        ModelState::Ready {
-            step,
-            reloadable: true,
-            ..
-        } => Some(*step),
-        _ => None,
-    };
+    let loaded = d.loaded_step();
     let items: Vec<ListItem> = choices
         .iter()
         .map(|c| {

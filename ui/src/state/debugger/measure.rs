@@ -104,8 +104,9 @@ impl DebuggerState {
             .collect()
     }
 
-    /// The checkpoint step of the loaded adapters, if loaded on demand.
-    fn loaded_step(&self) -> Option<Option<u64>> {
+    /// The checkpoint step of the loaded adapters (`Some(None)`: fresh adapters), when the
+    /// model was loaded on demand.
+    pub fn loaded_step(&self) -> Option<Option<u64>> {
         match &self.model {
             ModelState::Ready {
                 step,
