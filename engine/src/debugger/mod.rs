@@ -60,6 +60,10 @@ pub struct EngineBackend {
     adapters: String,
     /// The BM25 index behind Bamboogle's search tool, if any ([`EngineBackend::set_search_index`]).
     search: Option<Arc<Bm25Index>>,
+    /// The last built-in task looked up by id for [`EngineBackend::full_task`], and what was
+    /// found (a lookup regenerates tasks: ~0.1 s for a generated id, several for an id that is
+    /// not one; once per task rather than once per step).
+    found: Option<(String, Option<Task>)>,
 }
 
 /// The engine task behind a debugger task. Tool schemas that do not parse are an error.
@@ -137,10 +141,13 @@ impl EngineBackend {
     /// The engine task of a debugger task, completed where it can be: a built-in task found
     /// by its id (with the same request) brings its gold final state and derived arguments,
     /// which the debugger protocol does not carry, so success is judged as in training.
-    fn full_task(&self, t: &DebugTask) -> std::result::Result<Task, BackendError> {
+    fn full_task(&mut self, t: &DebugTask) -> std::result::Result<Task, BackendError> {
         let mut task = task_of(t)?;
         if task.world == crate::worlds::builtin::WORLD_NAME && !task.id.is_empty() {
-            if let Ok(found) = lookup::find_task(&task.id) {
+            if self.found.as_ref().is_none_or(|(id, _)| *id != task.id) {
+                self.found = Some((task.id.clone(), lookup::find_task(&task.id).ok()));
+            }
+            if let Some((_, Some(found))) = self.found.clone() {
                 if found.request == task.request {
                     task.gold_final_state = found.gold_final_state;
                     if found.gold_calls == task.gold_calls {
@@ -419,6 +426,7 @@ pub fn engine_backend(
         loaded,
         adapters,
         search: None,
+        found: None,
     })
 }
 
