@@ -50,6 +50,9 @@ enum Command {
     /// The case library of a session: misalignment probes saved from the debugger (`a`),
     /// re-run against checkpoints as a regression suite.
     Cases(cmd::cases::CasesArgs),
+    /// Serve the model and its adapters behind an OpenAI-compatible API (completions, chat
+    /// completions with tools, runtime LoRA loading), e.g. for `train --endpoint`.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -82,5 +85,6 @@ fn main() -> Result<()> {
         Command::Report(a) => cmd::report::report(a),
         Command::Compare(a) => cmd::report::compare(a),
         Command::Cases(a) => pooled(|| cmd::cases::run(a)),
+        Command::Serve(a) => cmd::serve::run(a),
     }
 }

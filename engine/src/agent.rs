@@ -6,10 +6,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{LocalBackend, RolloutBackend, SampleRequest};
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
 use crate::load::embedded;
 use crate::model::{LoraAdapter, Model};
+use crate::sampling::Completion;
 use crate::tokenizer::Tokenizer;
 
 /// `[model]` of a configuration: which model, where, in which dtypes.
@@ -51,6 +53,8 @@ pub struct Agent {
     pub template: ChatTemplate,
     /// Where the model came from (for run info and PEFT's base_model_name_or_path).
     pub model_name: String,
+    /// Where [`Agent::sample`] samples when not in this process (`[backend]`; `None`: here).
+    pub remote: Option<std::sync::Arc<dyn RolloutBackend>>,
 }
 
 impl Agent {
@@ -87,6 +91,7 @@ impl Agent {
             tok,
             template,
             model_name: name,
+            remote: None,
         })
     }
 
@@ -119,6 +124,19 @@ impl Agent {
             ));
         }
         Ok(loaded)
+    }
+
+    /// Sample a group through the rollout backend: the remote one when set, else this
+    /// process's model ([`LocalBackend`]).
+    pub fn sample(&self, req: &SampleRequest<'_>) -> Result<Vec<Completion>> {
+        match &self.remote {
+            Some(b) => b.sample(req),
+            None => LocalBackend {
+                model: &self.model,
+                tok: &self.tok,
+            }
+            .sample(req),
+        }
     }
 
     /// Token ids of a system + user conversation with the generation prompt appended.

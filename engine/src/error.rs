@@ -75,6 +75,9 @@ pub enum EngineError {
     /// A training run ended without applying a single update (the reason says why).
     #[error("the run did not train: {0}")]
     NoUpdate(String),
+    /// A rollout server failed (after its retries): the endpoint and what happened.
+    #[error("rollout endpoint {endpoint}: {msg}")]
+    Endpoint { endpoint: String, msg: String },
     /// The model's current state does not allow the operation.
     #[error("{0}")]
     Unsupported(String),

@@ -496,6 +496,7 @@ pub fn import(path: &Path, kind: Foreign, out: &Path) -> Result<Imported> {
                 executor_reward: s.reward,
                 misaligned: false,
                 mode: kind.name().to_string(),
+                policy_version: None,
             };
             w.append_trajectory(&rec).map_err(|e| bad(out, e))?;
         }

@@ -1,6 +1,7 @@
 //! cahl-engine: model, tokenizer and chat templates, sampling, GRPO, tool worlds, rewards,
 //! hierarchical rollout and the trainer. No terminal code lives here.
 pub mod agent;
+pub mod backend;
 pub mod benchmarks;
 pub mod chat;
 pub mod debugger;

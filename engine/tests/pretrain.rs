@@ -307,6 +307,7 @@ fn adapter_sft_trains_both_adapters_and_leaves_the_base_alone() {
         tok,
         template,
         model_name: "tiny".into(),
+        remote: None,
     };
     let tasks = generate_tasks(Split::Train, 6, 4).unwrap();
     let held = generate_tasks(Split::Test, 2, 4).unwrap();

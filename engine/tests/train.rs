@@ -80,6 +80,7 @@ fn tiny_agent(seed: u64) -> Agent {
         tok,
         template,
         model_name: "tiny-random".into(),
+        remote: None,
     }
 }
 
@@ -1120,5 +1121,236 @@ fn ih_grpo_advantage_setting_is_honoured() {
                 "{how:?}: {a:?}"
             );
         }
+    }
+}
+
+// ---- The `openai` rollout backend against `serve` (see `cahl_engine::backend`). ----
+
+mod served {
+    use super::*;
+    use cahl_engine::backend::openai::OpenAiBackend;
+    use cahl_engine::backend::serve::{Server, ServerHandle};
+    use cahl_engine::backend::{BackendKind, BackendSection, RolloutBackend, SampleRequest};
+    use cahl_engine::sampling::SamplingParams;
+    use std::sync::Arc;
+
+    /// A server of the same tiny model the trainers hold (base weights only: the trainer
+    /// publishes its adapters).
+    fn serve() -> ServerHandle {
+        Server::bind(tiny_agent(3), "127.0.0.1:0", "tiny-random")
+            .unwrap()
+            .spawn(2)
+            .unwrap()
+    }
+
+    fn section(servers: &[&ServerHandle]) -> BackendSection {
+        BackendSection {
+            kind: BackendKind::OpenAi,
+            endpoints: servers
+                .iter()
+                .map(|s| format!("http://{}", s.addr))
+                .collect(),
+            retries: 1,
+            backoff_s: 0.01,
+            timeout_s: 60.0,
+            ..BackendSection::default()
+        }
+    }
+
+    fn remote(t: &mut Trainer, servers: &[&ServerHandle], dir: &Path) {
+        let b = OpenAiBackend::connect(&section(servers), dir).unwrap();
+        t.agent.remote = Some(Arc::new(b));
+    }
+
+    /// Everything of a step that does not depend on timing, with log-prob-derived numbers
+    /// rounded (the servers prefill whole prompts, the local backend reuses a cached prefix).
+    fn comparable(m: &MetricsRecord) -> Vec<String> {
+        let r = |x: f64| format!("{:.4}", x);
+        vec![
+            r(m.planner_reward),
+            r(m.executor_reward),
+            r(m.success_rate),
+            r(m.misaligned_rate),
+            r(m.planner.loss),
+            r(m.executor.loss),
+            r(m.planner.kl),
+            r(m.executor.kl),
+            format!("{:?}", m.components.keys().collect::<Vec<_>>()),
+        ]
+    }
+
+    #[test]
+    fn a_seeded_run_on_two_servers_gives_the_local_backends_metrics_and_trajectories() {
+        let cfg = TrainConfig {
+            steps: 3,
+            ..small_config()
+        };
+        let (a, b) = (serve(), serve());
+        let dir = tempfile::tempdir().unwrap();
+        let mut local = trainer(&cfg);
+        let mut served = trainer(&cfg);
+        remote(&mut served, &[&a, &b], dir.path());
+        for step in 1..=3u64 {
+            let l = local.step().unwrap();
+            let s = served.step().unwrap();
+            assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+            assert_eq!(
+                comparable(&l.metrics),
+                comparable(&s.metrics),
+                "step {step}"
+            );
+            assert_eq!(l.trajectories.len(), s.trajectories.len());
+            for (lt, st) in l.trajectories.iter().zip(&s.trajectories) {
+                // Same plans, calls, texts, rewards and advantages: the same samples.
+                assert_eq!(
+                    serde_json::to_value(lt).unwrap(),
+                    serde_json::to_value(st).unwrap(),
+                    "step {step}"
+                );
+                assert_eq!(st.policy_version, Some(step - 1));
+            }
+        }
+        // The same updates: the adapters agree.
+        for name in ["planner", "executor"] {
+            for (x, y) in snapshot(&local, name).iter().zip(snapshot(&served, name)) {
+                let d = x
+                    .iter()
+                    .zip(&y)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-4, "{name}: adapters differ by {d}");
+            }
+        }
+        // Only the newest version's adapters stay on disk and on the servers.
+        let mut kept: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["executor@2", "planner@2"]);
+        a.stop();
+        b.stop();
+    }
+
+    #[test]
+    fn a_published_adapter_changes_what_the_server_samples() {
+        let cfg = small_config();
+        let server = serve();
+        let dir = tempfile::tempdir().unwrap();
+        let t = trainer(&cfg);
+        let backend = OpenAiBackend::connect(&section(&[&server]), dir.path()).unwrap();
+        let prompt = t
+            .agent
+            .prompt_ids("You plan.", "Check the weather in Paris")
+            .unwrap();
+        let params = SamplingParams {
+            max_tokens: 6,
+            seed: 11,
+            ..SamplingParams::default()
+        };
+        let req = SampleRequest {
+            adapter: Some("planner"),
+            prefix: None,
+            prompt: &prompt,
+            g: 3,
+            first_stream: 5,
+            params: &params,
+        };
+        let local = |t: &Trainer| {
+            sample_group(
+                &t.agent.model,
+                Some("planner"),
+                &prompt,
+                3,
+                5,
+                &params,
+                &t.agent.tok,
+            )
+            .unwrap()
+        };
+        let close = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4)
+        };
+        backend.publish(0, &t.agent.model, "tiny-random").unwrap();
+        let before = backend.sample(&req).unwrap();
+        let want = local(&t);
+        for (x, y) in before.iter().zip(&want) {
+            assert_eq!(x.tokens, y.tokens);
+            assert!(close(&x.logprobs, &y.logprobs));
+        }
+        // New planner weights, published as version 1.
+        for (k, v) in t.agent.model.adapter("planner").unwrap().named_vars() {
+            if k.ends_with("lora_B.weight") {
+                let w = (v.as_tensor() * -3.0).unwrap();
+                v.set(&w).unwrap();
+            }
+        }
+        backend.publish(1, &t.agent.model, "tiny-random").unwrap();
+        assert_eq!(backend.policy_version(), Some(1));
+        let after = backend.sample(&req).unwrap();
+        assert!(
+            after
+                .iter()
+                .zip(&before)
+                .any(|(x, y)| !close(&x.logprobs, &y.logprobs)),
+            "the served answer did not change after loading new weights"
+        );
+        for (x, y) in after.iter().zip(&local(&t)) {
+            assert_eq!(x.tokens, y.tokens);
+            assert!(close(&x.logprobs, &y.logprobs));
+        }
+        // The old version is gone from the server.
+        let models: serde_json::Value = http_get(&format!("http://{}/v1/models", server.addr));
+        let ids: Vec<&str> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["tiny-random", "executor@1", "planner@1"]);
+        server.stop();
+    }
+
+    /// `GET url` as JSON, over a bare TCP connection (HTTP/1.0: the server closes after).
+    fn http_get(url: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        serde_json::from_str(body).unwrap()
+    }
+
+    #[test]
+    fn a_server_that_dies_mid_step_fails_the_step_naming_it_and_a_new_one_continues() {
+        let cfg = small_config();
+        let server = serve();
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trainer(&cfg);
+        remote(&mut t, &[&server], dir.path());
+        t.step().unwrap();
+        // Version 1 is served; the server then goes away: step 2 fails in its rollouts.
+        t.publish_adapters().unwrap();
+        let addr = server.addr;
+        server.stop();
+        let e = t.step().unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, cahl_engine::EngineError::Endpoint { .. }),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("{addr}/v1")), "{msg}");
+        assert!(msg.contains("POST /completions failed 2 time(s)"), "{msg}");
+        assert_eq!(t.steps_done(), 1, "a failed step changes nothing");
+        // Another server: the run goes on from where it was.
+        let other = serve();
+        remote(&mut t, &[&other], dir.path());
+        let r = t.step().unwrap();
+        assert_eq!(r.metrics.step, 2);
+        assert_eq!(r.trajectories[0].policy_version, Some(1));
+        other.stop();
     }
 }

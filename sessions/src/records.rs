@@ -412,6 +412,10 @@ pub struct TrajectoryRecord {
     pub misaligned: bool,
     /// How it was produced, e.g. `"train"`, `"eval"`, `"debug"`.
     pub mode: String,
+    /// The policy version it was sampled with: the number of updates the adapters had seen
+    /// (training only; `step - 1 - policy_version` is its staleness).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 impl Default for TrajectoryRecord {
@@ -426,6 +430,7 @@ impl Default for TrajectoryRecord {
             executor_reward: f64::NAN,
             misaligned: false,
             mode: String::new(),
+            policy_version: None,
         }
     }
 }
@@ -466,6 +471,10 @@ pub struct RunInfo {
     /// "oracle-best"`): rewards and success are optimistic. Shown in the UI's header.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oracle: bool,
+    /// Where rollouts were sampled when not in the trainer's process, e.g.
+    /// `"openai (2 endpoints: …)"` (empty: locally).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
 }
 
 impl Default for RunInfo {
@@ -480,6 +489,7 @@ impl Default for RunInfo {
             device: String::new(),
             tool: String::new(),
             oracle: false,
+            backend: String::new(),
         }
     }
 }
@@ -503,6 +513,7 @@ impl RunInfo {
             device: device.into(),
             tool: format!("cahl-sessions {}", env!("CARGO_PKG_VERSION")),
             oracle: false,
+            backend: String::new(),
         }
     }
 }

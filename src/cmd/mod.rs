@@ -10,5 +10,6 @@ pub mod pretrain;
 pub mod replay;
 pub mod report;
 pub mod score;
+pub mod serve;
 pub mod sft;
 pub mod train;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
+use cahl_engine::backend::openai::OpenAiBackend;
+use cahl_engine::backend::BackendKind;
 use cahl_engine::benchmarks::{training_world, TrainingWorld};
 use cahl_engine::load::embedded;
 use cahl_engine::train::{self, Agent, Mode, TrainConfig, Trainer};
@@ -66,6 +68,19 @@ pub struct TrainArgs {
     /// PEFT `planner/` and `executor/` sub-folders, e.g. a checkpoint) instead of PEFT's init.
     #[arg(long, value_name = "DIR")]
     pub init_adapters: Option<PathBuf>,
+    /// Sample rollouts on this OpenAI-compatible server (repeatable: requests spread across
+    /// them): `cahl-tui serve` or vLLM with runtime LoRA updating. Sets [backend] kind =
+    /// "openai" and its endpoints, also on --resume.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Vec<String>,
+}
+
+/// `--endpoint` overrides `[backend]`.
+fn apply_endpoints(cfg: &mut TrainConfig, endpoints: &[String]) {
+    if !endpoints.is_empty() {
+        cfg.backend.kind = BackendKind::OpenAi;
+        cfg.backend.endpoints = endpoints.to_vec();
+    }
 }
 
 /// The model of `[model]` (the embedded one when the path is empty or "embedded") with its
@@ -153,6 +168,7 @@ pub fn resolve_config(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
+    apply_endpoints(&mut cfg, &args.endpoint);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -178,10 +194,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(w) = args.workers {
             c.workers = w;
         }
+        apply_endpoints(&mut c, &args.endpoint);
         c.validate()?;
         c
     } else {
         resolve_config(&args)?
+    };
+    // A server that does not answer fails here, before the model loads.
+    let mut backend = match cfg.backend.kind {
+        BackendKind::OpenAi => {
+            let b = OpenAiBackend::connect(&cfg.backend, std::path::Path::new(""))?;
+            eprintln!(
+                "rollouts: {}",
+                cahl_engine::backend::RolloutBackend::describe(&b)
+            );
+            Some(b)
+        }
+        BackendKind::Local => None,
     };
     // Fail on a bad world or data path before the model loads.
     let TrainingWorld {
@@ -229,6 +258,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         };
         let info = RunInfo {
             oracle: cfg.rollout.continue_with.is_oracle(),
+            backend: backend
+                .as_ref()
+                .map(cahl_engine::backend::RolloutBackend::describe)
+                .unwrap_or_default(),
             ..RunInfo::new(
                 cfg.model.path.clone(),
                 cfg.mode.name().to_string(),
@@ -240,6 +273,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let w = SessionWriter::create(&dir, &cfg.to_toml()?, &info)?;
         (w, dir)
     };
+    if let Some(mut b) = backend.take() {
+        b.set_adapter_dir(&cfg.backend.adapter_dir_for(&dir));
+        trainer.agent.remote = Some(std::sync::Arc::new(b));
+    }
     let _log_guard = crate::logging::to_file(&writer.log_path());
     tracing::info!("session {}", dir.display());
     // What resume repaired or chose: on the terminal and in the log.

@@ -278,6 +278,11 @@ impl Model {
             .ok_or_else(|| EngineError::NoAdapter(name.to_string()))
     }
 
+    /// Remove the adapter `name`; `None` when there was none.
+    pub fn remove_adapter(&mut self, name: &str) -> Option<LoraAdapter> {
+        self.adapters.remove(name)
+    }
+
     pub fn adapter_names(&self) -> Vec<String> {
         self.adapters.keys().cloned().collect()
     }

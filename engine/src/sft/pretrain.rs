@@ -224,6 +224,7 @@ pub fn eval_base(
         tok: tok.clone(),
         template: template.clone(),
         model_name: "pretrain".into(),
+        remote: None,
     };
     let world = BuiltinWorld::new();
     let mut cfg = TrainConfig::default();

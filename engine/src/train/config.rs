@@ -167,6 +167,8 @@ pub struct TrainConfig {
     /// depend on it, except with LoRA dropout, which forces 1.
     pub workers: usize,
     pub model: ModelSection,
+    /// Where rollouts are sampled ([`crate::backend`]).
+    pub backend: crate::backend::BackendSection,
     pub world: WorldSection,
     pub rollout: RolloutSection,
     pub lora: PerPolicy<LoraConfig>,
@@ -335,6 +337,7 @@ impl TrainConfig {
         if self.steps == 0 {
             return bad("steps", 0, "at least 1");
         }
+        self.backend.validate()?;
         // A GRPO group of one sample has no spread: its advantage is 0 and nothing is learned.
         if self.rollout.plans_per_task < 2 && self.mode.trains_planner() {
             return bad(

@@ -25,6 +25,7 @@ use cahl_sessions::records::{ExecSample, PlanRecord, StepRecord, TrajectoryRecor
 use serde_json::Value;
 
 use crate::agent::Agent;
+use crate::backend::SampleRequest;
 use crate::error::Result;
 use crate::grpo::{group_advantages, per_index_advantages, SeqAdvantage};
 use crate::parse::{
@@ -34,7 +35,7 @@ use crate::rewards::align::{gold_turns, mark_made, step_gold, turn_gold};
 use crate::rewards::{
     align_plan, executor_step_reward_parsed, planner_reward_parsed, PlanEpisode, RewardBreakdown,
 };
-use crate::sampling::{sample_group_with, Detok, SamplingParams};
+use crate::sampling::{Detok, SamplingParams};
 use crate::train::config::{IhAdvantage, TrainConfig};
 use crate::train::prompts;
 use crate::worlds::refs::resolve_call;
@@ -308,16 +309,14 @@ pub fn rollout_ih_grpo(
         ..cfg.rollout.executor.clone()
     };
     let g = cfg.rollout.samples_per_step.max(1);
-    let comps = sample_group_with(
-        &agent.model,
-        Some("executor"),
-        prefixes.executor.as_ref(),
-        &prompt,
+    let comps = agent.sample(&SampleRequest {
+        adapter: Some("executor"),
+        prefix: prefixes.executor.as_ref(),
+        prompt: &prompt,
         g,
-        0,
-        &params,
-        &agent.tok,
-    )?;
+        first_stream: 0,
+        params: &params,
+    })?;
     let mut scored = Vec::with_capacity(g);
     for c in &comps {
         scored.push(score_completion(world, task, &c.text, cfg)?);
@@ -464,6 +463,7 @@ pub fn rollout_ih_grpo(
         executor_reward: mean(&exec_r),
         misaligned: !any_success && planner_side_failure,
         mode: cfg.mode.name().to_string(),
+        policy_version: None,
     };
     Ok(TaskRollout {
         record,

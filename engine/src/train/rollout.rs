@@ -6,6 +6,7 @@ use cahl_sessions::records::{
 use serde_json::Value;
 
 use crate::agent::Agent;
+use crate::backend::SampleRequest;
 use crate::error::Result;
 use crate::eval::taxonomy::{classify, EpisodeView, Misalignment, Side};
 use crate::grpo::SeqAdvantage;
@@ -16,7 +17,7 @@ use crate::rewards::{
     align_plan, executor_step_reward_parsed, planner_reward_parsed, toolrl_reward, PlanEpisode,
     RewardBreakdown, ToolRlGold,
 };
-use crate::sampling::{sample_group_with, Completion, SamplingParams};
+use crate::sampling::{Completion, SamplingParams};
 use crate::train::config::{Continue, Mode, TrainConfig};
 use crate::train::prompts::{self, HistoryItem};
 use crate::worlds::{Observation, Task, World};
@@ -67,6 +68,10 @@ impl Prefixes {
     /// The planner's and the executor's shared prefixes for the world's tools, under their
     /// adapters (flat mode: the executor's only).
     pub fn for_rollouts(agent: &Agent, tools: &[ToolSchema], mode: Mode) -> Result<Prefixes> {
+        if agent.remote.is_some() {
+            // The servers sample (and cache prompt prefixes on their own).
+            return Ok(Prefixes::default());
+        }
         let build = |policy: Policy| -> Result<Option<Prefix>> {
             let ids = shared_prompt_ids(agent, tools, policy, mode)?;
             if ids.len() < crate::model::prefix::MIN_PREFIX {
@@ -236,16 +241,14 @@ fn executor_step(
     let prompt = agent.prompt_ids(system, &user)?;
     let params = params_with_seed(&cfg.rollout.executor, seed);
     let g = cfg.rollout.samples_per_step;
-    let comps = sample_group_with(
-        &agent.model,
-        Some("executor"),
+    let comps = agent.sample(&SampleRequest {
+        adapter: Some("executor"),
         prefix,
-        &prompt,
+        prompt: &prompt,
         g,
-        0,
-        &params,
-        &agent.tok,
-    )?;
+        first_stream: 0,
+        params: &params,
+    })?;
     let mut rewards = Vec::with_capacity(g);
     let mut samples = Vec::with_capacity(g);
     let mut parsed = Vec::with_capacity(g);
@@ -544,16 +547,14 @@ pub fn rollout_task_with(
     let pprompt = agent.prompt_ids(&psys, &task.request)?;
     let gh = cfg.rollout.plans_per_task;
     let pparams = params_with_seed(&cfg.rollout.planner, mix_seed(&[seed, 1]));
-    let plans = sample_group_with(
-        &agent.model,
-        Some("planner"),
-        prefixes.planner.as_ref(),
-        &pprompt,
-        gh,
-        0,
-        &pparams,
-        &agent.tok,
-    )?;
+    let plans = agent.sample(&SampleRequest {
+        adapter: Some("planner"),
+        prefix: prefixes.planner.as_ref(),
+        prompt: &pprompt,
+        g: gh,
+        first_stream: 0,
+        params: &pparams,
+    })?;
     let mut groups = Vec::new();
     let mut plan_records = Vec::new();
     let mut plan_rewards = Vec::new();
@@ -719,6 +720,7 @@ pub fn rollout_task_with(
         executor_reward: mean(&exec_rewards),
         misaligned: !any_success && planner_side_failure,
         mode: cfg.mode.name().to_string(),
+        policy_version: None,
     };
     Ok(TaskRollout {
         record,
@@ -867,6 +869,7 @@ pub fn rollout_flat(
         executor_reward: mean(&rewards),
         misaligned: false,
         mode: cfg.mode.name().to_string(),
+        policy_version: None,
     };
     Ok(TaskRollout {
         record,

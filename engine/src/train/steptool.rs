@@ -9,12 +9,13 @@ use cahl_sessions::records::TrajectoryRecord;
 use cahl_sessions::records::{ExecSample, PlanRecord, RewardBreakdown as RecBreakdown, StepRecord};
 
 use crate::agent::Agent;
+use crate::backend::SampleRequest;
 use crate::error::Result;
 use crate::grpo::{per_index_advantages, SeqAdvantage};
 use crate::parse::{call_record, parse_executor, ExecutorOutput, ToolCall};
 use crate::rewards::align::mark_made;
 use crate::rewards::steptool::{discounted_returns, steptool_step_reward, TurnView};
-use crate::sampling::{sample_group_with, Completion};
+use crate::sampling::Completion;
 use crate::train::config::TrainConfig;
 use crate::train::prompts;
 use crate::worlds::{Task, World};
@@ -74,18 +75,19 @@ fn sample_trajectory(
             &cfg.rollout.executor,
             mix_seed(&[seed, 4, i as u64, t as u64]),
         );
-        let completion = sample_group_with(
-            &agent.model,
-            Some("executor"),
-            prefixes.executor.as_ref(),
-            &prompt,
-            1,
-            0,
-            &params,
-            &agent.tok,
-        )?
-        .pop()
-        .ok_or_else(|| crate::EngineError::Invalid("the sampler returned no completion".into()))?;
+        let completion = agent
+            .sample(&SampleRequest {
+                adapter: Some("executor"),
+                prefix: prefixes.executor.as_ref(),
+                prompt: &prompt,
+                g: 1,
+                first_stream: 0,
+                params: &params,
+            })?
+            .pop()
+            .ok_or_else(|| {
+                crate::EngineError::Invalid("the sampler returned no completion".into())
+            })?;
         let output = parse_executor(&completion.text);
         let before = history.len();
         let (calls, _) = run_calls(world, output.calls(), &mut history);
@@ -265,6 +267,7 @@ pub fn rollout_steptool(
         executor_reward: mean(&all_r),
         misaligned: false,
         mode: cfg.mode.name().to_string(),
+        policy_version: None,
     };
     Ok(TaskRollout {
         record,

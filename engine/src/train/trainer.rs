@@ -182,11 +182,31 @@ impl Trainer {
         self.cfg.max_minutes > 0.0 && self.elapsed_s >= self.cfg.max_minutes * 60.0
     }
 
+    /// Have a remote rollout backend sample with the current adapters (the version after
+    /// `steps_done()` updates); nothing for the local backend.
+    pub fn publish_adapters(&self) -> Result<()> {
+        if let Some(b) = &self.agent.remote {
+            b.publish(self.step, &self.agent.model, &self.agent.model_name)?;
+        }
+        Ok(())
+    }
+
+    /// The policy version rollouts sample with now: the remote backend's published one, or
+    /// (local) the number of updates applied.
+    pub fn policy_version(&self) -> u64 {
+        self.agent
+            .remote
+            .as_ref()
+            .and_then(|b| b.policy_version())
+            .unwrap_or(self.step)
+    }
+
     /// Greedy evaluation on the held-out tasks (`None` without any).
     pub fn evaluate(&mut self) -> Result<Option<HeldOutEval>> {
         if self.eval_tasks.is_empty() {
             return Ok(None);
         }
+        self.publish_adapters()?;
         let q = quick_eval_on(
             &self.agent,
             self.world.as_ref(),
@@ -241,6 +261,9 @@ impl Trainer {
             .enumerate()
             .map(|(i, ti)| (i, self.tasks[ti].clone(), self.world.fork()))
             .collect();
+        // A remote backend samples with the adapters after `self.step` updates.
+        self.publish_adapters()?;
+        let version = self.policy_version();
         let tools = self.world.tools();
         let prefixes = Prefixes::for_rollouts(&self.agent, &tools, self.cfg.mode)?;
         let (agent, cfg, prefixes) = (&self.agent, &self.cfg, &prefixes);
@@ -253,7 +276,13 @@ impl Trainer {
         });
         for (id, r) in results {
             match r {
-                Ok(r) => rollouts.push(r),
+                Ok(mut r) => {
+                    r.record.policy_version = Some(version);
+                    rollouts.push(r)
+                }
+                // A server that failed after its retries fails the step: the step's other
+                // tasks would otherwise train on a silently smaller batch.
+                Err(e @ EngineError::Endpoint { .. }) => return Err(e),
                 Err(e) => warnings.push(format!("task {id}: rollout failed: {e}")),
             }
         }

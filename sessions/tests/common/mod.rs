@@ -124,5 +124,6 @@ pub fn trajectory(step: u64, i: usize) -> TrajectoryRecord {
         executor_reward: 0.6875,
         misaligned: i % 2 == 1,
         mode: "train".to_string(),
+        policy_version: Some(step.saturating_sub(1)),
     }
 }

@@ -222,6 +222,8 @@ pub struct TrajList {
     pub expanded: bool,
     /// Scroll offset (lines) of the expanded view.
     pub detail_scroll: usize,
+    /// The newest trajectory's (step, policy version), when its record says it.
+    pub policy: Option<(u64, u64)>,
 }
 
 impl TrajList {
@@ -240,6 +242,7 @@ impl TrajList {
             selected: None,
             expanded: false,
             detail_scroll: 0,
+            policy: None,
         }
     }
 
@@ -272,6 +275,12 @@ impl TrajList {
     ) {
         let seq = self.next_seq.max(disk_index as u64);
         self.next_seq = seq + 1;
+        if let Some(v) = record.as_ref().and_then(|r| r.policy_version) {
+            let step = record.as_ref().map_or(0, |r| r.step);
+            if self.policy.is_none_or(|(s, _)| step >= s) {
+                self.policy = Some((step, v));
+            }
+        }
         let item = match record {
             Some(r) => TrajItem::from_record(seq, Some(disk_index), r),
             None => TrajItem::from_summary(seq, Some(disk_index), summary),

@@ -213,6 +213,21 @@ fn title_line(s: &AppState) -> Line<'static> {
                 Style::new().bold().fg(Color::Yellow),
             ));
         }
+        if !i.backend.is_empty() {
+            spans.push(Span::raw(format!(" rollouts {} ", i.backend)));
+        }
+    }
+    // Staleness: steps between the policy a rollout was sampled with and the one it trains.
+    if let Some((step, v)) = s.trajs.policy {
+        let stale = step.saturating_sub(1).saturating_sub(v);
+        spans.push(Span::styled(
+            format!(" policy v{v}, {stale} stale "),
+            if stale > 0 {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new().dim()
+            },
+        ));
     }
     spans.push(Span::styled(" ? help ", Style::new().dim()));
     if let Some(p) = &s.session_path {

@@ -226,8 +226,13 @@ pub fn trajectory_lines(r: &TrajectoryRecord) -> Vec<Line<'static>> {
     out.push(Line::from(vec![
         Span::styled(format!("task {} ", r.task.id), Style::new().bold()),
         Span::raw(format!(
-            "[{}] step {} seed {} ",
-            r.task.split, r.step, r.seed
+            "[{}] step {} seed {} {}",
+            r.task.split,
+            r.step,
+            r.seed,
+            r.policy_version
+                .map(|v| format!("policy v{v} "))
+                .unwrap_or_default()
         )),
         ok(r.success),
         if r.misaligned {

@@ -206,6 +206,7 @@ pub fn trajectory(step: u64, k: u64) -> TrajectoryRecord {
         executor_reward: if success { 0.5 } else { 0.0 },
         misaligned,
         mode: "train".into(),
+        policy_version: Some(step.saturating_sub(1)),
     }
 }
 

@@ -1,0 +1,536 @@
+//! The `openai` rollout backend: groups sampled on OpenAI-compatible servers.
+//!
+//! Each group is one `POST {base}/completions` request with the prompt as token ids (the
+//! trainer's tokenizer and chat template decide the prompt, exactly as in the local backend),
+//! `n` = the group size, the sampling settings, `seed`, `logprobs: 0` (the sampled tokens'
+//! log-probs) and `return_token_ids: true` (vLLM ≥ 0.10.2; older servers started with
+//! `--return-tokens-as-token-ids` give them as `"token_id:N"` strings, which are read too).
+//! `cahl_stream` carries the first RNG stream of the group; `cahl-tui serve` uses it so a
+//! seeded run gives the local backend's samples, other servers ignore it.
+//!
+//! Requests go round-robin over the endpoints. A request that fails by connection, timeout,
+//! HTTP 5xx or 429 is retried `[backend].retries` times with exponential backoff; then the
+//! step fails with [`EngineError::Endpoint`] naming the endpoint. A 4xx answer fails at once.
+//!
+//! Adapters: [`OpenAiBackend::publish`] writes `planner@V` and `executor@V` PEFT folders (f32)
+//! under the adapter folder and posts `/load_lora_adapter` (`lora_name`, `lora_path`) to every
+//! endpoint, then `/unload_lora_adapter` for the previous version, as vLLM documents with
+//! `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{BackendSection, RolloutBackend, SampleRequest};
+use crate::error::{EngineError, Result};
+use crate::model::Model;
+use crate::sampling::{Completion, FinishReason};
+
+/// The API base of an endpoint URL: `http://h:p` and `http://h:p/v1` both give
+/// `http://h:p/v1`. Only plain HTTP is spoken (put a TLS-terminating proxy in front of a
+/// remote server, or tunnel it).
+pub fn base_url(url: &str) -> Result<String> {
+    let u = url.trim().trim_end_matches('/');
+    if u.starts_with("https://") {
+        return Err(EngineError::Config(format!(
+            "endpoint {url}: https is not supported (this build speaks plain HTTP); use an http:// URL, e.g. through an SSH tunnel"
+        )));
+    }
+    let Some(rest) = u.strip_prefix("http://") else {
+        return Err(EngineError::Config(format!(
+            "endpoint {url:?}: expected an http://host:port URL"
+        )));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(EngineError::Config(format!(
+            "endpoint {url:?}: no host in the URL"
+        )));
+    }
+    Ok(if u.ends_with("/v1") {
+        u.to_string()
+    } else {
+        format!("{u}/v1")
+    })
+}
+
+/// Sampling on OpenAI-compatible servers (see the module docs).
+pub struct OpenAiBackend {
+    /// API bases (`…/v1`), in the order given.
+    bases: Vec<String>,
+    http: ureq::Agent,
+    next: AtomicUsize,
+    retries: u32,
+    backoff: Duration,
+    api_key: Option<String>,
+    adapter_dir: PathBuf,
+    /// The base model's name on the servers (for requests without an adapter).
+    base_model: String,
+    /// The policy version whose adapters the servers hold.
+    version: Mutex<Option<u64>>,
+}
+
+/// What one attempt of a request gave.
+enum Attempt {
+    Ok(Value),
+    /// Worth retrying (connection, timeout, 5xx, 429).
+    Retry(String),
+    /// Not worth retrying (4xx, a body that is not JSON).
+    Fail(String),
+}
+
+impl OpenAiBackend {
+    /// Connect to the endpoints of `section`: each must answer `GET /models` (so a wrong URL
+    /// fails before the first step). Adapters will be written under `adapter_dir`.
+    pub fn connect(section: &BackendSection, adapter_dir: &Path) -> Result<OpenAiBackend> {
+        section.validate()?;
+        let bases = section
+            .endpoints
+            .iter()
+            .map(|e| base_url(e))
+            .collect::<Result<Vec<_>>>()?;
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs_f64(section.timeout_s)))
+            .http_status_as_error(false)
+            // A fresh connection per request: a group's sampling dwarfs the handshake, and a
+            // pooled connection to a server that went away would wait out the timeout.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .build()
+            .into();
+        let api_key = if section.api_key_env.is_empty() {
+            None
+        } else {
+            Some(std::env::var(&section.api_key_env).map_err(|_| {
+                EngineError::Config(format!(
+                    "[backend].api_key_env names {:?}, which is not set",
+                    section.api_key_env
+                ))
+            })?)
+        };
+        let mut b = OpenAiBackend {
+            bases,
+            http,
+            next: AtomicUsize::new(0),
+            retries: section.retries,
+            backoff: Duration::from_secs_f64(section.backoff_s),
+            api_key,
+            adapter_dir: adapter_dir.to_path_buf(),
+            base_model: String::new(),
+            version: Mutex::new(None),
+        };
+        for i in 0..b.bases.len() {
+            let models = b.request(i, "GET", "models", None)?;
+            let first = models
+                .get("data")
+                .and_then(Value::as_array)
+                .and_then(|d| {
+                    // The base model: the entry without a parent (vLLM lists adapters with one).
+                    d.iter()
+                        .find(|m| m.get("parent").is_none_or(Value::is_null))
+                        .or(d.first())
+                })
+                .and_then(|m| m.get("id"))
+                .and_then(Value::as_str)
+                .map(String::from);
+            match (first, i) {
+                (Some(id), 0) => b.base_model = id,
+                (Some(_), _) => {}
+                (None, _) => {
+                    return Err(EngineError::Endpoint {
+                        endpoint: b.bases[i].clone(),
+                        msg: "GET /models lists no model".into(),
+                    })
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    /// Write the adapters under `dir` from now on (e.g. once the session folder is known).
+    pub fn set_adapter_dir(&mut self, dir: &Path) {
+        self.adapter_dir = dir.to_path_buf();
+    }
+
+    /// The API bases in use.
+    pub fn endpoints(&self) -> &[String] {
+        &self.bases
+    }
+
+    /// One request to endpoint `i` with retries; the answer's JSON.
+    fn request(&self, i: usize, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}/{path}", self.bases[i]);
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                std::thread::sleep(self.backoff * (1u32 << (attempt - 1).min(16)));
+            }
+            match self.attempt(&url, method, body) {
+                Attempt::Ok(v) => return Ok(v),
+                Attempt::Fail(msg) => {
+                    return Err(EngineError::Endpoint {
+                        endpoint: self.bases[i].clone(),
+                        msg: format!("{method} /{path}: {msg}"),
+                    })
+                }
+                Attempt::Retry(msg) => last = msg,
+            }
+        }
+        Err(EngineError::Endpoint {
+            endpoint: self.bases[i].clone(),
+            msg: format!(
+                "{method} /{path} failed {} time(s): {last}",
+                self.retries + 1
+            ),
+        })
+    }
+
+    fn attempt(&self, url: &str, method: &str, body: Option<&Value>) -> Attempt {
+        let sent = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.http.get(url);
+                if let Some(k) = &self.api_key {
+                    r = r.header("Authorization", format!("Bearer {k}"));
+                }
+                r.call()
+            }
+            (_, b) => {
+                let mut r = self.http.post(url);
+                if let Some(k) = &self.api_key {
+                    r = r.header("Authorization", format!("Bearer {k}"));
+                }
+                r.send_json(b.cloned().unwrap_or(Value::Null))
+            }
+        };
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(e.to_string()),
+        };
+        let status = resp.status().as_u16();
+        let text = match resp.body_mut().read_to_string() {
+            Ok(t) => t,
+            Err(e) => return Attempt::Retry(format!("reading the answer: {e}")),
+        };
+        if status == 429 || status >= 500 {
+            return Attempt::Retry(format!("HTTP {status}: {}", snippet(&text)));
+        }
+        if status >= 400 {
+            return Attempt::Fail(format!("HTTP {status}: {}", snippet(&text)));
+        }
+        if text.trim().is_empty() {
+            return Attempt::Ok(Value::Null);
+        }
+        match serde_json::from_str(&text) {
+            Ok(v) => Attempt::Ok(v),
+            // vLLM's LoRA endpoints answer 200 with a plain-text sentence.
+            Err(_) if !url.ends_with("completions") => Attempt::Ok(Value::String(text)),
+            Err(e) => Attempt::Fail(format!("answer is not JSON ({e}): {}", snippet(&text))),
+        }
+    }
+
+    /// The model name a request uses: `role@version`, or the base model.
+    fn model_name(&self, adapter: Option<&str>) -> Result<String> {
+        let Some(role) = adapter else {
+            return Ok(self.base_model.clone());
+        };
+        let v = self
+            .version
+            .lock()
+            .map_err(|_| EngineError::Poisoned("backend version"))?;
+        match *v {
+            Some(v) => Ok(format!("{role}@{v}")),
+            None => Err(EngineError::Invalid(
+                "the openai backend has no adapters published yet".into(),
+            )),
+        }
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let t = text.trim();
+    let mut end = t.len().min(300);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < t.len() {
+        format!("{}…", &t[..end])
+    } else {
+        t.to_string()
+    }
+}
+
+/// The request body of one group (see the module docs).
+pub fn completion_body(model: &str, req: &SampleRequest<'_>) -> Value {
+    let p = req.params;
+    let temperature = if p.greedy { 0.0 } else { p.temperature };
+    json!({
+        "model": model,
+        "prompt": req.prompt,
+        "n": req.g,
+        "max_tokens": p.max_tokens,
+        "temperature": temperature,
+        "top_p": p.top_p,
+        "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
+        "seed": p.seed,
+        "stop": p.stop,
+        "include_stop_str_in_output": true,
+        "skip_special_tokens": true,
+        "logprobs": 0,
+        "return_token_ids": true,
+        "cahl_stream": req.first_stream,
+    })
+}
+
+/// The completions of an answer to [`completion_body`], in choice-index order.
+pub fn parse_completions(answer: &Value, g: usize) -> std::result::Result<Vec<Completion>, String> {
+    let choices = answer
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or("the answer has no `choices` list")?;
+    if choices.len() != g {
+        return Err(format!("asked for {g} completions, got {}", choices.len()));
+    }
+    let mut out: Vec<(u64, Completion)> = Vec::with_capacity(g);
+    for (k, c) in choices.iter().enumerate() {
+        let index = c.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
+        let text = c
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let lp = c.get("logprobs").filter(|v| !v.is_null());
+        let tokens: Vec<u32> = match c.get("token_ids").and_then(Value::as_array) {
+            Some(ids) => ids
+                .iter()
+                .map(|v| v.as_u64().map(|x| x as u32))
+                .collect::<Option<_>>()
+                .ok_or(format!("choice {index}: token_ids holds a non-integer"))?,
+            None => lp
+                .and_then(|l| l.get("tokens"))
+                .and_then(Value::as_array)
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| {
+                            t.as_str()
+                                .and_then(|s| s.strip_prefix("token_id:"))
+                                .and_then(|n| n.parse::<u32>().ok())
+                        })
+                        .collect::<Option<Vec<u32>>>()
+                })
+                .flatten()
+                .ok_or(format!(
+                    "choice {index} has no token ids: the server needs `return_token_ids` (vLLM >= 0.10.2) or --return-tokens-as-token-ids"
+                ))?,
+        };
+        let logprobs: Vec<f32> = lp
+            .and_then(|l| l.get("token_logprobs"))
+            .and_then(Value::as_array)
+            .ok_or(format!("choice {index} has no logprobs.token_logprobs"))?
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as f32))
+            .collect::<Option<_>>()
+            .ok_or(format!("choice {index}: a token log-prob is not a number"))?;
+        if logprobs.len() != tokens.len() {
+            return Err(format!(
+                "choice {index}: {} token ids but {} log-probs",
+                tokens.len(),
+                logprobs.len()
+            ));
+        }
+        let finish = match c.get("finish_reason").and_then(Value::as_str) {
+            Some("length") => FinishReason::Length,
+            Some(_) => match c.get("stop_reason") {
+                Some(Value::String(_)) => FinishReason::Stop,
+                _ => FinishReason::Eos,
+            },
+            None => FinishReason::Length,
+        };
+        out.push((
+            index,
+            Completion {
+                tokens,
+                text,
+                logprobs,
+                finish,
+            },
+        ));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
+impl RolloutBackend for OpenAiBackend {
+    fn describe(&self) -> String {
+        format!(
+            "openai ({} endpoint{}: {})",
+            self.bases.len(),
+            if self.bases.len() == 1 { "" } else { "s" },
+            self.bases.join(", ")
+        )
+    }
+
+    fn sample(&self, req: &SampleRequest<'_>) -> Result<Vec<Completion>> {
+        if req.g == 0 {
+            return Ok(Vec::new());
+        }
+        if req.prompt.is_empty() {
+            return Err(EngineError::Invalid(
+                "cannot sample from an empty prompt".into(),
+            ));
+        }
+        let model = self.model_name(req.adapter)?;
+        let body = completion_body(&model, req);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        let answer = self.request(i, "POST", "completions", Some(&body))?;
+        parse_completions(&answer, req.g).map_err(|msg| EngineError::Endpoint {
+            endpoint: self.bases[i].clone(),
+            msg: format!("POST /completions ({model}): {msg}"),
+        })
+    }
+
+    fn policy_version(&self) -> Option<u64> {
+        self.version.lock().ok().and_then(|v| *v)
+    }
+
+    fn publish(&self, version: u64, model: &Model, base_model: &str) -> Result<()> {
+        let previous = self.policy_version();
+        if previous == Some(version) {
+            return Ok(());
+        }
+        let mut names = Vec::new();
+        for role in crate::agent::ROLES {
+            let Ok(a) = model.adapter(role) else { continue };
+            let name = format!("{role}@{version}");
+            let dir = self.adapter_dir.join(&name);
+            a.save_peft(&dir, base_model)?;
+            let path = std::fs::canonicalize(&dir).map_err(|e| EngineError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
+            names.push((name, path));
+        }
+        for i in 0..self.bases.len() {
+            for (name, path) in &names {
+                // A server that kept this name from an earlier run holds other weights.
+                let _ = self.request(
+                    i,
+                    "POST",
+                    "unload_lora_adapter",
+                    Some(&json!({ "lora_name": name })),
+                );
+                self.request(
+                    i,
+                    "POST",
+                    "load_lora_adapter",
+                    Some(&json!({ "lora_name": name, "lora_path": path.display().to_string() })),
+                )?;
+            }
+        }
+        *self
+            .version
+            .lock()
+            .map_err(|_| EngineError::Poisoned("backend version"))? = Some(version);
+        if let Some(prev) = previous {
+            for role in crate::agent::ROLES {
+                let name = format!("{role}@{prev}");
+                for i in 0..self.bases.len() {
+                    // Best effort: a server that lost it already is fine.
+                    let _ = self.request(
+                        i,
+                        "POST",
+                        "unload_lora_adapter",
+                        Some(&json!({ "lora_name": name })),
+                    );
+                }
+                let _ = std::fs::remove_dir_all(self.adapter_dir.join(&name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_get_their_api_base() {
+        assert_eq!(
+            base_url("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(base_url("http://h:1/v1/").unwrap(), "http://h:1/v1");
+        let e = base_url("https://h:1").unwrap_err().to_string();
+        assert!(e.contains("https is not supported"), "{e}");
+        assert!(base_url("localhost:8000").is_err());
+        assert!(base_url("http://").is_err());
+    }
+
+    #[test]
+    fn completions_are_read_in_index_order_with_vllm_token_strings() {
+        let answer = json!({"choices": [
+            {"index": 1, "text": "b", "finish_reason": "length",
+             "logprobs": {"tokens": ["token_id:7", "token_id:8"], "token_logprobs": [-0.5, -1.0]}},
+            {"index": 0, "text": "a</x>", "finish_reason": "stop", "stop_reason": "</x>",
+             "token_ids": [3], "logprobs": {"tokens": ["a"], "token_logprobs": [-0.25]}},
+        ]});
+        let c = parse_completions(&answer, 2).unwrap();
+        assert_eq!(c[0].tokens, vec![3]);
+        assert_eq!(c[0].finish, FinishReason::Stop);
+        assert_eq!(c[0].logprobs, vec![-0.25]);
+        assert_eq!(c[1].tokens, vec![7, 8]);
+        assert_eq!(c[1].finish, FinishReason::Length);
+        let eos = json!({"choices": [{"text": "", "finish_reason": "stop", "stop_reason": null,
+            "token_ids": [2], "logprobs": {"token_logprobs": [-0.1]}}]});
+        assert_eq!(
+            parse_completions(&eos, 1).unwrap()[0].finish,
+            FinishReason::Eos
+        );
+    }
+
+    #[test]
+    fn answers_without_ids_or_logprobs_are_refused_saying_what_is_missing() {
+        let no_ids = json!({"choices": [{"text": "a", "finish_reason": "stop",
+            "logprobs": {"tokens": ["a"], "token_logprobs": [-0.1]}}]});
+        let e = parse_completions(&no_ids, 1).unwrap_err();
+        assert!(e.contains("return_token_ids"), "{e}");
+        let no_lp = json!({"choices": [{"text": "a", "token_ids": [1], "finish_reason": "stop"}]});
+        assert!(parse_completions(&no_lp, 1)
+            .unwrap_err()
+            .contains("token_logprobs"));
+        let short = json!({"choices": []});
+        assert!(parse_completions(&short, 2)
+            .unwrap_err()
+            .contains("asked for 2"));
+        let mismatch = json!({"choices": [{"token_ids": [1, 2], "finish_reason": "length",
+            "logprobs": {"token_logprobs": [-0.1]}}]});
+        assert!(parse_completions(&mismatch, 1)
+            .unwrap_err()
+            .contains("2 token ids but 1"));
+    }
+
+    #[test]
+    fn a_dead_endpoint_is_named_after_its_retries() {
+        // A port nothing listens on: bind, read the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let section = BackendSection {
+            kind: super::super::BackendKind::OpenAi,
+            endpoints: vec![format!("http://127.0.0.1:{port}")],
+            retries: 2,
+            backoff_s: 0.01,
+            timeout_s: 5.0,
+            ..BackendSection::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let e = match OpenAiBackend::connect(&section, dir.path()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("connected to a closed port"),
+        };
+        assert!(e.contains(&format!("127.0.0.1:{port}/v1")), "{e}");
+        assert!(e.contains("failed 3 time(s)"), "{e}");
+    }
+}
