@@ -80,13 +80,13 @@ impl BackendSection {
         for e in &self.endpoints {
             openai::base_url(e)?;
         }
-        if !(self.timeout_s > 0.0) {
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
             return Err(EngineError::Config(format!(
                 "[backend].timeout_s must be > 0 (got {})",
                 self.timeout_s
             )));
         }
-        if !(self.backoff_s >= 0.0) {
+        if !(self.backoff_s.is_finite() && self.backoff_s >= 0.0) {
             return Err(EngineError::Config(format!(
                 "[backend].backoff_s must be >= 0 (got {})",
                 self.backoff_s

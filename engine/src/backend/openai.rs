@@ -309,7 +309,7 @@ pub fn parse_completions(answer: &Value, g: usize) -> std::result::Result<Vec<Co
             None => lp
                 .and_then(|l| l.get("tokens"))
                 .and_then(Value::as_array)
-                .map(|ts| {
+                .and_then(|ts| {
                     ts.iter()
                         .map(|t| {
                             t.as_str()
@@ -318,7 +318,6 @@ pub fn parse_completions(answer: &Value, g: usize) -> std::result::Result<Vec<Co
                         })
                         .collect::<Option<Vec<u32>>>()
                 })
-                .flatten()
                 .ok_or(format!(
                     "choice {index} has no token ids: the server needs `return_token_ids` (vLLM >= 0.10.2) or --return-tokens-as-token-ids"
                 ))?,

@@ -687,3 +687,269 @@ fn chat_completions(state: &State, b: &Map<String, Value>) -> Answer {
         "choices": choices, "usage": usage(prompt.len(), &comps),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::ModelSection;
+
+    fn state() -> State {
+        State {
+            agent: RwLock::new(Agent::load(&ModelSection::cpu_f32("embedded")).unwrap()),
+            model_id: "embedded".into(),
+            requests: AtomicU64::new(0),
+            started: 0,
+        }
+    }
+
+    fn post(s: &State, url: &str, body: Value) -> Answer {
+        route(s, "POST", url, &body.to_string())
+    }
+
+    #[test]
+    fn tool_call_blocks_become_openai_tool_calls() {
+        let text = "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let (m, called) = assistant_message(text, 3, 1);
+        assert!(called);
+        assert_eq!(m["content"], "Let me look.");
+        let call = &m["tool_calls"][0];
+        assert_eq!(call["id"], "call-3-1-0");
+        assert_eq!(call["function"]["name"], "get_weather");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"city": "Paris"}));
+        let (m, called) = assistant_message("It is sunny.", 0, 0);
+        assert!(!called);
+        assert_eq!(m["content"], "It is sunny.");
+        assert!(m.get("tool_calls").is_none());
+    }
+
+    #[test]
+    fn sampling_settings_are_read_and_checked() {
+        let b = |v: Value| v.as_object().unwrap().clone();
+        let (p, n, stream) = sampling_params(
+            &b(json!({"temperature": 0, "n": 3, "stop": "</x>", "seed": 9, "cahl_stream": 4})),
+            16,
+            0,
+        )
+        .map_err(|e| e.message)
+        .unwrap();
+        assert!(p.greedy);
+        assert_eq!((n, stream, p.seed, p.max_tokens), (3, 4, 9, 16));
+        assert_eq!(p.stop, ["</x>"]);
+        for bad in [
+            json!({"n": 0}),
+            json!({"n": 1.5}),
+            json!({"top_p": 0}),
+            json!({"max_tokens": -1}),
+            json!({"temperature": "hot"}),
+            json!({"stop": [1]}),
+        ] {
+            let e = sampling_params(&b(bad.clone()), 16, 0).err().unwrap();
+            assert_eq!(e.code, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn completions_replay_with_their_seed_and_stream_and_give_ids_and_logprobs() {
+        let s = state();
+        let req = json!({"prompt": "Book a table", "max_tokens": 6, "n": 2, "seed": 5,
+            "cahl_stream": 1, "logprobs": 0, "return_token_ids": true});
+        let a = post(&s, "/v1/completions", req.clone())
+            .map_err(|e| e.message)
+            .unwrap();
+        let b = post(&s, "/v1/completions", req)
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(a["choices"], b["choices"]);
+        let c = &a["choices"][1];
+        let ids = c["token_ids"].as_array().unwrap();
+        assert_eq!(
+            ids.len(),
+            c["logprobs"]["token_logprobs"].as_array().unwrap().len()
+        );
+        // Row 1 of stream 1 is row 0 of stream 2.
+        let shifted = post(
+            &s,
+            "/v1/completions",
+            json!({"prompt": "Book a table", "max_tokens": 6, "seed": 5, "cahl_stream": 2,
+                "return_token_ids": true}),
+        )
+        .map_err(|e| e.message)
+        .unwrap();
+        assert_eq!(shifted["choices"][0]["token_ids"], c["token_ids"]);
+        assert_eq!(
+            a["usage"]["completion_tokens"],
+            json!(ids.len() + a["choices"][0]["token_ids"].as_array().unwrap().len())
+        );
+    }
+
+    #[test]
+    fn chat_completions_render_the_template_with_tools() {
+        let s = state();
+        // The embedded model's own template has no tool block; the ChatML fallback's has.
+        s.agent.write().unwrap().template =
+            crate::chat::ChatTemplate::chatml_fallback(None, Some("<|im_end|>")).unwrap();
+        let tools = json!([{"type": "function", "function": {"name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+        let a = post(
+            &s,
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}],
+                "tools": tools, "max_tokens": 12, "n": 2, "seed": 1, "logprobs": true,
+                "return_token_ids": true}),
+        )
+        .map_err(|e| e.message)
+        .unwrap();
+        assert_eq!(a["object"], "chat.completion");
+        for c in a["choices"].as_array().unwrap() {
+            assert_eq!(c["message"]["role"], "assistant");
+            assert_eq!(
+                c["logprobs"]["content"].as_array().unwrap().len(),
+                c["token_ids"].as_array().unwrap().len()
+            );
+        }
+        // The prompt holds the tool list as the template renders it.
+        let prompt: Vec<u32> = a["choices"][0]["prompt_token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let text = s.agent.read().unwrap().tok.decode(&prompt, false).unwrap();
+        assert!(text.contains("get_weather"), "{text}");
+    }
+
+    #[test]
+    fn bad_requests_get_vllm_style_errors() {
+        let s = state();
+        let cases = [
+            ("POST", "/v1/completions", "{not json", 400, "not JSON"),
+            ("POST", "/v1/completions", "{}", 400, "`prompt` is required"),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": [[1], [2]]}"#,
+                400,
+                "one prompt per request",
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": [99999999]}"#,
+                400,
+                "outside the vocabulary",
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": "x", "model": "planner@3"}"#,
+                404,
+                "does not exist (served: embedded)",
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": "x", "echo": true}"#,
+                400,
+                "echo",
+            ),
+            (
+                "POST",
+                "/v1/chat/completions",
+                r#"{"messages": []}"#,
+                400,
+                "empty",
+            ),
+            (
+                "POST",
+                "/v1/chat/completions",
+                r#"{"messages": [{"content": "x"}]}"#,
+                400,
+                "no role",
+            ),
+            (
+                "POST",
+                "/v1/load_lora_adapter",
+                r#"{"lora_name": "p"}"#,
+                400,
+                "lora_path",
+            ),
+            (
+                "POST",
+                "/v1/load_lora_adapter",
+                r#"{"lora_name": "p", "lora_path": "/nonexistent"}"#,
+                400,
+                "/nonexistent",
+            ),
+            (
+                "POST",
+                "/v1/unload_lora_adapter",
+                r#"{"lora_name": "p"}"#,
+                404,
+                "cannot be found",
+            ),
+            ("GET", "/v1/nothing", "", 404, "no route"),
+        ];
+        for (m, u, body, code, says) in cases {
+            let e = route(&s, m, u, body)
+                .err()
+                .unwrap_or_else(|| panic!("{u} {body} passed"));
+            assert_eq!(e.code, code, "{u} {body}: {}", e.message);
+            assert!(e.message.contains(says), "{u} {body}: {}", e.message);
+            assert_eq!(e.body()["object"], "error");
+        }
+    }
+
+    #[test]
+    fn adapters_load_list_and_unload() {
+        let s = state();
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut a = s.agent.write().unwrap();
+            a.model
+                .add_adapter("tmp", &crate::model::LoraConfig::default(), 3)
+                .unwrap();
+            a.model
+                .adapter("tmp")
+                .unwrap()
+                .save_peft(dir.path(), "embedded")
+                .unwrap();
+            a.model.remove_adapter("tmp");
+        }
+        let path = dir.path().display().to_string();
+        let ok = post(
+            &s,
+            "/v1/load_lora_adapter",
+            json!({"lora_name": "planner@1", "lora_path": path}),
+        )
+        .map_err(|e| e.message)
+        .unwrap();
+        assert!(ok.as_str().unwrap().starts_with("Success"));
+        let again = post(
+            &s,
+            "/v1/load_lora_adapter",
+            json!({"lora_name": "planner@1", "lora_path": path}),
+        );
+        assert!(again.err().unwrap().message.contains("already been loaded"));
+        let m = models(&s);
+        assert_eq!(m["data"][1]["id"], "planner@1");
+        assert_eq!(m["data"][1]["parent"], "embedded");
+        post(
+            &s,
+            "/v1/completions",
+            json!({"model": "planner@1", "prompt": "x", "max_tokens": 2}),
+        )
+        .map_err(|e| e.message)
+        .unwrap();
+        post(
+            &s,
+            "/v1/unload_lora_adapter",
+            json!({"lora_name": "planner@1"}),
+        )
+        .map_err(|e| e.message)
+        .unwrap();
+        assert_eq!(models(&s)["data"].as_array().unwrap().len(), 1);
+    }
+}

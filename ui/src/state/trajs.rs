@@ -441,6 +441,27 @@ mod tests {
         }
     }
 
+    /// The header's policy version follows the newest step's trajectory, whatever the order
+    /// of arrival within it.
+    #[test]
+    fn the_newest_steps_policy_version_is_kept() {
+        let mut l = TrajList::new(10, 10);
+        let summary = TrajectorySummary::default();
+        for (i, (step, v)) in [(3u64, Some(2u64)), (4, Some(1)), (2, Some(1)), (5, None)]
+            .into_iter()
+            .enumerate()
+        {
+            let r = TrajectoryRecord {
+                step,
+                policy_version: v,
+                ..TrajectoryRecord::default()
+            };
+            l.push_entry(i, &summary, Some(Box::new(r)));
+        }
+        // Step 4 was sampled with version 1: two updates stale.
+        assert_eq!(l.policy, Some((4, 1)));
+    }
+
     /// `f` cycles all → failures → misaligned → each label some failed item carries → all,
     /// and a label filter keeps the failed items with that label.
     #[test]

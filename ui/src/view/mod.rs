@@ -217,6 +217,7 @@ fn title_line(s: &AppState) -> Line<'static> {
             spans.push(Span::raw(format!(" rollouts {} ", i.backend)));
         }
     }
+    spans.push(Span::styled(" ? help ", Style::new().dim()));
     // Staleness: steps between the policy a rollout was sampled with and the one it trains.
     if let Some((step, v)) = s.trajs.policy {
         let stale = step.saturating_sub(1).saturating_sub(v);
@@ -229,7 +230,6 @@ fn title_line(s: &AppState) -> Line<'static> {
             },
         ));
     }
-    spans.push(Span::styled(" ? help ", Style::new().dim()));
     if let Some(p) = &s.session_path {
         spans.push(Span::styled(
             format!(" {}", p.display()),

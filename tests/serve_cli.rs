@@ -1,0 +1,165 @@
+//! End to end: `cahl-tui train --endpoint` samples its rollouts on a `cahl-tui serve` process;
+//! the server is killed mid-run (the run stops with an error naming it, the session keeps its
+//! steps and checkpoints), and `train --resume` continues on another server.
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cahl-tui"));
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+/// `cahl-tui serve` of the embedded model on a free loopback port: the child and its URL.
+fn serve() -> (Child, String) {
+    let mut child = bin()
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+const CONFIG: &str = r#"
+tasks_per_step = 1
+checkpoint_every = 1
+[rollout]
+plans_per_task = 2
+samples_per_step = 2
+executions_per_plan = 1
+max_subtasks = 2
+[rollout.planner]
+max_tokens = 24
+[rollout.executor]
+max_tokens = 24
+[eval]
+every = 0
+[backend]
+retries = 1
+backoff_s = 0.05
+"#;
+
+fn metric_steps(session: &Path) -> Vec<u64> {
+    std::fs::read_to_string(session.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["step"].as_u64())
+        .collect()
+}
+
+#[test]
+fn train_on_a_server_that_dies_then_resume_on_another() {
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("small.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let session = d.path().join("run");
+
+    let (mut first, url) = serve();
+    let train = bin()
+        .args(["train", "--no-tui", "--steps", "400", "--config"])
+        .arg(&config)
+        .arg("--session")
+        .arg(&session)
+        .args(["--endpoint", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once two steps are recorded.
+    let t0 = Instant::now();
+    while metric_steps(&session).len() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no two steps in 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = train.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run went on without its server");
+    assert!(
+        err.contains(&format!("rollout endpoint {url}/v1")),
+        "the error does not name the endpoint:\n{err}"
+    );
+
+    // The session is intact: every recorded step once, in order, and its checkpoints.
+    let steps = metric_steps(&session);
+    let done = *steps.last().unwrap();
+    assert!((2..400).contains(&done), "{steps:?}");
+    assert_eq!(steps, (1..=done).collect::<Vec<_>>());
+    assert!(session.join(format!("checkpoints/step-{done}")).exists());
+    let info = std::fs::read_to_string(session.join("run.json")).unwrap();
+    assert!(info.contains("openai (1 endpoint"), "{info}");
+
+    // Another server: --resume continues from the last checkpoint to the new end.
+    let (mut second, url2) = serve();
+    let out = bin()
+        .args(["train", "--no-tui", "--resume", "--steps"])
+        .arg((done + 2).to_string())
+        .arg("--session")
+        .arg(&session)
+        .args(["--endpoint", &url2])
+        .output()
+        .unwrap();
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(metric_steps(&session), (1..=done + 2).collect::<Vec<_>>());
+    let versions: Vec<u64> = std::fs::read_to_string(session.join("trajectories.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["policy_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (0..done + 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_server_that_is_not_there_is_named_before_the_model_loads() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("small.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = bin()
+        .args(["train", "--no-tui", "--config"])
+        .arg(&config)
+        .arg("--session")
+        .arg(d.path().join("run"))
+        .args(["--endpoint", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "rollout endpoint http://127.0.0.1:{port}/v1: GET /models failed 2 time(s)"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("loading"), "the model loaded first:\n{err}");
+    let https = bin()
+        .args(["train", "--no-tui", "--endpoint", "https://example.org"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&https.stderr);
+    assert!(err.contains("https is not supported"), "{err}");
+}
