@@ -3,8 +3,9 @@
 //! Each group is one `POST {base}/completions` request with the prompt as token ids (the
 //! trainer's tokenizer and chat template decide the prompt, exactly as in the local backend),
 //! `n` = the group size, the sampling settings, `seed`, `logprobs: 0` (the sampled tokens'
-//! log-probs) and `return_token_ids: true` (vLLM ≥ 0.10.2; older servers started with
-//! `--return-tokens-as-token-ids` give them as `"token_id:N"` strings, which are read too).
+//! log-probs), `return_token_ids: true` (vLLM's `choices[].token_ids`) and
+//! `return_tokens_as_token_ids: true` (the log-probs' tokens as `"token_id:N"` strings, read
+//! when a server gives no `token_ids`).
 //! `cahl_stream` carries the first RNG stream of the group; `cahl-tui serve` uses it so a
 //! seeded run gives the local backend's samples, other servers ignore it.
 //!
@@ -278,6 +279,7 @@ pub fn completion_body(model: &str, req: &SampleRequest<'_>) -> Value {
         "skip_special_tokens": true,
         "logprobs": 0,
         "return_token_ids": true,
+        "return_tokens_as_token_ids": true,
         "cahl_stream": req.first_stream,
     })
 }
@@ -319,7 +321,7 @@ pub fn parse_completions(answer: &Value, g: usize) -> std::result::Result<Vec<Co
                         .collect::<Option<Vec<u32>>>()
                 })
                 .ok_or(format!(
-                    "choice {index} has no token ids: the server needs `return_token_ids` (vLLM >= 0.10.2) or --return-tokens-as-token-ids"
+                    "choice {index} has no token ids (neither `token_ids` nor `token_id:N` log-prob tokens): the server ignores `return_token_ids` and `return_tokens_as_token_ids`"
                 ))?,
         };
         let logprobs: Vec<f32> = lp
@@ -452,6 +454,37 @@ impl RolloutBackend for OpenAiBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::SamplingParams;
+
+    #[test]
+    fn a_group_is_one_request_with_the_samplers_settings() {
+        let params = SamplingParams {
+            greedy: true,
+            top_k: 0,
+            max_tokens: 9,
+            stop: vec!["</plan>".into()],
+            seed: 42,
+            ..SamplingParams::default()
+        };
+        let req = SampleRequest {
+            adapter: Some("planner"),
+            prefix: None,
+            prompt: &[1, 2, 3],
+            g: 4,
+            first_stream: 7,
+            params: &params,
+        };
+        let b = completion_body("planner@3", &req);
+        assert_eq!(b["model"], "planner@3");
+        assert_eq!(b["prompt"], json!([1, 2, 3]));
+        assert_eq!((b["n"].as_u64(), b["max_tokens"].as_u64()), (Some(4), Some(9)));
+        assert_eq!(b["temperature"], 0.0);
+        assert_eq!(b["top_k"], -1);
+        assert_eq!(b["seed"], 42);
+        assert_eq!(b["cahl_stream"], 7);
+        assert_eq!(b["include_stop_str_in_output"], true);
+        assert_eq!(b["logprobs"], 0);
+    }
 
     #[test]
     fn endpoint_urls_get_their_api_base() {
