@@ -163,3 +163,42 @@ fn a_server_that_is_not_there_is_named_before_the_model_loads() {
     let err = String::from_utf8_lossy(&https.stderr);
     assert!(err.contains("https is not supported"), "{err}");
 }
+
+#[test]
+fn debug_on_an_endpoint_refuses_names_the_server_does_not_serve() {
+    let (mut server, url) = serve();
+    let out = bin()
+        .args(["debug", "--task-id", "builtin-test-0-3", "--endpoint", &url])
+        .args(["--planner-model", "planner@7"])
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--planner-model \"planner@7\" is not served by")
+            && err.contains("(it serves: embedded)"),
+        "{err}"
+    );
+    // The server is gone now: the error names it.
+    let out = bin()
+        .args(["debug", "--task-id", "builtin-test-0-3", "--endpoint", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("rollout endpoint {url}/v1")), "{err}");
+    let both = bin()
+        .args([
+            "debug",
+            "--task",
+            "x",
+            "--endpoint",
+            &url,
+            "--model",
+            "embedded",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+}

@@ -8,7 +8,7 @@ use cahl_engine::benchmarks::{find_item, Bench};
 use cahl_engine::debugger::lookup::{
     find_task, latest_checkpoint_of, session_config, session_dir_of,
 };
-use cahl_engine::debugger::{debug_task_of, engine_backend, SessionModelLoader};
+use cahl_engine::debugger::{debug_task_of, endpoint_backend, engine_backend, SessionModelLoader};
 use cahl_engine::worlds::search::Bm25Index;
 use cahl_sessions::debug::{DebugTask, ExecutorBackend};
 use cahl_sessions::SessionReader;
@@ -57,6 +57,18 @@ pub struct DebugArgs {
     /// Seed of the first branch.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Run the planner and executor on a served model instead (an OpenAI-compatible server:
+    /// `cahl-tui serve`, vLLM), through chat completions of the same prompts, so misalignment
+    /// can be probed on models this machine cannot hold.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["model", "checkpoint"])]
+    pub endpoint: Option<String>,
+    /// With --endpoint: the served model that plans (an adapter name such as planner@12, or
+    /// the base model, the default).
+    #[arg(long, value_name = "NAME", requires = "endpoint")]
+    pub planner_model: Option<String>,
+    /// With --endpoint: the served model that executes (default: the base model).
+    #[arg(long, value_name = "NAME", requires = "endpoint")]
+    pub executor_model: Option<String>,
     /// Where `S` saves debugger sessions (default: <session>/debug with --trace, the folder of
     /// --open, else ./debug).
     #[arg(long)]
@@ -75,8 +87,9 @@ pub fn run(args: DebugArgs) -> Result<()> {
     let session = args.trace.clone().or(saved_in);
     // A task with no session behind it runs on the embedded default model, as every other
     // command does without --model.
-    let default_embedded = args.model.is_none() && session.is_none() && args.open.is_none();
-    let with_model = args.model.is_some() || default_embedded;
+    let default_embedded =
+        args.model.is_none() && args.endpoint.is_none() && session.is_none() && args.open.is_none();
+    let with_model = args.model.is_some() || args.endpoint.is_some() || default_embedded;
     let initial = if let Some(p) = &args.open {
         DebugInitial::from_saved_file(p).map_err(|e| anyhow::anyhow!(e))?
     } else if let Some(trace) = &args.trace {
@@ -135,6 +148,28 @@ pub fn run(args: DebugArgs) -> Result<()> {
     // A session's debugger without --model/--checkpoint loads the session's model on demand,
     // with its latest checkpoint first; `o` then switches to any other of its checkpoints.
     let session_dir = session.as_deref().and_then(session_dir_of);
+    if let Some(url) = &args.endpoint {
+        let cfg = session.as_deref().map(session_config).unwrap_or_default();
+        let mut b = endpoint_backend(
+            url,
+            args.planner_model.as_deref(),
+            args.executor_model.as_deref(),
+            cfg,
+        )?;
+        eprintln!("running on {}", b.describe());
+        if let Some(dir) = &args.search_index {
+            let idx = Bm25Index::open(dir)
+                .with_context(|| format!("opening the search index {}", dir.display()))?;
+            b.set_search_index(Arc::new(idx));
+        }
+        let opts = cahl_ui::UiOptions {
+            debug_dir: Some(debug_dir_of(&args)),
+            session: session_dir,
+            ..cahl_ui::UiOptions::default()
+        };
+        cahl_ui::run_debugger(initial, Some(Box::new(b)), opts)?;
+        return Ok(());
+    }
     if args.model.is_none() && args.checkpoint.is_none() {
         if let Some(loader) = session.as_deref().and_then(SessionModelLoader::of_session) {
             eprintln!(

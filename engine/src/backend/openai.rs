@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use super::{BackendSection, RolloutBackend, SampleRequest};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
-use crate::sampling::{Completion, FinishReason};
+use crate::sampling::{Completion, FinishReason, SamplingParams};
 
 /// The API base of an endpoint URL: `http://h:p` and `http://h:p/v1` both give
 /// `http://h:p/v1`. Only plain HTTP is spoken (put a TLS-terminating proxy in front of a
@@ -152,6 +152,56 @@ impl OpenAiBackend {
     /// Write the adapters under `dir` from now on (e.g. once the session folder is known).
     pub fn set_adapter_dir(&mut self, dir: &Path) {
         self.adapter_dir = dir.to_path_buf();
+    }
+
+    /// The base model's name on the (first) server.
+    pub fn base_model(&self) -> &str {
+        &self.base_model
+    }
+
+    /// The model names the first server lists (`GET /models`): the base, then adapters.
+    pub fn model_ids(&self) -> Result<Vec<String>> {
+        let v = self.request(0, "GET", "models", None)?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .map(|d| {
+                d.iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// One chat completion of a system + user conversation under `model`, rendered by the
+    /// server's chat template (for models this machine does not hold: no tokenizer here). The
+    /// text of the first choice; tool calls a server parsed out are written back as
+    /// `<tool_call>` blocks, so the text reads as the model wrote it.
+    pub fn chat_text(
+        &self,
+        model: &str,
+        system: &str,
+        user: &str,
+        p: &SamplingParams,
+    ) -> Result<String> {
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "n": 1,
+            "max_tokens": p.max_tokens,
+            "temperature": if p.greedy { 0.0 } else { p.temperature },
+            "top_p": p.top_p,
+            "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
+            "seed": p.seed,
+            "stop": p.stop,
+            "include_stop_str_in_output": true,
+            "skip_special_tokens": true,
+        });
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        let answer = self.request(i, "POST", "chat/completions", Some(&body))?;
+        chat_text_of(&answer).map_err(|msg| EngineError::Endpoint {
+            endpoint: self.bases[i].clone(),
+            msg: format!("POST /chat/completions ({model}): {msg}"),
+        })
     }
 
     /// The API bases in use.
@@ -361,6 +411,43 @@ pub fn parse_completions(answer: &Value, g: usize) -> std::result::Result<Vec<Co
     Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
+/// The text of a chat answer's first choice (see [`OpenAiBackend::chat_text`]).
+pub fn chat_text_of(answer: &Value) -> std::result::Result<String, String> {
+    let msg = answer
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .and_then(|c| c.get("message"))
+        .ok_or("the answer has no choices[0].message")?;
+    let mut text = msg
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for call in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let f = call.get("function").ok_or("a tool call has no function")?;
+        let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+        let args: Value = match f.get("arguments") {
+            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+            Some(v) => v.clone(),
+            None => json!({}),
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text += &format!(
+            "<tool_call>\n{}\n</tool_call>",
+            json!({"name": name, "arguments": args})
+        );
+    }
+    Ok(text)
+}
+
 impl RolloutBackend for OpenAiBackend {
     fn describe(&self) -> String {
         format!(
@@ -454,7 +541,6 @@ impl RolloutBackend for OpenAiBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::SamplingParams;
 
     #[test]
     fn a_group_is_one_request_with_the_samplers_settings() {
@@ -477,13 +563,33 @@ mod tests {
         let b = completion_body("planner@3", &req);
         assert_eq!(b["model"], "planner@3");
         assert_eq!(b["prompt"], json!([1, 2, 3]));
-        assert_eq!((b["n"].as_u64(), b["max_tokens"].as_u64()), (Some(4), Some(9)));
+        assert_eq!(
+            (b["n"].as_u64(), b["max_tokens"].as_u64()),
+            (Some(4), Some(9))
+        );
         assert_eq!(b["temperature"], 0.0);
         assert_eq!(b["top_k"], -1);
         assert_eq!(b["seed"], 42);
         assert_eq!(b["cahl_stream"], 7);
         assert_eq!(b["include_stop_str_in_output"], true);
         assert_eq!(b["logprobs"], 0);
+    }
+
+    #[test]
+    fn a_chat_answers_tool_calls_are_written_back_as_blocks() {
+        let a = json!({"choices": [{"message": {"role": "assistant", "content": "Looking.",
+            "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}]});
+        let t = chat_text_of(&a).unwrap();
+        assert_eq!(
+            t,
+            "Looking.\n<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call>"
+        );
+        let calls = crate::parse::parse_executor(&t).calls();
+        assert_eq!(calls[0].name, "get_weather");
+        let plain = json!({"choices": [{"message": {"content": "<plan>a</plan>"}}]});
+        assert_eq!(chat_text_of(&plain).unwrap(), "<plan>a</plan>");
+        assert!(chat_text_of(&json!({"choices": []})).is_err());
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //!   [`crate::sampling::sample_group`] call exactly.
 //! - `POST /v1/chat/completions`: `messages` (text content), `tools`, `n`, `max_tokens` (256),
 //!   `temperature`, `top_p`, `top_k`, `seed`, `stop`, `logprobs` (bool),
-//!   `return_token_ids`. The conversation goes through the model's chat template with the
-//!   tools; `<tool_call>` blocks in the answer become `message.tool_calls` (arguments as a
-//!   JSON string, `finish_reason: "tool_calls"`), the text before them `content`.
+//!   `include_stop_str_in_output`, `return_token_ids`. The conversation goes through the
+//!   model's chat template with the tools; when the request offers tools, `<tool_call>` blocks
+//!   in the answer become `message.tool_calls` (arguments as a JSON string, `finish_reason:
+//!   "tool_calls"`) and the text before them `content`; without tools the raw text is the
+//!   content.
 //! - `POST /v1/load_lora_adapter` (`lora_name`, `lora_path`: a PEFT folder) and
 //!   `POST /v1/unload_lora_adapter` (`lora_name`), as vLLM's runtime LoRA updating.
 //!
@@ -648,6 +650,10 @@ fn chat_completions(state: &State, b: &Map<String, Value>) -> Answer {
         &agent.tok,
     )?;
     let want_lp = b.get("logprobs").and_then(Value::as_bool) == Some(true);
+    let include_stop = b
+        .get("include_stop_str_in_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let want_ids = b
         .get("return_token_ids")
         .and_then(Value::as_bool)
@@ -656,11 +662,22 @@ fn chat_completions(state: &State, b: &Map<String, Value>) -> Answer {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let (message, called) = assistant_message(&c.text, seq, i);
+            let hit = stop_hit(c, &params);
+            let mut text = c.text.clone();
+            if let (Some(s), false) = (hit, include_stop) {
+                text.truncate(text.len() - s.len());
+            }
+            // Tool calls are parsed out only for a request that offers tools (as vLLM's tool
+            // parsers); otherwise the raw text is the content.
+            let (message, called) = if tools.is_some() {
+                assistant_message(&text, seq, i)
+            } else {
+                (json!({"role": "assistant", "content": text}), false)
+            };
             let finish = if called { "tool_calls" } else { finish_name(c) };
             let mut ch = json!({
                 "index": i, "message": message, "finish_reason": finish,
-                "stop_reason": stop_hit(c, &params), "logprobs": null,
+                "stop_reason": hit, "logprobs": null,
             });
             if want_lp {
                 let content: Vec<Value> = c

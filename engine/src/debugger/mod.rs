@@ -16,15 +16,18 @@ use cahl_sessions::debug::{
 use cahl_sessions::RewardBreakdown;
 
 use crate::agent::Agent;
+use crate::backend::openai::OpenAiBackend;
+use crate::backend::{BackendKind, BackendSection};
 use crate::benchmarks::{bamboogle, world_by_name};
 use crate::error::Result;
 use crate::parse::{call_record, parse_executor, parse_planner, tool_call, ToolCall, ToolSchema};
 use crate::rewards::align::{mark_made, step_gold};
 use crate::rewards::{align_plan, executor_step_reward_parsed};
-use crate::sampling::sample_group;
+use crate::sampling::{sample_group, SamplingParams};
 use crate::train::config::Continue;
 use crate::train::config::ModelSection;
 use crate::train::prompts::{self, HistoryItem};
+use crate::train::rollout::Policy;
 use crate::train::rollout::{execute_plan, run_calls, tools_of, Prefixes};
 use crate::train::{mix_seed, TrainConfig};
 use crate::worlds::builtin::BuiltinWorld;
@@ -52,7 +55,7 @@ fn backend_err(e: impl std::fmt::Display) -> BackendError {
 /// reproduces it. Steps are scored with the training rewards against their content-aligned gold
 /// (the gold calls the sub-task describes, less those the earlier steps made).
 pub struct EngineBackend {
-    agent: Agent,
+    runner: Runner,
     cfg: TrainConfig,
     /// Adapters loaded from the checkpoint (`planner`, `executor`).
     loaded: Vec<&'static str>,
@@ -64,6 +67,19 @@ pub struct EngineBackend {
     /// found (a lookup regenerates tasks: ~0.1 s for a generated id, several for an id that is
     /// not one; once per task rather than once per step).
     found: Option<(String, Option<Task>)>,
+}
+
+/// What runs the planner and the executor.
+enum Runner {
+    /// A model in this process.
+    Local(Box<Agent>),
+    /// A served model (`debug --endpoint`): chat completions of the same prompts, rendered by
+    /// the server's chat template, under a model name per role.
+    Served {
+        client: Box<OpenAiBackend>,
+        planner: String,
+        executor: String,
+    },
 }
 
 /// The engine task behind a debugger task. Tool schemas that do not parse are an error.
@@ -120,6 +136,92 @@ const NO_INDEX_NOTE: &str =
 impl EngineBackend {
     fn adapter(&self, name: &'static str) -> Option<&'static str> {
         self.loaded.contains(&name).then_some(name)
+    }
+
+    /// One completion of `role` for a system + user conversation, as text.
+    fn sample_text(
+        &self,
+        role: Policy,
+        system: &str,
+        user: &str,
+        p: &SamplingParams,
+    ) -> std::result::Result<String, BackendError> {
+        match &self.runner {
+            Runner::Local(agent) => {
+                let ids = agent.prompt_ids(system, user).map_err(backend_err)?;
+                let out = sample_group(
+                    &agent.model,
+                    self.adapter(role.adapter()),
+                    &ids,
+                    1,
+                    0,
+                    p,
+                    &agent.tok,
+                )
+                .map_err(backend_err)?;
+                Ok(out.into_iter().next().map(|c| c.text).unwrap_or_default())
+            }
+            Runner::Served {
+                client,
+                planner,
+                executor,
+            } => {
+                let model = match role {
+                    Policy::Planner => planner,
+                    Policy::Executor => executor,
+                };
+                client
+                    .chat_text(model, system, user, p)
+                    .map_err(backend_err)
+            }
+        }
+    }
+
+    /// Run `r` of a plan on a served model: what [`execute_plan`] does for a local one (one
+    /// executor sample per sub-task with the rollout's seeds, continued as sampled, each step
+    /// scored against its content-aligned gold), judged as training judges an execution.
+    fn served_run(
+        &self,
+        task: &Task,
+        world: &mut dyn World,
+        req: &MeasureRequest,
+        r: usize,
+    ) -> std::result::Result<PlanRun, BackendError> {
+        world.reset(task).map_err(backend_err)?;
+        let tools = tools_of(world, task);
+        let system = prompts::executor_system(&tools);
+        let align = align_plan(&req.subtasks, &task.gold_calls, &task.gold_derived);
+        let mut made = vec![false; task.gold_calls.len()];
+        let (mut history, mut step_calls, mut rewards) = (Vec::new(), Vec::new(), Vec::new());
+        let mut answered = false;
+        let mut p = self.cfg.rollout.executor.clone();
+        p.greedy = req.greedy;
+        for k in 0..req.subtasks.len().min(self.cfg.rollout.max_subtasks) {
+            let user = prompts::executor_user(&task.request, &req.subtasks, k, &history);
+            p.seed = mix_seed(&[req.seed, 2, r as u64, k as u64]);
+            let text = self.sample_text(Policy::Executor, &system, &user, &p)?;
+            let parsed = parse_executor(&text);
+            let mut gold = step_gold(&align, &task.gold_calls, &made, k);
+            gold.truncate(world.calls_per_step().unwrap_or(usize::MAX));
+            rewards
+                .push(executor_step_reward_parsed(&parsed, &tools, &gold, &self.cfg.rewards).total);
+            let (ran, _) = self.run_step_calls(world, parsed.calls(), &mut history);
+            mark_made(&ran, &task.gold_calls, &mut made);
+            step_calls.push(ran);
+            answered |= parsed.response.is_some();
+        }
+        let final_state = world.final_state();
+        Ok(measure::judge_run(
+            &measure::Judged {
+                task,
+                subtasks: &req.subtasks,
+                step_calls: &step_calls,
+                final_state: final_state.as_ref(),
+                step_rewards: &rewards,
+                answered,
+            },
+            &self.cfg,
+        ))
     }
 
     /// A fresh world for `task`, reset to it. A built-in task in a run of the
@@ -184,33 +286,37 @@ impl EngineBackend {
 
 impl ExecutorBackend for EngineBackend {
     fn describe(&self) -> String {
-        let name = Path::new(&self.agent.model_name)
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_else(|| self.agent.model_name.clone());
-        format!("{name} · {}", self.adapters)
+        match &self.runner {
+            Runner::Local(agent) => {
+                let name = Path::new(&agent.model_name)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_else(|| agent.model_name.clone());
+                format!("{name} · {}", self.adapters)
+            }
+            Runner::Served {
+                client,
+                planner,
+                executor,
+            } => format!(
+                "served {planner} / {executor} at {}",
+                client.endpoints().join(", ")
+            ),
+        }
     }
 
     fn plan(&mut self, req: PlanRequest) -> std::result::Result<Vec<String>, BackendError> {
         let task = task_of(&req.task)?;
         let tools = tools_of(self.world_for(&task)?.as_ref(), &task);
-        let ids = self
-            .agent
-            .prompt_ids(&prompts::planner_system(&tools), &task.request)
-            .map_err(backend_err)?;
         let mut p = self.cfg.rollout.planner.clone();
         p.seed = mix_seed(&[req.seed, 1]);
-        let out = sample_group(
-            &self.agent.model,
-            self.adapter("planner"),
-            &ids,
-            1,
-            0,
+        let text = self.sample_text(
+            Policy::Planner,
+            &prompts::planner_system(&tools),
+            &task.request,
             &p,
-            &self.agent.tok,
-        )
-        .map_err(backend_err)?;
-        let plan = parse_planner(&out[0].text);
+        )?;
+        let plan = parse_planner(&text);
         if plan.subtasks.is_empty() {
             let why = plan
                 .issues
@@ -240,22 +346,11 @@ impl ExecutorBackend for EngineBackend {
         let tools = tools_of(world.as_ref(), &task);
         let user = prompts::executor_user(&task.request, &req.subtasks, req.index, &history);
         let system = prompts::executor_system(&tools);
-        let ids = self.agent.prompt_ids(&system, &user).map_err(backend_err)?;
         let mut p = self.cfg.rollout.executor.clone();
         // The rollout's seed of this sub-task in a plan's first execution (`execute_plan`): a
         // branch with a recorded trajectory's seed reproduces its recorded steps.
         p.seed = mix_seed(&[req.seed, 2, 0, req.index as u64]);
-        let out = sample_group(
-            &self.agent.model,
-            self.adapter("executor"),
-            &ids,
-            1,
-            0,
-            &p,
-            &self.agent.tok,
-        )
-        .map_err(backend_err)?;
-        let text = out[0].text.clone();
+        let text = self.sample_text(Policy::Executor, &system, &user, &p)?;
         let parsed = parse_executor(&text);
         // The step's gold by content: the gold calls this sub-task describes, less those the
         // earlier steps made (as in training).
@@ -322,20 +417,34 @@ impl ExecutorBackend for EngineBackend {
         let task = self.full_task(&req.task)?;
         let mut world = self.world_for(&task)?;
         let tools = tools_of(world.as_ref(), &task);
+        let n = if req.greedy { 1 } else { req.samples.max(1) };
+        let agent = match &mut self.runner {
+            Runner::Local(agent) => agent,
+            Runner::Served { .. } => {
+                let runs = (0..n)
+                    .map(|r| self.served_run(&task, world.as_mut(), &req, r))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                return Ok(PlanMeasurement {
+                    greedy: req.greedy,
+                    seed: req.seed,
+                    model: self.describe(),
+                    runs,
+                });
+            }
+        };
         // A role without a loaded adapter runs as the base model (as `run_step` does): a
         // fresh PEFT adapter (B = 0) is exactly that.
-        crate::eval::ensure_adapters(&mut self.agent).map_err(backend_err)?;
+        crate::eval::ensure_adapters(agent).map_err(backend_err)?;
         // One executor sample per sub-task, continued as sampled: run r is what a plan's
         // execution r meets in training (run 0 with the branch's seed is the branch's own run).
         let mut cfg = self.cfg.clone();
         cfg.rollout.samples_per_step = 1;
         cfg.rollout.continue_with = Continue::Sampled;
         cfg.rollout.executor.greedy = req.greedy;
-        let n = if req.greedy { 1 } else { req.samples.max(1) };
         let mut runs = Vec::with_capacity(n);
         for r in 0..n {
             let ex = execute_plan(
-                &self.agent,
+                agent,
                 world.as_mut(),
                 &task,
                 &tools,
@@ -421,7 +530,7 @@ pub fn engine_backend(
         None => (Vec::new(), "base model (no adapters)".to_string()),
     };
     Ok(EngineBackend {
-        agent,
+        runner: Runner::Local(Box::new(agent)),
         cfg,
         loaded,
         adapters,
@@ -430,7 +539,59 @@ pub fn engine_backend(
     })
 }
 
+/// Build the debugger's backend on a served model (`debug --endpoint`): the planner and the
+/// executor are the server's models `planner` and `executor` (adapter names or the base
+/// model; `None`: the base). Names the server does not list are refused, naming those it does.
+pub fn endpoint_backend(
+    url: &str,
+    planner: Option<&str>,
+    executor: Option<&str>,
+    cfg: TrainConfig,
+) -> Result<EngineBackend> {
+    let section = BackendSection {
+        kind: BackendKind::OpenAi,
+        endpoints: vec![url.to_string()],
+        ..cfg.backend.clone()
+    };
+    let client = OpenAiBackend::connect(&section, Path::new(""))?;
+    let served = client.model_ids()?;
+    let pick = |name: Option<&str>, flag: &str| -> Result<String> {
+        let name = name.unwrap_or(client.base_model()).to_string();
+        if served.contains(&name) {
+            Ok(name)
+        } else {
+            Err(crate::EngineError::Config(format!(
+                "{flag} {name:?} is not served by {url} (it serves: {})",
+                served.join(", ")
+            )))
+        }
+    };
+    let planner = pick(planner, "--planner-model")?;
+    let executor = pick(executor, "--executor-model")?;
+    Ok(EngineBackend {
+        runner: Runner::Served {
+            client: Box::new(client),
+            planner,
+            executor,
+        },
+        cfg,
+        loaded: Vec::new(),
+        adapters: String::new(),
+        search: None,
+        found: None,
+    })
+}
+
 impl EngineBackend {
+    /// The local model (tests of the local runner).
+    #[cfg(test)]
+    pub(crate) fn local_agent(&mut self) -> &mut Agent {
+        match &mut self.runner {
+            Runner::Local(a) => a,
+            Runner::Served { .. } => panic!("a served runner has no local agent"),
+        }
+    }
+
     /// Answer Bamboogle's search tool from `index` instead of a placeholder.
     pub fn set_search_index(&mut self, index: Arc<Bm25Index>) {
         self.search = Some(index);

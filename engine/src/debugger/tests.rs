@@ -294,14 +294,14 @@ fn a_recorded_step_is_reproduced_from_its_seed() {
     cfg.rollout.executions_per_plan = 1;
     let mut backend = engine_backend(&spec, None, cfg.clone()).expect("tiny model loads");
     // Fresh adapters (B = 0: the base model exactly), which the rollout needs.
-    crate::eval::ensure_adapters(&mut backend.agent).expect("adapters");
+    crate::eval::ensure_adapters(backend.local_agent()).expect("adapters");
     let task = generate_tasks(Split::Train, 20, 1)
         .expect("tasks")
         .into_iter()
         .find(|t| t.gold_plan.len() >= 2)
         .expect("a two-step task");
     let mut world = BuiltinWorld::new();
-    let r = crate::train::rollout_task(&backend.agent, &mut world, &task, &cfg, 77, 1)
+    let r = crate::train::rollout_task(backend.local_agent(), &mut world, &task, &cfg, 77, 1)
         .expect("rollout");
     let plan = &r.record.plans[0];
     let step = &plan.steps[0];
@@ -438,7 +438,7 @@ fn measuring_runs_the_plan_n_times_and_run_zero_is_the_branch() {
     write_tiny_model(dir.path());
     let spec = dir.path().display().to_string();
     let mut backend = engine_backend(&spec, None, quick_config()).expect("tiny model loads");
-    crate::eval::ensure_adapters(&mut backend.agent).expect("adapters");
+    crate::eval::ensure_adapters(backend.local_agent()).expect("adapters");
     let task = two_step_task();
     let dt = debug_task_of(&task);
     let req = |samples: usize, greedy: bool| MeasureRequest {
@@ -510,4 +510,68 @@ fn measuring_runs_the_plan_n_times_and_run_zero_is_the_branch() {
         ..req(2, false)
     });
     assert!(empty.unwrap_err().0.contains("empty"));
+}
+
+/// `debug --endpoint`: the planner's plan, each step and a measurement on a served copy of the
+/// model are what the local backend gives (same prompts through the same template, same seeds).
+#[test]
+fn a_served_model_plans_steps_and_measures_as_the_local_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path());
+    let spec = dir.path().display().to_string();
+    let served = crate::agent::Agent::load(&ModelSection::cpu_f32(&spec)).expect("loads");
+    let server = crate::backend::serve::Server::bind(served, "127.0.0.1:0", "tiny")
+        .expect("binds")
+        .spawn(1)
+        .expect("serves");
+    let url = format!("http://{}", server.addr);
+    let mut local = engine_backend(&spec, None, quick_config()).expect("tiny model loads");
+    let mut remote = endpoint_backend(&url, None, None, quick_config()).expect("connects");
+    assert!(
+        remote.describe().contains("served tiny / tiny"),
+        "{}",
+        remote.describe()
+    );
+    let task = two_step_task();
+    let dt = debug_task_of(&task);
+    let plan_req = PlanRequest {
+        task: dt.clone(),
+        seed: 4,
+    };
+    assert_eq!(local.plan(plan_req.clone()), remote.plan(plan_req));
+    let step = DebugStepRequest {
+        task: dt.clone(),
+        subtasks: task.gold_plan.clone(),
+        index: 0,
+        previous: vec![],
+        seed: 9,
+    };
+    let (a, b) = (
+        local.run_step(step.clone()).expect("local step"),
+        remote.run_step(step).expect("served step"),
+    );
+    assert_eq!(a.raw_output, b.raw_output);
+    assert_eq!(a.reward.total, b.reward.total);
+    let m = MeasureRequest {
+        task: dt,
+        subtasks: task.gold_plan.clone(),
+        seed: 3,
+        samples: 3,
+        greedy: false,
+    };
+    let (ml, mr) = (
+        local.measure(m.clone()).expect("local"),
+        remote.measure(m).expect("served"),
+    );
+    assert_eq!(ml.runs, mr.runs);
+    // A name the server does not list is refused, naming those it does.
+    let e = endpoint_backend(&url, Some("planner@9"), None, quick_config())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("--planner-model \"planner@9\" is not served") && e.contains("tiny"),
+        "{e}"
+    );
+    server.stop();
 }
