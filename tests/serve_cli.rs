@@ -202,3 +202,84 @@ fn debug_on_an_endpoint_refuses_names_the_server_does_not_serve() {
         .unwrap();
     assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
 }
+
+/// The records of a session with what depends on timing or on the backend's name removed.
+fn records(session: &Path, file: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(session.join(file))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                for k in [
+                    "elapsed_s",
+                    "step_time_s",
+                    "rollout_s",
+                    "tokens_per_s",
+                    "memory_bytes",
+                    "peak_rss_bytes",
+                ] {
+                    o.remove(k);
+                }
+                // Log-prob-derived numbers: the servers prefill whole prompts, the local
+                // sampler reuses a cached prefix (the last bits of a float may differ).
+                for policy in ["planner", "executor"] {
+                    if let Some(p) = o.get_mut(policy).and_then(|p| p.as_object_mut()) {
+                        for (_, x) in p.iter_mut() {
+                            if let Some(f) = x.as_f64() {
+                                *x = serde_json::json!(format!("{f:.4}"));
+                            }
+                        }
+                    }
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_seeded_run_on_two_serve_processes_records_what_the_local_backend_records() {
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("small.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = |session: &Path, endpoints: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "train", "--no-tui", "--steps", "3", "--seed", "4", "--config",
+        ])
+        .arg(&config)
+        .arg("--session")
+        .arg(session);
+        for e in endpoints {
+            c.args(["--endpoint", e]);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let local = d.path().join("local");
+    run(&local, &[]);
+    let (mut a, url_a) = serve();
+    let (mut b, url_b) = serve();
+    let served = d.path().join("served");
+    run(&served, &[&url_a, &url_b]);
+    for s in [&mut a, &mut b] {
+        s.kill().unwrap();
+        s.wait().unwrap();
+    }
+    let (lt, st) = (
+        records(&local, "trajectories.jsonl"),
+        records(&served, "trajectories.jsonl"),
+    );
+    assert_eq!(lt.len(), 3);
+    assert_eq!(lt, st, "the trajectories differ");
+    assert_eq!(
+        records(&local, "metrics.jsonl"),
+        records(&served, "metrics.jsonl"),
+        "the metrics differ"
+    );
+}
