@@ -7,8 +7,9 @@ use cahl_engine::optim::AdamWConfig;
 use cahl_engine::parse::{parse_executor, parse_planner};
 use cahl_engine::rewards::{executor_step_reward_parsed, RewardConfig};
 use cahl_engine::sft::{
-    builtin_gold_texts, gold_texts, merge_some_plans, save_hf_folder, sft_loss, sft_run,
-    tokenize_examples, train_tokenizer, PretrainConfig, Role, SftExample, TINY_CHAT_TEMPLATE,
+    builtin_gold_texts, gold_texts, merge_some_plans, micro_batches, save_hf_folder, sft_loss,
+    sft_run, tokenize_examples, train_tokenizer, PretrainConfig, Role, SftExample,
+    TINY_CHAT_TEMPLATE,
 };
 use cahl_engine::tokenizer::Tokenizer;
 use cahl_engine::worlds::builtin::{generate_tasks, BuiltinWorld};
@@ -382,4 +383,61 @@ fn role_weights_repeat_and_select_conversations() {
     assert_eq!(count(&w, Role::Executor), e);
     assert_eq!(count(&w, Role::Flat), 0, "unlisted roles are left out");
     assert_eq!(w.len(), 3 * p + e);
+}
+
+/// Micro-batches accumulate to the whole batch's token-mean loss and gradient.
+#[test]
+fn micro_batched_gradients_equal_the_whole_batch() {
+    let (_, _, examples, mut model) = tiny_setup();
+    let named = model.make_base_trainable().unwrap();
+    let batch: Vec<&SftExample> = examples.iter().take(5).collect();
+    let total: usize = batch.iter().map(|e| e.completion.len()).sum();
+    let longest = batch
+        .iter()
+        .map(|e| e.prompt.len() + e.completion.len())
+        .max()
+        .unwrap();
+    let chunks = micro_batches(&batch, 2 * longest + 1);
+    assert!(chunks.len() > 1 && chunks.len() < 5, "{}", chunks.len());
+    assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 5);
+    // Each chunk is within the budget unless it is a single example.
+    for c in &chunks {
+        let len: usize = c.iter().map(|e| e.prompt.len() + e.completion.len()).sum();
+        assert!(c.len() == 1 || len <= 2 * longest + 1);
+    }
+    let (whole, _) = sft_loss(&model, None, &batch, true).unwrap();
+    let gw = whole.backward().unwrap();
+    let mut sum = 0.0;
+    let mut parts: Vec<candle_core::Tensor> = Vec::new();
+    for c in chunks {
+        let (l, n) = sft_loss(&model, None, c, true).unwrap();
+        let share = n as f64 / total as f64;
+        sum += l.to_scalar::<f32>().unwrap() as f64 * share;
+        let g = (l * share).unwrap().backward().unwrap();
+        let v = named[0].1.as_tensor();
+        let gi = g.get(v).unwrap().clone();
+        parts.push(gi);
+    }
+    let w = whole.to_scalar::<f32>().unwrap() as f64;
+    assert!((w - sum).abs() < 1e-4 * w.abs().max(1.0), "{w} vs {sum}");
+    let mut acc = parts[0].zeros_like().unwrap();
+    for p in parts {
+        acc = (acc + p).unwrap();
+    }
+    let want = gw.get(named[0].1.as_tensor()).unwrap();
+    let diff = (acc - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "gradients differ by {diff}");
+    assert_eq!(
+        micro_batches(&batch, 0).len(),
+        5,
+        "every example is its own chunk"
+    );
+    assert_eq!(micro_batches(&batch, usize::MAX).len(), 1);
 }

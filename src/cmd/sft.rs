@@ -41,6 +41,10 @@ pub struct SftArgs {
     /// Training tasks (builtin: generated; benchmarks: at most this many items).
     #[arg(long)]
     pub tasks: Option<usize>,
+    /// Leave out examples longer than this many tokens (prompt and completion; 0: keep all).
+    /// Training memory grows with the square of the length: ~13 GB at 2048 on a 135M model.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
     #[arg(long)]
     pub seed: Option<u64>,
     /// cpu, cuda or cuda:N.
@@ -89,6 +93,7 @@ pub fn run(args: SftArgs) -> Result<()> {
         weight_decay: 0.0,
         max_minutes: args.max_minutes.unwrap_or(0.0),
         seed: cfg.seed,
+        max_len: args.max_len,
     };
     eprintln!(
         "sft: {} training tasks, {} held out; {} steps per adapter, batch {}, lr {}",
@@ -115,6 +120,12 @@ pub fn run(args: SftArgs) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     save_adapter_sft(&out, &agent, &cfg, &scfg, &report, &command)?;
     for r in &report.roles {
+        if r.too_long > 0 {
+            println!(
+                "{}: {} examples longer than {} tokens left out (--max-len)",
+                r.adapter, r.too_long, args.max_len
+            );
+        }
         println!(
             "{}: {} examples, {} steps, loss {:.4} -> {:.4} ({:.0}s)",
             r.adapter, r.examples, r.steps_done, r.first_loss, r.final_loss, r.elapsed_s

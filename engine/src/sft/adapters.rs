@@ -28,6 +28,10 @@ pub struct AdapterSftConfig {
     /// Wall-clock budget for both adapters together (0: none); each gets half.
     pub max_minutes: f64,
     pub seed: u64,
+    /// Examples longer than this many tokens (prompt and completion) are left out, and
+    /// counted (0: none is). Training memory grows with the square of a sequence's length
+    /// (attention scores are kept for the backward pass).
+    pub max_len: usize,
 }
 
 impl Default for AdapterSftConfig {
@@ -40,6 +44,7 @@ impl Default for AdapterSftConfig {
             weight_decay: 0.0,
             max_minutes: 0.0,
             seed: 0,
+            max_len: 2048,
         }
     }
 }
@@ -49,6 +54,8 @@ impl Default for AdapterSftConfig {
 pub struct AdapterSftRole {
     pub adapter: String,
     pub examples: usize,
+    /// Examples left out for being longer than `max_len` tokens.
+    pub too_long: usize,
     pub steps_done: usize,
     /// Mean loss of the first and last 10 steps.
     pub first_loss: f64,
@@ -111,11 +118,18 @@ pub fn sft_adapters(
         0.0
     };
     for (name, role) in [("planner", Role::Planner), ("executor", Role::Executor)] {
-        let ex: Vec<SftExample> = examples
-            .iter()
-            .filter(|e| e.role == role)
-            .cloned()
-            .collect();
+        let mine = examples.iter().filter(|e| e.role == role);
+        let fits = |e: &&SftExample| {
+            cfg.max_len == 0 || e.prompt.len() + e.completion.len() <= cfg.max_len
+        };
+        let too_long = mine.clone().filter(|e| !fits(e)).count();
+        let ex: Vec<SftExample> = mine.filter(fits).cloned().collect();
+        if ex.is_empty() && too_long > 0 {
+            return Err(EngineError::Invalid(format!(
+                "sft: all {too_long} {name} examples are longer than {} tokens (raise --max-len)",
+                cfg.max_len
+            )));
+        }
         if ex.is_empty() {
             return Err(EngineError::Invalid(format!(
                 "sft: no {name} examples (tasks need gold plans with one sub-task per gold call)"
@@ -158,6 +172,7 @@ pub fn sft_adapters(
         roles.push(AdapterSftRole {
             adapter: name.to_string(),
             examples: ex.len(),
+            too_long,
             steps_done: log.len(),
             first_loss,
             final_loss,

@@ -45,4 +45,4 @@ pub use pretrain::{
     eval_base, pretrain, save_hf_folder, snapshot_model, write_recipe, PretrainConfig,
     PretrainReport,
 };
-pub use run::{lr_at, sft_run, SftProgress};
+pub use run::{lr_at, micro_batches, sft_run, SftProgress, MICRO_TOKENS};

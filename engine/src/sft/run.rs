@@ -39,6 +39,31 @@ pub fn lr_at(step: usize, steps: usize, warmup: usize, peak: f64) -> f64 {
     peak * (0.1 + 0.9 * c)
 }
 
+/// Tokens (prompt and completion) a micro-batch of [`sft_run`] holds at most; a longer
+/// example is a micro-batch of its own.
+pub const MICRO_TOKENS: usize = 2048;
+
+/// Consecutive runs of `refs` of at most `budget` tokens each (at least one example each).
+pub fn micro_batches<'a, 'b>(
+    refs: &'b [&'a SftExample],
+    budget: usize,
+) -> Vec<&'b [&'a SftExample]> {
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, e) in refs.iter().enumerate() {
+        let len = e.prompt.len() + e.completion.len();
+        if i > start && used + len > budget {
+            out.push(&refs[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += len;
+    }
+    if start < refs.len() {
+        out.push(&refs[start..]);
+    }
+    out
+}
+
 /// One supervised run over `examples` updating `vars` (the base for pretraining, or an
 /// adapter's variables with `adapter` set). `on_step` sees progress and may evaluate; it
 /// returns the dev success it measured, if any. Non-finite losses skip the update.
@@ -77,18 +102,32 @@ pub fn sft_run(
         }
         let Some(b) = queue.pop() else { break };
         let refs: Vec<&SftExample> = b.iter().map(|&i| &examples[i]).collect();
-        let (loss, n) = sft_loss(model, adapter, &refs, true)?;
-        let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        // The batch's token-mean loss, accumulated over micro-batches of at most
+        // MICRO_TOKENS tokens (one forward and backward each), so that long conversations do
+        // not hold the activations of the whole batch at once.
+        let total: usize = refs.iter().map(|e| e.completion.len()).sum();
+        let mut lv = 0.0;
+        let mut n = 0;
+        for chunk in micro_batches(&refs, MICRO_TOKENS) {
+            let (loss, nc) = sft_loss(model, adapter, chunk, true)?;
+            let share = nc as f64 / total.max(1) as f64;
+            let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            lv += l * share;
+            n += nc;
+            if l.is_finite() {
+                let grads = (loss * share)?.backward()?;
+                accum.add(&grads)?;
+            }
+        }
         let lr = lr_at(step, steps, warmup, peak);
         let mut gn = f64::NAN;
         if lv.is_finite() {
-            let grads = loss.backward()?;
-            accum.add(&grads)?;
             opt.set_lr(lr);
             let info = opt.step(accum.grads())?;
             gn = info.grad_norm;
             accum.clear();
         } else {
+            accum.clear();
             tracing::warn!(step, "non-finite SFT loss; update skipped");
         }
         let mut p = SftProgress {
