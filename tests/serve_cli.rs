@@ -121,6 +121,12 @@ fn train_on_a_server_that_dies_then_resume_on_another() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(metric_steps(&session), (1..=done + 2).collect::<Vec<_>>());
+    // run.json names the server the run samples on now; served/ holds this process's
+    // adapters only.
+    let info = std::fs::read_to_string(session.join("run.json")).unwrap();
+    assert!(info.contains(&format!("{url2}/v1")), "{info}");
+    let runs: Vec<_> = std::fs::read_dir(session.join("served")).unwrap().collect();
+    assert_eq!(runs.len(), 1);
     let versions: Vec<u64> = std::fs::read_to_string(session.join("trajectories.jsonl"))
         .unwrap()
         .lines()

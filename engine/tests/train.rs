@@ -1212,7 +1212,10 @@ mod served {
         }
         // The same updates: the adapters agree.
         for name in ["planner", "executor"] {
-            for (x, y) in snapshot(&local, name).iter().zip(snapshot(&served, name)) {
+            let (sl, ss) = (snapshot(&local, name), snapshot(&served, name));
+            assert_eq!(sl.len(), ss.len());
+            assert!(!sl.is_empty());
+            for (x, y) in sl.iter().zip(ss) {
                 let d = x
                     .iter()
                     .zip(&y)
@@ -1222,12 +1225,40 @@ mod served {
             }
         }
         // Only the newest version's adapters stay on disk and on the servers.
-        let mut kept: Vec<String> = std::fs::read_dir(dir.path())
+        let backend = served.agent.remote.as_ref().unwrap();
+        let tagged = |v: u64| {
+            let n = |role: &str| format!("{role}@{v}-");
+            (n("planner"), n("executor"))
+        };
+        let runs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(runs.len(), 1, "one folder per run");
+        let run = runs.into_iter().next().unwrap().unwrap().path();
+        let mut kept: Vec<String> = std::fs::read_dir(&run)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         kept.sort();
-        assert_eq!(kept, ["executor@2", "planner@2"]);
+        let (p2, e2) = tagged(2);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(
+            kept[0].starts_with(&e2) && kept[1].starts_with(&p2),
+            "{kept:?}"
+        );
+        assert_eq!(backend.policy_version(), Some(2));
+        for server in [&a, &b] {
+            let models = http_get(&format!("http://{}/v1/models", server.addr));
+            let ids: Vec<&str> = models["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 3, "{ids:?}");
+            assert!(
+                ids[1].starts_with(&e2) && ids[2].starts_with(&p2),
+                "{ids:?}"
+            );
+        }
         a.stop();
         b.stop();
     }
@@ -1307,7 +1338,10 @@ mod served {
             .iter()
             .map(|m| m["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["tiny-random", "executor@1", "planner@1"]);
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(ids[0], "tiny-random");
+        assert_eq!(ids[1], backend.adapter_name("executor", 1));
+        assert_eq!(ids[2], backend.adapter_name("planner", 1));
         server.stop();
     }
 
@@ -1345,6 +1379,8 @@ mod served {
         assert!(msg.contains(&format!("{addr}/v1")), "{msg}");
         assert!(msg.contains("POST /completions failed 2 time(s)"), "{msg}");
         assert_eq!(t.steps_done(), 1, "a failed step changes nothing");
+        // The version is forgotten: the next step loads the adapters again.
+        assert_eq!(t.agent.remote.as_ref().unwrap().policy_version(), None);
         // Another server: the run goes on from where it was.
         let other = serve();
         remote(&mut t, &[&other], dir.path());

@@ -273,8 +273,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let w = SessionWriter::create(&dir, &cfg.to_toml()?, &info)?;
         (w, dir)
     };
+    let mut writer = writer;
     if let Some(mut b) = backend.take() {
+        if cfg.backend.adapter_dir.is_empty() {
+            // The session's own folder: what an earlier process of this run left there
+            // (its adapters) is of no use to this one.
+            let _ = std::fs::remove_dir_all(dir.join("served"));
+        }
         b.set_adapter_dir(&cfg.backend.adapter_dir_for(&dir));
+        if args.resume {
+            // The run now samples here: run.json says so.
+            let mut info = writer.run_info().clone();
+            info.backend = cahl_engine::backend::RolloutBackend::describe(&b);
+            writer.update_run_info(&info)?;
+        }
         trainer.agent.remote = Some(std::sync::Arc::new(b));
     }
     let _log_guard = crate::logging::to_file(&writer.log_path());

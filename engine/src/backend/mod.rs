@@ -5,7 +5,7 @@
 //! - `openai` ([`openai::OpenAiBackend`]): one or more OpenAI-compatible servers
 //!   (`cahl-tui serve`, vLLM with runtime LoRA updating), requests spread across them. After
 //!   every update the trainer writes both adapters as PEFT folders and has every server load
-//!   them under versioned names (`planner@12`, `executor@12`); completions come back with their
+//!   them under versioned names (`planner@12-T`, `executor@12-T`, T a tag of the process); completions come back with their
 //!   token ids and the sampling policy's log-probs, which become GRPO's old log-probs.
 //!
 //! The trainer keeps the gradient step: it holds the same base model and the adapters' weights.

@@ -13,10 +13,14 @@
 //! HTTP 5xx or 429 is retried `[backend].retries` times with exponential backoff; then the
 //! step fails with [`EngineError::Endpoint`] naming the endpoint. A 4xx answer fails at once.
 //!
-//! Adapters: [`OpenAiBackend::publish`] writes `planner@V` and `executor@V` PEFT folders (f32)
-//! under the adapter folder and posts `/load_lora_adapter` (`lora_name`, `lora_path`) to every
-//! endpoint, then `/unload_lora_adapter` for the previous version, as vLLM documents with
-//! `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`.
+//! Adapters: [`OpenAiBackend::publish`] writes `planner@V-T` and `executor@V-T` PEFT folders
+//! (f32; V the policy version, T a tag of this run) under `adapter_dir/run-T/` and posts
+//! `/load_lora_adapter` (`lora_name`, `lora_path`) to every endpoint, then
+//! `/unload_lora_adapter` for the previous version, as vLLM documents with
+//! `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`. The tag keeps names unique across runs and
+//! resumes: vLLM keys its prefix cache by adapter name, so a name must never be reused for
+//! other weights. After a failed request the version is forgotten and the next step loads
+//! the adapters again (a server may have restarted without them).
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -56,6 +60,10 @@ pub fn base_url(url: &str) -> Result<String> {
     })
 }
 
+/// Largest answer read (bytes): a group of long completions with their token ids and
+/// log-probs (and the prompt's ids repeated per choice) runs to megabytes.
+const MAX_ANSWER: u64 = 1 << 30;
+
 /// Sampling on OpenAI-compatible servers (see the module docs).
 pub struct OpenAiBackend {
     /// API bases (`…/v1`), in the order given.
@@ -70,6 +78,20 @@ pub struct OpenAiBackend {
     base_model: String,
     /// The policy version whose adapters the servers hold.
     version: Mutex<Option<u64>>,
+    /// Distinguishes this run's adapter names and folder from any other run's on the same
+    /// servers (vLLM keys its prefix cache by adapter name: a name reused for other weights,
+    /// e.g. after a resume, could be answered from blocks computed with the old ones).
+    tag: String,
+}
+
+/// Eight hex digits from the clock and the process id, fresh for every backend.
+fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let x = crate::train::mix_seed(&[nanos, std::process::id() as u64]);
+    format!("{:08x}", x as u32)
 }
 
 /// What one attempt of a request gave.
@@ -120,6 +142,7 @@ impl OpenAiBackend {
             adapter_dir: adapter_dir.to_path_buf(),
             base_model: String::new(),
             version: Mutex::new(None),
+            tag: run_tag(),
         };
         for i in 0..b.bases.len() {
             let models = b.request(i, "GET", "models", None)?;
@@ -259,7 +282,12 @@ impl OpenAiBackend {
             Err(e) => return Attempt::Retry(e.to_string()),
         };
         let status = resp.status().as_u16();
-        let text = match resp.body_mut().read_to_string() {
+        let text = match resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_string()
+        {
             Ok(t) => t,
             Err(e) => return Attempt::Retry(format!("reading the answer: {e}")),
         };
@@ -280,7 +308,25 @@ impl OpenAiBackend {
         }
     }
 
-    /// The model name a request uses: `role@version`, or the base model.
+    /// The served name of `role`'s adapter at `version`: `planner@12-<run tag>`.
+    pub fn adapter_name(&self, role: &str, version: u64) -> String {
+        format!("{role}@{version}-{}", self.tag)
+    }
+
+    /// The folder the adapters are written into (`adapter_dir/run-<tag>`).
+    pub fn adapter_folder(&self) -> PathBuf {
+        self.adapter_dir.join(format!("run-{}", self.tag))
+    }
+
+    /// Forget the published version, so the next [`RolloutBackend::publish`] loads the
+    /// adapters again (after a failure: a server may have restarted without them).
+    fn forget_version(&self) {
+        if let Ok(mut v) = self.version.lock() {
+            *v = None;
+        }
+    }
+
+    /// The model name a request uses: `role@version-tag`, or the base model.
     fn model_name(&self, adapter: Option<&str>) -> Result<String> {
         let Some(role) = adapter else {
             return Ok(self.base_model.clone());
@@ -290,7 +336,7 @@ impl OpenAiBackend {
             .lock()
             .map_err(|_| EngineError::Poisoned("backend version"))?;
         match *v {
-            Some(v) => Ok(format!("{role}@{v}")),
+            Some(v) => Ok(self.adapter_name(role, v)),
             None => Err(EngineError::Invalid(
                 "the openai backend has no adapters published yet".into(),
             )),
@@ -470,7 +516,9 @@ impl RolloutBackend for OpenAiBackend {
         let model = self.model_name(req.adapter)?;
         let body = completion_body(&model, req);
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
-        let answer = self.request(i, "POST", "completions", Some(&body))?;
+        let answer = self
+            .request(i, "POST", "completions", Some(&body))
+            .inspect_err(|_| self.forget_version())?;
         parse_completions(&answer, req.g).map_err(|msg| EngineError::Endpoint {
             endpoint: self.bases[i].clone(),
             msg: format!("POST /completions ({model}): {msg}"),
@@ -486,11 +534,12 @@ impl RolloutBackend for OpenAiBackend {
         if previous == Some(version) {
             return Ok(());
         }
+        let folder = self.adapter_folder();
         let mut names = Vec::new();
         for role in crate::agent::ROLES {
             let Ok(a) = model.adapter(role) else { continue };
-            let name = format!("{role}@{version}");
-            let dir = self.adapter_dir.join(&name);
+            let name = self.adapter_name(role, version);
+            let dir = folder.join(&name);
             a.save_peft(&dir, base_model)?;
             let path = std::fs::canonicalize(&dir).map_err(|e| EngineError::Io {
                 path: dir.clone(),
@@ -500,39 +549,41 @@ impl RolloutBackend for OpenAiBackend {
         }
         for i in 0..self.bases.len() {
             for (name, path) in &names {
-                // A server that kept this name from an earlier run holds other weights.
-                let _ = self.request(
-                    i,
-                    "POST",
-                    "unload_lora_adapter",
-                    Some(&json!({ "lora_name": name })),
-                );
-                self.request(
-                    i,
-                    "POST",
-                    "load_lora_adapter",
-                    Some(&json!({ "lora_name": name, "lora_path": path.display().to_string() })),
-                )?;
+                let body = json!({ "lora_name": name, "lora_path": path.display().to_string() });
+                match self.request(i, "POST", "load_lora_adapter", Some(&body)) {
+                    Ok(_) => {}
+                    // A retry after a lost answer, or a republish after a failed step: the
+                    // name is this run's, so what is loaded is these weights.
+                    Err(EngineError::Endpoint { msg, .. })
+                        if msg.contains("already been loaded") => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         *self
             .version
             .lock()
             .map_err(|_| EngineError::Poisoned("backend version"))? = Some(version);
-        if let Some(prev) = previous {
-            for role in crate::agent::ROLES {
-                let name = format!("{role}@{prev}");
-                for i in 0..self.bases.len() {
-                    // Best effort: a server that lost it already is fine.
-                    let _ = self.request(
-                        i,
-                        "POST",
-                        "unload_lora_adapter",
-                        Some(&json!({ "lora_name": name })),
-                    );
-                }
-                let _ = std::fs::remove_dir_all(self.adapter_dir.join(&name));
+        // Earlier versions of this run: off the servers (best effort: a server that lost one
+        // already is fine) and off the disk.
+        let stale: Vec<String> = std::fs::read_dir(&folder)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains('@') && !names.iter().any(|(m, _)| m == n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in stale {
+            for i in 0..self.bases.len() {
+                let _ = self.request(
+                    i,
+                    "POST",
+                    "unload_lora_adapter",
+                    Some(&json!({ "lora_name": name })),
+                );
             }
+            let _ = std::fs::remove_dir_all(folder.join(&name));
         }
         Ok(())
     }

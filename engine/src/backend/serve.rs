@@ -157,9 +157,10 @@ impl Server {
                     crate::model::ops::set_flush_denormals();
                     while !stop.load(Ordering::Relaxed) {
                         match http.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Some(req)) => {
-                                crate::model::ops::on_compute_pool(|| handle(&state, req))
-                            }
+                            // On this thread, not on the compute pool: a pool thread waiting
+                            // inside a matmul may run other queued pool work, and a second
+                            // request handled there would take the model lock it holds.
+                            Ok(Some(req)) => handle(&state, req),
                             Ok(None) => {}
                             Err(e) => tracing::warn!("serve: {e}"),
                         }
@@ -202,7 +203,18 @@ fn handle(state: &State, mut req: tiny_http::Request) {
         .take(MAX_BODY)
         .read_to_string(&mut body)
         .map_err(|e| HttpError::bad(format!("reading the request body: {e}")));
-    let answer = read.and_then(|_| route(state, &method, &url, &body));
+    // A panic answers 500 and leaves the worker alive.
+    let answer = read.and_then(|_| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            route(state, &method, &url, &body)
+        }))
+        .unwrap_or_else(|_| {
+            Err(HttpError {
+                code: 500,
+                message: "the request panicked (see the server's log)".into(),
+            })
+        })
+    });
     let (code, value) = match answer {
         Ok(v) => (200, v),
         Err(e) => {
@@ -286,12 +298,15 @@ fn load_lora(state: &State, b: &Map<String, Value>) -> Answer {
     };
     let adapter = LoraAdapter::load_peft(name, &path, &cfg, dtype, &device)
         .map_err(|e| HttpError::bad(format!("loading {}: {e}", path.display())))?;
-    state
-        .agent
-        .write()
-        .map_err(poisoned)?
-        .model
-        .insert_adapter(adapter);
+    let mut agent = state.agent.write().map_err(poisoned)?;
+    if agent.model.adapter(name).is_ok() {
+        // Another request loaded the same name meanwhile.
+        return Err(HttpError::bad(format!(
+            "The lora adapter '{name}' has already been loaded."
+        )));
+    }
+    agent.model.insert_adapter(adapter);
+    drop(agent);
     tracing::info!("serve: loaded adapter {name} from {}", path.display());
     Ok(Value::String(format!(
         "Success: LoRA adapter '{name}' added successfully."
@@ -383,7 +398,13 @@ fn sampling_params(
             .or_else(|| v.as_i64().map(|x| x as u64))
             .ok_or_else(|| HttpError::bad("`seed` must be an integer"))?,
     };
-    let stream = b.get("cahl_stream").and_then(Value::as_u64).unwrap_or(0);
+    let stream = match b.get("cahl_stream") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .filter(|s| s.checked_add(n as u64).is_some())
+            .ok_or_else(|| HttpError::bad("`cahl_stream` must be an integer below 2^64 - n"))?,
+    };
     Ok((
         SamplingParams {
             temperature,
@@ -425,9 +446,11 @@ fn stop_hit<'a>(c: &Completion, p: &'a SamplingParams) -> Option<&'a str> {
     if c.finish != FinishReason::Stop {
         return None;
     }
+    // The longest stop string the text ends with (one may end another: "n>" and "</plan>").
     p.stop
         .iter()
-        .find(|s| c.text.ends_with(s.as_str()))
+        .filter(|s| !s.is_empty() && c.text.ends_with(s.as_str()))
+        .max_by_key(|s| s.len())
         .map(String::as_str)
 }
 
@@ -455,7 +478,7 @@ fn completions(state: &State, b: &Map<String, Value>) -> Answer {
         Some(Value::String(s)) => agent.tok.encode(s, true)?,
         Some(Value::Array(a)) if a.iter().all(Value::is_u64) => a
             .iter()
-            .map(|v| v.as_u64().unwrap_or_default() as u32)
+            .map(|v| u32::try_from(v.as_u64().unwrap_or_default()).unwrap_or(u32::MAX))
             .collect(),
         Some(Value::Array(_)) => {
             return Err(HttpError::bad(
@@ -470,6 +493,7 @@ fn completions(state: &State, b: &Map<String, Value>) -> Answer {
             "prompt token id {bad} is outside the vocabulary ({vocab})"
         )));
     }
+    check_length(&agent, prompt.len(), &params)?;
     let comps = sample_group(
         &agent.model,
         adapter,
@@ -533,6 +557,23 @@ fn completions(state: &State, b: &Map<String, Value>) -> Answer {
         "model": b.get("model").cloned().unwrap_or(Value::String(state.model_id.clone())),
         "choices": choices, "usage": usage(prompt.len(), &comps),
     }))
+}
+
+/// The prompt and `max_tokens` must fit the model's context (as vLLM checks).
+fn check_length(
+    agent: &Agent,
+    prompt: usize,
+    p: &SamplingParams,
+) -> std::result::Result<(), HttpError> {
+    let ctx = agent.model.config().max_position_embeddings;
+    let want = prompt.saturating_add(p.max_tokens);
+    if want > ctx {
+        return Err(HttpError::bad(format!(
+            "This model's maximum context length is {ctx} tokens. However, you requested {want} tokens ({prompt} in the prompt, {} in the completion).",
+            p.max_tokens
+        )));
+    }
+    Ok(())
 }
 
 fn now() -> u64 {
@@ -640,6 +681,7 @@ fn chat_completions(state: &State, b: &Map<String, Value>) -> Answer {
     let adapter = adapter_of(state, &agent, b)?;
     let text = agent.template.render(&messages, tools.as_deref(), true)?;
     let prompt = agent.tok.encode(&text, false)?;
+    check_length(&agent, prompt.len(), &params)?;
     let comps = sample_group(
         &agent.model,
         adapter,
@@ -908,6 +950,27 @@ mod tests {
                 "cannot be found",
             ),
             ("GET", "/v1/nothing", "", 404, "no route"),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": "x", "max_tokens": 100000000}"#,
+                400,
+                "maximum context length",
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": [4294967301]}"#,
+                400,
+                "outside the vocabulary",
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": "x", "n": 2, "cahl_stream": 18446744073709551615}"#,
+                400,
+                "cahl_stream",
+            ),
         ];
         for (m, u, body, code, says) in cases {
             let e = route(&s, m, u, body)

@@ -538,6 +538,7 @@ fn a_served_model_plans_steps_and_measures_as_the_local_one() {
         task: dt.clone(),
         seed: 4,
     };
+    // (A random model's plan rarely parses: then both refuse with the same reason.)
     assert_eq!(local.plan(plan_req.clone()), remote.plan(plan_req));
     let step = DebugStepRequest {
         task: dt.clone(),

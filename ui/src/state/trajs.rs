@@ -447,9 +447,15 @@ mod tests {
     fn the_newest_steps_policy_version_is_kept() {
         let mut l = TrajList::new(10, 10);
         let summary = TrajectorySummary::default();
-        for (i, (step, v)) in [(3u64, Some(2u64)), (4, Some(1)), (2, Some(1)), (5, None)]
-            .into_iter()
-            .enumerate()
+        for (i, (step, v)) in [
+            (3u64, Some(2u64)),
+            (4, Some(1)),
+            (4, Some(3)),
+            (2, Some(1)),
+            (5, None),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let r = TrajectoryRecord {
                 step,
@@ -458,8 +464,8 @@ mod tests {
             };
             l.push_entry(i, &summary, Some(Box::new(r)));
         }
-        // Step 4 was sampled with version 1: two updates stale.
-        assert_eq!(l.policy, Some((4, 1)));
+        // The last of step 4's arrivals (step 5's record has no version, step 2's is older).
+        assert_eq!(l.policy, Some((4, 3)));
     }
 
     /// `f` cycles all → failures → misaligned → each label some failed item carries → all,
