@@ -42,8 +42,9 @@ pub struct SftArgs {
     #[arg(long)]
     pub tasks: Option<usize>,
     /// Leave out examples longer than this many tokens (prompt and completion; 0: keep all).
-    /// Training memory grows with the square of the length: ~13 GB at 2048 on a 135M model.
-    #[arg(long, default_value_t = 2048)]
+    /// Training memory grows with the square of the length (attention scores are kept for the
+    /// backward pass): on SmolLM2-135M, ToolRL's data at 2048 went past 23 GB and was killed.
+    #[arg(long, default_value_t = 1024)]
     pub max_len: usize,
     #[arg(long)]
     pub seed: Option<u64>,

@@ -80,16 +80,22 @@ impl BackendSection {
         for e in &self.endpoints {
             openai::base_url(e)?;
         }
-        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+        if !(self.timeout_s > 0.0 && self.timeout_s <= 86_400.0) {
             return Err(EngineError::Config(format!(
-                "[backend].timeout_s must be > 0 (got {})",
+                "[backend].timeout_s must be in (0, 86400] seconds (got {})",
                 self.timeout_s
             )));
         }
-        if !(self.backoff_s.is_finite() && self.backoff_s >= 0.0) {
+        if !(self.backoff_s >= 0.0 && self.backoff_s <= 600.0) {
             return Err(EngineError::Config(format!(
-                "[backend].backoff_s must be >= 0 (got {})",
+                "[backend].backoff_s must be in [0, 600] seconds (got {})",
                 self.backoff_s
+            )));
+        }
+        if self.retries > 16 {
+            return Err(EngineError::Config(format!(
+                "[backend].retries must be at most 16 (got {})",
+                self.retries
             )));
         }
         Ok(())
@@ -157,5 +163,81 @@ impl RolloutBackend for LocalBackend<'_> {
             req.params,
             self.tok,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_openai_section_is_checked_naming_the_key() {
+        let local = BackendSection::default();
+        assert!(local.validate().is_ok());
+        let ok = BackendSection {
+            kind: BackendKind::OpenAi,
+            endpoints: vec!["http://127.0.0.1:8000".into()],
+            ..BackendSection::default()
+        };
+        assert!(ok.validate().is_ok());
+        let cases = [
+            (
+                BackendSection {
+                    endpoints: vec![],
+                    ..ok.clone()
+                },
+                "needs at least one URL",
+            ),
+            (
+                BackendSection {
+                    timeout_s: 0.0,
+                    ..ok.clone()
+                },
+                "timeout_s",
+            ),
+            (
+                BackendSection {
+                    timeout_s: f64::NAN,
+                    ..ok.clone()
+                },
+                "timeout_s",
+            ),
+            (
+                BackendSection {
+                    timeout_s: 1e300,
+                    ..ok.clone()
+                },
+                "timeout_s",
+            ),
+            (
+                BackendSection {
+                    backoff_s: -1.0,
+                    ..ok.clone()
+                },
+                "backoff_s",
+            ),
+            (
+                BackendSection {
+                    retries: 1000,
+                    ..ok.clone()
+                },
+                "retries",
+            ),
+            (
+                BackendSection {
+                    endpoints: vec!["localhost:80".into()],
+                    ..ok.clone()
+                },
+                "expected an http://host:port URL",
+            ),
+        ];
+        for (s, says) in cases {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        assert_eq!(
+            ok.adapter_dir_for(std::path::Path::new("/s")),
+            PathBuf::from("/s/served")
+        );
     }
 }

@@ -454,6 +454,10 @@ pub fn parse_completions(answer: &Value, g: usize) -> std::result::Result<Vec<Co
         ));
     }
     out.sort_by_key(|(i, _)| *i);
+    if out.iter().enumerate().any(|(k, (i, _))| *i != k as u64) {
+        let idx: Vec<u64> = out.iter().map(|(i, _)| *i).collect();
+        return Err(format!("choice indices {idx:?} are not 0..{g}"));
+    }
     Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
@@ -688,6 +692,12 @@ mod tests {
         assert!(parse_completions(&no_lp, 1)
             .unwrap_err()
             .contains("token_logprobs"));
+        let twice = json!({"choices": [
+            {"index": 0, "token_ids": [1], "finish_reason": "length", "logprobs": {"token_logprobs": [-0.1]}},
+            {"index": 0, "token_ids": [2], "finish_reason": "length", "logprobs": {"token_logprobs": [-0.1]}}]});
+        assert!(parse_completions(&twice, 2)
+            .unwrap_err()
+            .contains("not 0..2"));
         let short = json!({"choices": []});
         assert!(parse_completions(&short, 2)
             .unwrap_err()

@@ -44,7 +44,7 @@ impl Default for AdapterSftConfig {
             weight_decay: 0.0,
             max_minutes: 0.0,
             seed: 0,
-            max_len: 2048,
+            max_len: 1024,
         }
     }
 }
