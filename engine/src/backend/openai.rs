@@ -206,19 +206,11 @@ impl OpenAiBackend {
         user: &str,
         p: &SamplingParams,
     ) -> Result<String> {
-        let body = json!({
-            "model": model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "n": 1,
-            "max_tokens": p.max_tokens,
-            "temperature": if p.greedy { 0.0 } else { p.temperature },
-            "top_p": p.top_p,
-            "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
-            "seed": p.seed,
-            "stop": p.stop,
-            "include_stop_str_in_output": true,
-            "skip_special_tokens": true,
-        });
+        let mut body = sampling_fields(p);
+        body["model"] = json!(model);
+        body["messages"] =
+            json!([{"role": "system", "content": system}, {"role": "user", "content": user}]);
+        body["n"] = json!(1);
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
         let answer = self.request(i, "POST", "chat/completions", Some(&body))?;
         chat_text_of(&answer).map_err(|msg| EngineError::Endpoint {
@@ -357,27 +349,32 @@ fn snippet(text: &str) -> String {
     }
 }
 
-/// The request body of one group (see the module docs).
-pub fn completion_body(model: &str, req: &SampleRequest<'_>) -> Value {
-    let p = req.params;
-    let temperature = if p.greedy { 0.0 } else { p.temperature };
+/// The sampling settings of a request, in vLLM's names: greedy as temperature 0, top-k 0 as
+/// -1, and the stop string kept in the text (the parsers read closing tags).
+fn sampling_fields(p: &SamplingParams) -> Value {
     json!({
-        "model": model,
-        "prompt": req.prompt,
-        "n": req.g,
         "max_tokens": p.max_tokens,
-        "temperature": temperature,
+        "temperature": if p.greedy { 0.0 } else { p.temperature },
         "top_p": p.top_p,
         "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
         "seed": p.seed,
         "stop": p.stop,
         "include_stop_str_in_output": true,
         "skip_special_tokens": true,
-        "logprobs": 0,
-        "return_token_ids": true,
-        "return_tokens_as_token_ids": true,
-        "cahl_stream": req.first_stream,
     })
+}
+
+/// The request body of one group (see the module docs).
+pub fn completion_body(model: &str, req: &SampleRequest<'_>) -> Value {
+    let mut body = sampling_fields(req.params);
+    body["model"] = json!(model);
+    body["prompt"] = json!(req.prompt);
+    body["n"] = json!(req.g);
+    body["logprobs"] = json!(0);
+    body["return_token_ids"] = json!(true);
+    body["return_tokens_as_token_ids"] = json!(true);
+    body["cahl_stream"] = json!(req.first_stream);
+    body
 }
 
 /// The completions of an answer to [`completion_body`], in choice-index order.

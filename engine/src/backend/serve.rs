@@ -454,6 +454,27 @@ fn stop_hit<'a>(c: &Completion, p: &'a SamplingParams) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// A completion's text as answered (without the stop string that ended it, unless
+/// `include_stop`), and that stop string.
+fn visible_text<'a>(
+    c: &Completion,
+    p: &'a SamplingParams,
+    include_stop: bool,
+) -> (String, Option<&'a str>) {
+    let hit = stop_hit(c, p);
+    let mut text = c.text.clone();
+    if let (Some(s), false) = (hit, include_stop) {
+        // `stop_hit` found `s` at the end of the text: the cut is on a char boundary.
+        text.truncate(text.len() - s.len());
+    }
+    (text, hit)
+}
+
+/// A boolean field of a request (absent: false).
+fn flag(b: &Map<String, Value>, key: &str) -> bool {
+    b.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
 fn finish_name(c: &Completion) -> &'static str {
     match c.finish {
         FinishReason::Length => "length",
@@ -503,24 +524,14 @@ fn completions(state: &State, b: &Map<String, Value>) -> Answer {
         &params,
         &agent.tok,
     )?;
-    let include_stop = b
-        .get("include_stop_str_in_output")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_stop = flag(b, "include_stop_str_in_output");
     let want_lp = b.get("logprobs").is_some_and(|v| !v.is_null());
-    let want_ids = b
-        .get("return_token_ids")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let want_ids = flag(b, "return_token_ids");
     let choices: Vec<Value> = comps
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let hit = stop_hit(c, &params);
-            let mut text = c.text.clone();
-            if let (Some(s), false) = (hit, include_stop) {
-                text.truncate(text.len() - s.len());
-            }
+            let (text, hit) = visible_text(c, &params, include_stop);
             let mut ch = json!({
                 "index": i, "text": text, "finish_reason": finish_name(c), "stop_reason": hit,
                 "logprobs": null,
@@ -692,23 +703,13 @@ fn chat_completions(state: &State, b: &Map<String, Value>) -> Answer {
         &agent.tok,
     )?;
     let want_lp = b.get("logprobs").and_then(Value::as_bool) == Some(true);
-    let include_stop = b
-        .get("include_stop_str_in_output")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let want_ids = b
-        .get("return_token_ids")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_stop = flag(b, "include_stop_str_in_output");
+    let want_ids = flag(b, "return_token_ids");
     let choices: Vec<Value> = comps
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let hit = stop_hit(c, &params);
-            let mut text = c.text.clone();
-            if let (Some(s), false) = (hit, include_stop) {
-                text.truncate(text.len() - s.len());
-            }
+            let (text, hit) = visible_text(c, &params, include_stop);
             // Tool calls are parsed out only for a request that offers tools (as vLLM's tool
             // parsers); otherwise the raw text is the content.
             let (message, called) = if tools.is_some() {
