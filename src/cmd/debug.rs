@@ -62,8 +62,9 @@ pub struct DebugArgs {
     /// can be probed on models this machine cannot hold.
     #[arg(long, value_name = "URL", conflicts_with_all = ["model", "checkpoint"])]
     pub endpoint: Option<String>,
-    /// With --endpoint: the served model that plans (an adapter name such as planner@12, or
-    /// the base model, the default).
+    /// With --endpoint: the served model that plans, as /v1/models lists it (an adapter, e.g.
+    /// `planner` of `serve --checkpoint` or a training run's `planner@V-T`; default: the base
+    /// model).
     #[arg(long, value_name = "NAME", requires = "endpoint")]
     pub planner_model: Option<String>,
     /// With --endpoint: the served model that executes (default: the base model).
