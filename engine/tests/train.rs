@@ -1246,13 +1246,7 @@ mod served {
         );
         assert_eq!(backend.policy_version(), Some(2));
         for server in [&a, &b] {
-            let models = http_get(&format!("http://{}/v1/models", server.addr));
-            let ids: Vec<&str> = models["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["id"].as_str().unwrap())
-                .collect();
+            let ids = served_ids(server);
             assert_eq!(ids.len(), 3, "{ids:?}");
             assert!(
                 ids[1].starts_with(&e2) && ids[2].starts_with(&p2),
@@ -1331,18 +1325,23 @@ mod served {
             assert!(close(&x.logprobs, &y.logprobs));
         }
         // The old version is gone from the server.
-        let models: serde_json::Value = http_get(&format!("http://{}/v1/models", server.addr));
-        let ids: Vec<&str> = models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
+        let ids = served_ids(&server);
         assert_eq!(ids.len(), 3, "{ids:?}");
         assert_eq!(ids[0], "tiny-random");
         assert_eq!(ids[1], backend.adapter_name("executor", 1));
         assert_eq!(ids[2], backend.adapter_name("planner", 1));
         server.stop();
+    }
+
+    /// The model ids a server lists (`GET /v1/models`).
+    fn served_ids(server: &ServerHandle) -> Vec<String> {
+        let models = http_get(&format!("http://{}/v1/models", server.addr));
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// `GET url` as JSON, over a bare TCP connection (HTTP/1.0: the server closes after).

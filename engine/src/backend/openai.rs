@@ -76,6 +76,8 @@ pub struct OpenAiBackend {
     adapter_dir: PathBuf,
     /// The base model's name on the servers (for requests without an adapter).
     base_model: String,
+    /// The model names the first server listed when connecting: the base, then adapters.
+    served: Vec<String>,
     /// The policy version whose adapters the servers hold.
     version: Mutex<Option<u64>>,
     /// Distinguishes this run's adapter names and folder from any other run's on the same
@@ -141,6 +143,7 @@ impl OpenAiBackend {
             api_key,
             adapter_dir: adapter_dir.to_path_buf(),
             base_model: String::new(),
+            served: Vec::new(),
             version: Mutex::new(None),
             tag: run_tag(),
         };
@@ -158,6 +161,17 @@ impl OpenAiBackend {
                 .and_then(|m| m.get("id"))
                 .and_then(Value::as_str)
                 .map(String::from);
+            if i == 0 {
+                b.served = models
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .map(|d| {
+                        d.iter()
+                            .filter_map(|m| m.get("id").and_then(Value::as_str).map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
             match (first, i) {
                 (Some(id), 0) => b.base_model = id,
                 (Some(_), _) => {}
@@ -182,17 +196,10 @@ impl OpenAiBackend {
         &self.base_model
     }
 
-    /// The model names the first server lists (`GET /models`): the base, then adapters.
-    pub fn model_ids(&self) -> Result<Vec<String>> {
-        let v = self.request(0, "GET", "models", None)?;
-        Ok(v.get("data")
-            .and_then(Value::as_array)
-            .map(|d| {
-                d.iter()
-                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
+    /// The model names the first server listed when connecting (`GET /models`): the base,
+    /// then adapters.
+    pub fn model_ids(&self) -> &[String] {
+        &self.served
     }
 
     /// One chat completion of a system + user conversation under `model`, rendered by the

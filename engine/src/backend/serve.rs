@@ -482,6 +482,29 @@ fn finish_name(c: &Completion) -> &'static str {
     }
 }
 
+/// vLLM's `return_token_ids`: the choice's and the prompt's token ids.
+fn with_ids(choice: &mut Value, c: &Completion, prompt: &[u32]) {
+    choice["token_ids"] = json!(c.tokens);
+    choice["prompt_token_ids"] = json!(prompt);
+}
+
+/// The answer around `choices`: id (`<prefix>-<seq>`), object, model, usage.
+fn answer(
+    state: &State,
+    b: &Map<String, Value>,
+    (prefix, object): (&str, &str),
+    seq: u64,
+    choices: Vec<Value>,
+    prompt: &[u32],
+    comps: &[Completion],
+) -> Value {
+    json!({
+        "id": format!("{prefix}-{seq}"), "object": object, "created": now(),
+        "model": b.get("model").cloned().unwrap_or(Value::String(state.model_id.clone())),
+        "choices": choices, "usage": usage(prompt.len(), comps),
+    })
+}
+
 fn usage(prompt: usize, comps: &[Completion]) -> Value {
     let done: usize = comps.iter().map(|c| c.tokens.len()).sum();
     json!({"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done})
@@ -557,17 +580,20 @@ fn completions(state: &State, b: &Map<String, Value>) -> Answer {
                 });
             }
             if want_ids {
-                ch["token_ids"] = json!(c.tokens);
-                ch["prompt_token_ids"] = json!(prompt);
+                with_ids(&mut ch, c, &prompt);
             }
             ch
         })
         .collect();
-    Ok(json!({
-        "id": format!("cmpl-{seq}"), "object": "text_completion", "created": now(),
-        "model": b.get("model").cloned().unwrap_or(Value::String(state.model_id.clone())),
-        "choices": choices, "usage": usage(prompt.len(), &comps),
-    }))
+    Ok(answer(
+        state,
+        b,
+        ("cmpl", "text_completion"),
+        seq,
+        choices,
+        &prompt,
+        &comps,
+    ))
 }
 
 /// The prompt and `max_tokens` must fit the model's context (as vLLM checks).
@@ -735,17 +761,20 @@ fn chat_completions(state: &State, b: &Map<String, Value>) -> Answer {
                 ch["logprobs"] = json!({"content": content});
             }
             if want_ids {
-                ch["token_ids"] = json!(c.tokens);
-                ch["prompt_token_ids"] = json!(prompt);
+                with_ids(&mut ch, c, &prompt);
             }
             ch
         })
         .collect();
-    Ok(json!({
-        "id": format!("chatcmpl-{seq}"), "object": "chat.completion", "created": now(),
-        "model": b.get("model").cloned().unwrap_or(Value::String(state.model_id.clone())),
-        "choices": choices, "usage": usage(prompt.len(), &comps),
-    }))
+    Ok(answer(
+        state,
+        b,
+        ("chatcmpl", "chat.completion"),
+        seq,
+        choices,
+        &prompt,
+        &comps,
+    ))
 }
 
 #[cfg(test)]

@@ -554,7 +554,7 @@ pub fn endpoint_backend(
         ..cfg.backend.clone()
     };
     let client = OpenAiBackend::connect(&section, Path::new(""))?;
-    let served = client.model_ids()?;
+    let served = client.model_ids().to_vec();
     let pick = |name: Option<&str>, flag: &str| -> Result<String> {
         let name = name.unwrap_or(client.base_model()).to_string();
         if served.contains(&name) {
