@@ -46,14 +46,17 @@ pub struct ReplayArgs {
 /// What `replay` opens for `path`: a directory as it is; a session's `trajectories.jsonl` or
 /// `metrics.jsonl` as the session around it (so its metrics, checkpoints and model come too);
 /// a bare one of those files alone. Anything else is refused with one line.
-pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
+///
+/// What is converted (an evaluation's results, another engine's run) lies in a temporary
+/// session that the returned [`Target`] removes when it is dropped.
+pub fn replay_target(path: &Path) -> anyhow::Result<Target> {
     if path.is_dir() {
         if !path.join("run.json").is_file() {
             if let Some(kind) = cahl_engine::import::detect(path) {
                 return foreign_as_session(path, kind);
             }
         }
-        return Ok(path.to_path_buf());
+        return Ok(Target::at(path));
     }
     if !path.exists() {
         anyhow::bail!("{}: no such file or directory", path.display());
@@ -74,8 +77,8 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
         "trajectories.jsonl" | "metrics.jsonl" => {
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
             match parent {
-                Some(dir) if dir.join("run.json").is_file() => Ok(dir.to_path_buf()),
-                _ => Ok(path.to_path_buf()),
+                Some(dir) if dir.join("run.json").is_file() => Ok(Target::at(dir)),
+                _ => Ok(Target::at(path)),
             }
         }
         "results.jsonl" => eval_as_session(path),
@@ -96,16 +99,44 @@ pub fn replay_target(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// What replay opens: a path, and the temporary directory it lies in when it was converted
+/// (removed on drop).
+pub struct Target {
+    pub path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    fn at(path: &Path) -> Target {
+        Target {
+            path: path.to_path_buf(),
+            _temp: None,
+        }
+    }
+
+    fn temporary(prefix: &str) -> anyhow::Result<Target> {
+        let temp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .with_context(|| {
+                format!(
+                    "creating a temporary session in {}",
+                    std::env::temp_dir().display()
+                )
+            })?;
+        Ok(Target {
+            path: temp.path().to_path_buf(),
+            _temp: Some(temp),
+        })
+    }
+}
+
 /// Another engine's run converted into a temporary session (read-only: no model, no
 /// checkpoints), so its curves and trajectories browse like ours.
-fn foreign_as_session(path: &Path, kind: cahl_engine::import::Foreign) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "cahl-{}-replay-{}",
-        kind.name(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let imp = cahl_engine::import::import(path, kind, &dir)?;
+fn foreign_as_session(path: &Path, kind: cahl_engine::import::Foreign) -> anyhow::Result<Target> {
+    let target = Target::temporary(&format!("cahl-{}-replay-", kind.name()))?;
+    let dir = &target.path;
+    let imp = cahl_engine::import::import(path, kind, dir)?;
     eprintln!(
         "{}: a {} run, {} samples over {} steps ({} with tool calls; success {}), browsed as a \
          temporary session in {}",
@@ -121,7 +152,7 @@ fn foreign_as_session(path: &Path, kind: cahl_engine::import::Foreign) -> anyhow
         },
         dir.display()
     );
-    Ok(dir)
+    Ok(target)
 }
 
 /// One line of an evaluation's `results.jsonl`, as far as replay needs it.
@@ -135,7 +166,7 @@ struct EvalLine {
 /// scorer's verdict) in a temporary session, with the run's `run.json` and `config.toml` and the
 /// evaluated checkpoint linked in when the evaluation lies in `SESSION/eval/<name>-step-N/`, so
 /// `d` debugs an item on the model and adapters that were evaluated.
-fn eval_as_session(path: &Path) -> anyhow::Result<PathBuf> {
+fn eval_as_session(path: &Path) -> anyhow::Result<Target> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = String::new();
@@ -157,8 +188,8 @@ fn eval_as_session(path: &Path) -> anyhow::Result<PathBuf> {
         out.push_str(&serde_json::to_string(&e.trajectory)?);
         out.push('\n');
     }
-    let dir = std::env::temp_dir().join(format!("cahl-eval-replay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = Target::temporary("cahl-eval-replay-")?;
+    let dir = target.path.clone();
     std::fs::write(dir.join("trajectories.jsonl"), out)
         .with_context(|| format!("writing into {}", dir.display()))?;
     // SESSION/eval/<bench>-<mode>-step-N/results.jsonl: the session and the checkpoint.
@@ -193,12 +224,14 @@ fn eval_as_session(path: &Path) -> anyhow::Result<PathBuf> {
         path.display(),
         dir.display()
     );
-    Ok(dir)
+    Ok(target)
 }
 
 /// Runs `cahl-tui replay`.
 pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
-    args.path = replay_target(&args.path)?;
+    // Held to the end: a converted run's temporary session is removed when it drops.
+    let target = replay_target(&args.path)?;
+    args.path = target.path.clone();
     if args.summary || !std::io::stdout().is_terminal() {
         return print_summary(&args);
     }
