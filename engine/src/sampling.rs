@@ -1,4 +1,5 @@
-//! Seeded sampling of G completions of one prompt, sharing the prompt's KV cache.
+//! Seeded sampling of G completions of one prompt, sharing the prompt's KV cache, and of
+//! several such groups decoded together ([`sample_many`]).
 //!
 //! The prompt is prefilled once at batch 1; its cache is then repeated for the group and all
 //! rows decode in one batch. Each row draws from its own ChaCha8 stream derived from
@@ -9,8 +10,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::SampleRequest;
 use crate::error::{EngineError, Result};
-use crate::model::{AdapterRef, Model, Prefix};
+use crate::model::{AdapterRef, KvCache, Model, Prefix};
 
 /// Sampling settings (vLLM / TRL names where they exist).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -262,6 +264,10 @@ fn pick_nucleus(
 }
 
 struct Row {
+    /// The request (index into the batch's requests) the row belongs to.
+    req: usize,
+    /// Tokens of its prompt (the position of its first generated token).
+    prompt_len: usize,
     rng: ChaCha8Rng,
     out: Completion,
     done: bool,
@@ -294,64 +300,135 @@ pub fn sample_group_with(
     params: &SamplingParams,
     detok: &dyn Detok,
 ) -> Result<Vec<Completion>> {
-    if prompt.is_empty() {
-        return Err(EngineError::Invalid(
-            "cannot sample from an empty prompt".into(),
-        ));
-    }
-    if g == 0 {
-        return Ok(Vec::new());
-    }
-    let (mut cache, start) = match prefix.and_then(|p| p.reusable_len(prompt).map(|n| (p, n))) {
-        Some((p, n)) => (p.cache_for(n)?, n),
-        None => (model.new_cache(), 0),
+    let req = SampleRequest {
+        adapter,
+        prefix,
+        prompt,
+        g,
+        first_stream,
+        params,
     };
-    let ids = model.ids_tensor(&prompt[start..], 1)?;
-    let last = model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
-    let mut rows: Vec<Row> = (0..g as u64)
-        .map(|i| Row {
-            rng: stream_rng(params.seed, first_stream + i),
-            out: Completion {
-                tokens: vec![],
-                text: String::new(),
-                logprobs: vec![],
-                finish: FinishReason::Length,
-            },
-            done: false,
-        })
-        .collect();
-    if g > 1 {
-        cache = cache.expand_batch(g)?;
+    Ok(sample_many(model, &[req], detok)?.pop().unwrap_or_default())
+}
+
+/// Several groups decoded together: every request's prompt is prefilled once (reusing its
+/// prefix), then all rows of all requests decode as one batch per adapter, each row stopping on
+/// its own (EOS, its request's stop strings or `max_tokens`). Prompts of different lengths are
+/// right-aligned in one cache with their padding masked ([`KvCache::right_aligned`]). Row `i`
+/// of a request draws from stream `first_stream + i` of its own seed, so a row's tokens depend
+/// on the other rows only through floating-point rounding of the batched products. Returns
+/// each request's completions, in request order.
+pub fn sample_many(
+    model: &Model,
+    reqs: &[SampleRequest<'_>],
+    detok: &dyn Detok,
+) -> Result<Vec<Vec<Completion>>> {
+    let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
+    let mut adapters: Vec<AdapterRef> = Vec::new();
+    for r in reqs {
+        if r.prompt.is_empty() {
+            return Err(EngineError::Invalid(
+                "cannot sample from an empty prompt".into(),
+            ));
+        }
+        if !adapters.contains(&r.adapter) {
+            adapters.push(r.adapter);
+        }
     }
-    let mut logits: Vec<Vec<f32>> = {
-        let l = last.to_dtype(DType::F32)?.squeeze(0)?.to_vec1::<f32>()?;
-        vec![l; g]
-    };
-    // `active[j]` is the row index of batch position j.
-    let mut active: Vec<usize> = (0..g).collect();
-    for pos in prompt.len()..prompt.len() + params.max_tokens {
+    for adapter in adapters {
+        let idx: Vec<usize> = (0..reqs.len())
+            .filter(|&i| reqs[i].adapter == adapter && reqs[i].g > 0)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let group: Vec<&SampleRequest> = idx.iter().map(|&i| &reqs[i]).collect();
+        for (i, comps) in idx
+            .into_iter()
+            .zip(decode_together(model, adapter, &group, detok)?)
+        {
+            out[i] = comps;
+        }
+    }
+    Ok(out)
+}
+
+/// [`sample_many`] for requests of one adapter, each with `g > 0`.
+fn decode_together(
+    model: &Model,
+    adapter: AdapterRef,
+    reqs: &[&SampleRequest<'_>],
+    detok: &dyn Detok,
+) -> Result<Vec<Vec<Completion>>> {
+    // Prefill every prompt at batch 1.
+    let mut caches = Vec::with_capacity(reqs.len());
+    let mut first: Vec<Vec<f32>> = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let (mut cache, start) = match r
+            .prefix
+            .and_then(|p| p.reusable_len(r.prompt).map(|n| (p, n)))
+        {
+            Some((p, n)) => (p.cache_for(n)?, n),
+            None => (model.new_cache(), 0),
+        };
+        let ids = model.ids_tensor(&r.prompt[start..], 1)?;
+        let last = model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
+        first.push(last.squeeze(0)?.to_vec1::<f32>()?);
+        caches.push(cache);
+    }
+    let extra = reqs.iter().map(|r| r.params.max_tokens).max().unwrap_or(0);
+    let parts: Vec<(&KvCache, usize)> = caches.iter().zip(reqs).map(|(c, r)| (c, r.g)).collect();
+    let (mut cache, mut pads) = KvCache::right_aligned(&parts, extra)?;
+    drop(caches);
+    let mut rows: Vec<Row> = Vec::new();
+    for (j, r) in reqs.iter().enumerate() {
+        for i in 0..r.g as u64 {
+            rows.push(Row {
+                req: j,
+                prompt_len: r.prompt.len(),
+                rng: stream_rng(r.params.seed, r.first_stream + i),
+                out: Completion {
+                    tokens: vec![],
+                    text: String::new(),
+                    logprobs: vec![],
+                    finish: FinishReason::Length,
+                },
+                done: r.params.max_tokens == 0,
+            });
+        }
+    }
+    // `active[j]` is the row at batch position j; `logits[j]` its next-token logits.
+    let mut active: Vec<usize> = (0..rows.len()).collect();
+    let mut logits: Vec<Vec<f32>> = rows.iter().map(|r| first[r.req].clone()).collect();
+    drop(first);
+    loop {
         // Choose every active row's token in parallel (each row owns its RNG, so the result
-        // does not depend on scheduling), then check EOS / stop strings in order.
+        // does not depend on scheduling), then check EOS / stop strings / length in order.
         {
             use rayon::prelude::*;
             let mut slot: Vec<Option<usize>> = vec![None; rows.len()];
             for (j, &r) in active.iter().enumerate() {
-                slot[r] = Some(j);
+                if !rows[r].done {
+                    slot[r] = Some(j);
+                }
             }
             rows.par_iter_mut().enumerate().for_each(|(r, row)| {
                 if let Some(j) = slot[r] {
-                    let (tok, lp) = pick_token(&logits[j], params, &mut row.rng);
+                    let (tok, lp) = pick_token(&logits[j], reqs[row.req].params, &mut row.rng);
                     row.out.tokens.push(tok);
                     row.out.logprobs.push(lp);
                 }
             });
         }
-        let mut next = Vec::with_capacity(active.len());
         for &r in active.iter() {
             let row = &mut rows[r];
+            if row.done {
+                continue;
+            }
             let Some(&tok) = row.out.tokens.last() else {
                 continue;
             };
+            let params = reqs[row.req].params;
             if detok.is_eos(tok) {
                 row.done = true;
                 row.out.finish = FinishReason::Eos;
@@ -368,7 +445,9 @@ pub fn sample_group_with(
                     row.out.text = text[..cut].to_string();
                 }
             }
-            next.push(tok);
+            if !row.done && row.out.tokens.len() >= params.max_tokens {
+                row.done = true;
+            }
         }
         let keep: Vec<usize> = (0..active.len())
             .filter(|&j| !rows[active[j]].done)
@@ -376,28 +455,37 @@ pub fn sample_group_with(
         if keep.is_empty() {
             break;
         }
-        let next: Vec<u32> = keep.iter().map(|&j| next[j]).collect();
         if keep.len() != active.len() {
             let sel: Vec<u32> = keep.iter().map(|&j| j as u32).collect();
             cache.select_rows(&sel)?;
+            pads = keep.iter().map(|&j| pads[j]).collect();
             active = keep.iter().map(|&j| active[j]).collect();
         }
-        if rows[active[0]].out.tokens.len() >= params.max_tokens {
-            break;
-        }
-        let ids = Tensor::from_vec(next, (active.len(), 1), model.device())?;
-        let l = model.forward_last(&ids, pos, &mut cache, adapter)?;
+        let next: Vec<u32> = active
+            .iter()
+            .map(|&r| *rows[r].out.tokens.last().unwrap_or(&0))
+            .collect();
+        let pos: Vec<usize> = active
+            .iter()
+            .map(|&r| rows[r].prompt_len + rows[r].out.tokens.len() - 1)
+            .collect();
+        let l = if pads.iter().all(|&p| p == 0) && pos.iter().all(|&p| p == pos[0]) {
+            // All rows at one position (one prompt, or prompts of one length): the plain step.
+            let ids = Tensor::from_vec(next, (active.len(), 1), model.device())?;
+            model.forward_last(&ids, pos[0], &mut cache, adapter)?
+        } else {
+            model.forward_last_rows(&next, &pos, &pads, &mut cache, adapter)?
+        };
         logits = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     }
-    Ok(rows
-        .into_iter()
-        .map(|mut r| {
-            if r.out.finish != FinishReason::Stop {
-                r.out.text = detok.decode(&r.out.tokens);
-            }
-            r.out
-        })
-        .collect())
+    let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
+    for mut r in rows {
+        if r.out.finish != FinishReason::Stop {
+            r.out.text = detok.decode(&r.out.tokens);
+        }
+        out[r.req].push(r.out);
+    }
+    Ok(out)
 }
 
 impl Detok for crate::tokenizer::Tokenizer {

@@ -1,12 +1,14 @@
 //! Model-level tests on tiny random configs (no downloads).
 use std::collections::HashMap;
 
+use cahl_engine::backend::SampleRequest;
 use cahl_engine::grpo::{
     completion_logprobs, group_advantages, grpo_loss, Advantages, GrpoBatch, GrpoConfig, LossAgg,
 };
+use cahl_engine::model::Prefix;
 use cahl_engine::model::{LoraAdapter, LoraConfig, Model, ModelConfig};
 use cahl_engine::optim::GradAccum;
-use cahl_engine::sampling::{sample_group, Detok, SamplingParams};
+use cahl_engine::sampling::{sample_group, sample_group_with, sample_many, Detok, SamplingParams};
 use candle_core::{DType, Device, Tensor, Var};
 
 fn cfg_json(model_type: &str, tie: bool, extra: &str) -> ModelConfig {
@@ -369,6 +371,113 @@ fn batched_group_sampling_equals_one_by_one() {
                 x
             );
         }
+    }
+}
+
+#[test]
+fn groups_of_different_prompt_lengths_decoded_together_equal_each_alone() {
+    // f64, so batched and single products round alike and sampled tokens must agree exactly.
+    for (ty, extra) in [("llama", ""), ("qwen2", r#", "rope_interleaved": true"#)] {
+        let cfg = cfg_json(ty, true, extra);
+        let mut model = build(&cfg, DType::F64, 5);
+        model.add_adapter("executor", &lora_all(), 1).unwrap();
+        randomize_b(model.adapter("executor").unwrap(), 4);
+        model.add_adapter("planner", &lora_all(), 2).unwrap();
+        randomize_b(model.adapter("planner").unwrap(), 6);
+        let shared: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % 61).collect();
+        let prefix = Prefix::build(&model, Some("executor"), &shared, false).unwrap();
+        let long: Vec<u32> = shared
+            .iter()
+            .copied()
+            .chain([9, 30, 12, 5, 44, 2])
+            .collect();
+        let mid: Vec<u32> = shared.iter().copied().chain([8]).collect();
+        let short: Vec<u32> = vec![3, 17, 42];
+        let p = |seed: u64, t: f64, max: usize, stop: &[&str]| SamplingParams {
+            temperature: t,
+            top_p: 0.9,
+            max_tokens: max,
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            seed,
+            ..Default::default()
+        };
+        let params = [
+            p(1, 1.2, 14, &[]),
+            p(2, 0.8, 9, &["k"]),
+            p(3, 1.0, 20, &[]),
+            p(4, 1.5, 6, &[]),
+            SamplingParams {
+                greedy: true,
+                max_tokens: 11,
+                ..Default::default()
+            },
+        ];
+        let reqs = [
+            (
+                Some("executor"),
+                Some(&prefix),
+                long.as_slice(),
+                3,
+                0,
+                &params[0],
+            ),
+            (Some("executor"), None, short.as_slice(), 2, 5, &params[1]),
+            (Some("planner"), None, mid.as_slice(), 2, 0, &params[2]),
+            (
+                Some("executor"),
+                Some(&prefix),
+                mid.as_slice(),
+                4,
+                1,
+                &params[3],
+            ),
+            (None, None, long.as_slice(), 1, 0, &params[4]),
+            (Some("executor"), None, short.as_slice(), 0, 0, &params[0]),
+        ];
+        let batch: Vec<SampleRequest> = reqs
+            .iter()
+            .map(
+                |&(adapter, prefix, prompt, g, first_stream, params)| SampleRequest {
+                    adapter,
+                    prefix,
+                    prompt,
+                    g,
+                    first_stream,
+                    params,
+                },
+            )
+            .collect();
+        let together = sample_many(&model, &batch, &ToyDetok).unwrap();
+        assert_eq!(together.len(), reqs.len());
+        let mut lengths = std::collections::BTreeSet::new();
+        for (j, &(adapter, prefix, prompt, g, first_stream, params)) in reqs.iter().enumerate() {
+            let alone = sample_group_with(
+                &model,
+                adapter,
+                prefix,
+                prompt,
+                g,
+                first_stream,
+                params,
+                &ToyDetok,
+            )
+            .unwrap();
+            assert_eq!(together[j].len(), g, "{ty}: request {j}");
+            for (i, (a, b)) in alone.iter().zip(&together[j]).enumerate() {
+                assert_eq!(a.tokens, b.tokens, "{ty}: request {j} row {i}");
+                assert_eq!(a.text, b.text);
+                assert_eq!(a.finish, b.finish, "{ty}: request {j} row {i}");
+                for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                    assert!(
+                        (x - y).abs() < 1e-6,
+                        "{ty}: request {j} row {i}: {x} vs {y}"
+                    );
+                }
+                lengths.insert(b.tokens.len());
+            }
+        }
+        // Rows stopped at different lengths (the batch shrank as they finished).
+        assert!(lengths.len() > 2, "{ty}: lengths {lengths:?}");
     }
 }
 

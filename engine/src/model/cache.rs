@@ -203,6 +203,59 @@ impl KvCache {
         Ok(KvCache { layers: out })
     }
 
+    /// One cache for rows whose prompts differ in length, to decode them together: part `j` (a
+    /// batch-1 inference cache of `len_j` positions) fills `copies_j` rows, its positions
+    /// right-aligned at `width = max len_j` so every row appends at the same column. Returns the
+    /// cache (room for `extra` more positions) and each row's padding (`width - len_j` leading
+    /// positions, to be masked: see [`crate::model::Model::forward_last_rows`]).
+    pub fn right_aligned(
+        parts: &[(&KvCache, usize)],
+        extra: usize,
+    ) -> Result<(KvCache, Vec<usize>)> {
+        let width = parts.iter().map(|(c, _)| c.seq_len()).max().unwrap_or(0);
+        let num_layers = parts.first().map_or(0, |(c, _)| c.layers.len());
+        let mut pads = Vec::new();
+        for (c, copies) in parts {
+            if c.layers.len() != num_layers {
+                candle_core::bail!("kv caches to align differ in layer count");
+            }
+            pads.extend(std::iter::repeat_n(width - c.seq_len(), *copies));
+        }
+        let cap = width + extra;
+        let mut out = KvCache::new(num_layers);
+        for (i, slot) in out.layers.iter_mut().enumerate() {
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            for (c, copies) in parts.iter().filter(|(_, n)| *n > 0) {
+                let Some(l) = &c.layers[i] else {
+                    candle_core::bail!("kv cache to align holds nothing in layer {i}");
+                };
+                let (k, v) = l.keys()?;
+                if k.dim(0)? != 1 {
+                    candle_core::bail!(
+                        "right_aligned needs batch-1 caches, got batch {}",
+                        k.dim(0)?
+                    );
+                }
+                for (src, dst) in [(&k, &mut ks), (&v, &mut vs)] {
+                    let buf = buffer_like(src, cap)?;
+                    buf.slice_set(&src.contiguous()?, 2, width - l.len)?;
+                    let (_, h, _, d) = buf.dims4()?;
+                    dst.push(buf.broadcast_as((*copies, h, cap, d))?);
+                }
+            }
+            if ks.is_empty() {
+                continue;
+            }
+            *slot = Some(Layer {
+                k: Tensor::cat(&ks, 0)?.contiguous()?,
+                v: Tensor::cat(&vs, 0)?.contiguous()?,
+                len: width,
+            });
+        }
+        Ok((out, pads))
+    }
+
     /// Keep only the given batch rows (drop finished sequences during sampling).
     pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
         for l in self.layers.iter_mut().flatten() {

@@ -113,6 +113,17 @@ pub struct Model {
 /// Which adapter a forward call uses: `None` is the base (reference) policy.
 pub type AdapterRef<'a> = Option<&'a str>;
 
+/// One decode step of rows that sit at different positions (prompts of different lengths
+/// decoded together, see [`KvCache::right_aligned`]): each row's rotary angles and an additive
+/// mask that hides its padding.
+struct Rows {
+    /// `(rows, head_dim / 2)`: the rotary tables at each row's position.
+    cos: Tensor,
+    sin: Tensor,
+    /// `(rows, 1, 1, cached + 1)`: `-inf` on a row's padding, `0` elsewhere.
+    mask: Tensor,
+}
+
 impl Model {
     /// Build from HF-named weights (see docs/DESIGN.md). Shapes are checked against `cfg`.
     pub fn new(
@@ -336,7 +347,8 @@ impl Model {
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if train && fused::fused_ok(x) {
+        // candle's fused rms_norm has no f64 kernel: f64 inference (tests) uses ours.
+        if (train || x.dtype() == DType::F64) && fused::fused_ok(x) {
             fused::rms_norm(x, w, self.cfg.rms_norm_eps)
         } else if train {
             rms_norm_train(x, w, self.cfg.rms_norm_eps)
@@ -357,6 +369,7 @@ impl Model {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: usize,
@@ -365,6 +378,7 @@ impl Model {
         cache: &mut KvCache,
         lora: Option<&LoraAdapter>,
         train: bool,
+        rows: Option<&Rows>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let nh = self.cfg.num_attention_heads;
@@ -377,7 +391,26 @@ impl Model {
         let v = v.reshape((b, t, nkv, d))?.transpose(1, 2)?.contiguous()?;
         // On the CPU in f32/f64 one op rotates and transposes to (b, heads, t, d).
         let fused = fused::fused_ok(x);
-        let (q, k) = if fused {
+        let (q, k) = if let Some(rows) = rows {
+            // One token per row (t == 1), each at its own position: the rows are rotated as
+            // the time steps of one sequence, then put back as the batch.
+            let il = self.cfg.rope_interleaved;
+            let rot = |x: Tensor, heads: usize| -> candle_core::Result<Tensor> {
+                let x = x.reshape((1, b, heads, d))?;
+                let r = if fused {
+                    fused::rope_bthd(&x, &rows.cos, &rows.sin, il, false)?
+                } else {
+                    let x = x.transpose(1, 2)?.contiguous()?;
+                    if il {
+                        candle_nn::rotary_emb::rope_i(&x, &rows.cos, &rows.sin)?
+                    } else {
+                        candle_nn::rotary_emb::rope(&x, &rows.cos, &rows.sin)?
+                    }
+                };
+                r.transpose(0, 2)?.contiguous() // (b, heads, 1, d)
+            };
+            (rot(q, nh)?, rot(k, nkv)?)
+        } else if fused {
             let cos = self.rope.cos.narrow(0, offset, t)?;
             let sin = self.rope.sin.narrow(0, offset, t)?;
             let il = self.cfg.rope_interleaved;
@@ -397,7 +430,11 @@ impl Model {
         let q = q.contiguous()?.reshape((b, nkv, rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
         let scores = q.matmul(&k.t()?)?;
-        let att = if fused {
+        let att = if let Some(rows) = rows {
+            // No causal part with one new token per row; the mask hides each row's padding.
+            let att = (scores * scale)?.broadcast_add(&rows.mask)?;
+            candle_nn::ops::softmax_last_dim(&att)?
+        } else if fused {
             // Scale, causal mask and softmax in one op.
             fused::causal_softmax(&scores, scale, t, offset, train)?
         } else {
@@ -460,8 +497,7 @@ impl Model {
         adapter: AdapterRef,
         train: bool,
     ) -> Result<Tensor> {
-        let lora = self.resolve(adapter)?;
-        let (b, t) = ids.dims2()?;
+        let (_, t) = ids.dims2()?;
         if offset + t > self.rope.cos.dim(0)? {
             return Err(EngineError::Invalid(format!(
                 "sequence of {} tokens exceeds the model's {} positions",
@@ -469,6 +505,64 @@ impl Model {
                 self.rope.cos.dim(0)?
             )));
         }
+        self.blocks_forward(ids, offset, cache, adapter, train, None)
+    }
+
+    /// Logits `(rows, vocab)` f32 of one decode step of rows at different positions
+    /// (inference): row `r` feeds `ids[r]` at position `positions[r]`, and its first `pads[r]`
+    /// cached positions are padding (a cache from [`KvCache::right_aligned`]).
+    pub fn forward_last_rows(
+        &self,
+        ids: &[u32],
+        positions: &[usize],
+        pads: &[usize],
+        cache: &mut KvCache,
+        adapter: AdapterRef,
+    ) -> Result<Tensor> {
+        let n = ids.len();
+        if positions.len() != n || pads.len() != n || n == 0 {
+            return Err(EngineError::Invalid(format!(
+                "a rows step needs one position and one pad per row ({n} ids, {} positions, {} \
+                 pads)",
+                positions.len(),
+                pads.len()
+            )));
+        }
+        let max_pos = self.rope.cos.dim(0)?;
+        if let Some(&p) = positions.iter().find(|&&p| p >= max_pos) {
+            return Err(EngineError::Invalid(format!(
+                "sequence of {} tokens exceeds the model's {max_pos} positions",
+                p + 1
+            )));
+        }
+        let at: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+        let at = Tensor::from_vec(at, n, &self.device)?;
+        let total = cache.seq_len() + 1;
+        let mask: Vec<f32> = pads
+            .iter()
+            .flat_map(|&pad| (0..total).map(move |j| if j < pad { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let rows = Rows {
+            cos: self.rope.cos.index_select(&at, 0)?,
+            sin: self.rope.sin.index_select(&at, 0)?,
+            mask: Tensor::from_vec(mask, (n, 1, 1, total), &self.device)?.to_dtype(self.dtype)?,
+        };
+        let ids = Tensor::from_slice(ids, (n, 1), &self.device)?;
+        let h = self.blocks_forward(&ids, 0, cache, adapter, false, Some(&rows))?;
+        Ok(self.logits(&h.squeeze(1)?, false)?.to_dtype(DType::F32)?)
+    }
+
+    fn blocks_forward(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        adapter: AdapterRef,
+        train: bool,
+        rows: Option<&Rows>,
+    ) -> Result<Tensor> {
+        let lora = self.resolve(adapter)?;
+        let (b, t) = ids.dims2()?;
         let mut x = self
             .embed
             .index_select(&ids.flatten_all()?, 0)?
@@ -477,7 +571,7 @@ impl Model {
         for i in 0..self.blocks.len() {
             let blk = &self.blocks[i];
             let h = self.norm(&x, &blk.ln_attn, train)?;
-            let a = self.attention(i, &h, offset, cache, lora, train)?;
+            let a = self.attention(i, &h, offset, cache, lora, train, rows)?;
             x = (x + a)?;
             let h = self.norm(&x, &blk.ln_mlp, train)?;
             let m = self.mlp(i, &h, lora, train)?;
