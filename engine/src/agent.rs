@@ -129,6 +129,10 @@ impl Agent {
     /// Sample a group through the rollout backend: the remote one when set, else this
     /// process's model ([`LocalBackend`]).
     pub fn sample(&self, req: &SampleRequest<'_>) -> Result<Vec<Completion>> {
+        // Inside a wave (crate::wave::run) the request joins the wave's batch.
+        if let Some(answer) = crate::wave::sample_in_wave(req) {
+            return answer;
+        }
         match &self.remote {
             Some(b) => b.sample(req),
             None => LocalBackend {

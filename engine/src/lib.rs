@@ -24,6 +24,7 @@ pub mod sft;
 pub mod speedtest;
 pub mod tokenizer;
 pub mod train;
+pub mod wave;
 pub mod worlds;
 
 pub use error::{EngineError, Result};

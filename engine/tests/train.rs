@@ -1389,3 +1389,177 @@ mod served {
         other.stop();
     }
 }
+
+/// Waves: every task (and every execution of a plan) on its own thread, their samples decoded
+/// together.
+mod waves {
+    use super::*;
+    use cahl_engine::backend::SampleRequest;
+    use cahl_engine::sampling::{Completion, SamplingParams};
+    use cahl_engine::train::BatchMode;
+    use cahl_engine::wave;
+
+    fn params(seed: u64) -> SamplingParams {
+        SamplingParams {
+            temperature: 1.1,
+            max_tokens: 6 + seed as usize % 5,
+            seed,
+            ..Default::default()
+        }
+    }
+
+    /// Item `i` samples `1 + i % 3` times in a row, each prompt depending on the last answer,
+    /// and item 2 forks into three nested participants.
+    fn work(agent: &Agent, i: usize) -> Vec<Vec<Completion>> {
+        let mut prompt: Vec<u32> = (0..(3 + 4 * i as u32))
+            .map(|k| 5 + (k * 11 + i as u32) % 40)
+            .collect();
+        let mut out = Vec::new();
+        for round in 0..(1 + i % 3) {
+            let p = params((i * 10 + round) as u64);
+            let c = agent
+                .sample(&SampleRequest {
+                    adapter: Some(if round % 2 == 0 {
+                        "executor"
+                    } else {
+                        "planner"
+                    }),
+                    prefix: None,
+                    prompt: &prompt,
+                    g: 1 + (i + round) % 3,
+                    first_stream: 0,
+                    params: &p,
+                })
+                .unwrap();
+            prompt.extend(c[0].tokens.iter().take(2));
+            out.push(c);
+        }
+        if i == 2 {
+            let nested = wave::map(vec![0usize, 1, 2], |j| {
+                let p = params(100 + j as u64);
+                let pr: Vec<u32> = prompt.iter().copied().skip(j).collect();
+                agent
+                    .sample(&SampleRequest {
+                        adapter: Some("executor"),
+                        prefix: None,
+                        prompt: &pr,
+                        g: 2,
+                        first_stream: j as u64,
+                        params: &p,
+                    })
+                    .unwrap()
+            });
+            out.extend(nested);
+        }
+        out
+    }
+
+    fn agent() -> Agent {
+        let mut agent = tiny_agent(8);
+        for (i, name) in ["planner", "executor"].iter().enumerate() {
+            let lora = LoraConfig {
+                r: 2,
+                lora_alpha: 4.0,
+                ..Default::default()
+            };
+            agent.model.add_adapter(name, &lora, 50 + i as u64).unwrap();
+        }
+        agent
+    }
+
+    #[test]
+    fn a_wave_answers_every_participant_as_sampling_alone_would() {
+        let agent = agent();
+        let alone: Vec<_> = (0..5).map(|i| work(&agent, i)).collect();
+        let (together, stats) = wave::run(&agent, 64, (0..5).collect(), |i| work(&agent, i));
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(a.len(), b.len(), "item {i}");
+            for (x, y) in a.iter().zip(b) {
+                let tok = |v: &[Completion]| v.iter().map(|c| c.tokens.clone()).collect::<Vec<_>>();
+                assert_eq!(tok(x), tok(y), "item {i}");
+                for (cx, cy) in x.iter().zip(y) {
+                    for (p, q) in cx.logprobs.iter().zip(&cy.logprobs) {
+                        assert!((p - q).abs() < 1e-4, "item {i}: {p} vs {q}");
+                    }
+                }
+            }
+        }
+        // 5 + 3 nested requests' worth of rounds: items sample 1, 2, 3, 1, 2 times, item 2 then
+        // three more at once; the waves hold several requests each.
+        let requests = 1 + 2 + 3 + 1 + 2 + 3;
+        assert_eq!(stats.requests, requests);
+        assert!(stats.batches < requests, "{stats:?}");
+        assert!(stats.max_rows > 3, "{stats:?}");
+        // A row cap splits waves into more batches, with the same answers.
+        let (capped, cstats) = wave::run(&agent, 3, (0..5).collect(), |i| work(&agent, i));
+        assert!(cstats.max_rows <= 3, "{cstats:?}");
+        assert!(cstats.batches > stats.batches);
+        for (a, b) in together.iter().zip(&capped) {
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x.len(), y.len());
+                for (cx, cy) in x.iter().zip(y) {
+                    assert_eq!(cx.tokens, cy.tokens);
+                }
+            }
+        }
+        // Off a wave, map runs in order on this thread.
+        assert!(!wave::in_wave());
+        assert_eq!(wave::map(vec![1, 2, 3], |x| x * 2), vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn a_panicking_participant_ends_the_wave_instead_of_hanging_it() {
+        let agent = agent();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wave::run(&agent, 64, (0..4).collect(), |i| {
+                if i == 1 {
+                    panic!("participant {i} fails");
+                }
+                work(&agent, i)
+            })
+        }));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn batched_rollouts_give_the_unbatched_run() {
+        // Tasks, plans and executions on their own threads, decoded in waves: the same
+        // trajectories and rewards as one task at a time (log-prob based metrics agree to
+        // rounding: batched products round differently).
+        let mut cfg = small_config();
+        cfg.tasks_per_step = 3;
+        cfg.steps = 2;
+        cfg.workers = 1;
+        cfg.rollout.executions_per_plan = 2;
+        let mut runs = Vec::new();
+        for batch in [BatchMode::Off, BatchMode::On] {
+            cfg.rollout.batch = batch;
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("s");
+            let warnings = run_steps(trainer(&cfg), new_session(&dir, &cfg));
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let traj = std::fs::read_to_string(dir.join("trajectories.jsonl")).unwrap();
+            runs.push((traj, metrics_sans_timing(&dir)));
+        }
+        assert!(runs[0].0.lines().count() == 6, "3 tasks x 2 steps");
+        assert_eq!(runs[0].0, runs[1].0, "batched trajectories differ");
+        for (a, b) in runs[0].1.iter().zip(&runs[1].1) {
+            for key in ["planner_reward", "executor_reward", "success_rate"] {
+                assert_eq!(a[key], b[key], "{key}");
+            }
+            for policy in ["planner", "executor"] {
+                for key in ["loss", "kl", "grad_norm"] {
+                    let (x, y) = (&a[policy][key], &b[policy][key]);
+                    if a["step"] == 0 {
+                        continue; // the baseline record has no update
+                    }
+                    let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                    assert!(
+                        (x - y).abs() <= 1e-3 * (1.0 + x.abs()),
+                        "{policy}.{key}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -329,20 +329,31 @@ pub fn run_eval(
     })?;
     let agent: &Agent = agent;
     let mut episodes: Vec<std::result::Result<Episode, (String, String)>> = Vec::new();
-    // Waves of a few episodes per lane, each in its own copy of the world, so progress is
-    // reported as they finish; every episode's seed depends only on its index.
-    let wave = lanes.len() * 2;
+    // Waves of a few episodes per lane (or, batched, of `batch_rows` episodes decoded
+    // together), each in its own copy of the world, so progress is reported as they finish;
+    // every episode's seed depends only on its index.
+    let batched = cfg.rollout.batch.applies(agent.model.num_base_params());
+    let wave = if batched {
+        cfg.rollout.batch_rows
+    } else {
+        lanes.len() * 2
+    };
     let mut done = 0;
     while done < tasks.len() {
         let end = (done + wave).min(tasks.len());
         let jobs: Vec<(usize, &Task, Box<dyn World>)> =
             (done..end).map(|i| (i, &tasks[i], world.fork())).collect();
         let (cfg, prefixes) = (&cfg, &prefixes);
-        episodes.extend(lanes.map(jobs, |(i, task, mut w)| {
+        let job = |(i, task, mut w): (usize, &Task, Box<dyn World>)| {
             let seed = crate::train::mix_seed(&[opts.seed, i as u64]);
             run_episode(agent, w.as_mut(), task, cfg, seed, prefixes)
                 .map_err(|e| (category_of(task), format!("episode failed: {e}")))
-        }));
+        };
+        episodes.extend(if batched {
+            crate::wave::run(agent, cfg.rollout.batch_rows, jobs, job).0
+        } else {
+            lanes.map(jobs, job)
+        });
         done = end;
         progress(done, tasks.len());
     }

@@ -67,6 +67,23 @@ impl KvCache {
         }
     }
 
+    /// A cache holding the same tensors (no copy). Appending to either writes into the shared
+    /// buffers, so only share a cache that is read ([`KvCache::truncated`] copies).
+    pub fn share(&self) -> KvCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|l| Layer {
+                    k: l.k.clone(),
+                    v: l.v.clone(),
+                    len: l.len,
+                })
+            })
+            .collect();
+        KvCache { layers }
+    }
+
     /// Number of cached positions (0 when empty).
     pub fn seq_len(&self) -> usize {
         self.layers

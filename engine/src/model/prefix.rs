@@ -45,6 +45,16 @@ impl Prefix {
         })
     }
 
+    /// The same prefix sharing this one's tensors (no copy; [`Prefix::cache_for`] copies before
+    /// anything is appended, so sharing is safe for inference).
+    pub fn share(&self) -> Prefix {
+        Prefix {
+            ids: self.ids.clone(),
+            cache: self.cache.share(),
+            leaves: self.leaves.clone(),
+        }
+    }
+
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }

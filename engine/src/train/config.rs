@@ -112,6 +112,33 @@ impl Continue {
 
 pub use crate::agent::ModelSection;
 
+/// Whether a step's rollouts decode together in waves ([`crate::wave`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchMode {
+    /// On for models over [`crate::lanes::SMALL_MODEL_PARAMS`] parameters (whose tasks would
+    /// otherwise roll out one by one); small models run tasks side by side on lanes instead.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl BatchMode {
+    /// Whether rollouts of a model of `params` base parameters are batched.
+    pub fn applies(self, params: usize) -> bool {
+        match self {
+            BatchMode::Auto => params > crate::lanes::SMALL_MODEL_PARAMS,
+            BatchMode::On => true,
+            BatchMode::Off => false,
+        }
+    }
+}
+
+fn default_batch_rows() -> usize {
+    64
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorldSection {
@@ -138,6 +165,14 @@ pub struct RolloutSection {
     pub max_subtasks: usize,
     pub planner: SamplingParams,
     pub executor: SamplingParams,
+    /// Decode the step's rollouts together in waves: all planner prompts, then wave by wave
+    /// every executor prompt of every plan and task ([`crate::wave`]).
+    #[serde(default)]
+    pub batch: BatchMode,
+    /// At most this many rows (completions) in one batched decode; a larger wave is decoded in
+    /// parts.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -379,6 +414,9 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&st.gamma) {
             return bad("rewards.steptool.gamma", st.gamma, "in [0, 1]");
+        }
+        if self.rollout.batch_rows == 0 {
+            return bad("rollout.batch_rows", 0, "at least 1");
         }
         if self.rollout.max_subtasks == 0 {
             return bad("rollout.max_subtasks", 0, "at least 1");

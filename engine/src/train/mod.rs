@@ -17,7 +17,7 @@ pub mod trainer;
 mod update;
 
 pub use crate::agent::Agent;
-pub use config::{Continue, EvalSection, Mode, TrainConfig};
+pub use config::{BatchMode, Continue, EvalSection, Mode, TrainConfig};
 pub use driver::{resume_session, run};
 pub use quick_eval::{quick_eval, quick_eval_on, QuickEval};
 pub use rollout::{

@@ -83,7 +83,7 @@ pub fn quick_eval_on(
     let c = &c;
     let prefixes = Prefixes::for_rollouts(agent, &world.tools(), c.mode)?;
     let prefixes = &prefixes;
-    let results = lanes.map(jobs, |(i, t, mut w)| {
+    let job = |(i, t, mut w): (usize, &Task, Box<dyn World>)| {
         rollout_task_with(
             agent,
             w.as_mut(),
@@ -93,7 +93,12 @@ pub fn quick_eval_on(
             0,
             prefixes,
         )
-    });
+    };
+    let results = if c.rollout.batch.applies(agent.model.num_base_params()) {
+        crate::wave::run(agent, c.rollout.batch_rows, jobs, job).0
+    } else {
+        lanes.map(jobs, job)
+    };
     for r in results {
         let r = r?;
         let i = out.tasks;

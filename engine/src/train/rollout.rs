@@ -571,30 +571,56 @@ pub fn rollout_task_with(
         planner_rcfg.planner.execution_level = 0.0;
     }
     let k_exec = cfg.rollout.executions_per_plan.max(1);
-    for (pi, plan) in plans.iter().enumerate() {
-        let parsed = parse_planner(&plan.text);
-        let run_exec = cfg.mode != Mode::Separate || pi == 0;
-        let subtasks: Vec<String> = if cfg.mode == Mode::Separate {
-            task.gold_plan.clone()
-        } else {
-            parsed.subtasks.clone()
-        };
-        let mut executions = Vec::new();
-        if run_exec {
-            for r in 0..k_exec {
-                executions.push(execute_plan(
-                    agent,
-                    world,
-                    task,
-                    &tools,
-                    &subtasks,
-                    cfg,
-                    seed,
-                    (pi, r),
-                    prefixes,
-                )?);
+    let parsed_plans: Vec<_> = plans.iter().map(|p| parse_planner(&p.text)).collect();
+    let plan_subtasks: Vec<Vec<String>> = parsed_plans
+        .iter()
+        .map(|parsed| {
+            if cfg.mode == Mode::Separate {
+                task.gold_plan.clone()
+            } else {
+                parsed.subtasks.clone()
             }
-        }
+        })
+        .collect();
+    // Every execution of every plan; in a wave (crate::wave) each runs on its own copy of the
+    // world and their executor steps decode together.
+    let runs: Vec<(usize, usize)> = (0..plans.len())
+        .filter(|&pi| cfg.mode != Mode::Separate || pi == 0)
+        .flat_map(|pi| (0..k_exec).map(move |r| (pi, r)))
+        .collect();
+    let run_one = |world: &mut dyn World, (pi, r): (usize, usize)| {
+        execute_plan(
+            agent,
+            world,
+            task,
+            &tools,
+            &plan_subtasks[pi],
+            cfg,
+            seed,
+            (pi, r),
+            prefixes,
+        )
+    };
+    let mut all_executions: Vec<Execution> = if crate::wave::in_wave() && runs.len() > 1 {
+        let items: Vec<_> = runs.iter().map(|&run| (run, world.fork())).collect();
+        crate::wave::map(items, |(run, mut w)| run_one(w.as_mut(), run))
+            .into_iter()
+            .collect::<Result<_>>()?
+    } else {
+        runs.iter()
+            .map(|&run| run_one(&mut *world, run))
+            .collect::<Result<_>>()?
+    };
+    let mut by_plan: Vec<Vec<Execution>> = (0..plans.len()).map(|_| Vec::new()).collect();
+    for (&(pi, _), ex) in runs.iter().zip(all_executions.drain(..)) {
+        by_plan[pi].push(ex);
+    }
+    for (((pi, plan), parsed), (subtasks, executions)) in plans
+        .iter()
+        .enumerate()
+        .zip(parsed_plans)
+        .zip(plan_subtasks.iter().cloned().zip(by_plan))
+    {
         // The planner's reward: format and parameter level from the plan, execution level the
         // mean over its executions.
         let breakdowns: Vec<RewardBreakdown> = if executions.is_empty() {

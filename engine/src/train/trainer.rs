@@ -267,13 +267,20 @@ impl Trainer {
         let tools = self.world.tools();
         let prefixes = Prefixes::for_rollouts(&self.agent, &tools, self.cfg.mode)?;
         let (agent, cfg, prefixes) = (&self.agent, &self.cfg, &prefixes);
-        let results = self.lanes.map(jobs, |(i, task, mut world)| {
+        let job = |(i, task, mut world): (usize, Task, Box<dyn World>)| {
             let seed = mix_seed(&[cfg.seed, s, i as u64]);
             (
                 task.id.clone(),
                 rollout_task_with(agent, world.as_mut(), &task, cfg, seed, s, prefixes),
             )
-        });
+        };
+        // Batched: every task on its own thread, their samples decoded together in waves;
+        // otherwise tasks side by side on the lanes.
+        let results = if cfg.rollout.batch.applies(agent.model.num_base_params()) {
+            crate::wave::run(agent, cfg.rollout.batch_rows, jobs, job).0
+        } else {
+            self.lanes.map(jobs, job)
+        };
         for (id, r) in results {
             match r {
                 Ok(mut r) => {
