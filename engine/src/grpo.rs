@@ -18,12 +18,31 @@ pub enum LossAgg {
     SequenceMean,
 }
 
+/// What the KL term compares a policy with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KlReference {
+    /// The base model without adapters (TRL's reference with a PEFT model).
+    #[default]
+    Base,
+    /// The policy as the run started (e.g. the sft adapters of `--init-adapters`), kept frozen.
+    Init,
+}
+
+/// The name of the frozen copy of adapter `policy` that [`KlReference::Init`] compares with.
+pub fn reference_adapter_name(policy: &str) -> String {
+    format!("{policy}-reference")
+}
+
 /// GRPO hyper-parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpoConfig {
-    /// KL coefficient (k3 estimator against the no-adapter reference). 0 skips the reference pass.
+    /// KL coefficient (k3 estimator against the reference, see `reference`). 0 skips the
+    /// reference pass.
     pub beta: f64,
+    /// The KL term's reference policy.
+    pub reference: KlReference,
     pub epsilon_low: f64,
     pub epsilon_high: f64,
     /// Divide advantages by the group's standard deviation (false = Dr.GRPO).
@@ -46,6 +65,7 @@ impl Default for GrpoConfig {
     fn default() -> Self {
         GrpoConfig {
             beta: 0.04,
+            reference: KlReference::Base,
             epsilon_low: 0.2,
             epsilon_high: 0.28,
             scale_rewards: true,

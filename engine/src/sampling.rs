@@ -323,6 +323,38 @@ pub fn sample_many(
     reqs: &[SampleRequest<'_>],
     detok: &dyn Detok,
 ) -> Result<Vec<Vec<Completion>>> {
+    Ok(sample_many_timed(model, reqs, detok)?.0)
+}
+
+/// Where a batched decode's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchTiming {
+    /// Seconds prefilling the prompts (their parts not in a prefix cache), one by one.
+    pub prefill_s: f64,
+    /// Prompt tokens prefilled.
+    pub prefill_tokens: usize,
+    /// Seconds of batched decode steps (choosing tokens included).
+    pub decode_s: f64,
+    /// Batched decode steps (forward passes of all active rows).
+    pub decode_steps: usize,
+}
+
+impl BatchTiming {
+    pub fn add(&mut self, o: &BatchTiming) {
+        self.prefill_s += o.prefill_s;
+        self.prefill_tokens += o.prefill_tokens;
+        self.decode_s += o.decode_s;
+        self.decode_steps += o.decode_steps;
+    }
+}
+
+/// [`sample_many`], also saying where the time went.
+pub fn sample_many_timed(
+    model: &Model,
+    reqs: &[SampleRequest<'_>],
+    detok: &dyn Detok,
+) -> Result<(Vec<Vec<Completion>>, BatchTiming)> {
+    let mut timing = BatchTiming::default();
     let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
     let mut adapters: Vec<AdapterRef> = Vec::new();
     for r in reqs {
@@ -343,14 +375,13 @@ pub fn sample_many(
             continue;
         }
         let group: Vec<&SampleRequest> = idx.iter().map(|&i| &reqs[i]).collect();
-        for (i, comps) in idx
-            .into_iter()
-            .zip(decode_together(model, adapter, &group, detok)?)
-        {
+        let (done, t) = decode_together(model, adapter, &group, detok)?;
+        timing.add(&t);
+        for (i, comps) in idx.into_iter().zip(done) {
             out[i] = comps;
         }
     }
-    Ok(out)
+    Ok((out, timing))
 }
 
 /// [`sample_many`] for requests of one adapter, each with `g > 0`.
@@ -359,7 +390,9 @@ fn decode_together(
     adapter: AdapterRef,
     reqs: &[&SampleRequest<'_>],
     detok: &dyn Detok,
-) -> Result<Vec<Vec<Completion>>> {
+) -> Result<(Vec<Vec<Completion>>, BatchTiming)> {
+    let mut timing = BatchTiming::default();
+    let t0 = std::time::Instant::now();
     // Prefill every prompt at batch 1.
     let mut caches = Vec::with_capacity(reqs.len());
     let mut first: Vec<Vec<f32>> = Vec::with_capacity(reqs.len());
@@ -375,7 +408,10 @@ fn decode_together(
         let last = model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
         first.push(last.squeeze(0)?.to_vec1::<f32>()?);
         caches.push(cache);
+        timing.prefill_tokens += r.prompt.len() - start;
     }
+    timing.prefill_s = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
     let extra = reqs.iter().map(|r| r.params.max_tokens).max().unwrap_or(0);
     let parts: Vec<(&KvCache, usize)> = caches.iter().zip(reqs).map(|(c, r)| (c, r.g)).collect();
     let (mut cache, mut pads) = KvCache::right_aligned(&parts, extra)?;
@@ -477,7 +513,9 @@ fn decode_together(
             model.forward_last_rows(&next, &pos, &pads, &mut cache, adapter)?
         };
         logits = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        timing.decode_steps += 1;
     }
+    timing.decode_s = t1.elapsed().as_secs_f64();
     let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
     for mut r in rows {
         if r.out.finish != FinishReason::Stop {
@@ -485,7 +523,7 @@ fn decode_together(
         }
         out[r.req].push(r.out);
     }
-    Ok(out)
+    Ok((out, timing))
 }
 
 impl Detok for crate::tokenizer::Tokenizer {

@@ -5,7 +5,7 @@
 //! execution of a plan) runs on its own thread as a *participant*, and [`Agent::sample`] from a
 //! participant hands its request to the wave instead of decoding it. One *driver* thread (the
 //! caller of [`run`]) waits until every live participant is waiting on a request, then decodes
-//! all of them as one batch ([`sample_many`]: all planner prompts of a step in the first wave,
+//! all of them as one batch ([`crate::sampling::sample_many`]: all planner prompts of a step in the first wave,
 //! then, wave by wave, the executor prompts of all plans of all tasks) and hands each its
 //! completions. Rows stop independently; each prompt's shared system prefix comes from its
 //! cache.
@@ -25,7 +25,7 @@ use crate::agent::Agent;
 use crate::backend::SampleRequest;
 use crate::error::{EngineError, Result};
 use crate::model::Prefix;
-use crate::sampling::{sample_many, Completion, SamplingParams};
+use crate::sampling::{sample_many_timed, BatchTiming, Completion, SamplingParams};
 
 /// A participant's place: its item index, then its index in each nested [`map`].
 type Key = Vec<u32>;
@@ -68,8 +68,10 @@ impl Shared {
 }
 
 /// What the waves of one [`run`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WaveStats {
+    /// Where the local decodes' time went (zero with a remote backend).
+    pub timing: BatchTiming,
     /// Batched decodes run.
     pub batches: usize,
     /// Requests (groups) answered.
@@ -268,6 +270,7 @@ fn drive(agent: &Agent, shared: &Shared) {
             st.stats.requests += stats.requests;
             st.stats.rows += stats.rows;
             st.stats.max_rows = st.stats.max_rows.max(stats.max_rows);
+            st.stats.timing.add(&stats.timing);
             for (p, a) in wave.into_iter().zip(answers) {
                 st.answers.insert(p.key, a);
             }
@@ -333,8 +336,11 @@ fn answer(
         }
         stats.batches += 1;
         stats.max_rows = stats.max_rows.max(rows);
-        match sample_many(&agent.model, &reqs[start..end], &agent.tok) {
-            Ok(done) => out.extend(done.into_iter().map(Ok)),
+        match sample_many_timed(&agent.model, &reqs[start..end], &agent.tok) {
+            Ok((done, t)) => {
+                stats.timing.add(&t);
+                out.extend(done.into_iter().map(Ok));
+            }
             Err(e) => {
                 let msg = format!("batched sampling of {} requests failed: {e}", end - start);
                 out.extend((start..end).map(|_| Err(EngineError::Invalid(msg.clone()))));

@@ -1563,3 +1563,70 @@ mod waves {
         }
     }
 }
+
+#[test]
+fn an_init_reference_is_the_starting_policy_and_survives_a_resume() {
+    use cahl_engine::grpo::KlReference;
+    let mut cfg = small_config();
+    cfg.steps = 2;
+    cfg.grpo.iterations = 1;
+    // Base reference: the adapters (non-zero B) differ from the base model from the start.
+    let mut base = trainer(&cfg);
+    let kl_base = base.step().unwrap().metrics.planner.kl;
+    assert!(kl_base > 1e-6, "{kl_base}");
+    // Init reference: the first update compares the policy with itself.
+    cfg.grpo.reference = KlReference::Init;
+    let start = trainer(&cfg);
+    let initial = snapshot(&start, "planner");
+    assert_eq!(snapshot(&start, "planner-reference"), initial);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let (tx, rx) = mpsc::channel();
+    let (_ctx, crx) = mpsc::channel();
+    let mut first_kl = None;
+    train::run(start, Some(new_session(&dir, &cfg)), tx, crx).unwrap();
+    for e in rx.try_iter() {
+        if let cahl_sessions::events::TrainEvent::Metrics(m) = e {
+            if m.step == 1 {
+                first_kl = Some(m.planner.kl);
+            }
+        }
+    }
+    let first_kl = first_kl.expect("step 1 metrics");
+    assert!(
+        first_kl.abs() < 1e-6,
+        "policy = reference at step 1, KL {first_kl}"
+    );
+    assert!(dir
+        .join("reference/planner/adapter_model.safetensors")
+        .is_file());
+    // Resume: the reference comes back from the session, not from the resumed adapters.
+    let mut t = trainer(&cfg);
+    for (_, v) in t
+        .agent
+        .model
+        .adapter("planner-reference")
+        .unwrap()
+        .named_vars()
+    {
+        v.set(&v.as_tensor().zeros_like().unwrap()).unwrap();
+    }
+    train::resume_session(&mut t, &dir).unwrap();
+    assert_eq!(snapshot(&t, "planner-reference"), initial);
+    assert_ne!(
+        snapshot(&t, "planner"),
+        initial,
+        "the checkpoint's adapters"
+    );
+    // Without the saved reference the resume names what is missing.
+    std::fs::remove_dir_all(dir.join("reference")).unwrap();
+    let mut t = trainer(&cfg);
+    let err = match train::resume_session(&mut t, &dir) {
+        Ok(_) => panic!("resumed without the saved reference"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("reference") && err.contains("grpo.reference"),
+        "{err}"
+    );
+}

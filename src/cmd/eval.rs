@@ -60,6 +60,10 @@ pub struct EvalArgs {
     /// up to 50M parameters, else 1). Results do not depend on it; latencies are per episode.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Decode the episodes of a wave (64 at a time) together: auto (models over 50M
+    /// parameters), on, off. Batched, an episode's latency is that of its wave.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub batch: String,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -182,6 +186,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seed: args.seed,
         max_subtasks: args.max_subtasks,
         workers,
+        batch: match args.batch.as_str() {
+            "on" => cahl_engine::train::BatchMode::On,
+            "off" => cahl_engine::train::BatchMode::Off,
+            _ => cahl_engine::train::BatchMode::Auto,
+        },
         ..Default::default()
     };
     let bar = if args.quiet {

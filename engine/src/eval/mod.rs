@@ -113,6 +113,9 @@ pub struct EvalOptions {
     /// [`crate::lanes::Lanes::auto_count`]); results and per-episode latencies are those of
     /// one thread per episode.
     pub workers: usize,
+    /// Whether the episodes of a wave of `batch_rows` decode together ([`crate::wave`]);
+    /// then an episode's latency is that of its wave.
+    pub batch: crate::train::BatchMode,
 }
 
 impl Default for EvalOptions {
@@ -126,6 +129,7 @@ impl Default for EvalOptions {
             executor_max_tokens: r.executor.max_tokens,
             ih_max_tokens: TrainConfig::default().ih_grpo.max_tokens,
             workers: 0,
+            batch: crate::train::BatchMode::Auto,
         }
     }
 }
@@ -153,6 +157,7 @@ impl EvalOptions {
         c.rollout.planner.max_tokens = self.planner_max_tokens;
         c.rollout.executor.max_tokens = self.executor_max_tokens;
         c.ih_grpo.max_tokens = self.ih_max_tokens;
+        c.rollout.batch = self.batch;
         c
     }
 }

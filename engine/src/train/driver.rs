@@ -70,6 +70,8 @@ pub fn resume_session(trainer: &mut Trainer, dir: &Path) -> Result<Resumed> {
         };
         match trainer.load_checkpoint(&p) {
             Ok(()) => {
+                // The KL reference the run started with (grpo.reference = "init").
+                trainer.load_reference(dir)?;
                 writer.truncate_after_step(ck.step)?;
                 notes.push(format!("resuming from checkpoint step-{}", ck.step));
                 return Ok(Resumed {
@@ -279,6 +281,11 @@ pub fn run(
             session_dir: dir,
             device,
         });
+    }
+    if trainer.steps_done() == 0 {
+        if let Some(dir) = sink.session_dir() {
+            trainer.save_reference(&dir)?;
+        }
     }
     let mut paused = false;
     let mut failures = 0;

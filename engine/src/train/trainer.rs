@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::error::{EngineError, Result};
-use crate::grpo::{group_advantages, SeqAdvantage};
+use crate::grpo::{group_advantages, reference_adapter_name, KlReference, SeqAdvantage};
 use crate::lanes::Lanes;
 use crate::model::{Model, Prefix};
 use crate::optim::AdamW;
@@ -84,8 +84,8 @@ pub struct Trainer {
     pub(super) elapsed_s: f64,
     pub(super) eval_tasks: Vec<Task>,
     pub(super) lanes: Lanes,
-    /// The base model's (reference policy's) shared-prompt prefixes, by token ids.
-    pub(super) reference_prefixes: HashMap<Vec<u32>, Prefix>,
+    /// The reference policy's shared-prompt prefixes, by (policy, token ids).
+    pub(super) reference_prefixes: HashMap<(String, Vec<u32>), Prefix>,
     /// Optimizer steps applied and rolled back in this process.
     /// Per policy (planner, executor).
     pub(super) updates: [UpdateCounts; 2],
@@ -121,6 +121,18 @@ impl Trainer {
             return Err(EngineError::Config("no training tasks".into()));
         }
         add_missing_adapters(&mut agent.model, &cfg)?;
+        if cfg.grpo.reference == KlReference::Init {
+            // The KL reference: each adapter as the run starts, frozen (no optimizer holds it).
+            for name in ["planner", "executor"] {
+                let ref_name = reference_adapter_name(name);
+                if agent.model.adapter(&ref_name).is_err() {
+                    let lora = agent.model.adapter(name)?.config.clone();
+                    agent.model.add_adapter(&ref_name, &lora, 0)?;
+                    let model = &agent.model;
+                    model.adapter(&ref_name)?.copy_from(model.adapter(name)?)?;
+                }
+            }
+        }
         let named = |n: &str| -> Result<Vec<(String, candle_core::Var)>> {
             Ok(agent
                 .model
@@ -277,7 +289,20 @@ impl Trainer {
         // Batched: every task on its own thread, their samples decoded together in waves;
         // otherwise tasks side by side on the lanes.
         let results = if cfg.rollout.batch.applies(agent.model.num_base_params()) {
-            crate::wave::run(agent, cfg.rollout.batch_rows, jobs, job).0
+            let (results, w) = crate::wave::run(agent, cfg.rollout.batch_rows, jobs, job);
+            tracing::info!(
+                step = s,
+                batches = w.batches,
+                requests = w.requests,
+                rows = w.rows,
+                max_rows = w.max_rows,
+                prefill_s = w.timing.prefill_s,
+                prefill_tokens = w.timing.prefill_tokens,
+                decode_s = w.timing.decode_s,
+                decode_steps = w.timing.decode_steps,
+                "rollout waves"
+            );
+            results
         } else {
             self.lanes.map(jobs, job)
         };
@@ -507,6 +532,65 @@ impl Trainer {
         };
         let text = serde_json::to_string_pretty(&st)?;
         atomic_write(&dir.join("trainer_state.json"), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// With `[grpo] reference = "init"`: write the frozen reference adapters into
+    /// `session/reference/{planner,executor}` (PEFT), so a resumed run compares with the same
+    /// policy. Nothing otherwise.
+    pub fn save_reference(&self, session: &Path) -> Result<()> {
+        if self.cfg.grpo.reference != KlReference::Init {
+            return Ok(());
+        }
+        let dest = session.join("reference");
+        let tmp = session.join("reference.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        for name in ["planner", "executor"] {
+            self.agent
+                .model
+                .adapter(&reference_adapter_name(name))?
+                .save_peft(&tmp.join(name), &self.agent.model_name)?;
+        }
+        let io = |path: &Path, source| EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).map_err(|e| io(&dest, e))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+        Ok(())
+    }
+
+    /// With `[grpo] reference = "init"`: load the reference adapters a run saved
+    /// ([`Trainer::save_reference`]) from `session/reference`.
+    pub fn load_reference(&mut self, session: &Path) -> Result<()> {
+        if self.cfg.grpo.reference != KlReference::Init {
+            return Ok(());
+        }
+        let dev = self.agent.model.device().clone();
+        let dtype = self.agent.model.dtype();
+        for name in ["planner", "executor"] {
+            let dir = session.join("reference").join(name);
+            let loaded = crate::model::LoraAdapter::load_peft(
+                name,
+                &dir,
+                self.agent.model.config(),
+                dtype,
+                &dev,
+            )
+            .map_err(|e| {
+                EngineError::load(
+                    &dir,
+                    format!("the run's KL reference (grpo.reference = \"init\") cannot be restored: {e}"),
+                )
+            })?;
+            self.agent
+                .model
+                .adapter(&reference_adapter_name(name))?
+                .copy_from(&loaded)?;
+        }
+        self.reference_prefixes.clear();
         Ok(())
     }
 

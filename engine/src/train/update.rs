@@ -6,8 +6,8 @@ use candle_core::{DType, Tensor};
 use crate::agent::Agent;
 use crate::error::Result;
 use crate::grpo::{
-    completion_logprobs_with, grpo_loss, pack_micro_batches, Advantages, GrpoBatch, GrpoConfig,
-    LossAgg, SeqAdvantage,
+    completion_logprobs_with, grpo_loss, pack_micro_batches, reference_adapter_name, Advantages,
+    GrpoBatch, GrpoConfig, KlReference, LossAgg, SeqAdvantage,
 };
 use crate::model::prefix::add_leaf_grads;
 use crate::model::Prefix;
@@ -74,10 +74,14 @@ fn micro_batch_grads(
     // The reference pass first: its activations are freed before the policy's graph is built,
     // so the two never add up in the peak.
     let reference = if gcfg.beta > 0.0 {
+        let ref_name = match gcfg.reference {
+            KlReference::Base => None,
+            KlReference::Init => Some(reference_adapter_name(adapter)),
+        };
         Some(
             completion_logprobs_with(
                 &agent.model,
-                None,
+                ref_name.as_deref(),
                 prefixes.and_then(|p| p.reference),
                 &g.prompt,
                 &comps,
@@ -242,10 +246,15 @@ impl Trainer {
             rollout::shared_prompt_ids(&self.agent, &self.world.tools(), policy, self.cfg.mode)?;
         let mut prefix_rng = None;
         let prefixes = if shared.len() >= crate::model::prefix::MIN_PREFIX {
-            // The base model never changes during training: its prefix is computed once.
-            if gcfg.beta > 0.0 && !self.reference_prefixes.contains_key(&shared) {
-                let p = Prefix::build(&self.agent.model, None, &shared, false)?;
-                self.reference_prefixes.insert(shared.clone(), p);
+            // The reference never changes during training: its prefix is computed once.
+            let ref_key = (adapter.to_string(), shared.clone());
+            if gcfg.beta > 0.0 && !self.reference_prefixes.contains_key(&ref_key) {
+                let ref_name = match gcfg.reference {
+                    KlReference::Base => None,
+                    KlReference::Init => Some(reference_adapter_name(adapter)),
+                };
+                let p = Prefix::build(&self.agent.model, ref_name.as_deref(), &shared, false)?;
+                self.reference_prefixes.insert(ref_key.clone(), p);
             }
             // Built with a graph (the same kernels as the recomputation below, so the leaves
             // hold exactly the values that graph produces), detached, and the graph dropped.
@@ -259,7 +268,7 @@ impl Trainer {
                 leaves,
                 reference: self
                     .reference_prefixes
-                    .get(&shared)
+                    .get(&ref_key)
                     .filter(|_| gcfg.beta > 0.0),
             })
         } else {
