@@ -263,16 +263,6 @@ fn pick_nucleus(
     (last as u32, logp(last))
 }
 
-struct Row {
-    /// The request (index into the batch's requests) the row belongs to.
-    req: usize,
-    /// Tokens of its prompt (the position of its first generated token).
-    prompt_len: usize,
-    rng: ChaCha8Rng,
-    out: Completion,
-    done: bool,
-}
-
 /// Sample `g` completions of `prompt` with the given adapter (None = base model). Row `i` uses
 /// RNG stream `first_stream + i`.
 pub fn sample_group(
@@ -391,139 +381,313 @@ fn decode_together(
     reqs: &[&SampleRequest<'_>],
     detok: &dyn Detok,
 ) -> Result<(Vec<Vec<Completion>>, BatchTiming)> {
-    let mut timing = BatchTiming::default();
-    let t0 = std::time::Instant::now();
-    // Prefill every prompt at batch 1.
-    let mut caches = Vec::with_capacity(reqs.len());
-    let mut first: Vec<Vec<f32>> = Vec::with_capacity(reqs.len());
-    for r in reqs {
-        let (mut cache, start) = match r
-            .prefix
-            .and_then(|p| p.reusable_len(r.prompt).map(|n| (p, n)))
-        {
-            Some((p, n)) => (p.cache_for(n)?, n),
-            None => (model.new_cache(), 0),
-        };
-        let ids = model.ids_tensor(&r.prompt[start..], 1)?;
-        let last = model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
-        first.push(last.squeeze(0)?.to_vec1::<f32>()?);
-        caches.push(cache);
-        timing.prefill_tokens += r.prompt.len() - start;
-    }
-    timing.prefill_s = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let extra = reqs.iter().map(|r| r.params.max_tokens).max().unwrap_or(0);
-    let parts: Vec<(&KvCache, usize)> = caches.iter().zip(reqs).map(|(c, r)| (c, r.g)).collect();
-    let (mut cache, mut pads) = KvCache::right_aligned(&parts, extra)?;
-    drop(caches);
-    let mut rows: Vec<Row> = Vec::new();
-    for (j, r) in reqs.iter().enumerate() {
-        for i in 0..r.g as u64 {
-            rows.push(Row {
-                req: j,
-                prompt_len: r.prompt.len(),
-                rng: stream_rng(r.params.seed, r.first_stream + i),
-                out: Completion {
-                    tokens: vec![],
-                    text: String::new(),
-                    logprobs: vec![],
-                    finish: FinishReason::Length,
-                },
-                done: r.params.max_tokens == 0,
-            });
+    let mut dec = RowDecoder::new(model, adapter, detok);
+    let admit: Vec<(u64, &SampleRequest)> = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64, *r))
+        .collect();
+    dec.admit(&admit)?;
+    let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
+    while !dec.is_idle() {
+        for (i, comps) in dec.step()? {
+            out[i as usize] = comps;
         }
     }
-    // `active[j]` is the row at batch position j; `logits[j]` its next-token logits.
-    let mut active: Vec<usize> = (0..rows.len()).collect();
-    let mut logits: Vec<Vec<f32>> = rows.iter().map(|r| first[r.req].clone()).collect();
-    drop(first);
-    loop {
-        // Choose every active row's token in parallel (each row owns its RNG, so the result
-        // does not depend on scheduling), then check EOS / stop strings / length in order.
-        {
-            use rayon::prelude::*;
-            let mut slot: Vec<Option<usize>> = vec![None; rows.len()];
-            for (j, &r) in active.iter().enumerate() {
-                if !rows[r].done {
-                    slot[r] = Some(j);
+    Ok((out, dec.timing))
+}
+
+/// One decoding row: a completion being sampled.
+struct Row {
+    /// Its request's id (see [`RowDecoder::admit`]) and its index in the request's group.
+    owner: u64,
+    index: usize,
+    /// Tokens of its prompt (the position of its first generated token).
+    prompt_len: usize,
+    rng: ChaCha8Rng,
+    out: Completion,
+    /// Next-token logits (from the prefill or the last step).
+    logits: Vec<f32>,
+}
+
+struct Owner {
+    params: SamplingParams,
+    left: usize,
+    done: Vec<Option<Completion>>,
+}
+
+/// Leading padding every row shares is dropped once it is at least this long.
+const TRIM: usize = 64;
+
+/// Continuous batched decoding under one adapter: requests join at any step
+/// ([`RowDecoder::admit`]: prefilled, then right-aligned into the running cache), every step
+/// decodes one token of every row ([`RowDecoder::step`]), and a request is handed back as soon
+/// as all its rows have stopped. Row `i` of a request draws from stream `first_stream + i` of
+/// its own seed, so a row's tokens depend on the other rows only through the rounding of the
+/// batched products.
+pub struct RowDecoder<'a> {
+    model: &'a Model,
+    adapter: Option<String>,
+    detok: &'a dyn Detok,
+    cache: KvCache,
+    /// Leading padding of each row, in batch order.
+    pads: Vec<usize>,
+    rows: Vec<Row>,
+    owners: std::collections::HashMap<u64, Owner>,
+    pub timing: BatchTiming,
+}
+
+impl<'a> RowDecoder<'a> {
+    pub fn new(model: &'a Model, adapter: AdapterRef, detok: &'a dyn Detok) -> Self {
+        RowDecoder {
+            model,
+            adapter: adapter.map(String::from),
+            detok,
+            cache: model.new_cache(),
+            pads: Vec::new(),
+            rows: Vec::new(),
+            owners: Default::default(),
+            timing: BatchTiming::default(),
+        }
+    }
+
+    /// The adapter the rows decode under.
+    pub fn adapter(&self) -> AdapterRef<'_> {
+        self.adapter.as_deref()
+    }
+
+    /// Rows decoding.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No row decoding and no request waiting to be handed back.
+    pub fn is_idle(&self) -> bool {
+        self.rows.is_empty() && self.owners.is_empty()
+    }
+
+    /// Prefill the requests (each under its prefix, at batch 1) and add their rows, with ids
+    /// to hand them back by. Their adapter must be this decoder's.
+    pub fn admit(&mut self, reqs: &[(u64, &SampleRequest<'_>)]) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let adapter = self.adapter.as_deref();
+        let mut caches = Vec::with_capacity(reqs.len());
+        let mut firsts = Vec::with_capacity(reqs.len());
+        for (_, r) in reqs {
+            if r.prompt.is_empty() {
+                return Err(EngineError::Invalid(
+                    "cannot sample from an empty prompt".into(),
+                ));
+            }
+            if r.adapter != adapter {
+                return Err(EngineError::Invalid(format!(
+                    "a request for adapter {:?} in a batch of {adapter:?}",
+                    r.adapter
+                )));
+            }
+            let live = r.g > 0 && r.params.max_tokens > 0;
+            if !live {
+                caches.push(None);
+                firsts.push(Vec::new());
+                continue;
+            }
+            let (mut cache, start) = match r
+                .prefix
+                .and_then(|p| p.reusable_len(r.prompt).map(|n| (p, n)))
+            {
+                Some((p, n)) => (p.cache_for(n)?, n),
+                None => (self.model.new_cache(), 0),
+            };
+            let ids = self.model.ids_tensor(&r.prompt[start..], 1)?;
+            let last = self.model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
+            firsts.push(last.squeeze(0)?.to_vec1::<f32>()?);
+            caches.push(Some(cache));
+            self.timing.prefill_tokens += r.prompt.len() - start;
+        }
+        let extra = reqs
+            .iter()
+            .map(|(_, r)| r.params.max_tokens)
+            .max()
+            .unwrap_or(0);
+        let parts: Vec<(&KvCache, usize)> = caches
+            .iter()
+            .zip(reqs)
+            .filter_map(|(c, (_, r))| c.as_ref().map(|c| (c, r.g)))
+            .collect();
+        if !parts.is_empty() {
+            self.cache.admit(&mut self.pads, &parts, extra)?;
+        }
+        for (((id, r), first), cache) in reqs.iter().zip(firsts).zip(&caches) {
+            let mut owner = Owner {
+                params: r.params.clone(),
+                left: r.g,
+                done: vec![None; r.g],
+            };
+            if cache.is_none() {
+                // Nothing to decode: empty completions.
+                owner.done = (0..r.g)
+                    .map(|_| {
+                        Some(Completion {
+                            tokens: vec![],
+                            text: String::new(),
+                            logprobs: vec![],
+                            finish: FinishReason::Length,
+                        })
+                    })
+                    .collect();
+                owner.left = 0;
+            } else {
+                for i in 0..r.g {
+                    self.rows.push(Row {
+                        owner: *id,
+                        index: i,
+                        prompt_len: r.prompt.len(),
+                        rng: stream_rng(r.params.seed, r.first_stream + i as u64),
+                        out: Completion {
+                            tokens: vec![],
+                            text: String::new(),
+                            logprobs: vec![],
+                            finish: FinishReason::Length,
+                        },
+                        logits: first.clone(),
+                    });
                 }
             }
-            rows.par_iter_mut().enumerate().for_each(|(r, row)| {
-                if let Some(j) = slot[r] {
-                    let (tok, lp) = pick_token(&logits[j], reqs[row.req].params, &mut row.rng);
+            if self.owners.insert(*id, owner).is_some() {
+                return Err(EngineError::Invalid(format!(
+                    "request id {id} admitted twice"
+                )));
+            }
+        }
+        self.timing.prefill_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Choose the next token of every row, retire the rows that stopped (EOS, a stop string,
+    /// `max_tokens`) and run the rest one position on. Returns the requests whose rows have
+    /// all stopped, with their completions in row order.
+    pub fn step(&mut self) -> Result<Vec<(u64, Vec<Completion>)>> {
+        let t0 = std::time::Instant::now();
+        {
+            // Each row owns its RNG, so the choice does not depend on scheduling.
+            use rayon::prelude::*;
+            let owners = &self.owners;
+            self.rows.par_iter_mut().for_each(|row| {
+                if let Some(o) = owners.get(&row.owner) {
+                    let (tok, lp) = pick_token(&row.logits, &o.params, &mut row.rng);
                     row.out.tokens.push(tok);
                     row.out.logprobs.push(lp);
                 }
             });
         }
-        for &r in active.iter() {
-            let row = &mut rows[r];
-            if row.done {
+        let mut keep = Vec::with_capacity(self.rows.len());
+        let mut finished = Vec::new();
+        for (j, row) in self.rows.iter_mut().enumerate() {
+            let Some(o) = self.owners.get(&row.owner) else {
                 continue;
-            }
+            };
             let Some(&tok) = row.out.tokens.last() else {
                 continue;
             };
-            let params = reqs[row.req].params;
-            if detok.is_eos(tok) {
-                row.done = true;
+            let params = &o.params;
+            let mut done = false;
+            if self.detok.is_eos(tok) {
+                done = true;
                 row.out.finish = FinishReason::Eos;
             } else if !params.stop.is_empty() {
-                let text = detok.decode(&row.out.tokens);
+                let text = self.detok.decode(&row.out.tokens);
                 if let Some(cut) = params
                     .stop
                     .iter()
                     .filter_map(|s| text.find(s.as_str()).map(|at| at + s.len()))
                     .min()
                 {
-                    row.done = true;
+                    done = true;
                     row.out.finish = FinishReason::Stop;
                     row.out.text = text[..cut].to_string();
                 }
             }
-            if !row.done && row.out.tokens.len() >= params.max_tokens {
-                row.done = true;
+            if !done && row.out.tokens.len() >= params.max_tokens {
+                done = true;
+            }
+            if done {
+                finished.push(j);
+            } else {
+                keep.push(j);
             }
         }
-        let keep: Vec<usize> = (0..active.len())
-            .filter(|&j| !rows[active[j]].done)
-            .collect();
+        // Retire finished rows (in reverse, so indices stay valid).
+        for &j in finished.iter().rev() {
+            let mut row = self.rows.remove(j);
+            if row.out.finish != FinishReason::Stop {
+                row.out.text = self.detok.decode(&row.out.tokens);
+            }
+            if let Some(o) = self.owners.get_mut(&row.owner) {
+                o.done[row.index] = Some(row.out);
+                o.left -= 1;
+            }
+        }
         if keep.is_empty() {
-            break;
-        }
-        if keep.len() != active.len() {
-            let sel: Vec<u32> = keep.iter().map(|&j| j as u32).collect();
-            cache.select_rows(&sel)?;
-            pads = keep.iter().map(|&j| pads[j]).collect();
-            active = keep.iter().map(|&j| active[j]).collect();
-        }
-        let next: Vec<u32> = active
-            .iter()
-            .map(|&r| *rows[r].out.tokens.last().unwrap_or(&0))
-            .collect();
-        let pos: Vec<usize> = active
-            .iter()
-            .map(|&r| rows[r].prompt_len + rows[r].out.tokens.len() - 1)
-            .collect();
-        let l = if pads.iter().all(|&p| p == 0) && pos.iter().all(|&p| p == pos[0]) {
-            // All rows at one position (one prompt, or prompts of one length): the plain step.
-            let ids = Tensor::from_vec(next, (active.len(), 1), model.device())?;
-            model.forward_last(&ids, pos[0], &mut cache, adapter)?
+            self.cache = self.model.new_cache();
+            self.pads.clear();
         } else {
-            model.forward_last_rows(&next, &pos, &pads, &mut cache, adapter)?
-        };
-        logits = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        timing.decode_steps += 1;
-    }
-    timing.decode_s = t1.elapsed().as_secs_f64();
-    let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
-    for mut r in rows {
-        if r.out.finish != FinishReason::Stop {
-            r.out.text = detok.decode(&r.out.tokens);
+            if !finished.is_empty() {
+                let sel: Vec<u32> = keep.iter().map(|&j| j as u32).collect();
+                self.cache.select_rows(&sel)?;
+                self.pads = keep.iter().map(|&j| self.pads[j]).collect();
+                let common = self.pads.iter().copied().min().unwrap_or(0);
+                if common >= TRIM {
+                    self.cache.drop_front(common)?;
+                    for p in self.pads.iter_mut() {
+                        *p -= common;
+                    }
+                }
+            }
+            let next: Vec<u32> = self
+                .rows
+                .iter()
+                .map(|r| *r.out.tokens.last().unwrap_or(&0))
+                .collect();
+            let pos: Vec<usize> = self
+                .rows
+                .iter()
+                .map(|r| r.prompt_len + r.out.tokens.len() - 1)
+                .collect();
+            let adapter = self.adapter.as_deref();
+            let l = if self.pads.iter().all(|&p| p == 0) && pos.iter().all(|&p| p == pos[0]) {
+                // All rows at one position (one prompt, or prompts of one length).
+                let ids = Tensor::from_vec(next, (self.rows.len(), 1), self.model.device())?;
+                self.model
+                    .forward_last(&ids, pos[0], &mut self.cache, adapter)?
+            } else {
+                self.model
+                    .forward_last_rows(&next, &pos, &self.pads, &mut self.cache, adapter)?
+            };
+            let logits = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for (row, lg) in self.rows.iter_mut().zip(logits) {
+                row.logits = lg;
+            }
+            self.timing.decode_steps += 1;
         }
-        out[r.req].push(r.out);
+        let ready: Vec<u64> = {
+            let mut v: Vec<u64> = self
+                .owners
+                .iter()
+                .filter(|(_, o)| o.left == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let mut out = Vec::with_capacity(ready.len());
+        for id in ready {
+            if let Some(o) = self.owners.remove(&id) {
+                out.push((id, o.done.into_iter().flatten().collect()));
+            }
+        }
+        self.timing.decode_s += t0.elapsed().as_secs_f64();
+        Ok(out)
     }
-    Ok((out, timing))
 }
 
 impl Detok for crate::tokenizer::Tokenizer {

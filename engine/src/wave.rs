@@ -25,7 +25,7 @@ use crate::agent::Agent;
 use crate::backend::SampleRequest;
 use crate::error::{EngineError, Result};
 use crate::model::Prefix;
-use crate::sampling::{sample_many_timed, BatchTiming, Completion, SamplingParams};
+use crate::sampling::{BatchTiming, Completion, RowDecoder, SamplingParams};
 
 /// A participant's place: its item index, then its index in each nested [`map`].
 type Key = Vec<u32>;
@@ -70,16 +70,18 @@ impl Shared {
 /// What the waves of one [`run`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WaveStats {
-    /// Where the local decodes' time went (zero with a remote backend).
-    pub timing: BatchTiming,
-    /// Batched decodes run.
-    pub batches: usize,
     /// Requests (groups) answered.
     pub requests: usize,
     /// Rows (completions) decoded.
     pub rows: usize,
-    /// The most rows in one batched decode.
+    /// Batched decode steps (remote: waves of requests sent together).
+    pub steps: usize,
+    /// Rows decoded summed over steps (the mean batch is `row_steps / steps`).
+    pub row_steps: usize,
+    /// The most rows in one decode step.
     pub max_rows: usize,
+    /// Where the local decodes' time went (zero with a remote backend).
+    pub timing: BatchTiming,
 }
 
 thread_local! {
@@ -253,8 +255,149 @@ pub(crate) fn sample_in_wave(req: &SampleRequest<'_>) -> Option<Result<Vec<Compl
     }
 }
 
-/// The driver: whenever every live participant waits on a request, decode them all.
+/// The driver. Locally: whenever every live participant waits (on a queued request or one
+/// being decoded), admit the queued requests into the running batch (up to `max_rows` rows)
+/// and decode one step; a request goes back as soon as its rows have stopped, and its
+/// participant's next request joins the batch at the next step boundary (continuous batching,
+/// at deterministic points). With a remote backend: send all queued requests at once.
 fn drive(agent: &Agent, shared: &Shared) {
+    if agent.remote.is_some() {
+        return drive_remote(agent, shared);
+    }
+    // One decoder per adapter (a forward applies one adapter to all its rows).
+    let mut decoders: Vec<RowDecoder> = Vec::new();
+    // Requests being decoded: id -> (participant key, decoder index).
+    let mut held: HashMap<u64, (Key, usize)> = HashMap::new();
+    let mut next_id: u64 = 0;
+    let mut stats = WaveStats::default();
+    loop {
+        let mut st = shared.lock();
+        loop {
+            if st.threads == 0 && held.is_empty() {
+                st.stats = stats;
+                return;
+            }
+            let waiting = st.pending.len() + held.len();
+            if waiting > 0 && waiting >= st.live {
+                break;
+            }
+            st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.pending.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut rows: usize = decoders.iter().map(|d| d.rows()).sum();
+        let mut take = 0;
+        for p in &st.pending {
+            if rows > 0 && rows + p.g > shared.max_rows {
+                break;
+            }
+            rows += p.g;
+            take += 1;
+        }
+        let admitted: Vec<Pending> = st.pending.drain(..take).collect();
+        drop(st);
+        let mut answers: Vec<(Key, Result<Vec<Completion>>)> = Vec::new();
+        // Admit, by adapter.
+        let mut by_decoder: Vec<(usize, Vec<(u64, &Pending)>)> = Vec::new();
+        for p in &admitted {
+            let d = match decoders
+                .iter()
+                .position(|d| d.adapter() == p.adapter.as_deref())
+            {
+                Some(d) => d,
+                None => {
+                    decoders.push(RowDecoder::new(
+                        &agent.model,
+                        p.adapter.as_deref(),
+                        &agent.tok,
+                    ));
+                    decoders.len() - 1
+                }
+            };
+            let id = next_id;
+            next_id += 1;
+            held.insert(id, (p.key.clone(), d));
+            match by_decoder.iter_mut().find(|(i, _)| *i == d) {
+                Some((_, v)) => v.push((id, p)),
+                None => by_decoder.push((d, vec![(id, p)])),
+            }
+            stats.requests += 1;
+            stats.rows += p.g;
+        }
+        for (d, items) in by_decoder {
+            let reqs: Vec<(u64, SampleRequest)> =
+                items.iter().map(|(id, p)| (*id, p.request())).collect();
+            let refs: Vec<(u64, &SampleRequest)> = reqs.iter().map(|(id, r)| (*id, r)).collect();
+            if let Err(e) = decoders[d].admit(&refs) {
+                fail_decoder(agent, &mut decoders, d, &mut held, &mut answers, &e);
+            }
+        }
+        drop(admitted);
+        // One step of every decoder with work.
+        for d in 0..decoders.len() {
+            if decoders[d].is_idle() {
+                continue;
+            }
+            let active = decoders[d].rows();
+            match decoders[d].step() {
+                Ok(done) => {
+                    if active > 0 {
+                        stats.steps += 1;
+                        stats.row_steps += active;
+                        stats.max_rows = stats.max_rows.max(active);
+                    }
+                    for (id, comps) in done {
+                        if let Some((key, _)) = held.remove(&id) {
+                            answers.push((key, Ok(comps)));
+                        }
+                    }
+                }
+                Err(e) => fail_decoder(agent, &mut decoders, d, &mut held, &mut answers, &e),
+            }
+        }
+        stats.timing = BatchTiming::default();
+        for dec in &decoders {
+            stats.timing.add(&dec.timing);
+        }
+        if !answers.is_empty() {
+            let mut st = shared.lock();
+            for (key, a) in answers {
+                st.answers.insert(key, a);
+            }
+            drop(st);
+            shared.cv.notify_all();
+        }
+    }
+}
+
+/// A decoder's step failed: every request in it fails with the error, and it starts afresh.
+fn fail_decoder<'a>(
+    agent: &'a Agent,
+    decoders: &mut [RowDecoder<'a>],
+    d: usize,
+    held: &mut HashMap<u64, (Key, usize)>,
+    answers: &mut Vec<(Key, Result<Vec<Completion>>)>,
+    e: &EngineError,
+) {
+    let ids: Vec<u64> = held
+        .iter()
+        .filter(|(_, (_, i))| *i == d)
+        .map(|(id, _)| *id)
+        .collect();
+    let msg = format!("batched sampling of {} requests failed: {e}", ids.len());
+    for id in ids {
+        if let Some((key, _)) = held.remove(&id) {
+            answers.push((key, Err(EngineError::Invalid(msg.clone()))));
+        }
+    }
+    let adapter = decoders[d].adapter().map(String::from);
+    let timing = decoders[d].timing;
+    decoders[d] = RowDecoder::new(&agent.model, adapter.as_deref(), &agent.tok);
+    decoders[d].timing = timing;
+}
+
+/// The driver with a remote backend: whenever every live participant waits on a request, send
+/// them all at once, one connection each.
+fn drive_remote(agent: &Agent, shared: &Shared) {
     let mut st = shared.lock();
     loop {
         if st.threads == 0 {
@@ -264,13 +407,11 @@ fn drive(agent: &Agent, shared: &Shared) {
             let mut wave = std::mem::take(&mut st.pending);
             drop(st);
             wave.sort_by(|a, b| a.key.cmp(&b.key));
-            let (answers, stats) = answer(agent, &wave, shared.max_rows);
+            let answers = answer_remote(agent, &wave);
             st = shared.lock();
-            st.stats.batches += stats.batches;
-            st.stats.requests += stats.requests;
-            st.stats.rows += stats.rows;
-            st.stats.max_rows = st.stats.max_rows.max(stats.max_rows);
-            st.stats.timing.add(&stats.timing);
+            st.stats.steps += 1;
+            st.stats.requests += wave.len();
+            st.stats.rows += wave.iter().map(|p| p.g).sum::<usize>();
             for (p, a) in wave.into_iter().zip(answers) {
                 st.answers.insert(p.key, a);
             }
@@ -281,72 +422,38 @@ fn drive(agent: &Agent, shared: &Shared) {
     }
 }
 
-/// Decode a wave: locally in batches of at most `max_rows` rows (requests kept whole), or on
-/// the remote backend one connection per request, all at once.
-fn answer(
-    agent: &Agent,
-    wave: &[Pending],
-    max_rows: usize,
-) -> (Vec<Result<Vec<Completion>>>, WaveStats) {
-    let reqs: Vec<SampleRequest> = wave
-        .iter()
-        .map(|p| SampleRequest {
-            adapter: p.adapter.as_deref(),
-            prefix: p.prefix.as_ref(),
-            prompt: &p.prompt,
-            g: p.g,
-            first_stream: p.first_stream,
-            params: &p.params,
-        })
-        .collect();
-    let mut stats = WaveStats {
-        requests: reqs.len(),
-        rows: reqs.iter().map(|r| r.g).sum(),
-        ..WaveStats::default()
+impl Pending {
+    fn request(&self) -> SampleRequest<'_> {
+        SampleRequest {
+            adapter: self.adapter.as_deref(),
+            prefix: self.prefix.as_ref(),
+            prompt: &self.prompt,
+            g: self.g,
+            first_stream: self.first_stream,
+            params: &self.params,
+        }
+    }
+}
+
+/// A wave's requests on the remote backend, all at once, one connection each.
+fn answer_remote(agent: &Agent, wave: &[Pending]) -> Vec<Result<Vec<Completion>>> {
+    let Some(remote) = &agent.remote else {
+        return Vec::new();
     };
-    if let Some(remote) = &agent.remote {
-        stats.batches = 1;
-        stats.max_rows = stats.rows;
-        let out = std::thread::scope(|s| {
-            let handles: Vec<_> = reqs
-                .iter()
-                .map(|r| s.spawn(move || remote.sample(r)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(EngineError::Invalid(
-                            "a request to the server panicked".into(),
-                        ))
-                    })
+    std::thread::scope(|s| {
+        let handles: Vec<_> = wave
+            .iter()
+            .map(|p| s.spawn(move || remote.sample(&p.request())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(EngineError::Invalid(
+                        "a request to the server panicked".into(),
+                    ))
                 })
-                .collect()
-        });
-        return (out, stats);
-    }
-    let mut out = Vec::with_capacity(reqs.len());
-    let mut start = 0;
-    while start < reqs.len() {
-        let mut end = start;
-        let mut rows = 0;
-        while end < reqs.len() && (end == start || rows + reqs[end].g <= max_rows) {
-            rows += reqs[end].g;
-            end += 1;
-        }
-        stats.batches += 1;
-        stats.max_rows = stats.max_rows.max(rows);
-        match sample_many_timed(&agent.model, &reqs[start..end], &agent.tok) {
-            Ok((done, t)) => {
-                stats.timing.add(&t);
-                out.extend(done.into_iter().map(Ok));
-            }
-            Err(e) => {
-                let msg = format!("batched sampling of {} requests failed: {e}", end - start);
-                out.extend((start..end).map(|_| Err(EngineError::Invalid(msg.clone()))));
-            }
-        }
-        start = end;
-    }
-    (out, stats)
+            })
+            .collect()
+    })
 }

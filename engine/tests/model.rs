@@ -8,7 +8,9 @@ use cahl_engine::grpo::{
 use cahl_engine::model::Prefix;
 use cahl_engine::model::{LoraAdapter, LoraConfig, Model, ModelConfig};
 use cahl_engine::optim::GradAccum;
-use cahl_engine::sampling::{sample_group, sample_group_with, sample_many, Detok, SamplingParams};
+use cahl_engine::sampling::{
+    sample_group, sample_group_with, sample_many, Detok, RowDecoder, SamplingParams,
+};
 use candle_core::{DType, Device, Tensor, Var};
 
 fn cfg_json(model_type: &str, tie: bool, extra: &str) -> ModelConfig {
@@ -478,6 +480,89 @@ fn groups_of_different_prompt_lengths_decoded_together_equal_each_alone() {
         }
         // Rows stopped at different lengths (the batch shrank as they finished).
         assert!(lengths.len() > 2, "{ty}: lengths {lengths:?}");
+    }
+}
+
+#[test]
+fn requests_joining_a_running_decode_equal_each_alone() {
+    // Continuous batching: a short prompt starts, a longer one joins after 3 steps (the
+    // running rows get more padding), a short one after 6, and one of zero tokens; each
+    // request comes back when its rows stop, with what sampling it alone gives (f64).
+    let cfg = cfg_json("llama", true, "");
+    let mut model = build(&cfg, DType::F64, 9);
+    model.add_adapter("executor", &lora_all(), 3).unwrap();
+    randomize_b(model.adapter("executor").unwrap(), 5);
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![4, 9, 21],
+        (0..30).map(|i| (i * 5 + 2) % 61).collect(),
+        vec![7, 7, 8, 30, 2],
+        vec![1, 2],
+    ];
+    let params: Vec<SamplingParams> = (0..4)
+        .map(|i| SamplingParams {
+            temperature: 1.2,
+            max_tokens: if i == 3 { 0 } else { 10 + 3 * i },
+            seed: 40 + i as u64,
+            ..Default::default()
+        })
+        .collect();
+    let req = |i: usize| SampleRequest {
+        adapter: Some("executor"),
+        prefix: None,
+        prompt: &prompts[i],
+        g: 2,
+        first_stream: i as u64,
+        params: &params[i],
+    };
+    let reqs: Vec<SampleRequest> = (0..4).map(req).collect();
+    let mut dec = RowDecoder::new(&model, Some("executor"), &ToyDetok);
+    let mut got: std::collections::BTreeMap<u64, (usize, Vec<_>)> = Default::default();
+    let mut step = 0;
+    dec.admit(&[(0, &reqs[0])]).unwrap();
+    while !dec.is_idle() || step < 7 {
+        if step == 3 {
+            dec.admit(&[(1, &reqs[1])]).unwrap();
+        }
+        if step == 6 {
+            dec.admit(&[(2, &reqs[2]), (3, &reqs[3])]).unwrap();
+        }
+        if !dec.is_idle() {
+            for (id, comps) in dec.step().unwrap() {
+                got.insert(id, (step, comps));
+            }
+        }
+        step += 1;
+    }
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[&3].0, 6, "a request of no tokens comes back at once");
+    assert!(
+        got[&0].0 < got[&1].0,
+        "the first request comes back before the longer one"
+    );
+    for (id, (_, comps)) in &got {
+        let i = *id as usize;
+        let alone = sample_group_with(
+            &model,
+            Some("executor"),
+            None,
+            &prompts[i],
+            2,
+            i as u64,
+            &params[i],
+            &ToyDetok,
+        )
+        .unwrap();
+        assert_eq!(alone.len(), comps.len(), "request {i}");
+        for (a, b) in alone.iter().zip(comps) {
+            assert_eq!(
+                (&a.tokens, &a.text, a.finish),
+                (&b.tokens, &b.text, b.finish),
+                "request {i}"
+            );
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                assert!((x - y).abs() < 1e-6, "request {i}: {x} vs {y}");
+            }
+        }
     }
 }
 

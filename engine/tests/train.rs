@@ -1484,16 +1484,29 @@ mod waves {
                 }
             }
         }
-        // 5 + 3 nested requests' worth of rounds: items sample 1, 2, 3, 1, 2 times, item 2 then
-        // three more at once; the waves hold several requests each.
+        // Items sample 1, 2, 3, 1, 2 times, item 2 then three more at once; rows of several
+        // requests decode in the same steps.
         let requests = 1 + 2 + 3 + 1 + 2 + 3;
         assert_eq!(stats.requests, requests);
-        assert!(stats.batches < requests, "{stats:?}");
+        let tokens: usize = together
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|c| c.tokens.len())
+            .sum();
+        assert_eq!(
+            stats.row_steps, tokens,
+            "one token per row per step: {stats:?}"
+        );
         assert!(stats.max_rows > 3, "{stats:?}");
-        // A row cap splits waves into more batches, with the same answers.
+        assert!(
+            stats.row_steps > 2 * stats.steps,
+            "a mean batch above 2 rows: {stats:?}"
+        );
+        // A row cap keeps batches small, with the same answers.
         let (capped, cstats) = wave::run(&agent, 3, (0..5).collect(), |i| work(&agent, i));
         assert!(cstats.max_rows <= 3, "{cstats:?}");
-        assert!(cstats.batches > stats.batches);
+        assert!(cstats.steps > stats.steps, "{cstats:?} vs {stats:?}");
         for (a, b) in together.iter().zip(&capped) {
             for (x, y) in a.iter().zip(b) {
                 assert_eq!(x.len(), y.len());

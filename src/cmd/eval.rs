@@ -206,6 +206,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     bar.set_prefix(format!("eval {} {}", bench.name(), mode.name()));
+    let started = std::time::Instant::now();
     let mut run = eval::run_eval(
         &mut agent,
         bench,
@@ -223,6 +224,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if bench == Bench::Bamboogle {
         println!("(answers judged by normalized exact match; no LLM judge offline)");
     }
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "wall clock: {wall:.1} s for {} items ({:.2} s per item{})",
+        tasks.len(),
+        wall / tasks.len().max(1) as f64,
+        if opts
+            .rollout_config()
+            .rollout
+            .batch
+            .applies(agent.model.num_base_params())
+        {
+            "; batched: an item's latency above is that of its wave"
+        } else {
+            ""
+        }
+    );
     println!(
         "wrote {} and {}",
         out.join("results.jsonl").display(),

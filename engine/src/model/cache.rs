@@ -229,20 +229,56 @@ impl KvCache {
         parts: &[(&KvCache, usize)],
         extra: usize,
     ) -> Result<(KvCache, Vec<usize>)> {
-        let width = parts.iter().map(|(c, _)| c.seq_len()).max().unwrap_or(0);
         let num_layers = parts.first().map_or(0, |(c, _)| c.layers.len());
+        let mut out = KvCache::new(num_layers);
         let mut pads = Vec::new();
+        let added = out.admit(&mut pads, parts, extra)?;
+        debug_assert_eq!(added, pads.len());
+        Ok((out, pads))
+    }
+
+    /// Add rows to a cache of right-aligned rows (see [`KvCache::right_aligned`]; `pads` holds
+    /// its rows' padding and gets the new rows'): part `j`'s `copies_j` rows go after the
+    /// existing ones. When a new prompt is longer than the cache, the existing rows get more
+    /// leading padding. Room is left for `extra` more positions. Returns the rows added.
+    pub fn admit(
+        &mut self,
+        pads: &mut Vec<usize>,
+        parts: &[(&KvCache, usize)],
+        extra: usize,
+    ) -> Result<usize> {
+        let rows_before = pads.len();
+        let old_width = if rows_before == 0 { 0 } else { self.seq_len() };
+        let width = parts
+            .iter()
+            .map(|(c, _)| c.seq_len())
+            .max()
+            .unwrap_or(0)
+            .max(old_width);
+        let shift = width - old_width;
+        for p in pads.iter_mut() {
+            *p += shift;
+        }
         for (c, copies) in parts {
-            if c.layers.len() != num_layers {
+            if c.layers.len() != self.layers.len() {
                 candle_core::bail!("kv caches to align differ in layer count");
             }
             pads.extend(std::iter::repeat_n(width - c.seq_len(), *copies));
         }
         let cap = width + extra;
-        let mut out = KvCache::new(num_layers);
-        for (i, slot) in out.layers.iter_mut().enumerate() {
+        for i in 0..self.layers.len() {
             let mut ks = Vec::new();
             let mut vs = Vec::new();
+            if rows_before > 0 {
+                if let Some(l) = &self.layers[i] {
+                    let (k, v) = l.keys()?;
+                    for (src, dst) in [(&k, &mut ks), (&v, &mut vs)] {
+                        let buf = buffer_like(src, cap)?;
+                        buf.slice_set(&src.contiguous()?, 2, shift)?;
+                        dst.push(buf);
+                    }
+                }
+            }
             for (c, copies) in parts.iter().filter(|(_, n)| *n > 0) {
                 let Some(l) = &c.layers[i] else {
                     candle_core::bail!("kv cache to align holds nothing in layer {i}");
@@ -250,7 +286,7 @@ impl KvCache {
                 let (k, v) = l.keys()?;
                 if k.dim(0)? != 1 {
                     candle_core::bail!(
-                        "right_aligned needs batch-1 caches, got batch {}",
+                        "rows are added from batch-1 caches, got batch {}",
                         k.dim(0)?
                     );
                 }
@@ -264,13 +300,35 @@ impl KvCache {
             if ks.is_empty() {
                 continue;
             }
-            *slot = Some(Layer {
+            self.layers[i] = Some(Layer {
                 k: Tensor::cat(&ks, 0)?.contiguous()?,
                 v: Tensor::cat(&vs, 0)?.contiguous()?,
                 len: width,
             });
         }
-        Ok((out, pads))
+        Ok(pads.len() - rows_before)
+    }
+
+    /// Drop the first `n` positions of every row (padding that no row needs any more).
+    pub fn drop_front(&mut self, n: usize) -> Result<()> {
+        for l in self.layers.iter_mut().flatten() {
+            if n > l.len {
+                candle_core::bail!("kv cache holds {} positions, cannot drop {n}", l.len);
+            }
+            let keep = l.len - n;
+            let cap = keep + GROW;
+            let k = l.k.narrow(2, n, keep)?;
+            let v = l.v.narrow(2, n, keep)?;
+            let (kb, vb) = (buffer_like(&k, cap)?, buffer_like(&v, cap)?);
+            kb.slice_set(&k.contiguous()?, 2, 0)?;
+            vb.slice_set(&v.contiguous()?, 2, 0)?;
+            *l = Layer {
+                k: kb,
+                v: vb,
+                len: keep,
+            };
+        }
+        Ok(())
     }
 
     /// Keep only the given batch rows (drop finished sequences during sampling).

@@ -292,9 +292,10 @@ impl Trainer {
             let (results, w) = crate::wave::run(agent, cfg.rollout.batch_rows, jobs, job);
             tracing::info!(
                 step = s,
-                batches = w.batches,
                 requests = w.requests,
                 rows = w.rows,
+                steps = w.steps,
+                mean_rows = w.row_steps as f64 / w.steps.max(1) as f64,
                 max_rows = w.max_rows,
                 prefill_s = w.timing.prefill_s,
                 prefill_tokens = w.timing.prefill_tokens,
