@@ -130,7 +130,7 @@ impl Agent {
     /// process's model ([`LocalBackend`]).
     pub fn sample(&self, req: &SampleRequest<'_>) -> Result<Vec<Completion>> {
         // Inside a wave (crate::wave::run) the request joins the wave's batch.
-        if let Some(answer) = crate::wave::sample_in_wave(req) {
+        if let Some(answer) = crate::wave::sample_in_wave(self, req) {
             return answer;
         }
         match &self.remote {

@@ -387,7 +387,9 @@ fn decode_together(
         .enumerate()
         .map(|(i, r)| (i as u64, *r))
         .collect();
-    dec.admit(&admit)?;
+    if let Some((_, e)) = dec.admit(&admit)?.into_iter().next() {
+        return Err(e);
+    }
     let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
     while !dec.is_idle() {
         for (i, comps) in dec.step()? {
@@ -467,43 +469,59 @@ impl<'a> RowDecoder<'a> {
     }
 
     /// Prefill the requests (each under its prefix, at batch 1) and add their rows, with ids
-    /// to hand them back by. Their adapter must be this decoder's.
-    pub fn admit(&mut self, reqs: &[(u64, &SampleRequest<'_>)]) -> Result<()> {
+    /// to hand them back by. A request that cannot be prefilled (an empty prompt, another
+    /// adapter, a prompt longer than the model's positions) is left out and returned with its
+    /// error; the others are admitted. `Err` only when the running cache cannot take the rows.
+    pub fn admit(&mut self, reqs: &[(u64, &SampleRequest<'_>)]) -> Result<Vec<(u64, EngineError)>> {
         let t0 = std::time::Instant::now();
         let adapter = self.adapter.as_deref();
         let mut caches = Vec::with_capacity(reqs.len());
         let mut firsts = Vec::with_capacity(reqs.len());
-        for (_, r) in reqs {
-            if r.prompt.is_empty() {
-                return Err(EngineError::Invalid(
-                    "cannot sample from an empty prompt".into(),
-                ));
+        let mut failed = Vec::new();
+        let mut ok = Vec::with_capacity(reqs.len());
+        for &(id, r) in reqs {
+            let prefilled = (|| -> Result<Option<(KvCache, Vec<f32>, usize)>> {
+                if r.prompt.is_empty() {
+                    return Err(EngineError::Invalid(
+                        "cannot sample from an empty prompt".into(),
+                    ));
+                }
+                if r.adapter != adapter {
+                    return Err(EngineError::Invalid(format!(
+                        "a request for adapter {:?} in a batch of {adapter:?}",
+                        r.adapter
+                    )));
+                }
+                if r.g == 0 || r.params.max_tokens == 0 {
+                    return Ok(None);
+                }
+                let (mut cache, start) = match r
+                    .prefix
+                    .and_then(|p| p.reusable_len(r.prompt).map(|n| (p, n)))
+                {
+                    Some((p, n)) => (p.cache_for(n)?, n),
+                    None => (self.model.new_cache(), 0),
+                };
+                let ids = self.model.ids_tensor(&r.prompt[start..], 1)?;
+                let last = self.model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
+                Ok(Some((cache, last.squeeze(0)?.to_vec1::<f32>()?, start)))
+            })();
+            match prefilled {
+                Err(e) => failed.push((id, e)),
+                Ok(None) => {
+                    caches.push(None);
+                    firsts.push(Vec::new());
+                    ok.push((id, r));
+                }
+                Ok(Some((cache, first, start))) => {
+                    caches.push(Some(cache));
+                    firsts.push(first);
+                    ok.push((id, r));
+                    self.timing.prefill_tokens += r.prompt.len() - start;
+                }
             }
-            if r.adapter != adapter {
-                return Err(EngineError::Invalid(format!(
-                    "a request for adapter {:?} in a batch of {adapter:?}",
-                    r.adapter
-                )));
-            }
-            let live = r.g > 0 && r.params.max_tokens > 0;
-            if !live {
-                caches.push(None);
-                firsts.push(Vec::new());
-                continue;
-            }
-            let (mut cache, start) = match r
-                .prefix
-                .and_then(|p| p.reusable_len(r.prompt).map(|n| (p, n)))
-            {
-                Some((p, n)) => (p.cache_for(n)?, n),
-                None => (self.model.new_cache(), 0),
-            };
-            let ids = self.model.ids_tensor(&r.prompt[start..], 1)?;
-            let last = self.model.forward_last(&ids, start, &mut cache, adapter)?; // (1, V)
-            firsts.push(last.squeeze(0)?.to_vec1::<f32>()?);
-            caches.push(Some(cache));
-            self.timing.prefill_tokens += r.prompt.len() - start;
         }
+        let reqs = ok;
         let extra = reqs
             .iter()
             .map(|(_, r)| r.params.max_tokens)
@@ -511,7 +529,7 @@ impl<'a> RowDecoder<'a> {
             .unwrap_or(0);
         let parts: Vec<(&KvCache, usize)> = caches
             .iter()
-            .zip(reqs)
+            .zip(&reqs)
             .filter_map(|(c, (_, r))| c.as_ref().map(|c| (c, r.g)))
             .collect();
         if !parts.is_empty() {
@@ -560,7 +578,7 @@ impl<'a> RowDecoder<'a> {
             }
         }
         self.timing.prefill_s += t0.elapsed().as_secs_f64();
-        Ok(())
+        Ok(failed)
     }
 
     /// Choose the next token of every row, retire the rows that stopped (EOS, a stop string,
@@ -580,6 +598,7 @@ impl<'a> RowDecoder<'a> {
                 }
             });
         }
+        let max_pos = self.model.max_positions();
         let mut keep = Vec::with_capacity(self.rows.len());
         let mut finished = Vec::new();
         for (j, row) in self.rows.iter_mut().enumerate() {
@@ -607,7 +626,11 @@ impl<'a> RowDecoder<'a> {
                     row.out.text = text[..cut].to_string();
                 }
             }
-            if !done && row.out.tokens.len() >= params.max_tokens {
+            // At `max_tokens`, or where the model's positions end (finish: length).
+            if !done
+                && (row.out.tokens.len() >= params.max_tokens
+                    || row.prompt_len + row.out.tokens.len() >= max_pos)
+            {
                 done = true;
             }
             if done {

@@ -50,9 +50,15 @@ struct State {
     pending: Vec<Pending>,
     answers: HashMap<Key, Result<Vec<Completion>>>,
     stats: WaveStats,
+    /// The driver is gone (it panicked, or the participants could not all start): requests
+    /// fail at once instead of waiting forever.
+    closed: bool,
 }
 
 struct Shared {
+    /// The agent whose samples the wave decodes (its address: another agent's requests on a
+    /// participant thread are not the wave's business).
+    agent: usize,
     state: Mutex<State>,
     cv: Condvar,
     /// At most this many rows per batched decode.
@@ -88,45 +94,82 @@ thread_local! {
     static CTX: RefCell<Option<(Arc<Shared>, Key)>> = const { RefCell::new(None) };
 }
 
+/// The children of one [`map`] still running; the last one to finish hands its liveness back
+/// to the waiting parent in the same critical section, so no decode step can start in between
+/// (the steps' composition stays independent of thread timing). Only changed under the wave's
+/// lock.
+struct Family {
+    running: std::sync::atomic::AtomicUsize,
+    handed_back: std::sync::atomic::AtomicBool,
+}
+
 /// Marks the current thread as a participant until dropped (also when unwinding).
 struct Participant {
     shared: Arc<Shared>,
-}
-
-impl Participant {
-    fn enter(shared: Arc<Shared>, key: Key) -> Participant {
-        CTX.with(|c| *c.borrow_mut() = Some((shared.clone(), key)));
-        Participant { shared }
-    }
+    family: Option<Arc<Family>>,
 }
 
 impl Drop for Participant {
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
         CTX.with(|c| *c.borrow_mut() = None);
         let mut st = self.shared.lock();
-        st.live -= 1;
         st.threads -= 1;
+        let last = self
+            .family
+            .as_ref()
+            .is_some_and(|f| f.running.fetch_sub(1, SeqCst) == 1);
+        if last {
+            // The parent is live again from here: the liveness passes on unchanged.
+            if let Some(f) = &self.family {
+                f.handed_back.store(true, SeqCst);
+            }
+        } else {
+            st.live -= 1;
+        }
         drop(st);
         self.shared.cv.notify_all();
     }
 }
 
-/// While a participant waits for its children ([`map`]) it is not live; dropping this
-/// makes it live again.
+/// While a participant waits for its children ([`map`]) it is not live. Its last child hands
+/// the liveness back; when none does (a child could not start), dropping this restores it.
 struct Suspended<'a> {
     shared: &'a Shared,
+    family: Arc<Family>,
 }
 
 impl Drop for Suspended<'_> {
     fn drop(&mut self) {
-        self.shared.lock().live += 1;
+        let mut st = self.shared.lock();
+        if !self
+            .family
+            .handed_back
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            st.live += 1;
+        }
     }
 }
 
+/// Marks the wave closed when dropped: at the end of [`run`], or when the driver or the
+/// spawning of participants unwinds, so no participant waits for an answer forever.
+struct Closer<'a>(&'a Shared);
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.cv.notify_all();
+    }
+}
+
+/// Start one participant per item (the counts already include them). A thread that cannot be
+/// started is taken out of the counts before the panic, so the others can still finish.
 fn spawn_participants<'s, 'e, T, R, F>(
     s: &'s std::thread::Scope<'s, 'e>,
     shared: &Arc<Shared>,
     parent: &[u32],
+    family: Option<&Arc<Family>>,
     items: Vec<T>,
     f: &'e F,
 ) -> Vec<std::thread::ScopedJoinHandle<'s, R>>
@@ -135,28 +178,43 @@ where
     R: Send + 'e,
     F: Fn(T) -> R + Sync,
 {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let shared = shared.clone();
-            let mut key = parent.to_vec();
-            key.push(i as u32);
-            let spawned = std::thread::Builder::new()
-                .name(format!("wave-{key:?}"))
-                .stack_size(crate::model::ops::COMPUTE_STACK_BYTES)
-                .spawn_scoped(s, move || {
-                    crate::model::ops::set_flush_denormals();
-                    let _p = Participant::enter(shared, key);
-                    f(item)
-                });
-            match spawned {
-                Ok(h) => h,
-                // Out of threads: nothing sensible is left to do.
-                Err(e) => panic!("cannot start a rollout thread: {e}"),
+    let n = items.len();
+    let mut handles = Vec::with_capacity(n);
+    for (i, item) in items.into_iter().enumerate() {
+        let shared2 = shared.clone();
+        let family2 = family.cloned();
+        let mut key = parent.to_vec();
+        key.push(i as u32);
+        let spawned = std::thread::Builder::new()
+            .name(format!("wave-{key:?}"))
+            .stack_size(crate::model::ops::COMPUTE_STACK_BYTES)
+            .spawn_scoped(s, move || {
+                crate::model::ops::set_flush_denormals();
+                CTX.with(|c| *c.borrow_mut() = Some((shared2.clone(), key)));
+                let _p = Participant {
+                    shared: shared2,
+                    family: family2,
+                };
+                f(item)
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                let missing = n - i;
+                let mut st = shared.lock();
+                st.live -= missing;
+                st.threads -= missing;
+                if let Some(fam) = family {
+                    fam.running
+                        .fetch_sub(missing, std::sync::atomic::Ordering::SeqCst);
+                }
+                drop(st);
+                shared.cv.notify_all();
+                panic!("cannot start a rollout thread: {e}");
             }
-        })
-        .collect()
+        }
+    }
+    handles
 }
 
 fn join_all<R>(handles: Vec<std::thread::ScopedJoinHandle<'_, R>>) -> Vec<R> {
@@ -184,6 +242,7 @@ where
 {
     let n = items.len();
     let shared = Arc::new(Shared {
+        agent: agent as *const Agent as usize,
         state: Mutex::new(State {
             live: n,
             threads: n,
@@ -193,8 +252,10 @@ where
         max_rows: max_rows.max(1),
     });
     let out = std::thread::scope(|s| {
-        let handles = spawn_participants(s, &shared, &[], items, &f);
+        let closer = Closer(&shared);
+        let handles = spawn_participants(s, &shared, &[], None, items, &f);
         drive(agent, &shared);
+        drop(closer);
         join_all(handles)
     });
     let stats = shared.lock().stats;
@@ -214,15 +275,22 @@ where
     let Some((shared, key)) = ctx.filter(|_| items.len() > 1) else {
         return items.into_iter().map(f).collect();
     };
+    let family = Arc::new(Family {
+        running: std::sync::atomic::AtomicUsize::new(items.len()),
+        handed_back: std::sync::atomic::AtomicBool::new(false),
+    });
     {
         let mut st = shared.lock();
         st.live += items.len();
         st.threads += items.len();
         st.live -= 1;
     }
-    let _back = Suspended { shared: &shared };
+    let _back = Suspended {
+        shared: &shared,
+        family: family.clone(),
+    };
     std::thread::scope(|s| {
-        let handles = spawn_participants(s, &shared, &key, items, &f);
+        let handles = spawn_participants(s, &shared, &key, Some(&family), items, &f);
         join_all(handles)
     })
 }
@@ -232,11 +300,22 @@ pub fn in_wave() -> bool {
     CTX.with(|c| c.borrow().is_some())
 }
 
-/// [`Agent::sample`] on a participant thread: queue the request for the next wave and wait
-/// for its answer. `None` off participant threads.
-pub(crate) fn sample_in_wave(req: &SampleRequest<'_>) -> Option<Result<Vec<Completion>>> {
+/// [`Agent::sample`] of `agent` on a participant thread of its wave: queue the request for the
+/// next step and wait for its answer. `None` off participant threads (or for another agent).
+pub(crate) fn sample_in_wave(
+    agent: &Agent,
+    req: &SampleRequest<'_>,
+) -> Option<Result<Vec<Completion>>> {
     let (shared, key) = CTX.with(|c| c.borrow().clone())?;
+    if shared.agent != agent as *const Agent as usize {
+        return None;
+    }
     let mut st = shared.lock();
+    if st.closed {
+        return Some(Err(EngineError::Invalid(
+            "the batched sampler stopped (see the error before this one)".into(),
+        )));
+    }
     st.pending.push(Pending {
         key: key.clone(),
         adapter: req.adapter.map(String::from),
@@ -250,6 +329,11 @@ pub(crate) fn sample_in_wave(req: &SampleRequest<'_>) -> Option<Result<Vec<Compl
     loop {
         if let Some(answer) = st.answers.remove(&key) {
             return Some(answer);
+        }
+        if st.closed {
+            return Some(Err(EngineError::Invalid(
+                "the batched sampler stopped (see the error before this one)".into(),
+            )));
         }
         st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
     }
@@ -327,8 +411,16 @@ fn drive(agent: &Agent, shared: &Shared) {
             let reqs: Vec<(u64, SampleRequest)> =
                 items.iter().map(|(id, p)| (*id, p.request())).collect();
             let refs: Vec<(u64, &SampleRequest)> = reqs.iter().map(|(id, r)| (*id, r)).collect();
-            if let Err(e) = decoders[d].admit(&refs) {
-                fail_decoder(agent, &mut decoders, d, &mut held, &mut answers, &e);
+            match decoders[d].admit(&refs) {
+                // Requests that could not be prefilled fail alone.
+                Ok(failed) => {
+                    for (id, e) in failed {
+                        if let Some((key, _)) = held.remove(&id) {
+                            answers.push((key, Err(e)));
+                        }
+                    }
+                }
+                Err(e) => fail_decoder(agent, &mut decoders, d, &mut held, &mut answers, &e),
             }
         }
         drop(admitted);

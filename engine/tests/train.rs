@@ -1521,6 +1521,48 @@ mod waves {
     }
 
     #[test]
+    fn a_request_that_cannot_be_decoded_fails_alone() {
+        let agent = agent();
+        let p = params(3);
+        let (out, _) = wave::run(&agent, 64, (0..4).collect(), |i: usize| {
+            // Participant 1 asks with an empty prompt, participant 2 for an unknown adapter.
+            let prompt: Vec<u32> = if i == 1 {
+                vec![]
+            } else {
+                vec![5, 6, 7 + i as u32]
+            };
+            agent.sample(&SampleRequest {
+                adapter: Some(if i == 2 { "nope" } else { "executor" }),
+                prefix: None,
+                prompt: &prompt,
+                g: 2,
+                first_stream: 0,
+                params: &p,
+            })
+        });
+        assert!(out[1]
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("empty prompt")));
+        assert!(out[2].is_err());
+        for i in [0usize, 3] {
+            let prompt = vec![5, 6, 7 + i as u32];
+            let alone = cahl_engine::sampling::sample_group(
+                &agent.model,
+                Some("executor"),
+                &prompt,
+                2,
+                0,
+                &p,
+                &agent.tok,
+            )
+            .unwrap();
+            let got = out[i].as_ref().unwrap();
+            let toks = |v: &[Completion]| v.iter().map(|c| c.tokens.clone()).collect::<Vec<_>>();
+            assert_eq!(toks(got), toks(&alone), "participant {i}");
+        }
+    }
+
+    #[test]
     fn a_panicking_participant_ends_the_wave_instead_of_hanging_it() {
         let agent = agent();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -612,6 +612,11 @@ impl Model {
         Ok(self.logits(&last, false)?.to_dtype(DType::F32)?)
     }
 
+    /// Positions the rotary tables cover (the longest sequence this model runs).
+    pub fn max_positions(&self) -> usize {
+        self.rope.cos.dims().first().copied().unwrap_or(0)
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.blocks.len())
     }

@@ -284,7 +284,13 @@ pub fn run(
     }
     if trainer.steps_done() == 0 {
         if let Some(dir) = sink.session_dir() {
-            trainer.save_reference(&dir)?;
+            // A resumed run that starts over (no usable checkpoint) keeps the reference it
+            // saved when it first started.
+            if dir.join("reference").is_dir() {
+                trainer.load_reference(&dir)?;
+            } else {
+                trainer.save_reference(&dir)?;
+            }
         }
     }
     let mut paused = false;
