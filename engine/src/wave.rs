@@ -4,19 +4,22 @@
 //! the one before. Rather than turn that code inside out, every task (and, inside a task, every
 //! execution of a plan) runs on its own thread as a *participant*, and [`Agent::sample`] from a
 //! participant hands its request to the wave instead of decoding it. One *driver* thread (the
-//! caller of [`run`]) waits until every live participant is waiting on a request, then decodes
-//! all of them as one batch ([`crate::sampling::sample_many`]: all planner prompts of a step in the first wave,
-//! then, wave by wave, the executor prompts of all plans of all tasks) and hands each its
-//! completions. Rows stop independently; each prompt's shared system prefix comes from its
-//! cache.
+//! caller of [`run`]) waits until every live participant is waiting (on a queued request or on
+//! one being decoded), then admits the queued requests into the running batch
+//! ([`crate::sampling::RowDecoder`], one per adapter, at most `max_rows` rows) and decodes one
+//! step. A request goes back as soon as its rows have stopped, and its participant's next
+//! request joins at a later step boundary: all planner prompts of a step start together, then
+//! the executor prompts of all plans of all tasks flow through as they come (continuous
+//! batching). Each prompt's shared system prefix comes from its cache.
 //!
-//! Which requests make up a wave does not depend on thread timing (a wave starts only when all
-//! live participants wait), and a wave's requests are ordered by the participants' keys (task,
-//! then plan and execution), so a run replays exactly. Batched products round differently
-//! from one group at a time, so a batched run is not bit-identical to an unbatched one.
+//! Steps happen only when every live participant waits, and queued requests are admitted in
+//! the order of the participants' keys (task, then plan and execution), so which rows share
+//! which step does not depend on thread timing and a run replays exactly. Batched products
+//! round differently from one group at a time, so a batched run is not bit-identical to an
+//! unbatched one.
 //!
-//! With a remote backend ([`crate::backend`]), a wave's requests go to the servers at once, one
-//! connection each, instead of one after another.
+//! With a remote backend ([`crate::backend`]), the queued requests go to the servers at once,
+//! one connection each, instead of one after another.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
