@@ -1685,3 +1685,37 @@ fn an_init_reference_is_the_starting_policy_and_survives_a_resume() {
         "{err}"
     );
 }
+
+#[test]
+fn a_resume_that_starts_over_keeps_the_saved_reference() {
+    use cahl_engine::grpo::KlReference;
+    let mut cfg = small_config();
+    cfg.steps = 1;
+    cfg.grpo.reference = KlReference::Init;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    run_steps(trainer(&cfg), new_session(&dir, &cfg));
+    let saved = dir.join("reference/planner/adapter_model.safetensors");
+    let before = std::fs::read(&saved).unwrap();
+    // No usable checkpoint: the run starts over from step 0, with other starting adapters
+    // (so the reference this process built differs from the saved one).
+    std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
+    let mut t = trainer(&cfg);
+    for (_, v) in t
+        .agent
+        .model
+        .adapter("planner-reference")
+        .unwrap()
+        .named_vars()
+    {
+        v.set(&(v.as_tensor() * 2.0).unwrap()).unwrap();
+    }
+    let r = train::resume_session(&mut t, &dir).unwrap();
+    assert_eq!(r.step, 0);
+    run_steps(t, r.writer);
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        before,
+        "the saved reference was replaced"
+    );
+}
