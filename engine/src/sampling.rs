@@ -304,7 +304,7 @@ pub fn sample_group_with(
 /// Several groups decoded together: every request's prompt is prefilled once (reusing its
 /// prefix), then all rows of all requests decode as one batch per adapter, each row stopping on
 /// its own (EOS, its request's stop strings or `max_tokens`). Prompts of different lengths are
-/// right-aligned in one cache with their padding masked ([`KvCache::right_aligned`]). Row `i`
+/// right-aligned in one cache with their padding masked ([`KvCache::admit`]). Row `i`
 /// of a request draws from stream `first_stream + i` of its own seed, so a row's tokens depend
 /// on the other rows only through floating-point rounding of the batched products. Returns
 /// each request's completions, in request order.
@@ -313,7 +313,34 @@ pub fn sample_many(
     reqs: &[SampleRequest<'_>],
     detok: &dyn Detok,
 ) -> Result<Vec<Vec<Completion>>> {
-    Ok(sample_many_timed(model, reqs, detok)?.0)
+    let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
+    let mut adapters: Vec<AdapterRef> = Vec::new();
+    for r in reqs {
+        if r.prompt.is_empty() {
+            return Err(EngineError::Invalid(
+                "cannot sample from an empty prompt".into(),
+            ));
+        }
+        if !adapters.contains(&r.adapter) {
+            adapters.push(r.adapter);
+        }
+    }
+    for adapter in adapters {
+        let idx: Vec<usize> = (0..reqs.len())
+            .filter(|&i| reqs[i].adapter == adapter && reqs[i].g > 0)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let group: Vec<&SampleRequest> = idx.iter().map(|&i| &reqs[i]).collect();
+        for (i, comps) in idx
+            .into_iter()
+            .zip(decode_together(model, adapter, &group, detok)?)
+        {
+            out[i] = comps;
+        }
+    }
+    Ok(out)
 }
 
 /// Where a batched decode's time went.
@@ -338,49 +365,13 @@ impl BatchTiming {
     }
 }
 
-/// [`sample_many`], also saying where the time went.
-pub fn sample_many_timed(
-    model: &Model,
-    reqs: &[SampleRequest<'_>],
-    detok: &dyn Detok,
-) -> Result<(Vec<Vec<Completion>>, BatchTiming)> {
-    let mut timing = BatchTiming::default();
-    let mut out: Vec<Vec<Completion>> = vec![Vec::new(); reqs.len()];
-    let mut adapters: Vec<AdapterRef> = Vec::new();
-    for r in reqs {
-        if r.prompt.is_empty() {
-            return Err(EngineError::Invalid(
-                "cannot sample from an empty prompt".into(),
-            ));
-        }
-        if !adapters.contains(&r.adapter) {
-            adapters.push(r.adapter);
-        }
-    }
-    for adapter in adapters {
-        let idx: Vec<usize> = (0..reqs.len())
-            .filter(|&i| reqs[i].adapter == adapter && reqs[i].g > 0)
-            .collect();
-        if idx.is_empty() {
-            continue;
-        }
-        let group: Vec<&SampleRequest> = idx.iter().map(|&i| &reqs[i]).collect();
-        let (done, t) = decode_together(model, adapter, &group, detok)?;
-        timing.add(&t);
-        for (i, comps) in idx.into_iter().zip(done) {
-            out[i] = comps;
-        }
-    }
-    Ok((out, timing))
-}
-
 /// [`sample_many`] for requests of one adapter, each with `g > 0`.
 fn decode_together(
     model: &Model,
     adapter: AdapterRef,
     reqs: &[&SampleRequest<'_>],
     detok: &dyn Detok,
-) -> Result<(Vec<Vec<Completion>>, BatchTiming)> {
+) -> Result<Vec<Vec<Completion>>> {
     let mut dec = RowDecoder::new(model, adapter, detok);
     let admit: Vec<(u64, &SampleRequest)> = reqs
         .iter()
@@ -396,7 +387,7 @@ fn decode_together(
             out[i as usize] = comps;
         }
     }
-    Ok((out, dec.timing))
+    Ok(out)
 }
 
 /// One decoding row: a completion being sampled.

@@ -361,6 +361,9 @@ fn drive(agent: &Agent, shared: &Shared) {
         let mut st = shared.lock();
         loop {
             if st.threads == 0 && held.is_empty() {
+                for dec in &decoders {
+                    stats.timing.add(&dec.timing);
+                }
                 st.stats = stats;
                 return;
             }
@@ -448,10 +451,6 @@ fn drive(agent: &Agent, shared: &Shared) {
                 }
                 Err(e) => fail_decoder(agent, &mut decoders, d, &mut held, &mut answers, &e),
             }
-        }
-        stats.timing = BatchTiming::default();
-        for dec in &decoders {
-            stats.timing.add(&dec.timing);
         }
         if !answers.is_empty() {
             let mut st = shared.lock();

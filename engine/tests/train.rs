@@ -137,6 +137,13 @@ fn trainer(cfg: &TrainConfig) -> Trainer {
     Trainer::new(cfg.clone(), agent, Box::new(BuiltinWorld::new()), tasks).unwrap()
 }
 
+/// Replace every weight of adapter `name` with `f` of it.
+fn map_adapter(t: &Trainer, name: &str, f: impl Fn(&Tensor) -> Tensor) {
+    for (_, v) in t.agent.model.adapter(name).unwrap().named_vars() {
+        v.set(&f(v.as_tensor())).unwrap();
+    }
+}
+
 fn snapshot(t: &Trainer, name: &str) -> Vec<Vec<f32>> {
     t.agent
         .model
@@ -1586,6 +1593,16 @@ mod waves {
         cfg.steps = 2;
         cfg.workers = 1;
         cfg.rollout.executions_per_plan = 2;
+        // Batched, rows of several tasks' requests share decode steps; off, no wave runs.
+        cfg.rollout.batch = BatchMode::On;
+        let w = trainer(&cfg).step().unwrap().waves.expect("a batched step");
+        assert!(w.max_rows > cfg.rollout.plans_per_task, "{w:?}");
+        assert!(
+            w.row_steps > 2 * w.steps,
+            "a mean batch above 2 rows: {w:?}"
+        );
+        cfg.rollout.batch = BatchMode::Off;
+        assert!(trainer(&cfg).step().unwrap().waves.is_none());
         let mut runs = Vec::new();
         for batch in [BatchMode::Off, BatchMode::On] {
             cfg.rollout.batch = batch;
@@ -1657,15 +1674,7 @@ fn an_init_reference_is_the_starting_policy_and_survives_a_resume() {
         .is_file());
     // Resume: the reference comes back from the session, not from the resumed adapters.
     let mut t = trainer(&cfg);
-    for (_, v) in t
-        .agent
-        .model
-        .adapter("planner-reference")
-        .unwrap()
-        .named_vars()
-    {
-        v.set(&v.as_tensor().zeros_like().unwrap()).unwrap();
-    }
+    map_adapter(&t, "planner-reference", |x| x.zeros_like().unwrap());
     train::resume_session(&mut t, &dir).unwrap();
     assert_eq!(snapshot(&t, "planner-reference"), initial);
     assert_ne!(
@@ -1701,15 +1710,7 @@ fn a_resume_that_starts_over_keeps_the_saved_reference() {
     // (so the reference this process built differs from the saved one).
     std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
     let mut t = trainer(&cfg);
-    for (_, v) in t
-        .agent
-        .model
-        .adapter("planner-reference")
-        .unwrap()
-        .named_vars()
-    {
-        v.set(&(v.as_tensor() * 2.0).unwrap()).unwrap();
-    }
+    map_adapter(&t, "planner-reference", |x| (x * 2.0).unwrap());
     let r = train::resume_session(&mut t, &dir).unwrap();
     assert_eq!(r.step, 0);
     run_steps(t, r.writer);

@@ -220,27 +220,13 @@ impl KvCache {
         Ok(KvCache { layers: out })
     }
 
-    /// One cache for rows whose prompts differ in length, to decode them together: part `j` (a
-    /// batch-1 inference cache of `len_j` positions) fills `copies_j` rows, its positions
-    /// right-aligned at `width = max len_j` so every row appends at the same column. Returns the
-    /// cache (room for `extra` more positions) and each row's padding (`width - len_j` leading
-    /// positions, to be masked: see [`crate::model::Model::forward_last_rows`]).
-    pub fn right_aligned(
-        parts: &[(&KvCache, usize)],
-        extra: usize,
-    ) -> Result<(KvCache, Vec<usize>)> {
-        let num_layers = parts.first().map_or(0, |(c, _)| c.layers.len());
-        let mut out = KvCache::new(num_layers);
-        let mut pads = Vec::new();
-        let added = out.admit(&mut pads, parts, extra)?;
-        debug_assert_eq!(added, pads.len());
-        Ok((out, pads))
-    }
-
-    /// Add rows to a cache of right-aligned rows (see [`KvCache::right_aligned`]; `pads` holds
-    /// its rows' padding and gets the new rows'): part `j`'s `copies_j` rows go after the
-    /// existing ones. When a new prompt is longer than the cache, the existing rows get more
-    /// leading padding. Room is left for `extra` more positions. Returns the rows added.
+    /// Add rows to a cache of rows whose prompts differ in length, decoded together: part `j` (a
+    /// batch-1 inference cache of `len_j` positions) fills `copies_j` rows after the existing
+    /// ones, every row's positions right-aligned at the longest so all rows append at the same
+    /// column; `pads` holds each row's leading padding (to be masked: see
+    /// [`crate::model::Model::forward_last_rows`]) and gets the new rows'. When a new prompt is
+    /// longer than the cache, the existing rows get more leading padding. Room is left for
+    /// `extra` more positions. Returns the rows added.
     pub fn admit(
         &mut self,
         pads: &mut Vec<usize>,

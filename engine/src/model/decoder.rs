@@ -114,7 +114,7 @@ pub struct Model {
 pub type AdapterRef<'a> = Option<&'a str>;
 
 /// One decode step of rows that sit at different positions (prompts of different lengths
-/// decoded together, see [`KvCache::right_aligned`]): each row's rotary angles and an additive
+/// decoded together, see [`KvCache::admit`]): each row's rotary angles and an additive
 /// mask that hides its padding.
 struct Rows {
     /// `(rows, head_dim / 2)`: the rotary tables at each row's position.
@@ -510,7 +510,7 @@ impl Model {
 
     /// Logits `(rows, vocab)` f32 of one decode step of rows at different positions
     /// (inference): row `r` feeds `ids[r]` at position `positions[r]`, and its first `pads[r]`
-    /// cached positions are padding (a cache from [`KvCache::right_aligned`]).
+    /// cached positions are padding (a cache of right-aligned rows, [`KvCache::admit`]).
     pub fn forward_last_rows(
         &self,
         ids: &[u32],

@@ -165,12 +165,12 @@ pub struct RolloutSection {
     pub max_subtasks: usize,
     pub planner: SamplingParams,
     pub executor: SamplingParams,
-    /// Decode the step's rollouts together in waves: all planner prompts, then wave by wave
-    /// every executor prompt of every plan and task ([`crate::wave`]).
+    /// Decode the step's rollouts together: all planner prompts, then every executor prompt of
+    /// every plan and task as it comes ([`crate::wave`]).
     #[serde(default)]
     pub batch: BatchMode,
-    /// At most this many rows (completions) in one batched decode; a larger wave is decoded in
-    /// parts.
+    /// At most this many rows (completions) in one batched decode step; more requests wait for
+    /// rows to free up.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
 }

@@ -31,6 +31,8 @@ pub struct StepResult {
     pub metrics: MetricsRecord,
     pub trajectories: Vec<TrajectoryRecord>,
     pub warnings: Vec<String>,
+    /// What the batched rollout did (`None`: tasks rolled out on lanes, unbatched).
+    pub waves: Option<crate::wave::WaveStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,8 +290,10 @@ impl Trainer {
         };
         // Batched: every task on its own thread, their samples decoded together in waves;
         // otherwise tasks side by side on the lanes.
+        let mut waves = None;
         let results = if cfg.rollout.batch.applies(agent.model.num_base_params()) {
             let (results, w) = crate::wave::run(agent, cfg.rollout.batch_rows, jobs, job);
+            waves = Some(w);
             tracing::info!(
                 step = s,
                 requests = w.requests,
@@ -418,6 +422,7 @@ impl Trainer {
             metrics,
             trajectories: rollouts.into_iter().map(|r| r.record).collect(),
             warnings,
+            waves,
         })
     }
 
@@ -569,30 +574,31 @@ impl Trainer {
         if self.cfg.grpo.reference != KlReference::Init {
             return Ok(());
         }
-        let dev = self.agent.model.device().clone();
-        let dtype = self.agent.model.dtype();
         for name in ["planner", "executor"] {
             let dir = session.join("reference").join(name);
-            let loaded = crate::model::LoraAdapter::load_peft(
-                name,
-                &dir,
-                self.agent.model.config(),
-                dtype,
-                &dev,
-            )
-            .map_err(|e| {
-                EngineError::load(
-                    &dir,
-                    format!("the run's KL reference (grpo.reference = \"init\") cannot be restored: {e}"),
-                )
-            })?;
-            self.agent
-                .model
-                .adapter(&reference_adapter_name(name))?
-                .copy_from(&loaded)?;
+            self.load_adapter_values(&reference_adapter_name(name), &dir)
+                .map_err(|e| {
+                    EngineError::load(
+                        &dir,
+                        format!("the run's KL reference (grpo.reference = \"init\") cannot be restored: {e}"),
+                    )
+                })?;
         }
         self.reference_prefixes.clear();
         Ok(())
+    }
+
+    /// Set the values of the model's adapter `name` from the PEFT folder `dir` (same layout).
+    fn load_adapter_values(&self, name: &str, dir: &Path) -> Result<()> {
+        let model = &self.agent.model;
+        let loaded = crate::model::LoraAdapter::load_peft(
+            name,
+            dir,
+            model.config(),
+            model.dtype(),
+            model.device(),
+        )?;
+        model.adapter(name)?.copy_from(&loaded)
     }
 
     /// Restore adapters, optimizers and the step counter from a checkpoint directory.
@@ -605,21 +611,14 @@ impl Trainer {
         let st: TrainerState =
             serde_json::from_str(&text).map_err(|e| EngineError::load(&sp, e.to_string()))?;
         let dev = self.agent.model.device().clone();
-        let dtype = self.agent.model.dtype();
+        for name in ["planner", "executor"] {
+            self.load_adapter_values(name, &dir.join(name))?;
+        }
         for (name, opt) in [
             ("planner", &mut self.opt_planner),
             ("executor", &mut self.opt_executor),
         ] {
-            let adir = dir.join(name);
-            let loaded = crate::model::LoraAdapter::load_peft(
-                name,
-                &adir,
-                self.agent.model.config(),
-                dtype,
-                &dev,
-            )?;
-            self.agent.model.adapter(name)?.copy_from(&loaded)?;
-            opt.load(&adir, &dev)?;
+            opt.load(&dir.join(name), &dev)?;
         }
         self.step = st.step;
         self.elapsed_s = st.elapsed_s;
