@@ -190,6 +190,66 @@ pub fn completion_logprobs_with(
     temperature: f64,
     train: bool,
 ) -> Result<(Tensor, Tensor)> {
+    let (pred, ids, mask) = completion_hidden(model, adapter, prefix, prompt, completions, train)?;
+    let (g, l, hdim) = pred.dims3()?;
+    let lp = row_logprobs(
+        model,
+        &pred.reshape((g * l, hdim))?,
+        &ids,
+        temperature,
+        train,
+    )?;
+    let mask = Tensor::from_vec(mask, (g, l), model.device())?.to_dtype(lp.dtype())?;
+    Ok((lp.reshape((g, l))?, mask))
+}
+
+/// Log-probs `(N,)` (temperature 1) of chosen positions of `completions` after `prompt`:
+/// `positions` are `(completion, index)` pairs. The language-model head runs on those rows
+/// alone; `sft` scores the completion part of sequences whose unshared prompt tails are passed
+/// as part of the completions, which would otherwise get logits (a `(tokens, vocabulary)`
+/// tensor kept for the backward pass) for every prompt token.
+pub fn completion_logprobs_at(
+    model: &Model,
+    adapter: AdapterRef,
+    prompt: &[u32],
+    completions: &[&[u32]],
+    positions: &[(usize, usize)],
+    train: bool,
+) -> Result<Tensor> {
+    let (pred, ids, _) = completion_hidden(model, adapter, None, prompt, completions, train)?;
+    let (g, l, hdim) = pred.dims3()?;
+    if positions.is_empty() {
+        return Err(EngineError::Invalid(
+            "completion_logprobs_at: no positions".into(),
+        ));
+    }
+    let mut rows = Vec::with_capacity(positions.len());
+    let mut targets = Vec::with_capacity(positions.len());
+    for &(i, j) in positions {
+        if i >= g || j >= completions[i].len() {
+            return Err(EngineError::Invalid(format!(
+                "completion_logprobs_at: position ({i}, {j}) is outside the completions"
+            )));
+        }
+        rows.push((i * l + j) as u32);
+        targets.push(ids[i * l + j]);
+    }
+    let n = rows.len();
+    let rows = Tensor::from_vec(rows, n, model.device())?;
+    let picked = pred.reshape((g * l, hdim))?.index_select(&rows, 0)?;
+    row_logprobs(model, &picked, &targets, 1.0, train)
+}
+
+/// The hidden states that predict each completion token `(G, L, h)`, the token ids `G * L`
+/// (padding 0) and the mask of real positions.
+fn completion_hidden(
+    model: &Model,
+    adapter: AdapterRef,
+    prefix: Option<&Prefix>,
+    prompt: &[u32],
+    completions: &[&[u32]],
+    train: bool,
+) -> Result<(Tensor, Vec<u32>, Vec<f32>)> {
     let g = completions.len();
     let l = completions.iter().map(|c| c.len()).max().unwrap_or(0);
     if g == 0 || l == 0 || prompt.is_empty() {
@@ -211,13 +271,11 @@ pub fn completion_logprobs_with(
             mask.push(if j < c.len() { 1f32 } else { 0f32 });
         }
     }
-    let c_ids = Tensor::from_vec(ids.clone(), (g, l), dev)?;
-    let flat_ids = ids;
     let tail = prompt.len() - start;
     let pred = if g == 1 {
         // One sequence: prompt tail and completion in one pass (larger matmuls, same math).
         let mut seq = prompt[start..].to_vec();
-        seq.extend_from_slice(&flat_ids[..l - 1]);
+        seq.extend_from_slice(&ids[..l - 1]);
         let h = model.forward_hidden(
             &model.ids_tensor(&seq, 1)?,
             start,
@@ -232,6 +290,7 @@ pub fn completion_logprobs_with(
         let hdim = hp.dim(2)?;
         let last_p = hp.narrow(1, tail - 1, 1)?; // (1, 1, h)
         if l > 1 {
+            let c_ids = Tensor::from_vec(ids.clone(), (g, l), dev)?;
             let mut gcache = cache.expand_batch(g)?;
             let inp = c_ids.narrow(1, 0, l - 1)?;
             let hc = model.forward_hidden(&inp, prompt.len(), &mut gcache, adapter, train)?; // (G, L-1, h)
@@ -241,15 +300,26 @@ pub fn completion_logprobs_with(
             last_p.broadcast_as((g, 1, hdim))?.contiguous()?
         }
     };
-    let logits = model.logits(&pred, train)?;
+    Ok((pred, ids, mask))
+}
+
+/// Log-probs `(N,)` of `targets` under the logits of `hidden` `(N, h)`, divided by
+/// `temperature` as in sampling.
+fn row_logprobs(
+    model: &Model,
+    hidden: &Tensor,
+    targets: &[u32],
+    temperature: f64,
+    train: bool,
+) -> Result<Tensor> {
+    let logits = model.logits(hidden, train)?;
     let logits = match logits.dtype() {
         DType::F16 | DType::BF16 => logits.to_dtype(DType::F32)?,
         _ => logits,
     };
-    let mask = Tensor::from_vec(mask, (g, l), dev)?.to_dtype(DType::F32)?;
     let temp = if temperature > 0.0 { temperature } else { 1.0 };
-    if let Some(lp) = token_logprobs(&logits.reshape((g * l, ()))?, &flat_ids, temp)? {
-        return Ok((lp.reshape((g, l))?, mask));
+    if let Some(lp) = token_logprobs(&logits, targets, temp)? {
+        return Ok(lp);
     }
     let logits = if (temperature - 1.0).abs() > 1e-12 && temperature > 0.0 {
         (logits / temperature)?
@@ -257,11 +327,11 @@ pub fn completion_logprobs_with(
         logits
     };
     let lsm = log_softmax(&logits)?;
-    let lp = lsm
-        .gather(&c_ids.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?;
-    let mask = mask.to_dtype(lp.dtype())?;
-    Ok((lp, mask))
+    let n = targets.len();
+    let t = Tensor::from_vec(targets.to_vec(), n, logits.device())?;
+    Ok(lsm
+        .gather(&t.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?)
 }
 
 /// Inputs of the GRPO loss for one micro-batch of `G` sequences padded to `L` tokens.

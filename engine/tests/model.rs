@@ -70,7 +70,13 @@ fn objective(model: &Model, comps: &[Vec<u32>]) -> Tensor {
 }
 
 fn fd_check(cfg: &ModelConfig) {
+    fd_check_with(cfg, usize::MAX);
+}
+
+/// [`fd_check`] with the blocked attention for sequences of at least `blocked_min_keys` keys.
+fn fd_check_with(cfg: &ModelConfig, blocked_min_keys: usize) {
     let mut model = build(cfg, DType::F64, 1);
+    model.set_blocked_attention_min_keys(blocked_min_keys);
     model.add_adapter("planner", &lora_all(), 7).unwrap();
     model.add_adapter("executor", &lora_all(), 8).unwrap();
     let ad = model.adapter("planner").unwrap();
@@ -164,6 +170,88 @@ fn lora_gradients_match_finite_differences_interleaved_rope_with_bias() {
         true,
         r#", "attention_bias": true, "rope_interleaved": true"#,
     ));
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_with_blocked_attention() {
+    fd_check_with(&cfg_json("qwen2", false, ""), 0);
+}
+
+/// The blocked attention and the matrix path give the same log-probs and LoRA gradients
+/// through the whole model, also after a cached prefix (new positions at an offset).
+#[test]
+fn blocked_and_matrix_attention_give_the_same_logprobs_and_gradients() {
+    use cahl_engine::grpo::completion_logprobs_with;
+    use cahl_engine::model::prefix::{add_leaf_grads, Prefix};
+    let cfg = cfg_json("llama", true, r#", "rope_interleaved": true"#);
+    let prompt: Vec<u32> = (0..23).map(|i| (i * 11 + 5) % 61).collect();
+    let comps = [vec![1u32, 2, 3, 9, 9, 4], vec![4u32, 5]];
+    let refs: Vec<&[u32]> = comps.iter().map(|c| c.as_slice()).collect();
+    let run = |min_keys: usize, prefix: bool| -> (Vec<f64>, Vec<Tensor>) {
+        let mut model = build(&cfg, DType::F64, 3);
+        model.set_blocked_attention_min_keys(min_keys);
+        model.add_adapter("planner", &lora_all(), 9).unwrap();
+        randomize_b(model.adapter("planner").unwrap(), 5);
+        let vars = model.adapter("planner").unwrap().vars();
+        let mut acc = GradAccum::new(vars);
+        let (lp, mask, graph) = if prefix {
+            let graph = Prefix::build(&model, Some("planner"), &prompt[..20], true).unwrap();
+            let leaves = graph.detached().unwrap();
+            let (lp, mask) = completion_logprobs_with(
+                &model,
+                Some("planner"),
+                Some(&leaves),
+                &prompt,
+                &refs,
+                1.0,
+                true,
+            )
+            .unwrap();
+            (lp, mask, Some((graph, leaves)))
+        } else {
+            let (lp, mask) =
+                completion_logprobs(&model, Some("planner"), &prompt, &refs, 1.0, true).unwrap();
+            (lp, mask, None)
+        };
+        let values = (&lp * &mask)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let g = (lp * mask).unwrap().sum_all().unwrap().backward().unwrap();
+        acc.add(&g).unwrap();
+        if let Some((graph, leaves)) = graph {
+            let mut leaf_grads = Vec::new();
+            add_leaf_grads(&mut leaf_grads, leaves.leaf_grads(&g)).unwrap();
+            acc.add(&graph.backward_into(&leaf_grads).unwrap().unwrap())
+                .unwrap();
+        }
+        let grads = acc.grads().iter().map(|g| g.clone().unwrap()).collect();
+        (values, grads)
+    };
+    for prefix in [false, true] {
+        let (v0, g0) = run(usize::MAX, prefix);
+        let (v1, g1) = run(0, prefix);
+        for (a, b) in v0.iter().zip(&v1) {
+            assert!(
+                (a - b).abs() < 1e-10,
+                "log-prob {a} against {b} (prefix {prefix})"
+            );
+        }
+        assert_eq!(g0.len(), g1.len());
+        for (a, b) in g0.iter().zip(&g1) {
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(d < 1e-10, "gradient differs by {d} (prefix {prefix})");
+        }
+    }
 }
 
 #[test]

@@ -441,3 +441,52 @@ fn micro_batched_gradients_equal_the_whole_batch() {
     );
     assert_eq!(micro_batches(&batch, usize::MAX).len(), 1);
 }
+
+/// The sft loss scores completion tokens only, with the head run on those rows alone: the
+/// same value and gradient as every position's log-prob masked to the completions.
+#[test]
+fn sft_loss_equals_the_masked_mean_of_all_position_logprobs() {
+    use cahl_engine::grpo::completion_logprobs;
+    let (_, _, examples, mut model) = tiny_setup();
+    let named = model.make_base_trainable().unwrap();
+    let batch: Vec<&SftExample> = examples.iter().skip(3).take(3).collect();
+    let (loss, n) = sft_loss(&model, None, &batch, true).unwrap();
+    assert_eq!(n, batch.iter().map(|e| e.completion.len()).sum::<usize>());
+    // Reference: log-probs of every position after a one-token shared prefix.
+    let full: Vec<Vec<u32>> = batch
+        .iter()
+        .map(|e| [e.prompt.as_slice(), e.completion.as_slice()].concat())
+        .collect();
+    let rests: Vec<&[u32]> = full.iter().map(|f| &f[1..]).collect();
+    let (lp, mask) = completion_logprobs(&model, None, &full[0][..1], &rests, 1.0, true).unwrap();
+    let (g, l) = lp.dims2().unwrap();
+    let mut cm = vec![0f32; g * l];
+    for (i, e) in batch.iter().enumerate() {
+        for j in e.prompt.len() - 1..e.prompt.len() - 1 + e.completion.len() {
+            cm[i * l + j] = 1.0;
+        }
+    }
+    let cm = candle_core::Tensor::from_vec(cm, (g, l), &Device::Cpu).unwrap();
+    let want = ((lp * (mask * cm).unwrap()).unwrap().sum_all().unwrap() / -(n as f64)).unwrap();
+    let (a, b) = (
+        loss.to_scalar::<f32>().unwrap(),
+        want.to_scalar::<f32>().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    let (ga, gb) = (loss.backward().unwrap(), want.backward().unwrap());
+    for (name, v) in named.iter().take(6) {
+        let (x, y) = (
+            ga.get(v.as_tensor()).unwrap(),
+            gb.get(v.as_tensor()).unwrap(),
+        );
+        let d = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "{name}: gradients differ by {d}");
+    }
+}

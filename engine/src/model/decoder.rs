@@ -12,9 +12,9 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::ModelConfig;
-use crate::model::fused;
 use crate::model::lora::{LoraAdapter, LoraConfig, Target};
 use crate::model::ops::{frozen_matmul, matmul_2d, rms_norm_train, softmax_train};
+use crate::model::{flash, fused};
 
 /// A frozen linear layer: weight `(out, in)` and optional bias.
 #[derive(Debug, Clone)]
@@ -108,6 +108,8 @@ pub struct Model {
     dtype: DType,
     device: Device,
     adapters: BTreeMap<String, LoraAdapter>,
+    /// Sequences with at least this many keys use the blocked attention ([`flash`]).
+    blocked_min_keys: usize,
 }
 
 /// Which adapter a forward call uses: `None` is the base (reference) policy.
@@ -194,7 +196,15 @@ impl Model {
             dtype,
             device: device.clone(),
             adapters: BTreeMap::new(),
+            blocked_min_keys: flash::DEFAULT_MIN_KEYS,
         })
+    }
+
+    /// Sequences with at least this many keys (cached prefix included) and more than one new
+    /// token use the blocked attention of [`flash`] on the CPU in f32/f64 (0: always;
+    /// `usize::MAX`: never). Default [`flash::DEFAULT_MIN_KEYS`].
+    pub fn set_blocked_attention_min_keys(&mut self, keys: usize) {
+        self.blocked_min_keys = keys;
     }
 
     /// Random weights (N(0, 0.02), norms at 1) for tests and benchmarks, seeded.
@@ -429,6 +439,14 @@ impl Model {
         // the query length. HF maps query head h to KV head h / rep.
         let q = q.contiguous()?.reshape((b, nkv, rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
+        if rows.is_none() && fused && flash::use_blocked(t, total, self.blocked_min_keys) {
+            let y = flash::causal_attention(&q, &k, &v, scale, t, offset, train)?;
+            let y = y
+                .reshape((b, nh, t, d))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * d))?;
+            return self.proj(layer, Target::O, &y, lora, train);
+        }
         let scores = q.matmul(&k.t()?)?;
         let att = if let Some(rows) = rows {
             // No causal part with one new token per row; the mask hides each row's padding.

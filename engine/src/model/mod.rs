@@ -2,6 +2,7 @@
 pub mod cache;
 pub mod config;
 pub mod decoder;
+pub mod flash;
 pub mod fused;
 pub mod gemm;
 pub mod kernels;

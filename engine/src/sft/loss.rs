@@ -4,7 +4,7 @@ use candle_core::Tensor;
 
 use super::examples::SftExample;
 use crate::error::{EngineError, Result};
-use crate::grpo::completion_logprobs;
+use crate::grpo::completion_logprobs_at;
 use crate::model::{AdapterRef, Model};
 
 /// Mean completion cross-entropy of a batch of examples (with graph when `train`), and the
@@ -31,20 +31,22 @@ pub fn sft_loss(
     let p = p.saturating_sub(1).max(1);
     let prefix = &full[0][..p];
     let rests: Vec<&[u32]> = full.iter().map(|f| &f[p..]).collect();
-    let (lp, mask) = completion_logprobs(model, adapter, prefix, &rests, 1.0, train)?;
-    // Keep only completion positions.
-    let (g, l) = lp.dims2()?;
-    let mut cm = vec![0f32; g * l];
-    let mut n = 0;
-    for (i, e) in batch.iter().enumerate() {
-        let start = e.prompt.len() - p;
-        for j in start..start + e.completion.len() {
-            cm[i * l + j] = 1.0;
-            n += 1;
-        }
+    // Only completion positions are scored (the head runs on those rows alone).
+    let positions: Vec<(usize, usize)> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            let start = e.prompt.len() - p;
+            (start..start + e.completion.len()).map(move |j| (i, j))
+        })
+        .collect();
+    let n = positions.len();
+    if n == 0 {
+        return Err(EngineError::Invalid(
+            "sft_loss: the batch has no completion tokens".into(),
+        ));
     }
-    let cm = Tensor::from_vec(cm, (g, l), lp.device())?.to_dtype(lp.dtype())?;
-    let m = (mask * cm)?;
-    let loss = ((lp * &m)?.sum_all()? / (-(n.max(1) as f64)))?;
+    let lp = completion_logprobs_at(model, adapter, prefix, &rests, &positions, train)?;
+    let loss = (lp.sum_all()? / (-(n as f64)))?;
     Ok((loss, n))
 }
