@@ -57,7 +57,7 @@ pub struct AdapterSftRole {
     /// Examples left out for being longer than `max_len` tokens.
     pub too_long: usize,
     pub steps_done: usize,
-    /// Mean loss of the first and last 10 steps.
+    /// Mean loss of the first and last `min(10, steps / 2)` steps (at least one).
     pub first_loss: f64,
     pub final_loss: f64,
     pub elapsed_s: f64,
@@ -81,7 +81,8 @@ fn mean_loss(log: &[SftProgress]) -> (f64, f64) {
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let k = log.len().min(10);
+    // Windows of up to 10 steps that do not overlap (with one step, both are that step).
+    let k = (log.len() / 2).clamp(1, 10);
     (m(&log[..k]), m(&log[log.len() - k..]))
 }
 
