@@ -196,13 +196,14 @@ impl Model {
             dtype,
             device: device.clone(),
             adapters: BTreeMap::new(),
-            blocked_min_keys: flash::DEFAULT_MIN_KEYS,
+            blocked_min_keys: flash::default_min_keys(),
         })
     }
 
     /// Sequences with at least this many keys (cached prefix included) and more than one new
     /// token use the blocked attention of [`flash`] on the CPU in f32/f64 (0: always;
-    /// `usize::MAX`: never). Default [`flash::DEFAULT_MIN_KEYS`].
+    /// `usize::MAX`: never). Default [`flash::default_min_keys`] (384, or what `CAHL_ATTENTION`
+    /// says); this setting wins over the variable.
     pub fn set_blocked_attention_min_keys(&mut self, keys: usize) {
         self.blocked_min_keys = keys;
     }

@@ -40,24 +40,27 @@ const L: usize = 16;
 /// 1,024, with less memory at every length; prefill was level at 128–256 and faster beyond.
 pub const DEFAULT_MIN_KEYS: usize = 384;
 
-/// Which attention a sequence of `total` keys with `t` new positions uses, given the model's
-/// setting (`min_keys`; `usize::MAX` turns the blocked path off, 0 forces it). `CAHL_ATTENTION`
-/// = `blocked` or `matrix` overrides it for benchmarks.
-pub fn use_blocked(t: usize, total: usize, min_keys: usize) -> bool {
-    if t < 2 {
-        return false;
-    }
-    static ENV: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    let forced = *ENV.get_or_init(|| match std::env::var("CAHL_ATTENTION").as_deref() {
-        Ok("blocked") => Some(true),
-        Ok("matrix") => Some(false),
-        Err(_) | Ok("") | Ok("auto") => None,
+/// The model's default length for the blocked path: [`DEFAULT_MIN_KEYS`], or what
+/// `CAHL_ATTENTION` says for benchmarks (`blocked`: every sequence of two or more new tokens;
+/// `matrix`: none; `auto`: the default). Read once; `Model::set_blocked_attention_min_keys`
+/// overrides it per model.
+pub fn default_min_keys() -> usize {
+    static ENV: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| match std::env::var("CAHL_ATTENTION").as_deref() {
+        Ok("blocked") => 0,
+        Ok("matrix") => usize::MAX,
+        Err(_) | Ok("") | Ok("auto") => DEFAULT_MIN_KEYS,
         Ok(v) => {
             tracing::warn!("CAHL_ATTENTION={v:?} is not blocked, matrix or auto: using auto");
-            None
+            DEFAULT_MIN_KEYS
         }
-    });
-    forced.unwrap_or(total >= min_keys)
+    })
+}
+
+/// Whether a sequence of `total` keys with `t` new positions uses the blocked path, given the
+/// model's setting (`min_keys`; `usize::MAX` turns it off, 0 forces it).
+pub fn use_blocked(t: usize, total: usize, min_keys: usize) -> bool {
+    t >= 2 && total >= min_keys
 }
 
 pub(crate) trait Elem: WithDType + FastExp + Float + Send + Sync {}
@@ -109,7 +112,7 @@ impl Geo {
         if k != v {
             candle_core::bail!("blocked attention: v {v:?} does not match k {k:?}");
         }
-        if t == 0 || rows % t != 0 || offset + t > total || d == 0 {
+        if t == 0 || rows == 0 || rows % t != 0 || offset + t > total || d == 0 {
             candle_core::bail!(
                 "blocked attention: {rows} query rows, {t} new positions at offset {offset}, \
                  {total} keys, head size {d} do not fit"
@@ -827,6 +830,9 @@ mod tests {
         let k = rand(&[1, 1, 3, 4], 2);
         // 6 rows of t = 4 do not fold; 4 new positions do not fit 3 keys.
         assert!(causal_attention(&q, &k, &k, 0.5, 4, 0, false).is_err());
+        // No query rows.
+        let q0 = rand(&[1, 1, 0, 4], 4);
+        assert!(causal_attention(&q0, &k, &k, 0.5, 3, 0, false).is_err());
         let k5 = rand(&[1, 1, 3, 5], 3);
         assert!(causal_attention(&q, &k5, &k5, 0.5, 3, 0, false).is_err());
         assert!(
@@ -837,10 +843,52 @@ mod tests {
     #[test]
     fn the_blocked_path_is_for_long_sequences_of_more_than_one_new_token() {
         assert!(!use_blocked(1, 10_000, 0));
+        assert!(use_blocked(2, 2, 0));
+        assert!(use_blocked(400, 400, DEFAULT_MIN_KEYS));
+        assert!(!use_blocked(100, 100, DEFAULT_MIN_KEYS));
+        assert!(!use_blocked(300, 300, usize::MAX));
         if std::env::var("CAHL_ATTENTION").is_err() {
-            assert!(use_blocked(400, 400, DEFAULT_MIN_KEYS));
-            assert!(!use_blocked(100, 100, DEFAULT_MIN_KEYS));
-            assert!(!use_blocked(300, 300, usize::MAX));
+            assert_eq!(default_min_keys(), DEFAULT_MIN_KEYS);
+        }
+    }
+
+    /// The f32 backward (fast exp, P rebuilt from the saved log-sum-exp in pass B) stays close
+    /// to the f64 one on the edge shapes.
+    #[test]
+    fn blocked_attention_gradients_in_f32_are_close_to_f64() {
+        for (si, &(b, h, rep, t, offset, d)) in [
+            (2, 2, 3, 5, 2, 20),
+            (1, 3, 2, 37, 0, 16),
+            (1, 1, 1, 18, 15, 33),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let total = offset + t;
+            let seed = 100 + 10 * si as u64;
+            let q = rand(&[b, h, rep * t, d], seed);
+            let k = rand(&[b, h, total, d], seed + 1);
+            let v = rand(&[b, h, total, d], seed + 2);
+            let probe = rand(&[b, h, rep * t, d], seed + 3);
+            let scale = 1.0 / (d as f64).sqrt();
+            let f32_ = |x: &Tensor| x.to_dtype(DType::F32).unwrap();
+            for path in CpuPath::all_available() {
+                let att = |q: &Tensor, k: &Tensor, v: &Tensor| {
+                    causal_attention_on(path, q, k, v, scale, t, offset, true)
+                };
+                let (y64, g64) = run(&q, &k, &v, &probe, att);
+                let (y32, g32) = run(&f32_(&q), &f32_(&k), &f32_(&v), &f32_(&probe), att);
+                let what = format!("shape {si} on {}", path.name());
+                assert!(max_diff(&f32_(&y64), &y32) < 1e-4, "output, {what}");
+                for (name, a, b) in [
+                    ("dq", &g64[0], &g32[0]),
+                    ("dk", &g64[1], &g32[1]),
+                    ("dv", &g64[2], &g32[2]),
+                ] {
+                    let d = max_diff(&f32_(a), b);
+                    assert!(d < 1e-3, "{name}, {what}: {d}");
+                }
+            }
         }
     }
 }
