@@ -66,6 +66,9 @@ pub struct BenchReport {
     pub threads: usize,
     /// The CPU kernels' path (`avx512`, `avx2`, `scalar`; see `kernels::cpu_path`).
     pub kernels: String,
+    /// Which causal attention prefill and training use: `blocked from N keys`, `blocked`
+    /// (every length) or `matrix` (see `model::flash`).
+    pub attention: String,
     pub figures: Vec<BenchFigure>,
     /// Peak resident memory of the process (VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -222,6 +225,11 @@ pub fn run(
         },
         threads: candle_core::utils::get_num_threads(),
         kernels: crate::model::kernels::cpu_path().name().to_string(),
+        attention: match model.blocked_attention_min_keys() {
+            0 => "blocked".to_string(),
+            usize::MAX => "matrix".to_string(),
+            n => format!("blocked from {n} keys"),
+        },
         figures,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         weight_bytes,

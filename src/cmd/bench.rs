@@ -90,12 +90,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let report = speedtest::run(&mut model, &name, &opts, |s| eprintln!("measuring {s}…"))?;
     println!(
-        "model: {}  params: {:.1}M  dtype: {}  threads: {}  kernels: {}",
+        "model: {}  params: {:.1}M  dtype: {}  threads: {}  kernels: {}  attention: {}",
         report.model,
         report.params as f64 / 1e6,
         report.dtype,
         report.threads,
-        report.kernels
+        report.kernels,
+        report.attention
     );
     for f in &report.figures {
         let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.2}")).collect();

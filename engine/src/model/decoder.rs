@@ -208,6 +208,11 @@ impl Model {
         self.blocked_min_keys = keys;
     }
 
+    /// See [`Model::set_blocked_attention_min_keys`].
+    pub fn blocked_attention_min_keys(&self) -> usize {
+        self.blocked_min_keys
+    }
+
     /// Random weights (N(0, 0.02), norms at 1) for tests and benchmarks, seeded.
     pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
         use rand::{Rng, SeedableRng};
