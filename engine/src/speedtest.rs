@@ -18,6 +18,9 @@ pub struct BenchOpts {
     pub batches: Vec<usize>,
     pub train_seq: usize,
     pub train_batches: Vec<usize>,
+    /// Tokens of the training figure's shared prompt (default: half of `train_seq`); each of
+    /// the batch's completions has the rest.
+    pub train_prompt: Option<usize>,
     pub repeats: usize,
     pub lora: LoraConfig,
     /// Nucleus mass used in the decode figures (1.0 = no truncation).
@@ -32,6 +35,7 @@ impl Default for BenchOpts {
             batches: vec![1, 8],
             train_seq: 128,
             train_batches: vec![1],
+            train_prompt: None,
             repeats: 3,
             top_p: 0.9,
             lora: LoraConfig {
@@ -182,8 +186,22 @@ pub fn run(
 
     let vars = model.adapter("bench")?.vars();
     for &b in &opts.train_batches {
-        progress(&format!("LoRA forward+backward {b}x{}", opts.train_seq));
-        let half = opts.train_seq / 2;
+        let half = match opts.train_prompt {
+            Some(p) if p >= 1 && p < opts.train_seq => p,
+            Some(p) => {
+                return Err(crate::error::EngineError::Invalid(format!(
+                    "bench: the training prompt ({p} tokens) must be at least 1 and shorter than \
+                     the training sequence ({} tokens)",
+                    opts.train_seq
+                )))
+            }
+            None => opts.train_seq / 2,
+        };
+        let label = match opts.train_prompt {
+            Some(p) => format!("{b}x{} (prompt {p})", opts.train_seq),
+            None => format!("{b}x{}", opts.train_seq),
+        };
+        progress(&format!("LoRA forward+backward {label}"));
         let p: Vec<u32> = prompt.iter().cycle().take(half.max(1)).copied().collect();
         let comps: Vec<Vec<u32>> = (0..b)
             .map(|i| {
@@ -204,7 +222,7 @@ pub fn run(
             runs.push(t.elapsed().as_secs_f64());
         }
         figures.push(BenchFigure {
-            name: format!("LoRA forward+backward {b}x{}", opts.train_seq),
+            name: format!("LoRA forward+backward {label}"),
             value: median(&mut runs.clone()),
             unit: "s".into(),
             runs,

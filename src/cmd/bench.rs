@@ -36,6 +36,11 @@ pub struct BenchArgs {
     pub train_batches: Vec<usize>,
     #[arg(long, default_value_t = 128)]
     pub train_seq: usize,
+    /// Tokens of the training figure's shared prompt (default: half of --train-seq); each
+    /// sequence's completion has the rest. GRPO's update has a long prompt and short
+    /// completions, e.g. --train-seq 896 --train-prompt 800 --train-batches 4.
+    #[arg(long)]
+    pub train_prompt: Option<usize>,
     /// Repeats per figure (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -84,6 +89,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         batches: args.batches,
         train_seq: args.train_seq,
         train_batches: args.train_batches,
+        train_prompt: args.train_prompt,
         repeats: args.repeats,
         top_p: args.top_p,
         ..Default::default()
