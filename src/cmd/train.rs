@@ -374,16 +374,25 @@ fn headless(events: mpsc::Receiver<TrainEvent>) {
                 if m.step == 0 {
                     println!("step    0/{total}  baseline{ev}");
                 } else {
+                    // A policy that did not train this step (flat mode has no planner) has
+                    // NaN figures: shown as a dash.
+                    let f = |v: f64, width: usize, prec: usize| {
+                        if v.is_finite() {
+                            format!("{v:>width$.prec$}")
+                        } else {
+                            format!("{:>width$}", "-")
+                        }
+                    };
                     println!(
-                        "step {:>4}/{total}  planner {:>7.3}  executor {:>7.3}  success {:>5.1}%  loss p {:>8.4} e {:>8.4}  kl p {:.4} e {:.4}  {:>6.1} tok/s  {:>7.1}s{ev}",
+                        "step {:>4}/{total}  planner {}  executor {}  success {:>5.1}%  loss p {} e {}  kl p {} e {}  {:>6.1} tok/s  {:>7.1}s{ev}",
                         m.step,
-                        m.planner_reward,
-                        m.executor_reward,
+                        f(m.planner_reward, 7, 3),
+                        f(m.executor_reward, 7, 3),
                         100.0 * m.success_rate,
-                        m.planner.loss,
-                        m.executor.loss,
-                        m.planner.kl,
-                        m.executor.kl,
+                        f(m.planner.loss, 8, 4),
+                        f(m.executor.loss, 8, 4),
+                        f(m.planner.kl, 6, 4),
+                        f(m.executor.kl, 6, 4),
                         m.tokens_per_s,
                         m.elapsed_s
                     );
