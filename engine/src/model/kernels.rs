@@ -142,6 +142,12 @@ pub trait WeightElem: Copy + Send + Sync + 'static {
     /// `p..p + 8` must be readable and the CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// Sixteen consecutive elements from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// `p..p + 16` must be readable and the CPU must have AVX-512F (and F16C).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl WeightElem for f32 {
@@ -154,6 +160,12 @@ impl WeightElem for f32 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         // SAFETY: forwarded from the caller.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
     }
 }
 
@@ -169,11 +181,18 @@ impl WeightElem for half::f16 {
         // SAFETY: forwarded from the caller: 8 f16 = 16 readable bytes, F16C present.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded from the caller: 16 f16 = 32 readable bytes, AVX-512F present.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
 }
 
-/// `out (m, n) = x (m, k) @ w (n, k)^T`, row-major, f32 inputs and f32 or f16 weights. Falls
-/// back to a scalar loop on CPUs without the instructions (callers normally check
-/// [`small_m_supported`] first).
+/// `out (m, n) = x (m, k) @ w (n, k)^T`, row-major, f32 inputs and f32 or f16 weights, on the
+/// kernel path of [`cpu_path`] (the scalar loop on CPUs without AVX2/FMA/F16C; callers
+/// normally check [`small_m_supported`] first).
 pub fn small_m_matmul_f32<W: WeightElem>(
     x: &[f32],
     w: &[W],
@@ -181,6 +200,24 @@ pub fn small_m_matmul_f32<W: WeightElem>(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
+    small_m_matmul_on(cpu_path(), x, w, m, k, n)
+}
+
+/// [`small_m_matmul_f32`] on a given path (tests run every path the CPU has); a path this CPU
+/// lacks runs the scalar loop.
+pub fn small_m_matmul_on<W: WeightElem>(
+    path: CpuPath,
+    x: &[f32],
+    w: &[W],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
+    let path = if path.available() {
+        path
+    } else {
+        CpuPath::Scalar
+    };
     debug_assert_eq!(x.len(), m * k);
     debug_assert_eq!(w.len(), n * k);
     // Computed transposed, (n, m), so each task owns a contiguous block of the output.
@@ -193,13 +230,16 @@ pub fn small_m_matmul_f32<W: WeightElem>(
             let rows = block.len() / m.max(1);
             let wb = &w[n0 * k..(n0 + rows) * k];
             #[cfg(target_arch = "x86_64")]
-            {
-                if small_m_supported() {
-                    // SAFETY: AVX2, FMA and F16C were detected at run time just above.
-                    unsafe { avx::block(x, wb, m, k, rows, block) };
-                    return;
-                }
+            match path {
+                // SAFETY: `path` is available on this CPU (checked above): AVX-512F with AVX2,
+                // FMA and F16C.
+                CpuPath::Avx512 => return unsafe { avx512::block(x, wb, m, k, rows, block) },
+                // SAFETY: as above, AVX2, FMA and F16C.
+                CpuPath::Avx2 => return unsafe { avx::block(x, wb, m, k, rows, block) },
+                CpuPath::Scalar => {}
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = path;
             scalar_block(x, wb, m, k, rows, block);
         });
     let mut out = vec![0f32; m * n];
@@ -341,6 +381,119 @@ mod avx {
                 _ => {}
             }
             r += 2;
+        }
+    }
+}
+
+/// The small-m kernel on AVX-512: four weight rows against up to four input rows per tile, 16
+/// lanes (16 zmm accumulators of the 32), the same task split as the AVX2 kernel.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::WeightElem;
+    use std::arch::x86_64::*;
+
+    /// Weight rows per tile.
+    const WR: usize = 4;
+
+    /// Dot products of `WR` weight rows with `R` input rows: `acc[a][b] = w_a . x_b`.
+    ///
+    /// # Safety
+    /// Needs AVX-512F, AVX2, FMA and F16C; every slice must have at least `k` elements.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn tile<W: WeightElem, const R: usize>(
+        ws: [&[W]; WR],
+        xs: [&[f32]; R],
+        k: usize,
+    ) -> [[f32; R]; WR] {
+        let mut acc = [[_mm512_setzero_ps(); R]; WR];
+        let k16 = k / 16 * 16;
+        let mut p = 0;
+        while p < k16 {
+            let mut v = [_mm512_setzero_ps(); WR];
+            for (a, va) in v.iter_mut().enumerate() {
+                // SAFETY: p + 16 <= k <= every slice's length.
+                *va = unsafe { W::load16(ws[a].as_ptr().add(p)) };
+            }
+            for b in 0..R {
+                // SAFETY: as above.
+                let xv = unsafe { _mm512_loadu_ps(xs[b].as_ptr().add(p)) };
+                for a in 0..WR {
+                    acc[a][b] = _mm512_fmadd_ps(v[a], xv, acc[a][b]);
+                }
+            }
+            p += 16;
+        }
+        let mut out = [[0f32; R]; WR];
+        for a in 0..WR {
+            for b in 0..R {
+                let mut s = _mm512_reduce_add_ps(acc[a][b]);
+                for q in k16..k {
+                    s += ws[a][q].to_f32() * xs[b][q];
+                }
+                out[a][b] = s;
+            }
+        }
+        out
+    }
+
+    /// Inputs `i0..i0 + R` against the weight rows `r..r + WR` (the last ones repeated past the
+    /// block's end), writing `out_t[(r + a, i0 + b)]` for the rows that exist.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn rows_tile<W: WeightElem, const R: usize>(
+        x: &[f32],
+        ws: [&[W]; WR],
+        i0: usize,
+        k: usize,
+        m: usize,
+        r: usize,
+        rows: usize,
+        out_t: &mut [f32],
+    ) {
+        let xs: [&[f32]; R] = std::array::from_fn(|b| &x[(i0 + b) * k..(i0 + b + 1) * k]);
+        // SAFETY: forwarded from the caller.
+        let o = unsafe { tile::<W, R>(ws, xs, k) };
+        for (a, oa) in o.iter().enumerate() {
+            if r + a < rows {
+                for (b, v) in oa.iter().enumerate() {
+                    out_t[(r + a) * m + i0 + b] = *v;
+                }
+            }
+        }
+    }
+
+    /// One task's block: weight rows `w (rows, k)` against all `m` inputs.
+    ///
+    /// # Safety
+    /// Needs AVX-512F, AVX2, FMA and F16C.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn block<W: WeightElem>(
+        x: &[f32],
+        w: &[W],
+        m: usize,
+        k: usize,
+        rows: usize,
+        out_t: &mut [f32],
+    ) {
+        let mut r = 0;
+        while r < rows {
+            let ws: [&[W]; WR] = std::array::from_fn(|a| {
+                let ra = (r + a).min(rows - 1);
+                &w[ra * k..(ra + 1) * k]
+            });
+            let mut i = 0;
+            // SAFETY (each call): forwarded from the caller.
+            while i + 4 <= m {
+                unsafe { rows_tile::<W, 4>(x, ws, i, k, m, r, rows, out_t) };
+                i += 4;
+            }
+            match m - i {
+                3 => unsafe { rows_tile::<W, 3>(x, ws, i, k, m, r, rows, out_t) },
+                2 => unsafe { rows_tile::<W, 2>(x, ws, i, k, m, r, rows, out_t) },
+                1 => unsafe { rows_tile::<W, 1>(x, ws, i, k, m, r, rows, out_t) },
+                _ => {}
+            }
+            r += WR;
         }
     }
 }
@@ -702,46 +855,61 @@ pub(crate) mod tests {
         (0..n).map(|i| ((i as f32 + 1.0) * seed).sin()).collect()
     }
 
+    /// Every path this CPU runs, on shapes that cut through both tiles (2 or 4 weight rows,
+    /// up to 4 inputs, 8 or 16 lanes): odd row counts, short and ragged `k`.
     #[test]
     fn small_m_matches_generic_matmul_on_odd_shapes() {
-        for (m, k, n) in [(1, 7, 3), (3, 17, 5), (8, 64, 33), (5, 40, 70), (16, 9, 1)] {
-            let x = Tensor::from_vec(det(m * k, 0.37), (m, k), &Device::Cpu).unwrap();
-            let w = Tensor::from_vec(det(n * k, 0.71), (n, k), &Device::Cpu).unwrap();
-            let want = x.matmul(&w.t().unwrap()).unwrap();
-            let got = Tensor::from_vec(
-                small_m_matmul_f32(
-                    &x.flatten_all().unwrap().to_vec1().unwrap(),
-                    &w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                    m,
-                    k,
-                    n,
-                ),
-                (m, n),
-                &Device::Cpu,
-            )
-            .unwrap();
-            let d = max_abs_diff(&want, &got);
-            assert!(d < 1e-4, "({m},{k},{n}): max diff {d}");
+        for path in CpuPath::all_available() {
+            for (m, k, n) in [
+                (1, 7, 3),
+                (3, 17, 5),
+                (8, 64, 33),
+                (5, 40, 70),
+                (16, 9, 1),
+                (7, 37, 6),
+                (2, 576, 31),
+            ] {
+                let x = Tensor::from_vec(det(m * k, 0.37), (m, k), &Device::Cpu).unwrap();
+                let w = Tensor::from_vec(det(n * k, 0.71), (n, k), &Device::Cpu).unwrap();
+                let want = x.matmul(&w.t().unwrap()).unwrap();
+                let got = Tensor::from_vec(
+                    small_m_matmul_on(
+                        path,
+                        &x.flatten_all().unwrap().to_vec1().unwrap(),
+                        &w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                        m,
+                        k,
+                        n,
+                    ),
+                    (m, n),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let d = max_abs_diff(&want, &got);
+                assert!(d < 1e-4, "{} ({m},{k},{n}): max diff {d}", path.name());
+            }
         }
     }
 
     #[test]
     fn small_m_reads_f16_weights_like_their_f32_values() {
-        for (m, k, n) in [(1, 7, 3), (3, 17, 5), (8, 64, 33), (16, 40, 9)] {
+        for (m, k, n) in [(1, 7, 3), (3, 17, 5), (8, 64, 33), (16, 40, 9), (5, 48, 7)] {
             let x = det(m * k, 0.37);
             let w16: Vec<half::f16> = det(n * k, 0.71)
                 .into_iter()
                 .map(half::f16::from_f32)
                 .collect();
             let w32: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
-            let a = small_m_matmul_f32(&x, &w16, m, k, n);
-            let b = small_m_matmul_f32(&x, &w32, m, k, n);
-            let d = a
-                .iter()
-                .zip(&b)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0f32, f32::max);
-            assert!(d < 1e-5, "({m},{k},{n}): max diff {d}");
+            for path in CpuPath::all_available() {
+                let a = small_m_matmul_on(path, &x, &w16, m, k, n);
+                let b = small_m_matmul_on(path, &x, &w32, m, k, n);
+                let d = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-5, "{} ({m},{k},{n}): max diff {d}", path.name());
+            }
         }
     }
 
