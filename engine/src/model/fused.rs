@@ -597,12 +597,13 @@ pub fn rope_bthd(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ops::{rms_norm_train, softmax_train};
     use candle_core::{Device, Module, Var};
 
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
+    /// A deterministic f64 tensor with entries in `[-2, 2)` (shared with the attention tests).
+    pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let n: usize = shape.iter().product();
@@ -610,7 +611,8 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    /// Largest absolute difference, in f64 whatever the tensors' dtype.
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b)
             .unwrap()
             .abs()
@@ -618,6 +620,8 @@ mod tests {
             .flatten_all()
             .unwrap()
             .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
             .unwrap()
             .to_scalar::<f64>()
             .unwrap()
