@@ -241,14 +241,7 @@ fn blocked_and_matrix_attention_give_the_same_logprobs_and_gradients() {
         }
         assert_eq!(g0.len(), g1.len());
         for (a, b) in g0.iter().zip(&g1) {
-            let d = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let d = max_diff(a, b);
             assert!(d < 1e-10, "gradient differs by {d} (prefix {prefix})");
         }
     }
@@ -689,14 +682,17 @@ fn greedy_sampling_is_argmax_and_stops() {
 }
 
 /// Largest absolute difference between two tensors of the same shape.
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+/// Largest absolute difference, in f64 whatever the tensors' dtype.
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b)
         .unwrap()
         .abs()
         .unwrap()
         .max_all()
         .unwrap()
-        .to_scalar::<f32>()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
         .unwrap()
 }
 

@@ -237,14 +237,7 @@ fn saved_folder_loads_back_with_the_same_logits() {
     let b = back
         .forward(&x, 0, &mut KvCache::new(2), None, false)
         .unwrap();
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_abs_diff(&a, &b);
     assert!(d < 1e-5, "max logit difference {d}");
     let tok2 = lm.require_tokenizer().unwrap();
     assert_eq!(
@@ -425,14 +418,7 @@ fn micro_batched_gradients_equal_the_whole_batch() {
         acc = (acc + p).unwrap();
     }
     let want = gw.get(named[0].1.as_tensor()).unwrap();
-    let diff = (acc - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&acc, want);
     assert!(diff < 1e-4, "gradients differ by {diff}");
     assert_eq!(
         micro_batches(&batch, 0).len(),
@@ -479,14 +465,19 @@ fn sft_loss_equals_the_masked_mean_of_all_position_logprobs() {
             ga.get(v.as_tensor()).unwrap(),
             gb.get(v.as_tensor()).unwrap(),
         );
-        let d = (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(x, y);
         assert!(d < 1e-5, "{name}: gradients differ by {d}");
     }
+}
+
+/// Largest absolute difference of two f32 tensors.
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

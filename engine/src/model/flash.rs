@@ -22,12 +22,15 @@
 //! at run time ([`crate::model::kernels::cpu_path`]); lanes run over keys for the score strips
 //! (from a transposed copy of `k` and `v`) and over the head dimension for the weighted sums,
 //! so no inner loop needs a horizontal sum.
-use super::fused::FastExp;
+use super::fused::{slice, FastExp};
 use super::kernels::{cpu_path, CpuPath};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
+
+/// The op's name, also in its errors.
+const NAME: &str = "blocked-causal-attention";
 
 /// Query rows per block.
 const QB: usize = 4;
@@ -142,6 +145,21 @@ impl Geo {
         let rows: [usize; QB] = std::array::from_fn(|i| r0 + i.min(n - 1));
         (rows, rows.map(|r| self.keep(r)))
     }
+
+    /// The keys a block's strip covers (the most any of its rows sees) and the strip's row
+    /// width (that rounded up to [`L`]).
+    #[inline(always)]
+    fn strip_width(keeps: &[usize; QB]) -> (usize, usize) {
+        let kmax = keeps.iter().copied().max().unwrap_or(0);
+        (kmax, round_up(kmax, L))
+    }
+}
+
+/// `v` as `len` zeros, reusing its allocation.
+#[inline(always)]
+fn zeroed<T: Elem>(v: &mut Vec<T>, len: usize) {
+    v.clear();
+    v.resize(len, T::zero());
 }
 
 /// `(total, d)` rows of every group to `(d, w)`, zero padded: lanes then run over keys.
@@ -276,10 +294,8 @@ fn fwd_block<T: Elem, const F: bool>(
 ) {
     let n = out.len() / g.d;
     let (rows, keeps) = g.block(r0, n);
-    let kmax = keeps.iter().copied().max().unwrap_or(0);
-    let wk = round_up(kmax, L);
-    strip.clear();
-    strip.resize(QB * wk, T::zero());
+    let (kmax, wk) = Geo::strip_width(&keeps);
+    zeroed(strip, QB * wk);
     strip_dots::<T, F>(x.q, &rows, x.kt, g, wk, strip);
     for (i, &keep) in keeps.iter().enumerate() {
         softmax_row(&mut strip[i * wk..(i + 1) * wk], keep, scale);
@@ -305,13 +321,10 @@ fn dq_block<T: Elem, const F: bool>(
     let d = g.d;
     let n = dq.len() / d;
     let (rows, keeps) = g.block(r0, n);
-    let kmax = keeps.iter().copied().max().unwrap_or(0);
-    let wk = round_up(kmax, L);
+    let (kmax, wk) = Geo::strip_width(&keeps);
     let (p, ds) = strips;
-    p.clear();
-    p.resize(QB * wk, T::zero());
-    ds.clear();
-    ds.resize(QB * wk, T::zero());
+    zeroed(p, QB * wk);
+    zeroed(ds, QB * wk);
     strip_dots::<T, F>(x.q, &rows, x.kt, g, wk, p);
     strip_dots::<T, F>(dout, &rows, x.vt, g, wk, ds);
     for (i, (&r, &keep)) in rows.iter().zip(&keeps).enumerate() {
@@ -351,8 +364,7 @@ fn dkv_block<T: Elem, const F: bool>(
 ) {
     let (d, w) = (g.d, g.w);
     let jn = dk.len() / d;
-    acc.clear();
-    acc.resize(2 * d * L, T::zero());
+    zeroed(acc, 2 * d * L);
     let (dkt, dvt) = acc.split_at_mut(d * L);
     // Query rows see key j0 from the new position j0 - offset on, in each of the rep segments.
     let first = j0.saturating_sub(g.offset);
@@ -560,14 +572,6 @@ struct Blocked {
     path: CpuPath,
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("blocked attention: inputs must be contiguous"),
-    }
-}
-
 fn fwd_typed<T: Elem>(
     op: &Blocked,
     (s1, l1): (&CpuStorage, &Layout),
@@ -579,9 +583,9 @@ fn fwd_typed<T: Elem>(
         op.path,
         &g,
         op.scale,
-        slice::<T>(s1, l1)?,
-        slice::<T>(s2, l2)?,
-        slice::<T>(s3, l3)?,
+        slice::<T>(s1, l1, NAME)?,
+        slice::<T>(s2, l2, NAME)?,
+        slice::<T>(s3, l3, NAME)?,
     );
     Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
 }
@@ -616,7 +620,7 @@ fn bwd_typed<T: Elem>(
 
 impl CustomOp3 for Blocked {
     fn name(&self) -> &'static str {
-        "blocked-causal-attention"
+        NAME
     }
 
     fn cpu_fwd(
