@@ -22,10 +22,10 @@
 //! at run time ([`crate::model::kernels::cpu_path`]); lanes run over keys for the score strips
 //! (from a transposed copy of `k` and `v`) and over the head dimension for the weighted sums,
 //! so no inner loop needs a horizontal sum.
-use super::fused::{slice, FastExp};
+use super::fused::{madd, on_path, slice, Elem};
 use super::kernels::{cpu_path, CpuPath};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -64,19 +64,6 @@ pub fn default_min_keys() -> usize {
 /// model's setting (`min_keys`; `usize::MAX` turns it off, 0 forces it).
 pub fn use_blocked(t: usize, total: usize, min_keys: usize) -> bool {
     t >= 2 && total >= min_keys
-}
-
-pub(crate) trait Elem: WithDType + FastExp + Float + Send + Sync {}
-impl Elem for f32 {}
-impl Elem for f64 {}
-
-#[inline(always)]
-fn madd<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
-    if F {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
 }
 
 fn round_up(n: usize, m: usize) -> usize {
@@ -430,39 +417,6 @@ fn dkv_block<T: Elem, const F: bool>(
             dv[l * d + c] = dvt[c * L + l];
         }
     }
-}
-
-/// A block kernel compiled for each path: AVX-512 and AVX2 with fused multiply-adds, and the
-/// portable loops.
-macro_rules! on_path {
-    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<T: Elem>(path: CpuPath, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[allow(clippy::too_many_arguments)]
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn wide<T: Elem>($($arg: $ty),*) {
-                    $body::<T, true>($($arg),*)
-                }
-                #[allow(clippy::too_many_arguments)]
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn narrow<T: Elem>($($arg: $ty),*) {
-                    $body::<T, true>($($arg),*)
-                }
-                match path {
-                    // SAFETY: a path is only chosen where this CPU runs it
-                    // (`CpuPath::available`).
-                    CpuPath::Avx512 => return unsafe { wide::<T>($($arg),*) },
-                    CpuPath::Avx2 => return unsafe { narrow::<T>($($arg),*) },
-                    CpuPath::Scalar => {}
-                }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = path;
-            $body::<T, false>($($arg),*)
-        }
-    };
 }
 
 on_path!(fwd_on, fwd_block, (g: &Geo, scale: T, x: &Group<'_, T>, r0: usize, out: &mut [T], strip: &mut Vec<T>));

@@ -9,6 +9,13 @@
 //! parallel. They serve f32 and f64 tensors on the CPU ([`fused_ok`]); other dtypes and devices
 //! keep the compositions in [`super::ops`], which compute the same function (tests compare
 //! values and gradients).
+//!
+//! Each op's per-row (or per-chunk) kernel is written once and compiled for every kernel path
+//! ([`on_path`]: AVX-512, AVX2 + FMA, portable), run on [`super::kernels::cpu_path`]. Their
+//! reductions (sums of squares, dot products, the softmax's maximum and sum) keep 16 partial
+//! sums, so the compiler can put them in vector registers; the summation order is the same on
+//! every path.
+use super::kernels::cpu_path;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType, D,
@@ -42,6 +49,59 @@ fn for_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) + Sy
         .for_each(|(i, o)| f(i, o));
 }
 
+/// The element types of the CPU kernels (f32, and f64 for the gradient tests).
+pub(crate) trait Elem: WithDType + FastExp + Float + Send + Sync {}
+impl Elem for f32 {}
+impl Elem for f64 {}
+
+/// `a * b + c`, fused where `F` (the paths that have FMA) and plain on the portable path.
+#[inline(always)]
+pub(crate) fn madd<T: Float, const F: bool>(a: T, b: T, c: T) -> T {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// `fn $name<T: Elem>(path: CpuPath, args…)`: the kernel `$body::<T, FMA>(args…)` compiled for
+/// each path (AVX-512 and AVX2 with fused multiply-adds, and the portable loops) and run on
+/// `path`. `$body` must be `#[inline(always)]`, and so must what it calls in its loops, for the
+/// wider instructions to reach them; a closure handed to another function (rayon's) is compiled
+/// on its own, so the dispatch goes inside such closures, not around them.
+macro_rules! on_path {
+    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name<T: $crate::model::fused::Elem>(path: $crate::model::kernels::CpuPath, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn wide<T: $crate::model::fused::Elem>($($arg: $ty),*) {
+                    $body::<T, true>($($arg),*)
+                }
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn narrow<T: $crate::model::fused::Elem>($($arg: $ty),*) {
+                    $body::<T, true>($($arg),*)
+                }
+                match path {
+                    // SAFETY: a path is only chosen where this CPU runs it
+                    // (`CpuPath::available`).
+                    $crate::model::kernels::CpuPath::Avx512 => return unsafe { wide::<T>($($arg),*) },
+                    $crate::model::kernels::CpuPath::Avx2 => return unsafe { narrow::<T>($($arg),*) },
+                    $crate::model::kernels::CpuPath::Scalar => {}
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = path;
+            $body::<T, false>($($arg),*)
+        }
+    };
+}
+
+pub(crate) use on_path;
+
 macro_rules! dispatch {
     ($op:expr, $s:expr, $f:ident ( $($a:expr),* )) => {
         match $s {
@@ -50,6 +110,61 @@ macro_rules! dispatch {
             other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
         }
     };
+}
+
+/// Partial sums of the reductions: one AVX-512 register of f32 (two of f64, two AVX2 registers
+/// of f32). The summation order is fixed by this, whatever the path; paths differ only in
+/// whether products are fused with their additions.
+const P: usize = 16;
+
+/// The sum of the partial sums, pairwise.
+#[inline(always)]
+fn sum_lanes<T: Float>(mut acc: [T; P]) -> T {
+    let mut w = P / 2;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] = acc[i] + acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// `sum_i a_i b_i`.
+#[inline(always)]
+fn dot<T: Float, const F: bool>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let full = n / P * P;
+    let mut acc = [T::zero(); P];
+    for (x, y) in a[..full].chunks_exact(P).zip(b[..full].chunks_exact(P)) {
+        for i in 0..P {
+            acc[i] = madd::<T, F>(x[i], y[i], acc[i]);
+        }
+    }
+    let mut s = sum_lanes(acc);
+    for i in full..n {
+        s = madd::<T, F>(a[i], b[i], s);
+    }
+    s
+}
+
+/// `sum_i a_i b_i c_i`.
+#[inline(always)]
+fn dot3<T: Float, const F: bool>(a: &[T], b: &[T], c: &[T]) -> T {
+    let n = a.len().min(b.len()).min(c.len());
+    let full = n / P * P;
+    let mut acc = [T::zero(); P];
+    let chunks = a[..full].chunks_exact(P).zip(b[..full].chunks_exact(P));
+    for ((x, y), z) in chunks.zip(c[..full].chunks_exact(P)) {
+        for i in 0..P {
+            acc[i] = madd::<T, F>(x[i] * y[i], z[i], acc[i]);
+        }
+    }
+    let mut s = sum_lanes(acc);
+    for i in full..n {
+        s = madd::<T, F>(a[i] * b[i], c[i], s);
+    }
+    s
 }
 
 fn last_dim(l: &Layout, op: &str) -> Result<usize> {
@@ -66,13 +181,38 @@ struct RmsNorm {
     eps: f64,
 }
 
-fn rms_inv<T: Float>(x: &[T], eps: T) -> T {
+#[inline(always)]
+fn rms_inv<T: Float, const F: bool>(x: &[T], eps: T) -> T {
     let n = T::from(x.len()).unwrap_or_else(T::one);
-    let ms = x.iter().fold(T::zero(), |a, &v| a + v * v) / n;
-    (ms + eps).sqrt().recip()
+    (dot::<T, F>(x, x) / n + eps).sqrt().recip()
 }
 
-fn rms_fwd<T: WithDType + Float>(
+/// One row of RMSNorm: `o = x / rms(x) * w`.
+#[inline(always)]
+fn rms_row<T: Elem, const F: bool>(x: &[T], w: &[T], eps: T, o: &mut [T]) {
+    let inv = rms_inv::<T, F>(x, eps);
+    for ((o, &xv), &wv) in o.iter_mut().zip(x).zip(w) {
+        *o = xv * inv * wv;
+    }
+}
+
+on_path!(rms_row_on, rms_row, (x: &[T], w: &[T], eps: T, o: &mut [T]));
+
+/// One row of RMSNorm's input gradient:
+/// `dx_k = inv w_k dy_k - x_k inv^3 / h * sum_j w_j dy_j x_j`.
+#[inline(always)]
+fn rms_bwd_row<T: Elem, const F: bool>(x: &[T], dy: &[T], w: &[T], eps: T, o: &mut [T]) {
+    let hn = T::from(x.len()).unwrap_or_else(T::one);
+    let inv = rms_inv::<T, F>(x, eps);
+    let c = inv * inv * inv * dot3::<T, F>(dy, w, x) / hn;
+    for (((o, &xv), &g), &wv) in o.iter_mut().zip(x).zip(dy).zip(w) {
+        *o = inv * g * wv - xv * c;
+    }
+}
+
+on_path!(rms_bwd_row_on, rms_bwd_row, (x: &[T], dy: &[T], w: &[T], eps: T, o: &mut [T]));
+
+fn rms_fwd<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -86,13 +226,10 @@ fn rms_fwd<T: WithDType + Float>(
         candle_core::bail!("rms-norm: weight has {} entries, input rows {h}", w.len());
     }
     let eps = <T as WithDType>::from_f64(eps);
+    let path = cpu_path();
     let mut out = vec![T::zero(); x.len()];
     for_rows(&mut out, h, |r, o| {
-        let xr = &x[r * h..(r + 1) * h];
-        let inv = rms_inv(xr, eps);
-        for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
-            *o = xv * inv * wv;
-        }
+        rms_row_on(path, &x[r * h..(r + 1) * h], w, eps, o)
     });
     Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
 }
@@ -143,7 +280,7 @@ struct RmsNormBwd {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn rms_bwd<T: WithDType + Float>(
+fn rms_bwd<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -160,22 +297,11 @@ fn rms_bwd<T: WithDType + Float>(
         candle_core::bail!("rms-norm-bwd: shapes do not match");
     }
     let eps = <T as WithDType>::from_f64(eps);
-    let hn = T::from(h).unwrap_or_else(T::one);
+    let path = cpu_path();
     let mut out = vec![T::zero(); x.len()];
     for_rows(&mut out, h, |r, o| {
-        let xr = &x[r * h..(r + 1) * h];
-        let gr = &dy[r * h..(r + 1) * h];
-        let inv = rms_inv(xr, eps);
-        // dx_k = inv * w_k dy_k - x_k inv^3 / h * sum_j w_j dy_j x_j
-        let s = xr
-            .iter()
-            .zip(gr)
-            .zip(w)
-            .fold(T::zero(), |a, ((&xv, &g), &wv)| a + g * wv * xv);
-        let c = inv * inv * inv * s / hn;
-        for (((o, &xv), &g), &wv) in o.iter_mut().zip(xr).zip(gr).zip(w) {
-            *o = inv * g * wv - xv * c;
-        }
+        let rows = r * h..(r + 1) * h;
+        rms_bwd_row_on(path, &x[rows.clone()], &dy[rows], w, eps, o)
     });
     Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
 }
@@ -233,7 +359,36 @@ fn sigmoid<T: FastExp>(v: T) -> T {
     T::one() / (T::one() + (-v).fast_exp())
 }
 
-fn swiglu_fwd<T: WithDType + FastExp>(
+/// `o = silu(g) * u` over a chunk.
+#[inline(always)]
+fn swiglu_chunk<T: Elem, const F: bool>(g: &[T], u: &[T], o: &mut [T]) {
+    for ((o, &gv), &uv) in o.iter_mut().zip(g).zip(u) {
+        *o = gv * sigmoid(gv) * uv;
+    }
+}
+
+on_path!(swiglu_chunk_on, swiglu_chunk, (g: &[T], u: &[T], o: &mut [T]));
+
+/// SwiGLU's gradients over a chunk.
+#[inline(always)]
+fn swiglu_bwd_chunk<T: Elem, const F: bool>(
+    g: &[T],
+    u: &[T],
+    dy: &[T],
+    dg: &mut [T],
+    du: &mut [T],
+) {
+    let it = dg.iter_mut().zip(du.iter_mut());
+    for (((dg, du), (&gv, &uv)), &d) in it.zip(g.iter().zip(u)).zip(dy) {
+        let s = sigmoid(gv);
+        *du = d * gv * s;
+        *dg = d * uv * s * (T::one() + gv * (T::one() - s));
+    }
+}
+
+on_path!(swiglu_bwd_chunk_on, swiglu_bwd_chunk, (g: &[T], u: &[T], dy: &[T], dg: &mut [T], du: &mut [T]));
+
+fn swiglu_fwd<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -244,12 +399,11 @@ fn swiglu_fwd<T: WithDType + FastExp>(
     if g.len() != u.len() {
         candle_core::bail!("swiglu: gate and up differ in size");
     }
+    let path = cpu_path();
     let mut out = vec![T::zero(); g.len()];
     for_rows(&mut out, PAR_MIN_ELEMS, |c, o| {
         let a = c * PAR_MIN_ELEMS;
-        for ((o, &gv), &uv) in o.iter_mut().zip(&g[a..]).zip(&u[a..]) {
-            *o = gv * sigmoid(gv) * uv;
-        }
+        swiglu_chunk_on(path, &g[a..a + o.len()], &u[a..a + o.len()], o)
     });
     Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
 }
@@ -286,7 +440,7 @@ impl CustomOp2 for SwiGlu {
 /// Gradients of SwiGLU: `(g, u, dy) -> stack(dg, du)`.
 struct SwiGluBwd;
 
-fn swiglu_bwd<T: WithDType + FastExp>(
+fn swiglu_bwd<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -301,20 +455,15 @@ fn swiglu_bwd<T: WithDType + FastExp>(
     if u.len() != n || dy.len() != n {
         candle_core::bail!("swiglu-bwd: shapes do not match");
     }
+    let path = cpu_path();
     let mut out = vec![T::zero(); 2 * n];
     let (dg, du) = out.split_at_mut(n);
     dg.par_chunks_mut(PAR_MIN_ELEMS)
         .zip(du.par_chunks_mut(PAR_MIN_ELEMS))
         .enumerate()
         .for_each(|(c, (dg, du))| {
-            let a = c * PAR_MIN_ELEMS;
-            let it = dg.iter_mut().zip(du.iter_mut());
-            for (((dg, du), (&gv, &uv)), &d) in it.zip(g[a..].iter().zip(&u[a..])).zip(&dy[a..]) {
-                let s = sigmoid(gv);
-                let silu = gv * s;
-                *du = d * silu;
-                *dg = d * uv * s * (T::one() + gv * (T::one() - s));
-            }
+            let r = c * PAR_MIN_ELEMS..c * PAR_MIN_ELEMS + dg.len();
+            swiglu_bwd_chunk_on(path, &g[r.clone()], &u[r.clone()], &dy[r], dg, du)
         });
     let mut dims = vec![2];
     dims.extend_from_slice(l1.shape().dims());
@@ -356,7 +505,57 @@ struct CausalSoftmax {
     offset: usize,
 }
 
-fn softmax_fwd<T: WithDType + FastExp>(
+/// One row of the causal softmax: `o[..keep] = softmax(x[..keep] * scale)` (the rest of `o`
+/// stays as it is, zero).
+#[inline(always)]
+fn softmax_row<T: Elem, const F: bool>(x: &[T], keep: usize, scale: T, o: &mut [T]) {
+    let (x, o) = (&x[..keep], &mut o[..keep]);
+    let full = keep / P * P;
+    let mut mx = [T::neg_infinity(); P];
+    for c in x[..full].chunks_exact(P) {
+        for i in 0..P {
+            mx[i] = Float::max(mx[i], c[i] * scale);
+        }
+    }
+    let m = x[full..].iter().fold(
+        mx.into_iter().fold(T::neg_infinity(), Float::max),
+        |a, &v| Float::max(a, v * scale),
+    );
+    let mut acc = [T::zero(); P];
+    let neg = -m;
+    for (oc, xc) in o[..full].chunks_exact_mut(P).zip(x[..full].chunks_exact(P)) {
+        for i in 0..P {
+            let e = madd::<T, F>(xc[i], scale, neg).fast_exp();
+            oc[i] = e;
+            acc[i] += e;
+        }
+    }
+    let mut sum = sum_lanes(acc);
+    for (o, &v) in o[full..].iter_mut().zip(&x[full..]) {
+        let e = madd::<T, F>(v, scale, neg).fast_exp();
+        *o = e;
+        sum += e;
+    }
+    let inv = sum.recip();
+    for o in o.iter_mut() {
+        *o *= inv;
+    }
+}
+
+on_path!(softmax_row_on, softmax_row, (x: &[T], keep: usize, scale: T, o: &mut [T]));
+
+/// One row of the softmax backward: `o = scale * y * (dy - sum(dy * y))`.
+#[inline(always)]
+fn softmax_bwd_row<T: Elem, const F: bool>(y: &[T], dy: &[T], scale: T, o: &mut [T]) {
+    let d = dot::<T, F>(y, dy);
+    for ((o, &yv), &g) in o.iter_mut().zip(y).zip(dy) {
+        *o = scale * yv * (g - d);
+    }
+}
+
+on_path!(softmax_bwd_row_on, softmax_bwd_row, (y: &[T], dy: &[T], scale: T, o: &mut [T]));
+
+fn softmax_fwd<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     op: &CausalSoftmax,
@@ -365,23 +564,11 @@ fn softmax_fwd<T: WithDType + FastExp>(
     let n = last_dim(l1, "causal-softmax")?;
     let t = op.t.max(1);
     let scale = <T as WithDType>::from_f64(op.scale);
+    let path = cpu_path();
     let mut out = vec![T::zero(); x.len()];
     for_rows(&mut out, n, |r, o| {
-        let xr = &x[r * n..(r + 1) * n];
         let keep = (op.offset + r % t + 1).min(n);
-        let m = xr[..keep]
-            .iter()
-            .fold(T::neg_infinity(), |a, &v| Float::max(a, v * scale));
-        let mut sum = T::zero();
-        for (o, &v) in o[..keep].iter_mut().zip(&xr[..keep]) {
-            let e = (v * scale - m).fast_exp();
-            *o = e;
-            sum += e;
-        }
-        let inv = sum.recip();
-        for o in &mut o[..keep] {
-            *o *= inv;
-        }
+        softmax_row_on(path, &x[r * n..(r + 1) * n], keep, scale, o)
     });
     Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
 }
@@ -407,7 +594,7 @@ struct SoftmaxBwd {
     scale: f64,
 }
 
-fn softmax_bwd<T: WithDType + Float>(
+fn softmax_bwd<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -421,14 +608,11 @@ fn softmax_bwd<T: WithDType + Float>(
         candle_core::bail!("softmax-bwd: shapes do not match");
     }
     let scale = <T as WithDType>::from_f64(scale);
+    let path = cpu_path();
     let mut out = vec![T::zero(); y.len()];
     for_rows(&mut out, n, |r, o| {
-        let yr = &y[r * n..(r + 1) * n];
-        let gr = &dy[r * n..(r + 1) * n];
-        let dot = yr.iter().zip(gr).fold(T::zero(), |a, (&yv, &g)| a + yv * g);
-        for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
-            *o = scale * yv * (g - dot);
-        }
+        let rows = r * n..(r + 1) * n;
+        softmax_bwd_row_on(path, &y[rows.clone()], &dy[rows], scale, o)
     });
     Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
 }
@@ -481,7 +665,42 @@ struct Rope {
     inverse: bool,
 }
 
-fn rope_run<T: WithDType + Float>(
+/// One row of rope: `(a, b) -> (a c - b s, b c + a s)` for each pair, with `s` already signed
+/// (negative for the backward's inverse rotation). `interleaved`: pairs `(2i, 2i+1)`;
+/// otherwise `(i, i + d/2)`.
+#[inline(always)]
+fn rope_row<T: Elem, const F: bool>(
+    x: &[T],
+    c: &[T],
+    s: &[T],
+    neg: bool,
+    interleaved: bool,
+    o: &mut [T],
+) {
+    let half = c.len();
+    let sign = if neg { -T::one() } else { T::one() };
+    if interleaved {
+        for (k, (&cv, &sv)) in c.iter().zip(s).enumerate() {
+            let (a, b, sv) = (x[2 * k], x[2 * k + 1], sign * sv);
+            o[2 * k] = a * cv - b * sv;
+            o[2 * k + 1] = b * cv + a * sv;
+        }
+    } else {
+        let (xa, xb) = x[..2 * half].split_at(half);
+        let (oa, ob) = o[..2 * half].split_at_mut(half);
+        for (((((oa, ob), &a), &b), &cv), &sv) in
+            oa.iter_mut().zip(ob).zip(xa).zip(xb).zip(c).zip(s)
+        {
+            let sv = sign * sv;
+            *oa = a * cv - b * sv;
+            *ob = b * cv + a * sv;
+        }
+    }
+}
+
+on_path!(rope_row_on, rope_row, (x: &[T], c: &[T], s: &[T], neg: bool, interleaved: bool, o: &mut [T]));
+
+fn rope_run<T: Elem>(
     s1: &CpuStorage,
     l1: &Layout,
     s2: &CpuStorage,
@@ -501,6 +720,7 @@ fn rope_run<T: WithDType + Float>(
         candle_core::bail!("rope: cos/sin must be ({t}, {half}) for head size {d}");
     }
     let mut out = vec![T::zero(); x.len()];
+    let path = cpu_path();
     let out_shape = if op.inverse {
         Shape::from((b, t, h, d))
     } else {
@@ -521,22 +741,10 @@ fn rope_run<T: WithDType + Float>(
             let bb = r / (t * h);
             (i, ((bb * t + i) * h + hh) * d)
         };
-        let xr = &x[src..src + d];
-        let c = &cos[pos * half..(pos + 1) * half];
-        let s = &sin[pos * half..(pos + 1) * half];
-        // Forward rotates (a, b) by +angle: (a c - b s, b c + a s); backward by -angle.
-        let sign = if op.inverse { -T::one() } else { T::one() };
-        for k in 0..half {
-            let (ia, ib) = if op.interleaved {
-                (2 * k, 2 * k + 1)
-            } else {
-                (k, k + half)
-            };
-            let (a, bv) = (xr[ia], xr[ib]);
-            let (cv, sv) = (c[k], sign * s[k]);
-            o[ia] = a * cv - bv * sv;
-            o[ib] = bv * cv + a * sv;
-        }
+        // Forward rotates (a, b) by +angle, backward by -angle.
+        let angles = pos * half..(pos + 1) * half;
+        let (c, s) = (&cos[angles.clone()], &sin[angles]);
+        rope_row_on(path, &x[src..src + d], c, s, op.inverse, op.interleaved, o)
     });
     Ok((T::to_cpu_storage_owned(out), out_shape))
 }
@@ -625,6 +833,171 @@ pub(crate) mod tests {
             .unwrap()
             .to_scalar::<f64>()
             .unwrap()
+    }
+
+    /// Deterministic values in `[-2, 2)`.
+    fn vals(n: usize, seed: u64) -> Vec<f64> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()
+    }
+
+    /// The row kernels of every op, on every path this CPU runs, against the formulas written
+    /// plainly in f64: lengths below, at and past the 16 partial sums and not a multiple of
+    /// them. f64 agrees to rounding; f32 to its precision.
+    #[test]
+    fn row_kernels_match_the_plain_formulas_on_every_path() {
+        fn close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+            assert_eq!(got.len(), want.len(), "{what}");
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (g - w).abs() <= tol * (1.0 + w.abs()),
+                    "{what}[{i}]: {g} vs {w}"
+                );
+            }
+        }
+        /// Runs `f` in f64 and in f32 (inputs rounded, outputs widened) on `path`.
+        fn both(
+            ins: &[Vec<f64>],
+            outs: usize,
+            f64k: impl Fn(&[&[f64]], &mut [Vec<f64>]),
+            f32k: impl Fn(&[&[f32]], &mut [Vec<f32>]),
+        ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+            let n = ins[0].len();
+            let a: Vec<&[f64]> = ins.iter().map(|v| v.as_slice()).collect();
+            let mut o64 = vec![vec![0.0; n]; outs];
+            f64k(&a, &mut o64);
+            let i32s: Vec<Vec<f32>> = ins
+                .iter()
+                .map(|v| v.iter().map(|&x| x as f32).collect())
+                .collect();
+            let b: Vec<&[f32]> = i32s.iter().map(|v| v.as_slice()).collect();
+            let mut o32 = vec![vec![0.0f32; n]; outs];
+            f32k(&b, &mut o32);
+            let w = o32
+                .iter()
+                .map(|v| v.iter().map(|&x| x as f64).collect())
+                .collect();
+            (o64, w)
+        }
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        for path in crate::model::kernels::CpuPath::all_available() {
+            for (case, n) in [1usize, 7, 15, 16, 17, 40, 100].into_iter().enumerate() {
+                let seed = 10 * case as u64;
+                let (x, y, z) = (vals(n, seed), vals(n, seed + 1), vals(n, seed + 2));
+                let at = |what: &str| format!("{} n={n} {what}", path.name());
+                let eps = 1e-5;
+                // RMSNorm and its input gradient.
+                let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / n as f64 + eps).sqrt();
+                let want: Vec<f64> = x.iter().zip(&y).map(|(a, w)| a * inv * w).collect();
+                let s: f64 = (0..n).map(|k| z[k] * y[k] * x[k]).sum();
+                let want_dx: Vec<f64> = (0..n)
+                    .map(|k| inv * z[k] * y[k] - x[k] * inv.powi(3) * s / n as f64)
+                    .collect();
+                let (g64, g32) = both(
+                    &[x.clone(), y.clone(), z.clone()],
+                    2,
+                    |i, o| {
+                        rms_row_on(path, i[0], i[1], eps, &mut o[0]);
+                        rms_bwd_row_on(path, i[0], i[2], i[1], eps, &mut o[1]);
+                    },
+                    |i, o| {
+                        rms_row_on(path, i[0], i[1], eps as f32, &mut o[0]);
+                        rms_bwd_row_on(path, i[0], i[2], i[1], eps as f32, &mut o[1]);
+                    },
+                );
+                for (o, tol, t) in [(&g64, 1e-12, "f64"), (&g32, 2e-5, "f32")] {
+                    close(&o[0], &want, tol, &at(&format!("rms {t}")));
+                    close(&o[1], &want_dx, tol * 10.0, &at(&format!("rms dx {t}")));
+                }
+                // SwiGLU and its gradients.
+                let want: Vec<f64> = (0..n).map(|k| x[k] * sig(x[k]) * y[k]).collect();
+                let want_du: Vec<f64> = (0..n).map(|k| z[k] * x[k] * sig(x[k])).collect();
+                let want_dg: Vec<f64> = (0..n)
+                    .map(|k| {
+                        let s = sig(x[k]);
+                        z[k] * y[k] * s * (1.0 + x[k] * (1.0 - s))
+                    })
+                    .collect();
+                let (g64, g32) = both(
+                    &[x.clone(), y.clone(), z.clone()],
+                    3,
+                    |i, o| {
+                        swiglu_chunk_on(path, i[0], i[1], &mut o[0]);
+                        let (a, b) = o[1..].split_at_mut(1);
+                        swiglu_bwd_chunk_on(path, i[0], i[1], i[2], &mut a[0], &mut b[0]);
+                    },
+                    |i, o| {
+                        swiglu_chunk_on(path, i[0], i[1], &mut o[0]);
+                        let (a, b) = o[1..].split_at_mut(1);
+                        swiglu_bwd_chunk_on(path, i[0], i[1], i[2], &mut a[0], &mut b[0]);
+                    },
+                );
+                for (o, tol, t) in [(&g64, 1e-12, "f64"), (&g32, 2e-5, "f32")] {
+                    close(&o[0], &want, tol, &at(&format!("swiglu {t}")));
+                    close(&o[1], &want_dg, tol, &at(&format!("swiglu dg {t}")));
+                    close(&o[2], &want_du, tol, &at(&format!("swiglu du {t}")));
+                }
+                // The causal softmax (the first `keep` entries) and its backward.
+                let keep = n - n / 3;
+                let scale = 0.7;
+                let m = x[..keep].iter().fold(f64::MIN, |a, &v| a.max(v * scale));
+                let e: Vec<f64> = x[..keep].iter().map(|v| (v * scale - m).exp()).collect();
+                let tot: f64 = e.iter().sum();
+                let mut want: Vec<f64> = e.iter().map(|v| v / tot).collect();
+                want.resize(n, 0.0);
+                let d: f64 = (0..n).map(|k| y[k].abs() * z[k]).sum();
+                let want_b: Vec<f64> = (0..n).map(|k| scale * y[k].abs() * (z[k] - d)).collect();
+                let ya: Vec<f64> = y.iter().map(|v| v.abs()).collect();
+                let (g64, g32) = both(
+                    &[x.clone(), ya, z.clone()],
+                    2,
+                    |i, o| {
+                        softmax_row_on(path, i[0], keep, scale, &mut o[0]);
+                        softmax_bwd_row_on(path, i[1], i[2], scale, &mut o[1]);
+                    },
+                    |i, o| {
+                        softmax_row_on(path, i[0], keep, scale as f32, &mut o[0]);
+                        softmax_bwd_row_on(path, i[1], i[2], scale as f32, &mut o[1]);
+                    },
+                );
+                for (o, tol, t) in [(&g64, 1e-12, "f64"), (&g32, 2e-5, "f32")] {
+                    close(&o[0], &want, tol, &at(&format!("softmax {t}")));
+                    close(&o[1], &want_b, tol * 10.0, &at(&format!("softmax bwd {t}")));
+                }
+                // Rope on a row of 2n (both pair layouts, both directions).
+                let row: Vec<f64> = x.iter().chain(&y).copied().collect();
+                for (interleaved, neg) in
+                    [(false, false), (false, true), (true, false), (true, true)]
+                {
+                    let sign = if neg { -1.0 } else { 1.0 };
+                    let mut want = vec![0.0; 2 * n];
+                    for (k, angle) in z.iter().enumerate() {
+                        let (ia, ib) = if interleaved {
+                            (2 * k, 2 * k + 1)
+                        } else {
+                            (k, k + n)
+                        };
+                        let (c, s) = (angle.cos(), sign * angle.sin());
+                        want[ia] = row[ia] * c - row[ib] * s;
+                        want[ib] = row[ib] * c + row[ia] * s;
+                    }
+                    let cs: Vec<f64> = z.iter().map(|v| v.cos()).collect();
+                    let sn: Vec<f64> = z.iter().map(|v| v.sin()).collect();
+                    let mut o64 = vec![0.0; 2 * n];
+                    rope_row_on(path, &row, &cs, &sn, neg, interleaved, &mut o64);
+                    let r32: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+                    let c32: Vec<f32> = cs.iter().map(|&v| v as f32).collect();
+                    let s32: Vec<f32> = sn.iter().map(|&v| v as f32).collect();
+                    let mut o32 = vec![0.0f32; 2 * n];
+                    rope_row_on(path, &r32, &c32, &s32, neg, interleaved, &mut o32);
+                    let o32: Vec<f64> = o32.iter().map(|&v| v as f64).collect();
+                    let what = format!("rope interleaved={interleaved} inverse={neg}");
+                    close(&o64, &want, 1e-12, &at(&what));
+                    close(&o32, &want, 2e-5, &at(&what));
+                }
+            }
+        }
     }
 
     /// Value and gradients (w.r.t. the listed inputs) of `sum(f(inputs) * probe)`.
