@@ -2,7 +2,8 @@
 //! shapes of a LoRA training step of the Qwen2.5-0.5B shape (128 rows), best and mean of 30.
 //!
 //! `cargo run --release -p cahl-engine --example gemm_probe` (`RAYON_NUM_THREADS=1` for one
-//! core; `SMALL=1` for cache-resident shapes; `PEAK=1` for the FMA peak of one core). Every
+//! core; `SMALL=1` for cache-resident shapes; `PEAK=1` for the FMA peak of one core; `F16=1`
+//! for weights stored in f16). Every
 //! SIMD path this CPU has (AVX-512, AVX2) is timed on the same data.
 use cahl_engine::model::gemm::{gemm_on, WeightLayout};
 use cahl_engine::model::kernels::CpuPath;
@@ -49,11 +50,18 @@ fn probe(m: usize, k: usize, n: usize, wt: bool, reps: usize) {
         gf / mean,
     );
     // Each SIMD path this CPU has, one after the other on the same data.
+    // F16=1: the weight stored in f16, widened as it is packed (candle's figure stays f32).
+    let ws16: Option<Vec<half::f16>> = std::env::var("F16")
+        .is_ok()
+        .then(|| ws.iter().map(|&v| half::f16::from_f32(v)).collect());
     for path in CpuPath::all_available() {
         if path == CpuPath::Scalar {
             continue;
         }
-        let (b, mn) = time(reps, || gemm_on(path, &xs, m, k, &ws, n, lay, &mut out));
+        let (b, mn) = time(reps, || match &ws16 {
+            Some(w16) => gemm_on(path, &xs, m, k, w16, n, lay, &mut out),
+            None => gemm_on(path, &xs, m, k, &ws, n, lay, &mut out),
+        });
         line.push_str(&format!(
             " | {} best {:7.2} mean {:7.2}",
             path.name(),

@@ -11,7 +11,7 @@
 //! values and gradients).
 //!
 //! Each op's per-row (or per-chunk) kernel is written once and compiled for every kernel path
-//! ([`on_path`]: AVX-512, AVX2 + FMA, portable), run on [`super::kernels::cpu_path`]. Their
+//! (`on_path!`: AVX-512, AVX2 + FMA, portable), run on [`super::kernels::cpu_path`]. Their
 //! reductions (sums of squares, dot products, the softmax's maximum and sum) keep 16 partial
 //! sums, so the compiler can put them in vector registers; the summation order is the same on
 //! every path.

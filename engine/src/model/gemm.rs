@@ -190,6 +190,7 @@ unsafe fn run<W: WeightElem>(
             if path == CpuPath::Avx512 {
                 avx::columns::<W, MR512, NR512>(
                     avx::AVX512_TILE,
+                    avx::avx512_pack::<W, NR512>(),
                     a,
                     m,
                     k,
@@ -201,7 +202,19 @@ unsafe fn run<W: WeightElem>(
                     optr.0,
                 )
             } else {
-                avx::columns::<W, MR, NR>(avx::AVX2_TILE, a, m, k, w, n, layout, p0, p1, optr.0)
+                avx::columns::<W, MR, NR>(
+                    avx::AVX2_TILE,
+                    avx::avx2_pack::<W, NR>(),
+                    a,
+                    m,
+                    k,
+                    w,
+                    n,
+                    layout,
+                    p0,
+                    p1,
+                    optr.0,
+                )
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -289,17 +302,79 @@ mod avx {
         }
     }
 
+    /// Packs with AVX-512 into a block `NRP` wide (a multiple of 16): a plain block's whole
+    /// rows are copied (and f16 widened) 16 lanes at a time; a transposed block keeps the
+    /// 8 x 8 register transposes of [`pack_avx2`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn pack_avx512<W: WeightElem, const NRP: usize>(
+        layout: WeightLayout,
+        w: &[W],
+        n: usize,
+        k: usize,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        bp: &mut [f32],
+    ) {
+        match layout {
+            WeightLayout::Plain if nr == NRP && NRP % 16 == 0 => {
+                for p in 0..kc {
+                    let src = &w[(k0 + p) * n + j0..(k0 + p) * n + j0 + NRP];
+                    let dst = &mut bp[p * NRP..(p + 1) * NRP];
+                    for q in (0..NRP).step_by(16) {
+                        // SAFETY: NRP readable source elements, NRP writable destination
+                        // floats, AVX-512F present.
+                        unsafe {
+                            _mm512_storeu_ps(
+                                dst.as_mut_ptr().add(q),
+                                W::load16(src.as_ptr().add(q)),
+                            )
+                        };
+                    }
+                }
+            }
+            // SAFETY: forwarded; the block lies inside `w`; AVX-512 implies what these need.
+            _ => unsafe { pack_avx2::<W, NRP>(layout, w, n, k, k0, kc, j0, nr, bp) },
+        }
+    }
+
+    /// A packing routine: `pack_avx2` or `pack_avx512` for one tile width.
+    pub type PackFn<W> = unsafe fn(
+        WeightLayout,
+        &[W],
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        &mut [f32],
+    );
+
+    /// The packing of the AVX2 path, for blocks `NRP` wide.
+    pub fn avx2_pack<W: WeightElem, const NRP: usize>() -> PackFn<W> {
+        pack_avx2::<W, NRP>
+    }
+
+    /// The packing of the AVX-512 path, for blocks `NRP` wide.
+    pub fn avx512_pack<W: WeightElem, const NRP: usize>() -> PackFn<W> {
+        pack_avx512::<W, NRP>
+    }
+
     /// Column panels `p0..p1` (of `NRT` columns) of the output: for each `KC` slice of `k`,
-    /// pack each panel's block of `B` and run every row panel of `A` against it through
-    /// `tile`, an `MRT x NRT` register tile.
+    /// pack each panel's block of `B` through `pack` and run every row panel of `A` against it
+    /// through `tile`, an `MRT x NRT` register tile.
     ///
     /// # Safety
-    /// `tile`'s instructions are available; `w` holds `k * n` elements, `a` holds the `(m, k)`
+    /// `tile`'s and `pack`'s instructions are available; `w` holds `k * n` elements, `a` holds the `(m, k)`
     /// input, `out` points at `m * n` writable floats of which this call owns columns
     /// `p0 * NRT .. min(p1 * NRT, n)`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn columns<W: WeightElem, const MRT: usize, const NRT: usize>(
         tile: TileFn,
+        pack: PackFn<W>,
         a: &[f32],
         m: usize,
         k: usize,
@@ -340,7 +415,7 @@ mod avx {
                 let lines = ahead.map_or(0, |b| b.lines::<W>(layout));
                 let per_tile = lines.div_ceil(row_panels).min(MAX_PF);
                 // SAFETY: forwarded; the block lies inside `w`.
-                unsafe { pack_avx2::<W, NRT>(layout, w, n, k, k0, kc, j0, nr, bp) }
+                unsafe { pack(layout, w, n, k, k0, kc, j0, nr, bp) }
                 for rp in 0..row_panels {
                     let i0 = rp * MRT;
                     let mr = MRT.min(m - i0);
