@@ -319,7 +319,7 @@ mod avx {
         bp: &mut [f32],
     ) {
         match layout {
-            WeightLayout::Plain if nr == NRP && NRP % 16 == 0 => {
+            WeightLayout::Plain if nr == NRP && NRP.is_multiple_of(16) => {
                 for p in 0..kc {
                     let src = &w[(k0 + p) * n + j0..(k0 + p) * n + j0 + NRP];
                     let dst = &mut bp[p * NRP..(p + 1) * NRP];
