@@ -2,7 +2,7 @@
 //! shapes of a LoRA training step of the Qwen2.5-0.5B shape (128 rows), best and mean of 30.
 //!
 //! `cargo run --release -p cahl-engine --example gemm_probe` (`RAYON_NUM_THREADS=1` for one
-//! core; `SMALL=1` for cache-resident shapes; `PEAK=1` for the FMA peak of one core; `F16=1`
+//! core; `SMALL=1` for cache-resident shapes; `SMOL=1` for SmolLM2-135M's; `PEAK=1` for the FMA peak of one core; `F16=1`
 //! for weights stored in f16). Every
 //! SIMD path this CPU has (AVX-512, AVX2) is timed on the same data.
 use cahl_engine::model::gemm::{gemm_on, WeightLayout};
@@ -82,6 +82,9 @@ fn main() {
     }
     let sh: Vec<(usize, usize, usize)> = if std::env::var("SMALL").is_ok() {
         vec![(126, 256, 256), (126, 256, 1024), (120, 2048, 256)]
+    } else if std::env::var("SMOL").is_ok() {
+        // SmolLM2-135M's projections at 128 tokens: q/o, k/v, gate/up, down.
+        vec![(128, 576, 576), (128, 576, 192), (128, 576, 1536), (128, 1536, 576)]
     } else {
         vec![
             (1024, 1024, 1024),

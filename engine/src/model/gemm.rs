@@ -170,12 +170,14 @@ unsafe fn run<W: WeightElem>(
 ) {
     let nr = if path == CpuPath::Avx512 { NR512 } else { NR };
     let panels = n.div_ceil(nr);
-    // A few tasks per thread so a thread held up elsewhere does not hold the call.
-    let tasks = (rayon::current_num_threads() * 2).clamp(1, panels);
-    let per = panels.div_ceil(tasks);
+    // A few tasks per thread so a thread held up elsewhere does not hold the call, with the
+    // panels spread evenly (sizes differ by one at most): a narrow output (SmolLM2's 192-wide
+    // key/value projections are 6 panels of the AVX-512 tile) split into tasks of
+    // `ceil(panels / tasks)` panels left one thread with twice the other's work.
+    let tasks = (rayon::current_num_threads() * 4).clamp(1, panels);
     (0..tasks).into_par_iter().for_each(move |t| {
-        let p0 = t * per;
-        let p1 = ((t + 1) * per).min(panels);
+        let p0 = t * panels / tasks;
+        let p1 = (t + 1) * panels / tasks;
         if p0 >= p1 {
             return;
         }
