@@ -90,6 +90,9 @@ impl Detok for NoStop {
     }
 }
 
+/// Fewest generated tokens per sequence for a decode figure.
+pub const MIN_DECODE_TOKENS: usize = 4;
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -102,6 +105,14 @@ pub fn run(
     opts: &BenchOpts,
     mut progress: impl FnMut(&str),
 ) -> Result<BenchReport> {
+    if !opts.batches.is_empty() && opts.decode_tokens < MIN_DECODE_TOKENS {
+        return Err(crate::error::EngineError::Invalid(format!(
+            "bench: --decode-tokens must be at least {MIN_DECODE_TOKENS} (got {}): decode speed \
+             is the sampling time less a separately timed prefill, and fewer tokens leave only \
+             the noise of that difference",
+            opts.decode_tokens
+        )));
+    }
     model.add_adapter("bench", &opts.lora, 1)?;
     // Make LoRA B non-zero so the adapter path does real work.
     for (k, v) in model.adapter("bench")?.named_vars() {

@@ -25,7 +25,7 @@ pub struct BenchArgs {
     /// Prompt length for prefill and decode.
     #[arg(long, default_value_t = 128)]
     pub prompt_tokens: usize,
-    /// Tokens generated per sequence in the decode figures.
+    /// Tokens generated per sequence in the decode figures (at least 4).
     #[arg(long, default_value_t = 32)]
     pub decode_tokens: usize,
     /// Decode batch sizes.

@@ -343,17 +343,8 @@ mod avx {
     }
 
     /// A packing routine: `pack_avx2` or `pack_avx512` for one tile width.
-    pub type PackFn<W> = unsafe fn(
-        WeightLayout,
-        &[W],
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        &mut [f32],
-    );
+    pub type PackFn<W> =
+        unsafe fn(WeightLayout, &[W], usize, usize, usize, usize, usize, usize, &mut [f32]);
 
     /// The packing of the AVX2 path, for blocks `NRP` wide.
     pub fn avx2_pack<W: WeightElem, const NRP: usize>() -> PackFn<W> {
