@@ -73,6 +73,8 @@ macro_rules! on_path {
     ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
         #[allow(clippy::too_many_arguments)]
         fn $name<T: $crate::model::fused::Elem>(path: $crate::model::kernels::CpuPath, $($arg: $ty),*) {
+            // Callers pass `cpu_path()` or a path of `CpuPath::all_available()`.
+            debug_assert!(path.available(), "kernel path {} not available here", path.name());
             #[cfg(target_arch = "x86_64")]
             {
                 #[allow(clippy::too_many_arguments)]
@@ -939,31 +941,36 @@ pub(crate) mod tests {
                     close(&o[2], &want_du, tol, &at(&format!("swiglu du {t}")));
                 }
                 // The causal softmax (the first `keep` entries) and its backward.
-                let keep = n - n / 3;
-                let scale = 0.7;
-                let m = x[..keep].iter().fold(f64::MIN, |a, &v| a.max(v * scale));
-                let e: Vec<f64> = x[..keep].iter().map(|v| (v * scale - m).exp()).collect();
-                let tot: f64 = e.iter().sum();
-                let mut want: Vec<f64> = e.iter().map(|v| v / tot).collect();
-                want.resize(n, 0.0);
-                let d: f64 = (0..n).map(|k| y[k].abs() * z[k]).sum();
-                let want_b: Vec<f64> = (0..n).map(|k| scale * y[k].abs() * (z[k] - d)).collect();
-                let ya: Vec<f64> = y.iter().map(|v| v.abs()).collect();
-                let (g64, g32) = both(
-                    &[x.clone(), ya, z.clone()],
-                    2,
-                    |i, o| {
-                        softmax_row_on(path, i[0], keep, scale, &mut o[0]);
-                        softmax_bwd_row_on(path, i[1], i[2], scale, &mut o[1]);
-                    },
-                    |i, o| {
-                        softmax_row_on(path, i[0], keep, scale as f32, &mut o[0]);
-                        softmax_bwd_row_on(path, i[1], i[2], scale as f32, &mut o[1]);
-                    },
-                );
-                for (o, tol, t) in [(&g64, 1e-12, "f64"), (&g32, 2e-5, "f32")] {
-                    close(&o[0], &want, tol, &at(&format!("softmax {t}")));
-                    close(&o[1], &want_b, tol * 10.0, &at(&format!("softmax bwd {t}")));
+                // Rows cut short by the mask, whole, and ending on the partial sums' width.
+                let mut keeps = vec![n - n / 3, n, 16.min(n)];
+                keeps.dedup();
+                for keep in keeps {
+                    let scale = 0.7;
+                    let m = x[..keep].iter().fold(f64::MIN, |a, &v| a.max(v * scale));
+                    let e: Vec<f64> = x[..keep].iter().map(|v| (v * scale - m).exp()).collect();
+                    let tot: f64 = e.iter().sum();
+                    let mut want: Vec<f64> = e.iter().map(|v| v / tot).collect();
+                    want.resize(n, 0.0);
+                    let d: f64 = (0..n).map(|k| y[k].abs() * z[k]).sum();
+                    let want_b: Vec<f64> =
+                        (0..n).map(|k| scale * y[k].abs() * (z[k] - d)).collect();
+                    let ya: Vec<f64> = y.iter().map(|v| v.abs()).collect();
+                    let (g64, g32) = both(
+                        &[x.clone(), ya, z.clone()],
+                        2,
+                        |i, o| {
+                            softmax_row_on(path, i[0], keep, scale, &mut o[0]);
+                            softmax_bwd_row_on(path, i[1], i[2], scale, &mut o[1]);
+                        },
+                        |i, o| {
+                            softmax_row_on(path, i[0], keep, scale as f32, &mut o[0]);
+                            softmax_bwd_row_on(path, i[1], i[2], scale as f32, &mut o[1]);
+                        },
+                    );
+                    for (o, tol, t) in [(&g64, 1e-12, "f64"), (&g32, 2e-5, "f32")] {
+                        close(&o[0], &want, tol, &at(&format!("softmax keep={keep} {t}")));
+                        close(&o[1], &want_b, tol * 10.0, &at(&format!("softmax bwd {t}")));
+                    }
                 }
                 // Rope on a row of 2n (both pair layouts, both directions).
                 let row: Vec<f64> = x.iter().chain(&y).copied().collect();
