@@ -192,7 +192,7 @@ unsafe fn run<W: WeightElem>(
             if path == CpuPath::Avx512 {
                 avx::columns::<W, MR512, NR512>(
                     avx::AVX512_TILE,
-                    avx::avx512_pack::<W, NR512>(),
+                    avx::pack_avx512::<W, NR512>,
                     a,
                     m,
                     k,
@@ -206,7 +206,7 @@ unsafe fn run<W: WeightElem>(
             } else {
                 avx::columns::<W, MR, NR>(
                     avx::AVX2_TILE,
-                    avx::avx2_pack::<W, NR>(),
+                    avx::pack_avx2::<W, NR>,
                     a,
                     m,
                     k,
@@ -284,7 +284,7 @@ mod avx {
     /// Packs with AVX2 into a block `NRP` wide (8-column groups).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pack_avx2<W: WeightElem, const NRP: usize>(
+    pub unsafe fn pack_avx2<W: WeightElem, const NRP: usize>(
         layout: WeightLayout,
         w: &[W],
         n: usize,
@@ -309,7 +309,7 @@ mod avx {
     /// 8 x 8 register transposes of [`pack_avx2`].
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn pack_avx512<W: WeightElem, const NRP: usize>(
+    pub unsafe fn pack_avx512<W: WeightElem, const NRP: usize>(
         layout: WeightLayout,
         w: &[W],
         n: usize,
@@ -346,24 +346,14 @@ mod avx {
     pub type PackFn<W> =
         unsafe fn(WeightLayout, &[W], usize, usize, usize, usize, usize, usize, &mut [f32]);
 
-    /// The packing of the AVX2 path, for blocks `NRP` wide.
-    pub fn avx2_pack<W: WeightElem, const NRP: usize>() -> PackFn<W> {
-        pack_avx2::<W, NRP>
-    }
-
-    /// The packing of the AVX-512 path, for blocks `NRP` wide.
-    pub fn avx512_pack<W: WeightElem, const NRP: usize>() -> PackFn<W> {
-        pack_avx512::<W, NRP>
-    }
-
     /// Column panels `p0..p1` (of `NRT` columns) of the output: for each `KC` slice of `k`,
     /// pack each panel's block of `B` through `pack` and run every row panel of `A` against it
     /// through `tile`, an `MRT x NRT` register tile.
     ///
     /// # Safety
-    /// `tile`'s and `pack`'s instructions are available; `w` holds `k * n` elements, `a` holds the `(m, k)`
-    /// input, `out` points at `m * n` writable floats of which this call owns columns
-    /// `p0 * NRT .. min(p1 * NRT, n)`.
+    /// `tile`'s and `pack`'s instructions are available; `w` holds `k * n` elements, `a`
+    /// holds the `(m, k)` input, `out` points at `m * n` writable floats of which this call
+    /// owns columns `p0 * NRT .. min(p1 * NRT, n)`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn columns<W: WeightElem, const MRT: usize, const NRT: usize>(
         tile: TileFn,
