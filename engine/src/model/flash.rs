@@ -22,7 +22,7 @@
 //! at run time ([`crate::model::kernels::cpu_path`]); lanes run over keys for the score strips
 //! (from a transposed copy of `k` and `v`) and over the head dimension for the weighted sums,
 //! so no inner loop needs a horizontal sum.
-use super::fused::{madd, on_path, slice, Elem};
+use super::fused::{dot, madd, on_path, slice, Elem};
 use super::kernels::{cpu_path, CpuPath};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -316,10 +316,7 @@ fn dq_block<T: Elem, const F: bool>(
     strip_dots::<T, F>(dout, &rows, x.vt, g, wk, ds);
     for (i, (&r, &keep)) in rows.iter().zip(&keeps).enumerate() {
         let lse = softmax_row(&mut p[i * wk..(i + 1) * wk], keep, scale);
-        let dd = o[r * d..(r + 1) * d]
-            .iter()
-            .zip(&dout[r * d..(r + 1) * d])
-            .fold(T::zero(), |a, (&ov, &gv)| madd::<T, F>(ov, gv, a));
+        let dd = dot::<T, F>(&o[r * d..(r + 1) * d], &dout[r * d..(r + 1) * d]);
         for (dsv, &pv) in ds[i * wk..(i + 1) * wk]
             .iter_mut()
             .zip(&p[i * wk..(i + 1) * wk])

@@ -132,9 +132,9 @@ fn sum_lanes<T: Float>(mut acc: [T; P]) -> T {
     acc[0]
 }
 
-/// `sum_i a_i b_i`.
+/// `sum_i a_i b_i` (also the blocked attention's `rowsum(dO O)`).
 #[inline(always)]
-fn dot<T: Float, const F: bool>(a: &[T], b: &[T]) -> T {
+pub(crate) fn dot<T: Float, const F: bool>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let full = n / P * P;
     let mut acc = [T::zero(); P];
